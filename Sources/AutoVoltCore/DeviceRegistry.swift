@@ -1,0 +1,121 @@
+import TOMLKit
+
+/// One ESP32 board from `devices.toml` (contract section 5).
+public struct DeviceInfo: Sendable, Equatable {
+    public struct Switch: Sendable, Equatable {
+        public var name: String
+        public var ratedW: Double?
+        public init(name: String, ratedW: Double?) {
+            self.name = name
+            self.ratedW = ratedW
+        }
+    }
+
+    public static let defaultMaxPowerW = 20_000.0
+    public static let defaultRollbackToleranceWh = 50.0
+    public static let unassignedClassroom = "unassigned"
+
+    public var esp32Name: String
+    public var classroom: String
+    public var maxPowerW: Double
+    public var rollbackToleranceWh: Double
+    public var switches: [Switch]
+
+    public init(esp32Name: String, classroom: String, maxPowerW: Double = DeviceInfo.defaultMaxPowerW,
+                rollbackToleranceWh: Double = DeviceInfo.defaultRollbackToleranceWh, switches: [Switch] = []) {
+        self.esp32Name = esp32Name
+        self.classroom = classroom
+        self.maxPowerW = maxPowerW
+        self.rollbackToleranceWh = rollbackToleranceWh
+        self.switches = switches
+    }
+
+    /// What an unregistered device that publishes anyway is ingested as.
+    public static func unregistered(_ name: String) -> DeviceInfo {
+        DeviceInfo(esp32Name: name, classroom: unassignedClassroom)
+    }
+}
+
+public struct DeviceRegistry: Sendable, Equatable {
+    public private(set) var devices: [String: DeviceInfo]
+
+    public init(devices: [DeviceInfo] = []) {
+        self.devices = Dictionary(devices.map { ($0.esp32Name, $0) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    public func device(_ name: String) -> DeviceInfo? { devices[name] }
+
+    /// The registered entry, or the `unassigned` stand-in for an unknown device.
+    public func resolve(_ name: String) -> DeviceInfo { devices[name] ?? .unregistered(name) }
+
+    public struct ParseError: Error, Sendable, Equatable, CustomStringConvertible {
+        public let message: String
+        public var description: String { message }
+    }
+
+    /// Parses `devices.toml`. Every problem is reported with the device it concerns; nothing is
+    /// silently defaulted except the documented optional fields.
+    public static func parse(toml text: String) throws(ParseError) -> DeviceRegistry {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ParseError(message: "line \(error.source.begin.line): \(error.description)")
+        } catch {
+            throw ParseError(message: "\(error)")
+        }
+        for key in table.keys where key != "device" {
+            throw ParseError(message: "unknown top-level key \"\(key)\" (expected [[device]] tables)")
+        }
+        guard let entries = table["device"] else { return DeviceRegistry() }
+        guard let array = entries.array else { throw ParseError(message: "\"device\" must be an array of tables ([[device]])") }
+        var devices: [DeviceInfo] = []
+        var seen: Set<String> = []
+        for (index, entry) in array.enumerated() {
+            let position = "device #\(index + 1)"
+            guard let device = entry.table else { throw ParseError(message: "\(position) is not a table") }
+            guard let name = device["esp32_name"]?.string else {
+                throw ParseError(message: "\(position): esp32_name is missing or not a string")
+            }
+            let label = "device \"\(name)\""
+            guard DeviceTopic.isValidDeviceName(name) else {
+                throw ParseError(message: "\(label): esp32_name must match [A-Za-z0-9_.-]{1,64}")
+            }
+            guard seen.insert(name).inserted else { throw ParseError(message: "\(label) is listed twice") }
+            guard let classroom = device["classroom"]?.string, !classroom.isEmpty else {
+                throw ParseError(message: "\(label): classroom is missing or not a string")
+            }
+            let allowed: Set<String> = ["esp32_name", "classroom", "max_power_w", "rollback_tolerance_wh", "switch"]
+            for key in device.keys where !allowed.contains(key) {
+                throw ParseError(message: "\(label): unknown key \"\(key)\"")
+            }
+            let maxPower = try number(device["max_power_w"], "\(label): max_power_w") ?? DeviceInfo.defaultMaxPowerW
+            guard maxPower > 0 else { throw ParseError(message: "\(label): max_power_w must be positive") }
+            let tolerance = try number(device["rollback_tolerance_wh"], "\(label): rollback_tolerance_wh")
+                ?? DeviceInfo.defaultRollbackToleranceWh
+            guard tolerance >= 0 else { throw ParseError(message: "\(label): rollback_tolerance_wh must not be negative") }
+            var switches: [DeviceInfo.Switch] = []
+            if let switchEntries = device["switch"] {
+                guard let list = switchEntries.array else { throw ParseError(message: "\(label): switch must be [[device.switch]] tables") }
+                for (switchIndex, item) in list.enumerated() {
+                    guard let sw = item.table, let switchName = sw["name"]?.string else {
+                        throw ParseError(message: "\(label): switch #\(switchIndex + 1) needs a name")
+                    }
+                    let rated = try number(sw["rated_w"], "\(label): switch \"\(switchName)\" rated_w")
+                    if let rated, rated < 0 { throw ParseError(message: "\(label): switch \"\(switchName)\" rated_w must not be negative") }
+                    switches.append(.init(name: switchName, ratedW: rated))
+                }
+            }
+            devices.append(DeviceInfo(esp32Name: name, classroom: classroom, maxPowerW: maxPower,
+                                      rollbackToleranceWh: tolerance, switches: switches))
+        }
+        return DeviceRegistry(devices: devices)
+    }
+
+    private static func number(_ value: TOMLValueConvertible?, _ what: String) throws(ParseError) -> Double? {
+        guard let value else { return nil }
+        if let d = value.double { return d }
+        if let i = value.int { return Double(i) }
+        throw ParseError(message: "\(what) must be a number")
+    }
+}
