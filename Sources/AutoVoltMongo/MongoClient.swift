@@ -1,0 +1,657 @@
+import CMongoc
+import Foundation
+import NIOPosix
+
+// MARK: - Options and results
+
+/// The write concern sent with a write (through `mongoc_write_concern_t`).
+public enum WriteConcern: Sendable, Hashable {
+    /// `w: "majority"`, `wtimeout: timeoutMS` (0 = wait forever). `journal: true` adds `j: true`;
+    /// `false` leaves `j` out, so the server's default applies (on a replica set
+    /// `writeConcernMajorityJournalDefault`, true by default, journals majority writes anyway).
+    case majority(journal: Bool, timeoutMS: Int)
+    /// `w: 1`.
+    case acknowledged
+    /// `w: n`, n >= 1. Unacknowledged writes (`w: 0`) are refused: results could not be reported.
+    case w(Int)
+
+    /// Appends `writeConcern` to `opts`.
+    func append(to opts: OpaquePointer) throws(MongoError) {
+        guard let wc = mongoc_write_concern_new() else {
+            throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "mongoc_write_concern_new failed")
+        }
+        defer { mongoc_write_concern_destroy(wc) }
+        switch self {
+        case .majority(let journal, let timeoutMS):
+            mongoc_write_concern_set_w(wc, MONGOC_WRITE_CONCERN_W_MAJORITY)
+            if journal { mongoc_write_concern_set_journal(wc, true) }
+            if timeoutMS > 0 { mongoc_write_concern_set_wtimeout_int64(wc, Int64(timeoutMS)) }
+        case .acknowledged:
+            mongoc_write_concern_set_w(wc, 1)
+        case .w(let n):
+            guard n >= 1, let w = Int32(exactly: n) else {
+                throw MongoError(kind: .invalidArgument, code: 0, domain: 0,
+                                 message: "write concern w:\(n) is not supported (need w >= 1)")
+            }
+            mongoc_write_concern_set_w(wc, w)
+        }
+        guard mongoc_write_concern_append(wc, opts) else {
+            throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "invalid write concern \(self)")
+        }
+    }
+}
+
+/// One document (or operation) refused by the server inside an otherwise successful write.
+public struct WriteError: Sendable, Hashable {
+    /// Position of the document or operation in the request.
+    public let index: Int
+    public let code: Int
+    public let message: String
+    public var isDuplicateKey: Bool { code == 11000 || code == 11001 }
+
+    public init(index: Int, code: Int, message: String) {
+        self.index = index
+        self.code = code
+        self.message = message
+    }
+}
+
+public struct InsertManyResult: Sendable, Hashable {
+    public let insertedCount: Int
+    /// Per-document errors (for example duplicate keys): results, not failures.
+    public let writeErrors: [WriteError]
+}
+
+public struct UpdateResult: Sendable, Hashable {
+    public let matchedCount: Int
+    public let modifiedCount: Int
+    /// The `_id` of the upserted document, when the update inserted one.
+    public let upsertedID: BSON?
+}
+
+public enum WriteModel: Sendable, Hashable {
+    case insertOne(BSONDocument)
+    case updateOne(filter: BSONDocument, update: BSONDocument, upsert: Bool)
+    case updateMany(filter: BSONDocument, update: BSONDocument, upsert: Bool)
+    case replaceOne(filter: BSONDocument, replacement: BSONDocument, upsert: Bool)
+    case deleteOne(BSONDocument)
+    case deleteMany(BSONDocument)
+}
+
+public struct BulkWriteResult: Sendable, Hashable {
+    public let insertedCount: Int
+    public let matchedCount: Int
+    public let modifiedCount: Int
+    public let deletedCount: Int
+    public let upsertedCount: Int
+    /// Operation index -> `_id` of the document it upserted.
+    public let upsertedIDs: [Int: BSON]
+    /// Per-operation errors (for example duplicate keys): results, not failures.
+    public let writeErrors: [WriteError]
+}
+
+public struct IndexModel: Sendable, Hashable {
+    public var keys: BSONDocument
+    public var name: String
+    public var unique: Bool
+    /// TTL: documents expire this many seconds after the (date) field in `keys`.
+    public var expireAfterSeconds: Int?
+    public var partialFilterExpression: BSONDocument?
+
+    public init(keys: BSONDocument, name: String, unique: Bool = false,
+                expireAfterSeconds: Int? = nil, partialFilterExpression: BSONDocument? = nil) {
+        self.keys = keys
+        self.name = name
+        self.unique = unique
+        self.expireAfterSeconds = expireAfterSeconds
+        self.partialFilterExpression = partialFilterExpression
+    }
+
+    var document: BSONDocument {
+        var d: BSONDocument = ["key": .document(keys), "name": .string(name)]
+        if unique { d["unique"] = true }
+        if let expireAfterSeconds { d["expireAfterSeconds"] = .int64(Int64(expireAfterSeconds)) }
+        if let partialFilterExpression { d["partialFilterExpression"] = .document(partialFilterExpression) }
+        return d
+    }
+}
+
+// MARK: - libmongoc initialisation
+
+/// `mongoc_init()` exactly once per process (a global `let` is initialised lazily and atomically).
+/// `mongoc_cleanup()` is never called: the process exit reclaims everything.
+private let mongocInitialised: Void = { mongoc_init() }()
+
+// MARK: - Client
+
+/// A MongoDB client over a `mongoc_client_pool_t`.
+///
+/// Every method here is **blocking** (network I/O inside libmongoc): call it from a thread of
+/// your own, or through `MongoExecutor` from async code, never directly on Swift's cooperative
+/// thread pool.
+///
+/// `@unchecked Sendable` is sound because `mongoc_client_pool_t` is thread-safe, and each
+/// operation pops its own `mongoc_client_t`, uses it on the calling thread only, and pushes it
+/// back; the only mutable Swift state (open/closed, in-flight count, cached hello) is guarded by
+/// `state`.
+public final class MongoClient: @unchecked Sendable {
+    /// The database every operation addresses: the URI's path, default `autovolt_power`.
+    public let databaseName: String
+
+    private let state = NSCondition()
+    private var pool: OpaquePointer?  // nil once closed
+    private var inFlight = 0
+    private var cachedIsReplicaSet: Bool?
+
+    /// Parses `uri` and creates the pool (no I/O happens until the first operation).
+    ///
+    /// Unless the URI sets them, `serverSelectionTimeoutMS` and `connectTimeoutMS` are 5000 (an
+    /// outage fails within about 5 s, and the caller backs off) and `socketTimeoutMS` is 60000
+    /// (libmongoc's default of 300000 would pin a thread for 5 minutes on a hung server).
+    public init(uri: String, appName: String = "autovolt-worker") throws(MongoError) {
+        _ = mongocInitialised
+        var error = bson_error_t()
+        guard let parsed = mongoc_uri_new_with_error(uri, &error) else {
+            throw MongoError(kind: .invalidURI, bsonError: error)
+        }
+        defer { mongoc_uri_destroy(parsed) }
+        let defaults: [(String, Int32)] = [
+            (MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 5000),
+            (MONGOC_URI_CONNECTTIMEOUTMS, 5000),
+            (MONGOC_URI_SOCKETTIMEOUTMS, 60000),
+        ]
+        for (option, value) in defaults where !mongoc_uri_has_option(parsed, option) {
+            _ = mongoc_uri_set_option_as_int32(parsed, option, value)
+        }
+        if !mongoc_uri_has_option(parsed, MONGOC_URI_APPNAME) {
+            _ = mongoc_uri_set_appname(parsed, appName)
+        }
+        if let db = mongoc_uri_get_database(parsed), db.pointee != 0 {
+            databaseName = String(cString: db)
+        } else {
+            databaseName = "autovolt_power"
+        }
+        guard let pool = mongoc_client_pool_new_with_error(parsed, &error) else {
+            throw MongoError(kind: .invalidURI, bsonError: error)
+        }
+        mongoc_client_pool_set_error_api(pool, MONGOC_ERROR_API_VERSION_2)
+        self.pool = pool
+    }
+
+    deinit { close() }
+
+    /// Destroys the pool. Waits for operations in flight; later calls throw `.invalidArgument`.
+    /// Idempotent.
+    public func close() {
+        state.lock()
+        guard let pool else { state.unlock(); return }
+        self.pool = nil
+        while inFlight > 0 { state.wait() }
+        state.unlock()
+        mongoc_client_pool_destroy(pool)
+    }
+
+    // MARK: Plumbing
+
+    private func withClient<T>(_ body: (OpaquePointer) throws(MongoError) -> T) throws(MongoError) -> T {
+        state.lock()
+        guard let pool else {
+            state.unlock()
+            throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "MongoClient is closed")
+        }
+        inFlight += 1
+        state.unlock()
+        defer {
+            state.lock()
+            inFlight -= 1
+            if inFlight == 0 { state.broadcast() }
+            state.unlock()
+        }
+        guard let client = mongoc_client_pool_pop(pool) else {
+            throw MongoError(kind: .connection, code: 0, domain: 0, message: "mongoc_client_pool_pop returned no client")
+        }
+        defer { mongoc_client_pool_push(pool, client) }
+        return try body(client)
+    }
+
+    private func withCollection<T>(_ name: String, _ body: (OpaquePointer) throws(MongoError) -> T) throws(MongoError) -> T {
+        try withClient { (client) throws(MongoError) -> T in
+            guard let collection = mongoc_client_get_collection(client, databaseName, name) else {
+                throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "invalid collection name \(name.debugDescription)")
+            }
+            defer { mongoc_collection_destroy(collection) }
+            return try body(collection)
+        }
+    }
+
+    /// Builds an opts document, with the write concern when given.
+    private static func options(_ doc: BSONDocument, _ writeConcern: WriteConcern? = nil) throws(MongoError) -> OwnedBSON {
+        let opts = try doc.makeBSON()
+        if let writeConcern { try writeConcern.append(to: opts.pointer) }
+        return opts
+    }
+
+    /// Drains and destroys a cursor; a cursor error goes through the funnel.
+    private static func drain(_ cursor: OpaquePointer?) throws(MongoError) -> [BSONDocument] {
+        guard let cursor else {
+            throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "libmongoc returned no cursor")
+        }
+        defer { mongoc_cursor_destroy(cursor) }
+        var out: [BSONDocument] = []
+        var current: OpaquePointer? = nil
+        while mongoc_cursor_next(cursor, &current) {
+            if let current { out.append(try BSONDocument(copying: current)) }
+        }
+        var error = bson_error_t()
+        var reply: OpaquePointer? = nil
+        if mongoc_cursor_error_document(cursor, &error, &reply) {
+            throw MongoError(bsonError: error, reply: reply.flatMap { try? BSONDocument(copying: $0) })
+        }
+        return out
+    }
+
+    private static func writeErrors(in reply: BSONDocument) -> [WriteError] {
+        (reply["writeErrors"]?.arrayValue ?? []).compactMap { value in
+            guard let e = value.documentValue else { return nil }
+            return WriteError(index: e["index"]?.intValue ?? -1,
+                              code: e["code"]?.intValue ?? 0,
+                              message: e["errmsg"]?.stringValue ?? "")
+        }
+    }
+
+    /// The first write concern error of a write reply (`writeConcernErrors` as merged by
+    /// libmongoc, or a command's `writeConcernError`) as a `.writeConcern` error.
+    private static func writeConcernError(in reply: BSONDocument) -> MongoError? {
+        let wce = reply["writeConcernErrors"]?.arrayValue?.first?.documentValue
+            ?? reply["writeConcernError"]?.documentValue
+        guard let wce else { return nil }
+        return MongoError(kind: .writeConcern, code: wce["code"]?.intValue ?? 0,
+                          domain: Int(MONGOC_ERROR_WRITE_CONCERN.rawValue),
+                          message: wce["errmsg"]?.stringValue ?? "write concern error",
+                          errorLabels: reply["errorLabels"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+    }
+
+    /// After a failed multi-document write: per-document write errors are results; anything else
+    /// (no write errors, or a write concern error as well) is thrown. libmongoc reports the
+    /// first write error in `error` even when a later batch failed on the network (its
+    /// `_mongoc_write_result_complete` overwrites the error), so callers also check that every
+    /// document is accounted for where they can.
+    private static func checkFailedWrite(_ error: bson_error_t, _ reply: BSONDocument) throws(MongoError) -> [WriteError] {
+        if let wce = writeConcernError(in: reply) { throw wce }
+        let errors = writeErrors(in: reply)
+        if errors.isEmpty { throw MongoError(bsonError: error, reply: reply) }
+        return errors
+    }
+
+    // MARK: Commands
+
+    /// Runs a command on `databaseName` (primary). An `ok: 0` reply throws `.server(code:)`, a
+    /// `writeConcernError` in the reply throws `.writeConcern`.
+    public func runCommand(_ command: BSONDocument) throws(MongoError) -> BSONDocument {
+        let cmd = try command.makeBSON()
+        return try withClient { (client) throws(MongoError) -> BSONDocument in
+            let reply = ReplyBSON()
+            var error = bson_error_t()
+            let ok = mongoc_client_command_simple(client, databaseName, cmd.pointer, nil, reply.pointer, &error)
+            let doc = reply.document
+            guard ok else { throw MongoError(bsonError: error, reply: doc) }
+            if let wce = Self.writeConcernError(in: doc) { throw wce }
+            return doc
+        }
+    }
+
+    public func ping() throws(MongoError) {
+        _ = try runCommand(["ping": 1])
+    }
+
+    /// The server's `hello` reply; also caches whether the server is a replica set member.
+    public func hello() throws(MongoError) -> BSONDocument {
+        let reply = try runCommand(["hello": 1])
+        let isRS = reply["setName"]?.stringValue != nil
+        state.lock()
+        cachedIsReplicaSet = isRS
+        state.unlock()
+        return reply
+    }
+
+    /// Whether the server is a replica set member (`setName` in `hello`). Runs `hello` the first
+    /// time (blocking), then answers from the cache.
+    public var isReplicaSet: Bool {
+        get throws(MongoError) {
+            state.lock()
+            let cached = cachedIsReplicaSet
+            state.unlock()
+            if let cached { return cached }
+            return try hello()["setName"]?.stringValue != nil
+        }
+    }
+
+    // MARK: Writes
+
+    /// Inserts `documents` (libmongoc adds an ObjectId `_id` to those without one). Documents the
+    /// server refuses (duplicate keys, ...) are reported in `writeErrors`; only failures of the
+    /// whole write (network, write concern, ...) throw. Empty input returns at once.
+    public func insertMany(_ documents: [BSONDocument], into collection: String, ordered: Bool,
+                           writeConcern: WriteConcern) throws(MongoError) -> InsertManyResult {
+        if documents.isEmpty { return InsertManyResult(insertedCount: 0, writeErrors: []) }
+        let owned = try documents.map { (d) throws(MongoError) -> OwnedBSON in try d.makeBSON() }
+        let opts = try Self.options(["ordered": .bool(ordered)], writeConcern)
+        return try withCollection(collection) { (coll) throws(MongoError) -> InsertManyResult in
+            var pointers: [OpaquePointer?] = owned.map(\.pointer)
+            let reply = ReplyBSON()
+            var error = bson_error_t()
+            let ok = pointers.withUnsafeMutableBufferPointer { buf in
+                mongoc_collection_insert_many(coll, buf.baseAddress, buf.count, opts.pointer, reply.pointer, &error)
+            }
+            let doc = reply.document
+            let inserted = doc["insertedCount"]?.intValue ?? 0
+            if ok { return InsertManyResult(insertedCount: inserted, writeErrors: []) }
+            let errors = try Self.checkFailedWrite(error, doc)
+            // Every document must be either inserted or refused (ordered: the first refusal
+            // stops the insert); otherwise part of the write failed for another reason.
+            let complete = ordered
+                ? errors.count == 1 && errors[0].index == inserted
+                : inserted + errors.count == documents.count
+            guard complete else {
+                throw MongoError(kind: .connection, code: Int(error.code), domain: Int(error.domain),
+                                 message: "insert incomplete: \(inserted) inserted, \(errors.count) refused of \(documents.count); \(MongoError(bsonError: error).message)")
+            }
+            return InsertManyResult(insertedCount: inserted, writeErrors: errors)
+        }
+    }
+
+    private func update(_ collection: String, filter: BSONDocument, update: BSONDocument, upsert: Bool,
+                        many: Bool, writeConcern: WriteConcern) throws(MongoError) -> UpdateResult {
+        let f = try filter.makeBSON()
+        let u = try update.makeBSON()
+        let opts = try Self.options(["upsert": .bool(upsert)], writeConcern)
+        return try withCollection(collection) { (coll) throws(MongoError) -> UpdateResult in
+            let reply = ReplyBSON()
+            var error = bson_error_t()
+            let ok = many
+                ? mongoc_collection_update_many(coll, f.pointer, u.pointer, opts.pointer, reply.pointer, &error)
+                : mongoc_collection_update_one(coll, f.pointer, u.pointer, opts.pointer, reply.pointer, &error)
+            let doc = reply.document
+            guard ok else { throw MongoError(bsonError: error, reply: doc) }
+            return UpdateResult(matchedCount: doc["matchedCount"]?.intValue ?? 0,
+                                modifiedCount: doc["modifiedCount"]?.intValue ?? 0,
+                                upsertedID: doc["upsertedId"])
+        }
+    }
+
+    /// Updates the first matching document (`update` must use `$` operators). A duplicate key
+    /// (e.g. a racing upsert) throws a `MongoError` with `isDuplicateKey == true`.
+    public func updateOne(_ collection: String, filter: BSONDocument, update: BSONDocument, upsert: Bool,
+                          writeConcern: WriteConcern) throws(MongoError) -> UpdateResult {
+        try self.update(collection, filter: filter, update: update, upsert: upsert, many: false, writeConcern: writeConcern)
+    }
+
+    public func updateMany(_ collection: String, filter: BSONDocument, update: BSONDocument, upsert: Bool = false,
+                           writeConcern: WriteConcern) throws(MongoError) -> UpdateResult {
+        try self.update(collection, filter: filter, update: update, upsert: upsert, many: true, writeConcern: writeConcern)
+    }
+
+    /// Deletes every matching document; returns how many.
+    public func deleteMany(_ collection: String, filter: BSONDocument,
+                           writeConcern: WriteConcern) throws(MongoError) -> Int {
+        let f = try filter.makeBSON()
+        let opts = try Self.options([:], writeConcern)
+        return try withCollection(collection) { (coll) throws(MongoError) -> Int in
+            let reply = ReplyBSON()
+            var error = bson_error_t()
+            let ok = mongoc_collection_delete_many(coll, f.pointer, opts.pointer, reply.pointer, &error)
+            let doc = reply.document
+            guard ok else { throw MongoError(bsonError: error, reply: doc) }
+            return doc["deletedCount"]?.intValue ?? 0
+        }
+    }
+
+    /// Runs `operations` as one bulk write. Per-operation errors are in `writeErrors`; only
+    /// failures of the whole write throw. Caveat (libmongoc): an unordered bulk mixing operation
+    /// kinds is sent as several commands, and a network failure of a later command after write
+    /// errors in an earlier one is reported as those write errors; the counts then fall short.
+    public func bulkWrite(_ collection: String, operations: [WriteModel], ordered: Bool,
+                          writeConcern: WriteConcern) throws(MongoError) -> BulkWriteResult {
+        if operations.isEmpty {
+            return BulkWriteResult(insertedCount: 0, matchedCount: 0, modifiedCount: 0, deletedCount: 0,
+                                   upsertedCount: 0, upsertedIDs: [:], writeErrors: [])
+        }
+        let opts = try Self.options(["ordered": .bool(ordered)], writeConcern)
+        return try withCollection(collection) { (coll) throws(MongoError) -> BulkWriteResult in
+            guard let bulk = mongoc_collection_create_bulk_operation_with_opts(coll, opts.pointer) else {
+                throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "cannot create bulk operation")
+            }
+            defer { mongoc_bulk_operation_destroy(bulk) }
+            for op in operations {
+                var error = bson_error_t()
+                let ok: Bool
+                switch op {
+                case .insertOne(let d):
+                    let b = try d.makeBSON()
+                    ok = mongoc_bulk_operation_insert_with_opts(bulk, b.pointer, nil, &error)
+                case .updateOne(let filter, let update, let upsert):
+                    let f = try filter.makeBSON(), u = try update.makeBSON()
+                    let o = try Self.options(["upsert": .bool(upsert)])
+                    ok = mongoc_bulk_operation_update_one_with_opts(bulk, f.pointer, u.pointer, o.pointer, &error)
+                case .updateMany(let filter, let update, let upsert):
+                    let f = try filter.makeBSON(), u = try update.makeBSON()
+                    let o = try Self.options(["upsert": .bool(upsert)])
+                    ok = mongoc_bulk_operation_update_many_with_opts(bulk, f.pointer, u.pointer, o.pointer, &error)
+                case .replaceOne(let filter, let replacement, let upsert):
+                    let f = try filter.makeBSON(), r = try replacement.makeBSON()
+                    let o = try Self.options(["upsert": .bool(upsert)])
+                    ok = mongoc_bulk_operation_replace_one_with_opts(bulk, f.pointer, r.pointer, o.pointer, &error)
+                case .deleteOne(let filter):
+                    let f = try filter.makeBSON()
+                    ok = mongoc_bulk_operation_remove_one_with_opts(bulk, f.pointer, nil, &error)
+                case .deleteMany(let filter):
+                    let f = try filter.makeBSON()
+                    ok = mongoc_bulk_operation_remove_many_with_opts(bulk, f.pointer, nil, &error)
+                }
+                guard ok else { throw MongoError(bsonError: error) }
+            }
+            let reply = ReplyBSON()
+            var error = bson_error_t()
+            let serverID = mongoc_bulk_operation_execute(bulk, reply.pointer, &error)
+            let doc = reply.document
+            var errors: [WriteError] = []
+            let inserted = doc["nInserted"]?.intValue ?? 0
+            if serverID == 0 {
+                errors = try Self.checkFailedWrite(error, doc)
+                let insertsOnly = operations.allSatisfy { if case .insertOne = $0 { true } else { false } }
+                let complete = ordered
+                    ? errors.count == 1 && (!insertsOnly || errors[0].index == inserted)
+                    : (!insertsOnly || inserted + errors.count == operations.count)
+                guard complete else {
+                    throw MongoError(kind: .connection, code: Int(error.code), domain: Int(error.domain),
+                                     message: "bulk write incomplete (\(errors.count) write errors); \(MongoError(bsonError: error).message)")
+                }
+            }
+            var upserted: [Int: BSON] = [:]
+            for case .document(let u) in doc["upserted"]?.arrayValue ?? [] {
+                if let i = u["index"]?.intValue, let id = u["_id"] { upserted[i] = id }
+            }
+            return BulkWriteResult(insertedCount: inserted,
+                                   matchedCount: doc["nMatched"]?.intValue ?? 0,
+                                   modifiedCount: doc["nModified"]?.intValue ?? 0,
+                                   deletedCount: doc["nRemoved"]?.intValue ?? 0,
+                                   upsertedCount: doc["nUpserted"]?.intValue ?? 0,
+                                   upsertedIDs: upserted, writeErrors: errors)
+        }
+    }
+
+    /// Finds one document and updates it (`findAndModify`); returns the document before the
+    /// update, or after it with `returnNew`, or nil when nothing matched (and nothing was
+    /// upserted).
+    public func findOneAndUpdate(_ collection: String, filter: BSONDocument, update: BSONDocument,
+                                 sort: BSONDocument? = nil, upsert: Bool, returnNew: Bool,
+                                 writeConcern: WriteConcern) throws(MongoError) -> BSONDocument? {
+        let f = try filter.makeBSON()
+        let u = try update.makeBSON()
+        let s = try sort?.makeBSON()
+        let extra = try Self.options([:], writeConcern)
+        return try withCollection(collection) { (coll) throws(MongoError) -> BSONDocument? in
+            guard let fam = mongoc_find_and_modify_opts_new() else {
+                throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "mongoc_find_and_modify_opts_new failed")
+            }
+            defer { mongoc_find_and_modify_opts_destroy(fam) }
+            var flags = MONGOC_FIND_AND_MODIFY_NONE.rawValue
+            if upsert { flags |= MONGOC_FIND_AND_MODIFY_UPSERT.rawValue }
+            if returnNew { flags |= MONGOC_FIND_AND_MODIFY_RETURN_NEW.rawValue }
+            guard mongoc_find_and_modify_opts_set_update(fam, u.pointer),
+                  s.map({ mongoc_find_and_modify_opts_set_sort(fam, $0.pointer) }) ?? true,
+                  mongoc_find_and_modify_opts_set_flags(fam, mongoc_find_and_modify_flags_t(rawValue: flags)),
+                  mongoc_find_and_modify_opts_append(fam, extra.pointer)
+            else {
+                throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "invalid findAndModify options")
+            }
+            let reply = ReplyBSON()
+            var error = bson_error_t()
+            let ok = mongoc_collection_find_and_modify_with_opts(coll, f.pointer, fam, reply.pointer, &error)
+            let doc = reply.document
+            guard ok else { throw MongoError(bsonError: error, reply: doc) }
+            if let wce = Self.writeConcernError(in: doc) { throw wce }
+            return doc["value"]?.documentValue
+        }
+    }
+
+    // MARK: Reads
+
+    /// All matching documents (the cursor is drained, following `getMore`s).
+    public func find(_ collection: String, filter: BSONDocument, sort: BSONDocument? = nil,
+                     projection: BSONDocument? = nil, limit: Int? = nil,
+                     skip: Int? = nil) throws(MongoError) -> [BSONDocument] {
+        var o = BSONDocument()
+        if let sort { o["sort"] = .document(sort) }
+        if let projection { o["projection"] = .document(projection) }
+        if let limit { o["limit"] = .int64(Int64(limit)) }
+        if let skip { o["skip"] = .int64(Int64(skip)) }
+        let f = try filter.makeBSON()
+        let opts = try o.makeBSON()
+        return try withCollection(collection) { (coll) throws(MongoError) -> [BSONDocument] in
+            try Self.drain(mongoc_collection_find_with_opts(coll, f.pointer, opts.pointer, nil))
+        }
+    }
+
+    public func findOne(_ collection: String, filter: BSONDocument, sort: BSONDocument? = nil,
+                        projection: BSONDocument? = nil) throws(MongoError) -> BSONDocument? {
+        try find(collection, filter: filter, sort: sort, projection: projection, limit: 1).first
+    }
+
+    public func aggregate(_ collection: String, pipeline: [BSONDocument]) throws(MongoError) -> [BSONDocument] {
+        let p = try (["pipeline": .array(pipeline.map { .document($0) })] as BSONDocument).makeBSON()
+        return try withCollection(collection) { (coll) throws(MongoError) -> [BSONDocument] in
+            try Self.drain(mongoc_collection_aggregate(coll, MONGOC_QUERY_NONE, p.pointer, nil, nil))
+        }
+    }
+
+    public func countDocuments(_ collection: String, filter: BSONDocument) throws(MongoError) -> Int {
+        let f = try filter.makeBSON()
+        return try withCollection(collection) { (coll) throws(MongoError) -> Int in
+            let reply = ReplyBSON()
+            var error = bson_error_t()
+            let n = mongoc_collection_count_documents(coll, f.pointer, nil, nil, reply.pointer, &error)
+            guard n >= 0 else { throw MongoError(bsonError: error, reply: reply.document) }
+            return Int(n)
+        }
+    }
+
+    // MARK: Collections and indexes
+
+    /// Runs `createIndexes`. Creating an index that exists with the same options is a no-op; the
+    /// same name or keys with other options throws `.server(code: 85 or 86)`.
+    public func createIndexes(_ collection: String, _ indexes: [IndexModel]) throws(MongoError) {
+        if indexes.isEmpty { return }
+        _ = try runCommand([
+            "createIndexes": .string(collection),
+            "indexes": .array(indexes.map { .document($0.document) }),
+        ])
+    }
+
+    /// The collection's index descriptions; a missing collection has none.
+    public func listIndexes(_ collection: String) throws(MongoError) -> [BSONDocument] {
+        do throws(MongoError) {
+            return try withCollection(collection) { (coll) throws(MongoError) -> [BSONDocument] in
+                try Self.drain(mongoc_collection_find_indexes_with_opts(coll, nil))
+            }
+        } catch where error.isNamespaceNotFound {
+            return []
+        }
+    }
+
+    public func listCollectionNames() throws(MongoError) -> [String] {
+        try withClient { (client) throws(MongoError) -> [String] in
+            guard let db = mongoc_client_get_database(client, databaseName) else {
+                throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "invalid database name \(databaseName)")
+            }
+            defer { mongoc_database_destroy(db) }
+            var error = bson_error_t()
+            guard let names = mongoc_database_get_collection_names_with_opts(db, nil, &error) else {
+                throw MongoError(bsonError: error)
+            }
+            defer { bson_strfreev(names) }
+            var out: [String] = []
+            var i = 0
+            while let name = names[i] {
+                out.append(String(cString: name))
+                i += 1
+            }
+            return out
+        }
+    }
+
+    /// Drops a collection; a missing collection is not an error.
+    public func dropCollection(_ collection: String) throws(MongoError) {
+        do throws(MongoError) {
+            try withCollection(collection) { (coll) throws(MongoError) in
+                var error = bson_error_t()
+                if !mongoc_collection_drop_with_opts(coll, nil, &error) { throw MongoError(bsonError: error) }
+            }
+        } catch where error.isNamespaceNotFound {
+            return
+        }
+    }
+}
+
+extension MongoError {
+    /// NamespaceNotFound (26), also reported by older servers as "ns not found".
+    var isNamespaceNotFound: Bool {
+        if case .server(let code) = kind {
+            return code == 26 || message.contains("ns not found") || message.contains("ns does not exist")
+        }
+        return false
+    }
+}
+
+// MARK: - Async access
+
+/// Runs blocking `MongoClient` calls on a dedicated `NIOThreadPool`, so async code (HTTP
+/// handlers) never blocks Swift's cooperative thread pool with a libmongoc call.
+public final class MongoExecutor: Sendable {
+    public let client: MongoClient
+    private let threadPool: NIOThreadPool
+
+    /// Starts `threads` threads. Up to that many MongoDB calls run at once; more wait in line.
+    public init(client: MongoClient, threads: Int = 4) {
+        self.client = client
+        threadPool = NIOThreadPool(numberOfThreads: max(1, threads))
+        threadPool.start()
+    }
+
+    /// Runs `body` on the pool. Throws what `body` throws (a `MongoError`), a `MongoError` of kind
+    /// `.invalidArgument` after `shutdown()`, or `CancellationError` when the task was cancelled
+    /// before `body` started.
+    public func run<T: Sendable>(_ body: @Sendable @escaping (MongoClient) throws(MongoError) -> T) async throws -> T {
+        let client = self.client
+        do {
+            return try await threadPool.runIfActive { try body(client) }
+        } catch let error as NIOThreadPoolError.ThreadPoolInactive {
+            throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "MongoExecutor is shut down (\(error))")
+        }
+    }
+
+    /// Stops the threads after the queued work has run.
+    public func shutdown() async {
+        try? await threadPool.shutdownGracefully()
+    }
+}

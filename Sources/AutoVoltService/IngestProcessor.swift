@@ -1,0 +1,281 @@
+import AutoVoltCore
+import AutoVoltMongo
+import Foundation
+import Logging
+
+/// One message as it left the broker (or a replay file), with its receive time.
+public struct InboundMessage: Sendable {
+    public var topic: String
+    public var payload: [UInt8]
+    public var receivedAt: EpochMillis
+    public var retained: Bool
+
+    public init(topic: String, payload: [UInt8], receivedAt: EpochMillis, retained: Bool = false) {
+        self.topic = topic
+        self.payload = payload
+        self.receivedAt = receivedAt
+        self.retained = retained
+    }
+}
+
+/// What one batch did.
+public struct BatchOutcome: Sendable, Equatable {
+    public var inserted = 0
+    public var duplicates = 0
+    public var rejected: [RejectReason: Int] = [:]
+    public var storageErrors = 0
+    public var statuses = 0
+    public var heartbeats = 0
+    public var ignoredRetainedStatuses = 0
+
+    public init() {}
+
+    public mutating func add(_ other: BatchOutcome) {
+        inserted += other.inserted
+        duplicates += other.duplicates
+        for (k, v) in other.rejected { rejected[k, default: 0] += v }
+        storageErrors += other.storageErrors
+        statuses += other.statuses
+        heartbeats += other.heartbeats
+        ignoredRetainedStatuses += other.ignoredRetainedStatuses
+    }
+
+    public var rejectedTotal: Int { rejected.values.reduce(0, +) }
+}
+
+/// Source -> transform -> sink for a batch of messages: decode and validate (pure core), then
+/// store events, rejections and presence in MongoDB. Every write is idempotent, so a batch that
+/// failed half-way (an outage, a crash) is simply processed again.
+///
+/// Blocking: call from a dedicated thread, never from Swift's cooperative pool.
+public final class IngestProcessor: @unchecked Sendable {
+    let client: MongoClient
+    let decoder: MessageDecoder
+    let registry: DeviceRegistry
+    let writeConcern: WriteConcern
+    let logger: Logger
+    // Touched only from the processing thread.
+    private var reportedUnregistered: Set<String> = []
+    private var reportedClassroomMismatch: Set<String> = []
+
+    public init(client: MongoClient, decoder: MessageDecoder, registry: DeviceRegistry, writeConcern: WriteConcern, logger: Logger) {
+        self.client = client
+        self.decoder = decoder
+        self.registry = registry
+        self.writeConcern = writeConcern
+        self.logger = logger
+    }
+
+    /// Throws only when the batch could not be stored as a whole (e.g. the database is down);
+    /// per-message problems are recorded in `rejected_messages`.
+    public func process(_ messages: [InboundMessage]) throws(MongoError) -> BatchOutcome {
+        var outcome = BatchOutcome()
+        var events: [(message: InboundMessage, reading: TelemetryReading, document: BSONDocument)] = []
+        var rejects: [BSONDocument] = []
+        var presence: [PresenceUpdate] = []
+
+        for message in messages {
+            switch decoder.decode(topic: message.topic, payload: message.payload, receivedAt: message.receivedAt) {
+            case .failure(let rejection):
+                outcome.rejected[rejection.reason, default: 0] += 1
+                let name = (try? DeviceTopic.parse(message.topic).get())?.esp32Name
+                logger.warning("message rejected", metadata: [
+                    "topic": "\(message.topic)", "esp32_name": "\(name ?? "-")", "reason": "\(rejection.reason.rawValue)",
+                    "detail": "\(rejection.detail)",
+                ])
+                rejects.append(Documents.rejectedMessage(topic: message.topic, payload: message.payload,
+                                                         receivedAt: message.receivedAt, rejection: rejection, esp32Name: name))
+            case .success(.telemetry(let reading)):
+                let device = resolve(reading.esp32Name)
+                if let claimed = reading.payloadClassroom, claimed != device.classroom,
+                   reportedClassroomMismatch.insert("\(reading.esp32Name)\u{0}\(claimed)").inserted {
+                    logger.notice("payload classroom differs from the registry; the registry wins", metadata: [
+                        "esp32_name": "\(reading.esp32Name)", "payload_classroom": "\(claimed)", "classroom": "\(device.classroom)",
+                    ])
+                }
+                events.append((message, reading, Documents.telemetryEvent(reading, classroom: device.classroom)))
+                presence.append(.telemetry(name: reading.esp32Name, classroom: device.classroom, at: message.receivedAt))
+            case .success(.status(let status)):
+                if message.retained {
+                    // A retained status replayed on (re)subscribe is old news: it updates nothing.
+                    outcome.ignoredRetainedStatuses += 1
+                    continue
+                }
+                outcome.statuses += 1
+                presence.append(.status(name: status.esp32Name, classroom: resolve(status.esp32Name).classroom,
+                                        online: status.state == .online, at: message.receivedAt))
+            case .success(.heartbeat(let heartbeat)):
+                outcome.heartbeats += 1
+                presence.append(.heartbeat(heartbeat, classroom: resolve(heartbeat.esp32Name).classroom))
+            }
+        }
+
+        if !events.isEmpty {
+            let result = try client.insertMany(events.map(\.document), into: Collections.telemetryEvents, ordered: false,
+                                               writeConcern: writeConcern)
+            outcome.inserted = result.insertedCount
+            let failed = result.writeErrors
+            let duplicateIndexes = failed.filter(\.isDuplicateKey).map(\.index)
+            if !duplicateIndexes.isEmpty {
+                let candidates = duplicateIndexes.compactMap { events.indices.contains($0) ? events[$0] : nil }
+                let ids = candidates.map { BSON.string(Documents.eventID($0.reading)) }
+                let stored = try client.find(Collections.telemetryEvents, filter: ["_id": ["$in": .array(ids)]],
+                                             projection: ["energy_wh_total": 1, "event_hash": 1])
+                var storedEnergy: [String: Double] = [:]
+                for doc in stored {
+                    if let id = doc["_id"]?.stringValue, let energy = doc["energy_wh_total"]?.doubleValue { storedEnergy[id] = energy }
+                }
+                for candidate in candidates {
+                    let id = Documents.eventID(candidate.reading)
+                    if let existing = storedEnergy[id], existing != candidate.reading.energyWhTotal {
+                        let rejection = Rejection(.conflict, "\(candidate.reading.esp32Name) already reported \(existing) Wh at \(ISO8601.format(candidate.reading.deviceTime)); this message says \(candidate.reading.energyWhTotal) Wh")
+                        outcome.rejected[.conflict, default: 0] += 1
+                        logger.warning("message rejected", metadata: [
+                            "topic": "\(candidate.message.topic)", "esp32_name": "\(candidate.reading.esp32Name)",
+                            "reason": "conflict", "detail": "\(rejection.detail)",
+                        ])
+                        rejects.append(Documents.rejectedMessage(topic: candidate.message.topic, payload: candidate.message.payload,
+                                                                 receivedAt: candidate.message.receivedAt, rejection: rejection,
+                                                                 esp32Name: candidate.reading.esp32Name))
+                    } else {
+                        outcome.duplicates += 1
+                    }
+                }
+            }
+            // Anything else the server refused per document is not the sender's fault and must not
+            // stall the pipeline: keep the message, with the server's words, where a person sees it.
+            for error in failed where !error.isDuplicateKey {
+                guard events.indices.contains(error.index) else { continue }
+                let message = events[error.index].message
+                outcome.storageErrors += 1
+                logger.error("event refused by the database", metadata: ["topic": "\(message.topic)", "error": "\(error.message)"])
+                rejects.append(Documents.rejectedMessage(
+                    topic: message.topic, payload: message.payload, receivedAt: message.receivedAt,
+                    rejection: Rejection(.wrongShape, "database refused the event: \(error.message)"),
+                    esp32Name: events[error.index].reading.esp32Name))
+            }
+        }
+
+        if !rejects.isEmpty {
+            let result = try client.insertMany(rejects, into: Collections.rejectedMessages, ordered: false, writeConcern: writeConcern)
+            // A duplicate here is the same rejection recorded by an earlier, interrupted attempt.
+            if let error = result.writeErrors.first(where: { !$0.isDuplicateKey }) {
+                throw MongoError(kind: .server(code: error.code), code: error.code, domain: 0,
+                                 message: "cannot record rejected message: \(error.message)")
+            }
+        }
+
+        try writePresence(presence)
+        return outcome
+    }
+
+    private func resolve(_ name: String) -> DeviceInfo {
+        if let device = registry.device(name) { return device }
+        if reportedUnregistered.insert(name).inserted {
+            logger.notice("device is not in the registry; ingesting it as \"unassigned\"", metadata: ["esp32_name": "\(name)"])
+        }
+        return .unregistered(name)
+    }
+
+    // MARK: Presence
+
+    enum PresenceUpdate {
+        case telemetry(name: String, classroom: String, at: EpochMillis)
+        case heartbeat(HeartbeatReport, classroom: String)
+        case status(name: String, classroom: String, online: Bool, at: EpochMillis)
+    }
+
+    /// Telemetry and heartbeats are folded per device into one upsert each (a bulk write);
+    /// status changes go one by one, in arrival order, because `sessions` counts transitions.
+    func writePresence(_ updates: [PresenceUpdate]) throws(MongoError) {
+        guard !updates.isEmpty else { return }
+        var order: [String] = []
+        var folded: [String: (set: BSONDocument, max: BSONDocument)] = [:]
+        var statuses: [(name: String, classroom: String, online: Bool, at: EpochMillis)] = []
+        func fold(_ name: String, _ set: BSONDocument, _ max: BSONDocument) {
+            if folded[name] == nil { order.append(name); folded[name] = ([:], [:]) }
+            for (k, v) in set { folded[name]?.set[k] = v }
+            for (k, v) in max {
+                if let old = folded[name]?.max[k]?.dateValue, let new = v.dateValue, old >= new { continue }
+                folded[name]?.max[k] = v
+            }
+        }
+        for update in updates {
+            switch update {
+            case .telemetry(let name, let classroom, let at):
+                fold(name, ["classroom": .string(classroom)], ["last_seen_at": .millis(at), "last_telemetry_at": .millis(at)])
+            case .heartbeat(let h, let classroom):
+                var set: BSONDocument = ["classroom": .string(classroom)]
+                if let v = h.uptimeS { set["uptime_s"] = .double(v) }
+                if let v = h.rssi { set["rssi"] = .double(v) }
+                if let v = h.freeHeap { set["free_heap"] = .double(v) }
+                if let v = h.bootID { set["boot_id"] = .string(v) }
+                if let v = h.fwVersion { set["fw_version"] = .string(v) }
+                fold(h.esp32Name, set, ["last_seen_at": .millis(h.receivedAt), "last_heartbeat_at": .millis(h.receivedAt)])
+            case .status(let name, let classroom, let online, let at):
+                statuses.append((name, classroom, online, at))
+            }
+        }
+        if !order.isEmpty {
+            let operations: [WriteModel] = order.compactMap { name in
+                guard let f = folded[name] else { return nil }
+                return .updateOne(
+                    filter: ["_id": .string(name)],
+                    update: [
+                        "$set": .document(f.set),
+                        "$max": .document(f.max),
+                        // A device that talks is online until its status says otherwise.
+                        "$setOnInsert": ["esp32_name": .string(name), "online": true, "sessions": .int64(0)],
+                    ],
+                    upsert: true)
+            }
+            let result = try client.bulkWrite(Collections.deviceStatus, operations: operations, ordered: false, writeConcern: writeConcern)
+            if let error = result.writeErrors.first(where: { !$0.isDuplicateKey }) {
+                throw MongoError(kind: .server(code: error.code), code: error.code, domain: 0, message: error.message)
+            }
+            if result.writeErrors.contains(where: \.isDuplicateKey) {
+                // Two workers raced to create the same device document: apply ours again as an update.
+                for error in result.writeErrors where error.isDuplicateKey {
+                    guard operations.indices.contains(error.index), case .updateOne(let filter, let update, _) = operations[error.index] else { continue }
+                    _ = try client.updateOne(Collections.deviceStatus, filter: filter, update: update, upsert: false, writeConcern: writeConcern)
+                }
+            }
+        }
+        for status in statuses {
+            try writeStatus(name: status.name, classroom: status.classroom, online: status.online, at: status.at)
+        }
+    }
+
+    func writeStatus(name: String, classroom: String, online: Bool, at: EpochMillis) throws(MongoError) {
+        let times: BSONDocument = ["last_seen_at": .millis(at), "last_status_at": .millis(at)]
+        if online {
+            // Count a session only on a transition from offline (or unknown) to online.
+            do {
+                _ = try client.updateOne(
+                    Collections.deviceStatus,
+                    filter: ["_id": .string(name), "online": ["$ne": true]],
+                    update: [
+                        "$set": ["online": true, "classroom": .string(classroom), "esp32_name": .string(name)],
+                        "$max": .document(times),
+                        "$inc": ["sessions": .int64(1)],
+                    ],
+                    upsert: true, writeConcern: writeConcern)
+            } catch let error where error.isDuplicateKey {
+                // Already online: the upsert tried to create a second document for the device.
+                _ = try client.updateOne(
+                    Collections.deviceStatus, filter: ["_id": .string(name)],
+                    update: ["$set": ["classroom": .string(classroom)], "$max": .document(times)],
+                    upsert: false, writeConcern: writeConcern)
+            }
+        } else {
+            _ = try client.updateOne(
+                Collections.deviceStatus, filter: ["_id": .string(name)],
+                update: [
+                    "$set": ["online": false, "classroom": .string(classroom)],
+                    "$max": .document(times),
+                    "$setOnInsert": ["esp32_name": .string(name), "sessions": .int64(0)],
+                ],
+                upsert: true, writeConcern: writeConcern)
+        }
+    }
+}

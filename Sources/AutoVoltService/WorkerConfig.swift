@@ -1,0 +1,325 @@
+import AutoVoltCore
+import AutoVoltJournal
+import AutoVoltMQTT
+import Foundation
+import Logging
+import TOMLKit
+
+/// A configuration problem: names the variable and what is wrong. The CLI exits 78 (EX_CONFIG).
+public struct ConfigError: Error, Sendable, CustomStringConvertible {
+    public let variable: String
+    public let message: String
+    public init(_ variable: String, _ message: String) {
+        self.variable = variable
+        self.message = message
+    }
+    public var description: String { "configuration error: \(variable): \(message)" }
+}
+
+/// Everything the worker is configured with (contract section 2), validated.
+public struct WorkerConfig: Sendable {
+    public enum WriteConcernSetting: String, Sendable { case auto, majority, one = "1" }
+    public enum LogFormat: String, Sendable { case text, json }
+
+    public var mqtt: MQTTSettings
+    public var mqttShareGroup: String?
+    public var mongoURI: String
+    public var writeConcern: WriteConcernSetting
+    public var timeZone: TimeZone
+    public var clockPolicy: ClockPolicy
+    public var reconcileAt: (hour: Int, minute: Int)
+    public var httpAddress: (host: String, port: Int)?
+    public var apiToken: String?
+    public var stateDirectory: String
+    public var devicesPath: String
+    public var devices: DeviceRegistry
+    public var logLevel: Logger.Level
+    public var logFormat: LogFormat
+    public var journalMaxBytes: Int64
+    public var journalSync: Journal.SyncMode
+    public var batchSize: Int
+    /// Things worth a log line at start-up (e.g. a missing default registry).
+    public var warnings: [String] = []
+
+    public static let environmentPrefix = "AUTOVOLT_"
+
+    /// Reads `--config FILE` (if any) and the environment; the environment wins.
+    public static func load(environment: [String: String] = ProcessInfo.processInfo.environment,
+                            configFile: String? = nil) throws(ConfigError) -> WorkerConfig {
+        var values: [String: String] = [:]
+        if let configFile {
+            values = try tomlValues(path: configFile)
+        }
+        for (key, value) in environment where key.hasPrefix(environmentPrefix) {
+            values[key] = value
+        }
+        return try WorkerConfig(values: values, readFile: { path in try String(contentsOfFile: path, encoding: .utf8) })
+    }
+
+    static func tomlValues(path: String) throws(ConfigError) -> [String: String] {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigError("--config", "cannot read \(path): \(error.localizedDescription)")
+        }
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ConfigError("--config", "\(path) line \(error.source.begin.line): \(error.description)")
+        } catch {
+            throw ConfigError("--config", "\(path): \(error)")
+        }
+        var values: [String: String] = [:]
+        for key in table.keys {
+            let variable = environmentPrefix + key.uppercased()
+            guard knownVariables.contains(variable) else {
+                throw ConfigError("--config", "\(path): unknown setting \"\(key)\"")
+            }
+            guard let value = table[key] else { continue }
+            if let s = value.string { values[variable] = s }
+            else if let i = value.int { values[variable] = String(i) }
+            else if let d = value.double { values[variable] = String(d) }
+            else if let b = value.bool { values[variable] = String(b) }
+            else { throw ConfigError("--config", "\(path): \"\(key)\" must be a string or a number") }
+        }
+        return values
+    }
+
+    public static let knownVariables: Set<String> = [
+        "AUTOVOLT_MQTT_URL", "AUTOVOLT_MQTT_CA_FILE", "AUTOVOLT_MQTT_CERT_FILE", "AUTOVOLT_MQTT_KEY_FILE",
+        "AUTOVOLT_MQTT_USERNAME", "AUTOVOLT_MQTT_PASSWORD_FILE", "AUTOVOLT_MQTT_CLIENT_ID", "AUTOVOLT_MQTT_SHARE_GROUP",
+        "AUTOVOLT_MQTT_PROTOCOL", "AUTOVOLT_MQTT_KEEPALIVE", "AUTOVOLT_MONGODB_URI", "AUTOVOLT_MONGODB_WRITE_CONCERN",
+        "AUTOVOLT_TIMEZONE", "AUTOVOLT_MAX_CLOCK_LAG", "AUTOVOLT_RECONCILE_AT", "AUTOVOLT_HTTP_ADDR",
+        "AUTOVOLT_API_TOKEN_FILE", "AUTOVOLT_STATE_DIR", "AUTOVOLT_DEVICES", "AUTOVOLT_LOG_LEVEL", "AUTOVOLT_LOG_FORMAT",
+        "AUTOVOLT_JOURNAL_MAX_BYTES", "AUTOVOLT_JOURNAL_SYNC", "AUTOVOLT_BATCH_SIZE",
+    ]
+
+    /// Validates `values` (variable name to text). `readFile` is injected so tests need no files.
+    public init(values: [String: String], readFile: (String) throws -> String) throws(ConfigError) {
+        func value(_ name: String) -> String? {
+            guard let v = values[name]?.trimmingCharacters(in: .whitespaces), !v.isEmpty else { return nil }
+            return v
+        }
+        func read(_ name: String, _ path: String) throws(ConfigError) -> String {
+            do {
+                return try readFile(path)
+            } catch {
+                throw ConfigError(name, "cannot read \(path): \((error as NSError).localizedDescription)")
+            }
+        }
+        func requireReadable(_ name: String) throws(ConfigError) -> String? {
+            guard let path = value(name) else { return nil }
+            guard FileManager.default.isReadableFile(atPath: path) else { throw ConfigError(name, "cannot read \(path)") }
+            return path
+        }
+
+        // MQTT
+        let url = value("AUTOVOLT_MQTT_URL") ?? "mqtt://127.0.0.1:1883"
+        let endpoint = try Self.parseMQTTURL(url)
+        let caFile = try requireReadable("AUTOVOLT_MQTT_CA_FILE")
+        let certFile = try requireReadable("AUTOVOLT_MQTT_CERT_FILE")
+        let keyFile = try requireReadable("AUTOVOLT_MQTT_KEY_FILE")
+        if (certFile == nil) != (keyFile == nil) {
+            throw ConfigError(certFile == nil ? "AUTOVOLT_MQTT_CERT_FILE" : "AUTOVOLT_MQTT_KEY_FILE",
+                              "a client certificate needs both AUTOVOLT_MQTT_CERT_FILE and AUTOVOLT_MQTT_KEY_FILE")
+        }
+        if !endpoint.tls, caFile != nil || certFile != nil {
+            throw ConfigError("AUTOVOLT_MQTT_URL", "TLS files are set but the URL is not mqtts://")
+        }
+        var password: String?
+        if let path = value("AUTOVOLT_MQTT_PASSWORD_FILE") {
+            var text = try read("AUTOVOLT_MQTT_PASSWORD_FILE", path)
+            while text.hasSuffix("\n") || text.hasSuffix("\r") { text.removeLast() }
+            guard !text.isEmpty else { throw ConfigError("AUTOVOLT_MQTT_PASSWORD_FILE", "\(path) is empty") }
+            password = text
+        }
+        let username = value("AUTOVOLT_MQTT_USERNAME")
+        if password != nil, username == nil {
+            throw ConfigError("AUTOVOLT_MQTT_USERNAME", "a password file is set but no username")
+        }
+        let clientID = value("AUTOVOLT_MQTT_CLIENT_ID") ?? "autovolt-worker"
+        guard clientID.utf8.count <= 65535, !clientID.contains(where: { $0 == "/" || $0 == "+" || $0 == "#" }) else {
+            throw ConfigError("AUTOVOLT_MQTT_CLIENT_ID", "\"\(clientID)\" is not a usable client id")
+        }
+        let shareGroup = value("AUTOVOLT_MQTT_SHARE_GROUP")
+        if let shareGroup, shareGroup.contains(where: { "/+#".contains($0) }) {
+            throw ConfigError("AUTOVOLT_MQTT_SHARE_GROUP", "\"\(shareGroup)\" must not contain '/', '+' or '#'")
+        }
+        let protocolText = value("AUTOVOLT_MQTT_PROTOCOL") ?? "3.1.1"
+        guard let protocolVersion = MQTTSettings.ProtocolVersion(rawValue: protocolText == "5.0" ? "5" : protocolText) else {
+            throw ConfigError("AUTOVOLT_MQTT_PROTOCOL", "\"\(protocolText)\" is not 3.1.1 or 5")
+        }
+        let keepalive = try Self.integer(value("AUTOVOLT_MQTT_KEEPALIVE") ?? "30", "AUTOVOLT_MQTT_KEEPALIVE", 5...65535)
+        mqtt = MQTTSettings(host: endpoint.host, port: endpoint.port, useTLS: endpoint.tls, caFile: caFile,
+                            certFile: certFile, keyFile: keyFile, username: username, password: password,
+                            clientID: clientID, subscriptions: DeviceTopic.subscriptions(shareGroup: shareGroup),
+                            keepaliveSeconds: keepalive, protocolVersion: protocolVersion)
+        mqttShareGroup = shareGroup
+
+        // MongoDB
+        mongoURI = value("AUTOVOLT_MONGODB_URI") ?? "mongodb://127.0.0.1:27017/autovolt_power"
+        guard mongoURI.hasPrefix("mongodb://") || mongoURI.hasPrefix("mongodb+srv://") else {
+            throw ConfigError("AUTOVOLT_MONGODB_URI", "\"\(mongoURI)\" is not a mongodb:// or mongodb+srv:// URI")
+        }
+        let wc = value("AUTOVOLT_MONGODB_WRITE_CONCERN") ?? "auto"
+        guard let writeConcern = WriteConcernSetting(rawValue: wc) else {
+            throw ConfigError("AUTOVOLT_MONGODB_WRITE_CONCERN", "\"\(wc)\" is not auto, majority or 1")
+        }
+        self.writeConcern = writeConcern
+
+        // Time
+        let zoneName = value("AUTOVOLT_TIMEZONE") ?? "Asia/Kolkata"
+        guard let zone = TimeZone(identifier: zoneName) else {
+            throw ConfigError("AUTOVOLT_TIMEZONE", "unknown time zone \"\(zoneName)\" (use an IANA name such as Asia/Kolkata)")
+        }
+        timeZone = zone
+        let lagText = value("AUTOVOLT_MAX_CLOCK_LAG") ?? "7d"
+        guard let lag = Self.parseDuration(lagText), lag > 0 else {
+            throw ConfigError("AUTOVOLT_MAX_CLOCK_LAG", "\"\(lagText)\" is not a positive duration such as 7d, 12h, 30m or 90s")
+        }
+        clockPolicy = ClockPolicy(maxLagMillis: lag)
+        let at = value("AUTOVOLT_RECONCILE_AT") ?? "02:00"
+        let atParts = at.split(separator: ":")
+        guard atParts.count == 2, atParts[0].count == 2, atParts[1].count == 2,
+              let hour = Int(atParts[0]), let minute = Int(atParts[1]), (0..<24).contains(hour), (0..<60).contains(minute) else {
+            throw ConfigError("AUTOVOLT_RECONCILE_AT", "\"\(at)\" is not a local time HH:MM")
+        }
+        reconcileAt = (hour, minute)
+
+        // HTTP
+        let http = value("AUTOVOLT_HTTP_ADDR") ?? "127.0.0.1:9464"
+        if http.lowercased() == "off" {
+            httpAddress = nil
+        } else {
+            guard let colon = http.lastIndex(of: ":"), let port = Int(http[http.index(after: colon)...]),
+                  (0...65535).contains(port) else {
+                throw ConfigError("AUTOVOLT_HTTP_ADDR", "\"\(http)\" is not HOST:PORT or off")
+            }
+            var host = String(http[..<colon])
+            if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+            httpAddress = (host.isEmpty ? "0.0.0.0" : host, port)
+        }
+        if let path = value("AUTOVOLT_API_TOKEN_FILE") {
+            let token = try read("AUTOVOLT_API_TOKEN_FILE", path).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard token.count >= 16 else {
+                throw ConfigError("AUTOVOLT_API_TOKEN_FILE", "the token in \(path) is shorter than 16 characters")
+            }
+            apiToken = token
+        }
+
+        // State and registry
+        stateDirectory = value("AUTOVOLT_STATE_DIR") ?? "/var/lib/autovolt"
+        let explicitDevices = value("AUTOVOLT_DEVICES")
+        devicesPath = explicitDevices ?? "config/devices.toml"
+        if explicitDevices == nil, !FileManager.default.fileExists(atPath: devicesPath) {
+            devices = DeviceRegistry()
+            warnings.append("no device registry at \(devicesPath): every device is ingested as \"unassigned\" (set AUTOVOLT_DEVICES)")
+        } else {
+            let text = try read("AUTOVOLT_DEVICES", devicesPath)
+            do {
+                devices = try DeviceRegistry.parse(toml: text)
+            } catch {
+                throw ConfigError("AUTOVOLT_DEVICES", "\(devicesPath): \(error.message)")
+            }
+        }
+
+        // Logging
+        let levelText = (value("AUTOVOLT_LOG_LEVEL") ?? "info").lowercased()
+        guard let level = Logger.Level(rawValue: levelText == "warn" ? "warning" : levelText) else {
+            throw ConfigError("AUTOVOLT_LOG_LEVEL", "\"\(levelText)\" is not trace, debug, info, notice, warning, error or critical")
+        }
+        logLevel = level
+        let formatText = (value("AUTOVOLT_LOG_FORMAT") ?? "text").lowercased()
+        guard let format = LogFormat(rawValue: formatText) else {
+            throw ConfigError("AUTOVOLT_LOG_FORMAT", "\"\(formatText)\" is not text or json")
+        }
+        logFormat = format
+
+        // Journal and batching
+        let maxText = value("AUTOVOLT_JOURNAL_MAX_BYTES") ?? "1073741824"
+        guard let maxBytes = Self.parseBytes(maxText), maxBytes >= 1 << 20 else {
+            throw ConfigError("AUTOVOLT_JOURNAL_MAX_BYTES", "\"\(maxText)\" is not a size of at least 1 MiB (e.g. 1073741824 or 1GiB)")
+        }
+        journalMaxBytes = maxBytes
+        let syncText = (value("AUTOVOLT_JOURNAL_SYNC") ?? "normal").lowercased()
+        guard let sync = Journal.SyncMode(rawValue: syncText) else {
+            throw ConfigError("AUTOVOLT_JOURNAL_SYNC", "\"\(syncText)\" is not normal or full")
+        }
+        journalSync = sync
+        batchSize = try Self.integer(value("AUTOVOLT_BATCH_SIZE") ?? "500", "AUTOVOLT_BATCH_SIZE", 1...10_000)
+    }
+
+    // MARK: Parsers
+
+    static func parseMQTTURL(_ url: String) throws(ConfigError) -> (host: String, port: Int, tls: Bool) {
+        let name = "AUTOVOLT_MQTT_URL"
+        let tls: Bool
+        let rest: Substring
+        if url.hasPrefix("mqtt://") { tls = false; rest = url.dropFirst(7) }
+        else if url.hasPrefix("mqtts://") { tls = true; rest = url.dropFirst(8) }
+        else if url.hasPrefix("tcp://") { tls = false; rest = url.dropFirst(6) }
+        else { throw ConfigError(name, "\"\(url)\" must start with mqtt:// or mqtts://") }
+        var authority = rest
+        if let slash = authority.firstIndex(of: "/") {
+            guard authority[slash...].allSatisfy({ $0 == "/" }) else {
+                throw ConfigError(name, "\"\(url)\" must not have a path")
+            }
+            authority = authority[..<slash]
+        }
+        guard !authority.contains("@") else {
+            throw ConfigError(name, "put credentials in AUTOVOLT_MQTT_USERNAME and AUTOVOLT_MQTT_PASSWORD_FILE, not in the URL")
+        }
+        var host = String(authority)
+        var port = tls ? 8883 : 1883
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { throw ConfigError(name, "\"\(url)\" has a bad IPv6 address") }
+            host = String(authority[authority.index(after: authority.startIndex)..<close])
+            let after = authority[authority.index(after: close)...]
+            if after.hasPrefix(":") {
+                guard let p = Int(after.dropFirst()), (1...65535).contains(p) else { throw ConfigError(name, "\"\(url)\" has a bad port") }
+                port = p
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = String(authority[..<colon])
+            guard let p = Int(authority[authority.index(after: colon)...]), (1...65535).contains(p) else {
+                throw ConfigError(name, "\"\(url)\" has a bad port")
+            }
+            port = p
+        }
+        guard !host.isEmpty else { throw ConfigError(name, "\"\(url)\" has no host") }
+        return (host, port, tls)
+    }
+
+    /// `7d`, `12h`, `30m`, `90s`, `500ms`, or plain seconds. Returns milliseconds.
+    public static func parseDuration(_ text: String) -> Int64? {
+        let units: [(String, Double)] = [("ms", 1), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)]
+        let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
+        for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
+            guard let number = Double(trimmed.dropLast(suffix.count)), number.isFinite, number >= 0 else { return nil }
+            return Int64(number * factor)
+        }
+        guard let seconds = Double(trimmed), seconds.isFinite, seconds >= 0 else { return nil }
+        return Int64(seconds * 1000)
+    }
+
+    /// Plain bytes or with a K/M/G (KiB/MiB/GiB) suffix.
+    public static func parseBytes(_ text: String) -> Int64? {
+        let trimmed = text.trimmingCharacters(in: .whitespaces).uppercased()
+        let units: [(String, Int64)] = [("KIB", 1 << 10), ("MIB", 1 << 20), ("GIB", 1 << 30), ("KB", 1 << 10), ("MB", 1 << 20),
+                                        ("GB", 1 << 30), ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30)]
+        for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
+            guard let n = Int64(trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)) else { return nil }
+            return n * factor
+        }
+        return Int64(trimmed)
+    }
+
+    static func integer(_ text: String, _ name: String, _ range: ClosedRange<Int>) throws(ConfigError) -> Int {
+        guard let n = Int(text), range.contains(n) else {
+            throw ConfigError(name, "\"\(text)\" is not a whole number in \(range.lowerBound)...\(range.upperBound)")
+        }
+        return n
+    }
+}
