@@ -46,6 +46,8 @@ let package = Package(
         .target(name: "AutoVoltTestSupport", path: "Tests/Support"),
         .target(name: "AutoVoltService", dependencies: [
             "AutoVoltCore", "AutoVoltJournal", "AutoVoltMQTT", "AutoVoltMongo",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -55,6 +57,9 @@ let package = Package(
         .executableTarget(name: "autovolt-worker", dependencies: [
             "AutoVoltService",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         .executableTarget(name: "autovolt-bench", dependencies: ["AutoVoltCore", "AutoVoltJournal"]),
 

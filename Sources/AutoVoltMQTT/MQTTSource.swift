@@ -149,15 +149,16 @@ public final class MQTTSource: @unchecked Sendable {
         thread.start()
     }
 
-    /// Disconnects cleanly (pending PUBACKs are flushed first) and waits for the thread to end.
-    public func stop() {
+    /// Disconnects cleanly (pending PUBACKs are flushed first) and waits for the thread to end,
+    /// at most `timeout` seconds.
+    public func stop(timeout: Double = 10) {
         let wasRunning: Bool = state.withLock {
             let running = !stopping && thread != nil
             stopping = true
             return running
         }
         wake.signal()
-        if wasRunning { finished.wait() }
+        if wasRunning { _ = finished.wait(timeout: .now() + timeout) }
     }
 
     // MARK: Network thread

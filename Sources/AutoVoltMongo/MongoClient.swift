@@ -118,9 +118,53 @@ public struct IndexModel: Sendable, Hashable {
 
 // MARK: - libmongoc initialisation
 
-/// `mongoc_init()` exactly once per process (a global `let` is initialised lazily and atomically).
-/// `mongoc_cleanup()` is never called: the process exit reclaims everything.
-private let mongocInitialised: Void = { mongoc_init() }()
+/// `mongoc_init()` exactly once per process (a global `let` is initialised lazily and atomically),
+/// and libmongoc's logging routed through `MongoLog`. `mongoc_cleanup()` is never called: the
+/// process exit reclaims everything.
+private let mongocInitialised: Void = {
+    mongoc_init()
+    mongoc_log_set_handler({ level, domain, message, _ in
+        let lvl = MongoLog.Level(rawValue: Int(level.rawValue)) ?? .trace
+        MongoLog.emit(lvl, domain.map { String(cString: $0) } ?? "", message.map { String(cString: $0) } ?? "")
+    }, nil)
+}()
+
+/// libmongoc's own log messages. Its default logger prints every level, DEBUG included (e.g. a
+/// line per failed server-monitor check every 500 ms during an outage), to stderr. Here the
+/// default prints `warning` and more severe to stderr; install a handler to route them to the
+/// application's logger instead.
+public enum MongoLog {
+    public enum Level: Int, Sendable, Comparable {
+        case error = 0, critical, warning, message, info, debug, trace
+        public static func < (a: Level, b: Level) -> Bool { a.rawValue < b.rawValue }
+    }
+
+    public typealias Handler = @Sendable (_ level: Level, _ domain: String, _ message: String) -> Void
+
+    private final class Box: @unchecked Sendable {
+        let lock = NSLock()
+        var handler: Handler = { level, domain, message in
+            guard level <= .warning else { return }
+            FileHandle.standardError.write(Data("libmongoc \(level) [\(domain)]: \(message)\n".utf8))
+        }
+    }
+    private static let box = Box()
+
+    /// Replaces the handler (process-wide). It is called on libmongoc's threads; keep it quick.
+    public static func setHandler(_ handler: @escaping Handler) {
+        _ = mongocInitialised
+        box.lock.lock()
+        box.handler = handler
+        box.lock.unlock()
+    }
+
+    fileprivate static func emit(_ level: Level, _ domain: String, _ message: String) {
+        box.lock.lock()
+        let handler = box.handler
+        box.lock.unlock()
+        handler(level, domain, message)
+    }
+}
 
 // MARK: - Client
 

@@ -224,8 +224,8 @@ public final class IngestProcessor: @unchecked Sendable {
                     update: [
                         "$set": .document(f.set),
                         "$max": .document(f.max),
-                        // A device that talks is online until its status says otherwise.
-                        "$setOnInsert": ["esp32_name": .string(name), "online": true, "sessions": .int64(0)],
+                        // Only status messages say online/offline; until one arrives it is unknown (null).
+                        "$setOnInsert": ["esp32_name": .string(name), "online": .null, "sessions": .int64(0)],
                     ],
                     upsert: true)
             }

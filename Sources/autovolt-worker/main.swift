@@ -1,1 +1,129 @@
-print("worker")
+import ArgumentParser
+import AutoVoltService
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+
+/// Exit statuses (sysexits.h): 64 bad arguments (ArgumentParser's default), 78 bad configuration.
+enum Exit {
+    static let config = ExitCode(78)
+    static let data = ExitCode(65)
+    static let failure = ExitCode(1)
+}
+
+func fail(_ message: String, _ code: ExitCode) -> ExitCode {
+    FileHandle.standardError.write(Data("autovolt-worker: \(message)\n".utf8))
+    return code
+}
+
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .long, help: "TOML configuration file; the environment wins over it.")
+    var config: String?
+
+    func load() throws -> WorkerConfig {
+        do {
+            return try WorkerConfig.load(configFile: config)
+        } catch {
+            throw fail(error.description, Exit.config)
+        }
+    }
+}
+
+func makeLogger(_ config: WorkerConfig) -> Logger {
+    let level = config.logLevel
+    let json = config.logFormat == .json
+    LoggingSystem.bootstrap { label in WorkerLogHandler(label: label, level: level, json: json) }
+    return Logger(label: "autovolt-worker")
+}
+
+@main
+struct AutoVoltWorker: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "autovolt-worker",
+        abstract: "AutoVolt energy-metering ingestion: MQTT in, MongoDB out.",
+        subcommands: [Run.self, ReplayCommand.self])
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the worker (MQTT in, journal, MongoDB out, HTTP health and metrics).")
+
+    @OptionGroup var options: ConfigOptions
+
+    @Flag(name: .long, help: "Validate the configuration and the device registry, then exit.")
+    var checkConfig = false
+
+    func run() async throws {
+        let config = try options.load()
+        if checkConfig {
+            print("configuration OK: mqtt \(config.mqtt.host):\(config.mqtt.port), \(config.devices.devices.count) devices, time zone \(config.timeZone.identifier), state \(config.stateDirectory)")
+            for warning in config.warnings { print("warning: \(warning)") }
+            return
+        }
+        let logger = makeLogger(config)
+        for warning in config.warnings { logger.warning("\(warning)") }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        do {
+            try await WorkerService.runUntilSignalled(config: config, logger: logger, registry: registry)
+        } catch let error as ConfigError {
+            throw fail(error.description, Exit.config)
+        } catch let error as Schema.Conflict {
+            throw fail(error.description, Exit.config)
+        } catch {
+            throw fail("\(error)", Exit.failure)
+        }
+    }
+}
+
+struct ReplayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replay",
+        abstract: "Ingest captured mosquitto_sub lines (TOPIC PAYLOAD or TIME TOPIC PAYLOAD) through the same pipeline.",
+        discussion: """
+            Capture with:  mosquitto_sub -v -t 'autovolt/#' > capture.txt
+                     or:  mosquitto_sub -F '%I %t %p' -t 'autovolt/#' > capture.txt   (keeps receive times)
+            Then:         autovolt-worker replay capture.txt    (- reads standard input)
+            """)
+
+    @OptionGroup var options: ConfigOptions
+
+    @Argument(help: "Capture file, or - for standard input.")
+    var file: String
+
+    func run() throws {
+        let config = try options.load()
+        let logger = makeLogger(config)
+        let input: FileHandle
+        if file == "-" {
+            input = .standardInput
+        } else {
+            guard let handle = FileHandle(forReadingAtPath: file) else {
+                throw fail("cannot read \(file)", Exit.data)
+            }
+            input = handle
+        }
+        let summary: Replay.Summary
+        do {
+            summary = try Replay.run(input: input, config: config, logger: logger)
+        } catch let error as ConfigError {
+            throw fail(error.description, Exit.config)
+        } catch let error as Schema.Conflict {
+            throw fail(error.description, Exit.config)
+        } catch {
+            throw fail("replay failed: \(error)", Exit.failure)
+        }
+        let o = summary.outcome
+        var text = "replayed \(summary.messages) messages from \(summary.lines) lines: \(o.inserted) stored, \(o.duplicates) duplicates, \(o.rejectedTotal) rejected"
+        if !o.rejected.isEmpty {
+            text += " (" + o.rejected.sorted { $0.key.rawValue < $1.key.rawValue }.map { "\($0.key.rawValue): \($0.value)" }.joined(separator: ", ") + ")"
+        }
+        text += ", \(o.statuses) status, \(o.heartbeats) heartbeats"
+        print(text)
+        if summary.unparseable > 0 {
+            throw fail("\(summary.unparseable) lines were not TOPIC PAYLOAD or TIME TOPIC PAYLOAD (see the log)", Exit.data)
+        }
+    }
+}

@@ -1,0 +1,107 @@
+import AutoVoltCore
+import AutoVoltMongo
+import Foundation
+import Hummingbird
+import Logging
+import Prometheus
+
+/// `GET /health` and `GET /metrics` (contract section 7).
+enum HTTPServer {
+    static func application(host: String, port: Int, engine: IngestEngine, executor: MongoExecutor,
+                            registry: PrometheusCollectorRegistry?, logger: Logger) -> some ApplicationProtocol {
+        let router = Router()
+        let health = HealthReporter(engine: engine, executor: executor)
+        router.get("/health") { _, _ -> Response in
+            let report = await health.report()
+            return Response(status: report.httpStatus, headers: [.contentType: "application/json"],
+                            body: .init(byteBuffer: ByteBuffer(bytes: report.json)))
+        }
+        router.get("/metrics") { _, _ -> Response in
+            let text = registry?.emitToString() ?? ""
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                            body: .init(byteBuffer: ByteBuffer(string: text)))
+        }
+        return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "autovolt-worker"),
+                           logger: logger)
+    }
+}
+
+/// Builds the health document; database counts are cached briefly so a busy dashboard does not
+/// turn into a load on MongoDB.
+actor HealthReporter {
+    let engine: IngestEngine
+    let executor: MongoExecutor
+    private var cachedCounts: (at: Date, counts: [String: Int])?
+
+    init(engine: IngestEngine, executor: MongoExecutor) {
+        self.engine = engine
+        self.executor = executor
+    }
+
+    func report() async -> (httpStatus: HTTPResponse.Status, json: Data) {
+        let status = engine.status
+        let counts = status.mongoReachable ? await databaseCounts() : nil
+        func iso(_ millis: EpochMillis?) -> Any { millis.map { ISO8601.format($0) } ?? NSNull() }
+        func count(_ key: String) -> Any { counts?[key] ?? NSNull() }
+        let overall: String
+        if engine.fatal != nil || status.journalFull {
+            overall = "error"
+        } else if status.mqttConnected && status.mongoReachable {
+            overall = "ok"
+        } else {
+            overall = "degraded"
+        }
+        let body: [String: Any] = [
+            "status": overall,
+            "timestamp": ISO8601.format(IngestEngine.nowMillis()),
+            "telemetry": [
+                "total_events": count("total_events"),
+                "unprocessed_events": count("unprocessed_events"),
+                "events_last_hour": count("events_last_hour"),
+                "online_devices": count("online_devices"),
+            ],
+            // The ledger and aggregation are not part of this release of the worker yet.
+            "ledger": ["events_processed": 0, "entries_created": 0, "resets_detected": 0, "errors": 0, "is_processing": false],
+            "aggregation": ["last_run": NSNull(), "last_run_id": NSNull()],
+            "mqtt": [
+                "connected": status.mqttConnected,
+                "last_message_at": iso(status.mqttLastMessageAt),
+                "last_error": status.mqttLastError ?? NSNull(),
+            ],
+            "mongodb": [
+                "reachable": status.mongoReachable,
+                "last_error": status.mongoLastError ?? NSNull(),
+                "last_success_at": iso(status.mongoLastSuccessAt),
+            ],
+            "journal": [
+                "pending_records": status.journalPending,
+                "bytes": status.journalBytes,
+                "max_bytes": status.journalMaxBytes,
+                "full": status.journalFull,
+                "path": status.journalPath,
+            ],
+            "ingest": [
+                "events_inserted": status.totals.inserted,
+                "duplicates": status.totals.duplicates,
+                "rejected": status.totals.rejectedTotal,
+            ],
+        ]
+        let json = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return (overall == "error" ? .serviceUnavailable : .ok, json)
+    }
+
+    private func databaseCounts() async -> [String: Int]? {
+        if let cached = cachedCounts, Date().timeIntervalSince(cached.at) < 5 { return cached.counts }
+        let hourAgo = IngestEngine.nowMillis() - 3_600_000
+        let counts = try? await executor.run { client throws(MongoError) -> [String: Int] in
+            [
+                "total_events": try client.countDocuments(Collections.telemetryEvents, filter: [:]),
+                "unprocessed_events": try client.countDocuments(Collections.telemetryEvents, filter: ["processed": false]),
+                "events_last_hour": try client.countDocuments(Collections.telemetryEvents, filter: ["received_at": ["$gte": .millis(hourAgo)]]),
+                "online_devices": try client.countDocuments(Collections.deviceStatus, filter: ["online": true]),
+            ]
+        }
+        if let counts { cachedCounts = (Date(), counts) }
+        return counts
+    }
+}

@@ -1,0 +1,280 @@
+import AutoVoltCore
+import AutoVoltJournal
+import AutoVoltMQTT
+import AutoVoltMongo
+import Foundation
+import Logging
+
+/// Receives MQTT messages into the journal and drains the journal into MongoDB.
+///
+///     broker --(MQTT thread: append + commit, then PUBACK)--> journal --(drain thread)--> MongoDB
+///
+/// Both sides run on threads of their own: libmosquitto and libmongoc calls block, and must never
+/// run on Swift's cooperative pool.
+public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
+    public struct Status: Sendable {
+        public var mqttConnected: Bool
+        public var mqttLastMessageAt: EpochMillis?
+        public var mqttLastError: String?
+        public var mongoReachable: Bool
+        public var mongoLastError: String?
+        public var mongoLastSuccessAt: EpochMillis?
+        public var journalPending: Int
+        public var journalBytes: Int64
+        public var journalMaxBytes: Int64
+        public var journalFull: Bool
+        public var journalPath: String
+        public var totals: BatchOutcome
+        public var drainLoopAt: EpochMillis
+    }
+
+    let config: WorkerConfig
+    let journal: Journal
+    let client: MongoClient
+    let logger: Logger
+    let metrics = WorkerMetrics()
+    private var mqtt: MQTTSource?
+    private let wakeup = Wakeup()
+    private let stateLock = NSLock()
+    private var stopRequested = false
+    private var mongoReachable = false
+    private var mongoLastError: String?
+    private var mongoLastSuccessAt: EpochMillis?
+    private var schemaReady = false
+    private var totals = BatchOutcome()
+    private var drainLoopAt: EpochMillis = nowMillis()
+    private var fatalError: Error?
+    private var journalFullSince: EpochMillis?
+    private let drainFinished = DispatchSemaphore(value: 0)
+    private var drainThread: Thread?
+
+    public init(config: WorkerConfig, logger: Logger) throws {
+        self.config = config
+        self.logger = logger
+        journal = try Journal(directory: config.stateDirectory, sync: config.journalSync, maxBytes: config.journalMaxBytes)
+        do {
+            client = try MongoClient(uri: config.mongoURI)
+        } catch {
+            throw ConfigError("AUTOVOLT_MONGODB_URI", error.message)
+        }
+        let pending = journal.pendingRecords
+        if pending > 0 {
+            logger.notice("journal holds messages from before the last stop; storing them first", metadata: ["pending": "\(pending)"])
+        }
+    }
+
+    /// Checks the database once, up front: a database that belongs to another program stops the
+    /// worker (exit 78) before it consumes anything. An unreachable database is not an error here.
+    public func checkSchemaIfReachable() throws {
+        do {
+            try Schema.ensure(on: client)
+            schemaReady = true
+            setMongo(reachable: true, error: nil)
+        } catch let conflict as Schema.Conflict {
+            throw conflict
+        } catch {
+            logger.warning("MongoDB not reachable at start-up; journaling until it is", metadata: ["error": "\(error)"])
+            setMongo(reachable: false, error: "\(error)")
+        }
+    }
+
+    /// Starts the drain thread and the MQTT client.
+    public func start() throws {
+        let thread = Thread { [self] in
+            drainLoop()
+            drainFinished.signal()
+        }
+        thread.name = "autovolt-drain"
+        drainThread = thread
+        thread.start()
+
+        let source = try MQTTSource(settings: config.mqtt, handler: self, logger: logger)
+        source.onConnectionChange = { [metrics] connected in metrics.mqttConnected.record(connected ? 1 : 0) }
+        mqtt = source
+        source.start()
+    }
+
+    /// Graceful stop: stop taking messages (pending PUBACKs are flushed), then store what the
+    /// journal holds while the database answers, for at most `drainTimeout` seconds.
+    public func stop(drainTimeout: Double = 10) {
+        // If the MQTT thread is held in `receive` (journal full or failing), it is not waited for:
+        // its message was never acknowledged, so the broker delivers it again after a restart.
+        mqtt?.stop(timeout: 5)
+        stateLock.withLock { stopRequested = true }
+        wakeup.signal()
+        if drainThread != nil {
+            _ = drainFinished.wait(timeout: .now() + drainTimeout + 6)
+        }
+        let left = journal.pendingRecords
+        if left > 0 {
+            logger.notice("stopped with messages still in the journal; they are stored at the next start", metadata: ["pending": "\(left)"])
+        }
+    }
+
+    /// Set when the drain loop hit something it cannot wait out (a foreign database).
+    public var fatal: Error? { stateLock.withLock { fatalError } }
+
+    public var status: Status {
+        let (reachable, lastError, lastSuccess, totals, loopAt) = stateLock.withLock {
+            (mongoReachable, mongoLastError, mongoLastSuccessAt, self.totals, drainLoopAt)
+        }
+        let bytes = journal.usedBytes
+        return Status(
+            mqttConnected: mqtt?.isConnected ?? false, mqttLastMessageAt: mqtt?.lastMessageAt, mqttLastError: mqtt?.lastError,
+            mongoReachable: reachable, mongoLastError: lastError, mongoLastSuccessAt: lastSuccess,
+            journalPending: journal.pendingRecords, journalBytes: bytes, journalMaxBytes: journal.maxBytes,
+            journalFull: bytes >= journal.maxBytes, journalPath: journal.path, totals: totals, drainLoopAt: loopAt)
+    }
+
+    // MARK: MQTT thread
+
+    /// Makes the message durable before returning (and so before the PUBACK). If the journal
+    /// cannot take it (full, or a disk error) we wait here: the broker keeps the message queued
+    /// for our persistent session, and nothing unacknowledged is ever lost.
+    public func receive(topic: String, payload: UnsafeRawBufferPointer, retained: Bool) {
+        let receivedAt = Self.nowMillis()
+        metrics.received(topic: topic)
+        var delay = 0.1
+        while true {
+            if journal.isFull {
+                reportJournalFull()
+            } else {
+                do {
+                    try journal.append(topic: topic, payload: payload, receivedAt: receivedAt, retained: retained)
+                    wakeup.signal()
+                    return
+                } catch {
+                    logger.error("cannot write to the journal; holding the message unacknowledged", metadata: [
+                        "topic": "\(topic)", "error": "\(error)",
+                    ])
+                }
+            }
+            Thread.sleep(forTimeInterval: delay)
+            delay = min(delay * 2, 5)
+        }
+    }
+
+    private func reportJournalFull() {
+        let now = Self.nowMillis()
+        let shouldLog: Bool = stateLock.withLock {
+            if let since = journalFullSince, now - since < 30_000 { return false }
+            journalFullSince = now
+            return true
+        }
+        if shouldLog {
+            logger.critical("JOURNAL FULL: not accepting messages until MongoDB takes the backlog; the broker holds them meanwhile", metadata: [
+                "journal_bytes": "\(journal.usedBytes)", "max_bytes": "\(journal.maxBytes)", "pending": "\(journal.pendingRecords)",
+            ])
+        }
+    }
+
+    // MARK: Drain thread
+
+    private func drainLoop() {
+        let decoder = MessageDecoder(clockPolicy: config.clockPolicy)
+        var processor: IngestProcessor?
+        var backoff = 0.2
+        var draining = false
+        while true {
+            let stopping = stateLock.withLock { () -> Bool in
+                drainLoopAt = Self.nowMillis()
+                return stopRequested
+            }
+            if stopping && !draining {
+                draining = true
+            }
+            do {
+                if !schemaReady {
+                    try Schema.ensure(on: client)
+                    schemaReady = true
+                    logger.info("MongoDB schema ready", metadata: ["database": "\(client.databaseName)"])
+                }
+                let active: IngestProcessor
+                if let processor {
+                    active = processor
+                } else {
+                    active = IngestProcessor(client: client, decoder: decoder, registry: config.devices,
+                                             writeConcern: try resolveWriteConcern(), logger: logger)
+                    processor = active
+                }
+                let records = try journal.read(limit: config.batchSize)
+                updateJournalGauges()
+                if records.isEmpty {
+                    if stopping { break }
+                    wakeup.wait(seconds: 1)
+                    continue
+                }
+                let messages = records.map {
+                    InboundMessage(topic: $0.topic, payload: $0.payload, receivedAt: $0.receivedAt, retained: $0.retained)
+                }
+                let outcome = try active.process(messages)
+                if let last = records.last { try journal.remove(through: last.id) }
+                let now = Self.nowMillis()
+                for record in records {
+                    metrics.ingestLatency.recordMilliseconds(max(0, now - record.receivedAt))
+                }
+                metrics.record(outcome)
+                stateLock.withLock { totals.add(outcome) }
+                setMongo(reachable: true, error: nil)
+                backoff = 0.2
+            } catch let conflict as Schema.Conflict {
+                logger.critical("\(conflict)")
+                stateLock.withLock { fatalError = conflict }
+                break
+            } catch {
+                setMongo(reachable: false, error: "\(error)")
+                metrics.storeErrors.increment()
+                if stopping {
+                    logger.warning("MongoDB unavailable during shutdown; the journal keeps the rest", metadata: ["error": "\(error)"])
+                    break
+                }
+                logger.warning("cannot store to MongoDB; retrying", metadata: [
+                    "error": "\(error)", "retry_in_s": "\(String(format: "%.1f", backoff))", "pending": "\(journal.pendingRecords)",
+                ])
+                wakeupSleep(backoff * Double.random(in: 0.8...1.2))
+                backoff = min(backoff * 2, 15)
+            }
+        }
+        updateJournalGauges()
+    }
+
+    private func wakeupSleep(_ seconds: Double) {
+        // Sleep in slices so a stop request is noticed promptly.
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline, !stateLock.withLock({ stopRequested }) {
+            Thread.sleep(forTimeInterval: min(0.1, max(0, deadline.timeIntervalSinceNow)))
+        }
+    }
+
+    private func resolveWriteConcern() throws(MongoError) -> WriteConcern {
+        switch config.writeConcern {
+        case .majority: return .majority(journal: true, timeoutMS: 10_000)
+        case .one: return .acknowledged
+        case .auto:
+            // A standalone has no majority to wait for; a replica set must not lose an
+            // acknowledged write in a failover, which only w:"majority" prevents.
+            let replicaSet = try client.isReplicaSet
+            let concern: WriteConcern = replicaSet ? .majority(journal: true, timeoutMS: 10_000) : .acknowledged
+            logger.info("MongoDB write concern", metadata: ["replica_set": "\(replicaSet)", "write_concern": "\(concern)"])
+            return concern
+        }
+    }
+
+    private func updateJournalGauges() {
+        metrics.journalPending.record(journal.pendingRecords)
+        metrics.journalBytes.record(Int(journal.usedBytes))
+    }
+
+    private func setMongo(reachable: Bool, error: String?) {
+        let changed: Bool = stateLock.withLock {
+            let was = mongoReachable
+            mongoReachable = reachable
+            if reachable { mongoLastSuccessAt = Self.nowMillis() } else { mongoLastError = error }
+            return was != reachable
+        }
+        metrics.mongoReachable.record(reachable ? 1 : 0)
+        if changed && reachable { logger.info("MongoDB reachable", metadata: ["database": "\(client.databaseName)"]) }
+    }
+
+    static func nowMillis() -> EpochMillis { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
+}

@@ -1,0 +1,37 @@
+import AutoVoltCore
+import Metrics
+
+/// The worker's metrics (swift-metrics; exported in Prometheus format by the CLI's bootstrap).
+final class WorkerMetrics: Sendable {
+    private let received: [MessageKind: Counter]
+    private let rejectedByReason: [RejectReason: Counter]
+    let rejectedUnknownTopic = Counter(label: "autovolt_messages_rejected_total", dimensions: [("reason", "invalid_topic")])
+    let inserted = Counter(label: "autovolt_events_inserted_total")
+    let duplicates = Counter(label: "autovolt_events_duplicate_total")
+    let journalPending = Gauge(label: "autovolt_journal_pending_records")
+    let journalBytes = Gauge(label: "autovolt_journal_bytes")
+    let ingestLatency = Metrics.Timer(label: "autovolt_ingest_latency_seconds")
+    let mqttConnected = Gauge(label: "autovolt_mqtt_connected")
+    let mongoReachable = Gauge(label: "autovolt_mongodb_reachable")
+    let storeErrors = Counter(label: "autovolt_store_errors_total")
+
+    init() {
+        received = Dictionary(uniqueKeysWithValues: MessageKind.allCases.map {
+            ($0, Counter(label: "autovolt_messages_received_total", dimensions: [("kind", $0.rawValue)]))
+        })
+        rejectedByReason = Dictionary(uniqueKeysWithValues: RejectReason.allCases.map {
+            ($0, Counter(label: "autovolt_messages_rejected_total", dimensions: [("reason", $0.rawValue)]))
+        })
+    }
+
+    func received(topic: String) {
+        let kind = topic.split(separator: "/").last.flatMap { MessageKind(rawValue: String($0)) } ?? .telemetry
+        received[kind]?.increment()
+    }
+
+    func record(_ outcome: BatchOutcome) {
+        inserted.increment(by: outcome.inserted)
+        duplicates.increment(by: outcome.duplicates)
+        for (reason, count) in outcome.rejected { rejectedByReason[reason]?.increment(by: count) }
+    }
+}

@@ -1,0 +1,334 @@
+import AutoVoltMongo
+import AutoVoltTestSupport
+import Foundation
+import Testing
+
+/// Integration tests against `scripts/dev-mongo`, one server per test (serialized: the timing
+/// assertions need a quiet machine).
+@Suite(.serialized) struct MongoClientTests {
+    let server: DevMongoServer
+    let client: MongoClient
+
+    init() throws {
+        server = try DevMongoServer()
+        client = try MongoClient(uri: server.uri(database: "autovolt_test"))
+    }
+
+    private let majority = WriteConcern.majority(journal: false, timeoutMS: 5000)
+
+    @Test func pingAndHello() throws {
+        try client.ping()
+        let hello = try client.hello()
+        #expect(hello["ok"]?.doubleValue == 1)
+        #expect(hello["isWritablePrimary"]?.boolValue == true || hello["ismaster"]?.boolValue == true)
+        #expect(try client.isReplicaSet == false)
+        #expect(client.databaseName == "autovolt_test")
+    }
+
+    @Test func replicaSetNameShowsInHello() throws {
+        let rs = try DevMongoServer(replicaSetName: "rs0")
+        let c = try MongoClient(uri: rs.uri(database: "x") + "?directConnection=true")
+        #expect(try c.isReplicaSet == true)
+        #expect(try c.hello()["setName"] == "rs0")
+    }
+
+    @Test func databaseNameDefaultsWhenTheURIHasNoPath() throws {
+        let c = try MongoClient(uri: "mongodb://127.0.0.1:\(server.port)")
+        #expect(c.databaseName == "autovolt_power")
+        try c.ping()
+    }
+
+    @Test func insertManyUnorderedReportsDuplicatesAsResults() throws {
+        try client.createIndexes("events", [IndexModel(keys: ["event_hash": 1], name: "event_hash_unique", unique: true)])
+        let first = try client.insertMany([["event_hash": "h0"]], into: "events", ordered: false, writeConcern: majority)
+        #expect(first.insertedCount == 1 && first.writeErrors.isEmpty)
+
+        let docs: [BSONDocument] = [
+            ["event_hash": "h1"],
+            ["event_hash": "h0"],  // exists already
+            ["event_hash": "h2"],
+            ["event_hash": "h1"],  // duplicate inside the batch
+            ["event_hash": "h3"],
+        ]
+        let result = try client.insertMany(docs, into: "events", ordered: false, writeConcern: majority)
+        #expect(result.insertedCount == 3)
+        #expect(result.writeErrors.map(\.index) == [1, 3])
+        #expect(result.writeErrors.allSatisfy { $0.isDuplicateKey })
+        #expect(result.writeErrors.allSatisfy { $0.code == 11000 })
+        #expect(try client.countDocuments("events", filter: [:]) == 4)
+
+        // Ordered: stops at the first duplicate.
+        let ordered = try client.insertMany([["event_hash": "h4"], ["event_hash": "h0"], ["event_hash": "h5"]],
+                                            into: "events", ordered: true, writeConcern: .acknowledged)
+        #expect(ordered.insertedCount == 1)
+        #expect(ordered.writeErrors.map(\.index) == [1])
+        #expect(try client.countDocuments("events", filter: ["event_hash": "h5"]) == 0)
+
+        // Empty input does nothing.
+        #expect(try client.insertMany([], into: "events", ordered: false, writeConcern: majority).insertedCount == 0)
+    }
+
+    @Test func uniqueCompoundIndex() throws {
+        try client.createIndexes("daily", [IndexModel(keys: ["date": 1, "esp32_name": 1], name: "date_device", unique: true)])
+        let r = try client.insertMany([
+            ["date": "2026-11-01", "esp32_name": "lab-101"],
+            ["date": "2026-11-01", "esp32_name": "lab-102"],
+            ["date": "2026-11-02", "esp32_name": "lab-101"],
+            ["date": "2026-11-01", "esp32_name": "lab-101"],
+        ], into: "daily", ordered: false, writeConcern: .acknowledged)
+        #expect(r.insertedCount == 3)
+        #expect(r.writeErrors.count == 1 && r.writeErrors[0].index == 3 && r.writeErrors[0].isDuplicateKey)
+        let names = try client.listIndexes("daily").compactMap { $0["name"]?.stringValue }
+        #expect(names.contains("date_device"))
+    }
+
+    @Test func updateOneUpsertAndDuplicateKey() throws {
+        try client.createIndexes("status", [IndexModel(keys: ["serial": 1], name: "serial_unique", unique: true)])
+        let inserted = try client.updateOne("status", filter: ["esp32_name": "lab-101"],
+                                            update: ["$set": ["serial": 1, "online": true]],
+                                            upsert: true, writeConcern: majority)
+        #expect(inserted.matchedCount == 0)
+        #expect(inserted.upsertedID != nil)
+        let updated = try client.updateOne("status", filter: ["esp32_name": "lab-101"],
+                                           update: ["$set": ["online": false], "$inc": ["sessions": 1]],
+                                           upsert: true, writeConcern: majority)
+        #expect(updated.matchedCount == 1 && updated.modifiedCount == 1 && updated.upsertedID == nil)
+        #expect(try client.findOne("status", filter: ["esp32_name": "lab-101"])?["sessions"]?.int64Value == 1)
+
+        // An upsert that collides with the unique index throws a duplicate-key error.
+        do {
+            _ = try client.updateOne("status", filter: ["esp32_name": "lab-102"],
+                                     update: ["$set": ["serial": 1]], upsert: true, writeConcern: majority)
+            Issue.record("expected a duplicate key error")
+        } catch {
+            #expect(error.isDuplicateKey)
+            #expect(error.kind == .server(code: 11000))
+            #expect(!error.isTransient)
+        }
+
+        // An update without operators is refused before it reaches the server.
+        do {
+            _ = try client.updateOne("status", filter: [:], update: ["online": true], upsert: false, writeConcern: majority)
+            Issue.record("expected an invalid argument error")
+        } catch {
+            #expect(error.kind == .invalidArgument)
+        }
+
+        let many = try client.updateMany("status", filter: [:], update: ["$set": ["checked": true]], writeConcern: majority)
+        #expect(many.matchedCount == 1)
+        #expect(try client.deleteMany("status", filter: ["esp32_name": "lab-101"], writeConcern: majority) == 1)
+        #expect(try client.countDocuments("status", filter: [:]) == 0)
+    }
+
+    @Test func findWithSortLimitAndGetMore() throws {
+        let docs: [BSONDocument] = (0..<250).map { ["n": .int64(Int64($0)), "even": .bool($0 % 2 == 0)] }
+        #expect(try client.insertMany(docs, into: "many", ordered: true, writeConcern: majority).insertedCount == 250)
+
+        let all = try client.find("many", filter: [:], sort: ["n": 1])  // > 101: needs getMore
+        #expect(all.count == 250)
+        #expect(all.map { $0["n"]?.int64Value ?? -1 } == (0..<250).map(Int64.init))
+
+        let top = try client.find("many", filter: ["even": true], sort: ["n": -1],
+                                  projection: ["n": 1, "_id": 0], limit: 3, skip: 1)
+        #expect(top.map { $0["n"]?.int64Value } == [246, 244, 242])
+        #expect(top.first?.keys == ["n"])
+        #expect(try client.findOne("many", filter: ["n": ["$gte": 100]], sort: ["n": 1])?["n"] == 100)
+        #expect(try client.findOne("many", filter: ["n": -1]) == nil)
+        #expect(try client.countDocuments("many", filter: ["even": false]) == 125)
+    }
+
+    @Test func aggregateGroup() throws {
+        let docs: [BSONDocument] = [
+            ["room": "CSE-301", "wh": 10.5], ["room": "CSE-301", "wh": 4.5], ["room": "LAB-1", "wh": 1.0],
+        ]
+        _ = try client.insertMany(docs, into: "ledger", ordered: true, writeConcern: majority)
+        let out = try client.aggregate("ledger", pipeline: [
+            ["$group": ["_id": "$room", "total": ["$sum": "$wh"], "n": ["$sum": 1]]],
+            ["$sort": ["_id": 1]],
+        ])
+        #expect(out.count == 2)
+        #expect(out[0]["_id"] == "CSE-301")
+        #expect(out[0]["total"]?.doubleValue == 15)
+        #expect(out[0]["n"]?.int64Value == 2)
+        #expect(out[1]["total"]?.doubleValue == 1)
+    }
+
+    @Test func findOneAndUpdate() throws {
+        let none = try client.findOneAndUpdate("counters", filter: ["_id": "runs"], update: ["$inc": ["seq": 1]],
+                                               upsert: false, returnNew: true, writeConcern: majority)
+        #expect(none == nil)
+        let created = try client.findOneAndUpdate("counters", filter: ["_id": "runs"], update: ["$inc": ["seq": 1]],
+                                                  upsert: true, returnNew: true, writeConcern: majority)
+        #expect(created?["seq"]?.int64Value == 1)
+        let before = try client.findOneAndUpdate("counters", filter: ["_id": "runs"], update: ["$inc": ["seq": 1]],
+                                                 upsert: false, returnNew: false, writeConcern: majority)
+        #expect(before?["seq"]?.int64Value == 1)
+        #expect(try client.findOne("counters", filter: ["_id": "runs"])?["seq"]?.int64Value == 2)
+
+        _ = try client.insertMany([["q": "a", "p": 2], ["q": "a", "p": 1]], into: "queue", ordered: true, writeConcern: majority)
+        let first = try client.findOneAndUpdate("queue", filter: ["q": "a"], update: ["$set": ["taken": true]],
+                                                sort: ["p": 1], upsert: false, returnNew: true, writeConcern: majority)
+        #expect(first?["p"]?.int64Value == 1 && first?["taken"] == true)
+    }
+
+    @Test func bulkWriteMixesOperationsAndReportsWriteErrors() throws {
+        try client.createIndexes("bulk", [IndexModel(keys: ["k": 1], name: "k_unique", unique: true)])
+        let result = try client.bulkWrite("bulk", operations: [
+            .insertOne(["k": 1, "v": 1]),
+            .insertOne(["k": 2, "v": 1]),
+            .insertOne(["k": 1, "v": 2]),  // duplicate
+            .updateOne(filter: ["k": 2], update: ["$set": ["v": 5]], upsert: false),
+            .updateMany(filter: ["v": ["$gte": 0]], update: ["$set": ["seen": true]], upsert: false),
+            .replaceOne(filter: ["k": 3], replacement: ["k": 3, "v": 3], upsert: true),
+            .deleteOne(["k": 1]),
+            .deleteMany(["k": ["$gt": 100]]),
+        ], ordered: false, writeConcern: majority)
+        #expect(result.insertedCount == 2)
+        #expect(result.writeErrors.count == 1)
+        #expect(result.writeErrors.first?.index == 2)
+        #expect(result.writeErrors.first?.isDuplicateKey == true)
+        #expect(result.upsertedCount == 1)
+        #expect(result.upsertedIDs[5] != nil)
+        #expect(result.deletedCount == 1)
+        #expect(try client.find("bulk", filter: [:], sort: ["k": 1]).map { $0["k"]?.int64Value } == [2, 3])
+    }
+
+    @Test func indexesTTLAndCollections() throws {
+        #expect(try client.listIndexes("nothing_here") == [])
+        try client.createIndexes("rejected", [
+            IndexModel(keys: ["received_at": 1], name: "ttl_30d", expireAfterSeconds: 30 * 86400),
+            IndexModel(keys: ["topic": 1], name: "topic_partial",
+                       partialFilterExpression: ["reason": ["$exists": true]]),
+        ])
+        // Creating the same indexes again is a no-op.
+        try client.createIndexes("rejected", [
+            IndexModel(keys: ["received_at": 1], name: "ttl_30d", expireAfterSeconds: 30 * 86400),
+        ])
+        let indexes = try client.listIndexes("rejected")
+        let ttl = indexes.first { $0["name"] == "ttl_30d" }
+        #expect(ttl?["expireAfterSeconds"]?.int64Value == 2_592_000)
+        #expect(ttl?["key"]?.documentValue == ["received_at": .int32(1)] || ttl?["key"]?.documentValue == ["received_at": 1])
+        #expect(indexes.contains { $0["name"] == "_id_" })
+        #expect(try client.listCollectionNames().contains("rejected"))
+
+        try client.dropCollection("rejected")
+        try client.dropCollection("rejected")  // a missing collection is fine
+        #expect(try !client.listCollectionNames().contains("rejected"))
+    }
+
+    @Test func serverErrorsCarryTheServerCode() throws {
+        do {
+            _ = try client.runCommand(["noSuchCommand": 1])
+            Issue.record("expected a server error")
+        } catch {
+            guard case .server(let code) = error.kind else {
+                Issue.record("unexpected \(error)")
+                return
+            }
+            #expect(code == 59)  // CommandNotFound
+            #expect(!error.message.isEmpty)
+        }
+    }
+
+    @Test func killedServerFailsFastWithAConnectionErrorAndRecovers() throws {
+        try client.ping()
+        server.kill()
+        let start = Date()
+        do {
+            _ = try client.find("anything", filter: [:])
+            Issue.record("expected a connection error")
+        } catch {
+            #expect(error.kind == .connection)
+            #expect(error.isTransient)
+        }
+        // A second call waits for server selection (5 s by default), not libmongoc's 30 s.
+        let second = Date()
+        #expect(throws: MongoError.self) { try client.ping() }
+        #expect(Date().timeIntervalSince(second) < 7)
+        #expect(Date().timeIntervalSince(start) < 13)
+
+        try server.restart()
+        var recovered = false
+        for _ in 0..<20 where !recovered {
+            recovered = (try? client.ping()) != nil
+            if !recovered { Thread.sleep(forTimeInterval: 0.25) }
+        }
+        #expect(recovered)
+    }
+
+    @Test func closedClientThrows() throws {
+        client.close()
+        client.close()
+        #expect(throws: MongoError.self) { try client.ping() }
+    }
+
+    @Test func asyncExecutorRunsQueries() async throws {
+        let executor = MongoExecutor(client: client, threads: 2)
+        _ = try await executor.run { c throws(MongoError) in
+            try c.insertMany([["x": 1], ["x": 2], ["x": 3]], into: "async", ordered: true, writeConcern: .acknowledged)
+        }
+        let counts = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    try await executor.run { c throws(MongoError) in try c.countDocuments("async", filter: [:]) }
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(counts == Array(repeating: 3, count: 8))
+        do {
+            _ = try await executor.run { c throws(MongoError) in try c.runCommand(["noSuchCommand": 1]) }
+            Issue.record("expected a server error")
+        } catch let error as MongoError {
+            #expect(error.kind == .server(code: 59))
+        }
+        await executor.shutdown()
+        await #expect(throws: MongoError.self) { try await executor.run { c throws(MongoError) in try c.ping() } }
+    }
+}
+
+/// Tests that need no server.
+@Suite struct MongoClientOfflineTests {
+    @Test func invalidURIKeepsLibmongocsMessage() {
+        do {
+            _ = try MongoClient(uri: "http://127.0.0.1:27017/db")
+            Issue.record("expected .invalidURI")
+        } catch {
+            #expect(error.kind == .invalidURI)
+            #expect(error.message.contains("Invalid URI Schema"))
+            #expect(!error.isTransient)
+        }
+        do {
+            _ = try MongoClient(uri: "mongodb://127.0.0.1:notaport/db")
+            Issue.record("expected .invalidURI")
+        } catch {
+            #expect(error.kind == .invalidURI)
+            #expect(!error.message.isEmpty)
+        }
+    }
+
+    @Test func noServerAtAllIsAConnectionError() throws {
+        let c = try MongoClient(uri: "mongodb://127.0.0.1:\(freeTCPPort())/x?serverSelectionTimeoutMS=1500")
+        let start = Date()
+        do {
+            try c.ping()
+            Issue.record("expected a connection error")
+        } catch {
+            #expect(error.kind == .connection)
+            #expect(error.isTransient)
+        }
+        #expect(Date().timeIntervalSince(start) < 4)  // the URI overrides the 5 s default
+    }
+
+    @Test func errorClassification() {
+        let wc = MongoError(kind: .writeConcern, code: 64, domain: 16, message: "waiting for replication timed out")
+        #expect(wc.isTransient && !wc.isDuplicateKey)
+        #expect(MongoError(kind: .server(code: 11001), code: 11001, domain: 17, message: "dup").isDuplicateKey)
+        #expect(MongoError(kind: .server(code: 91), code: 91, domain: 17, message: "shutting down").isTransient)
+        #expect(!MongoError(kind: .server(code: 2), code: 2, domain: 17, message: "bad value").isTransient)
+        #expect(MongoError(kind: .server(code: 2), code: 2, domain: 17, message: "x",
+                           errorLabels: ["RetryableWriteError"]).isTransient)
+        #expect("\(MongoError(kind: .connection, code: 13, domain: 15, message: "No suitable servers found"))"
+                == "MongoDB connection: No suitable servers found")
+    }
+}
