@@ -61,7 +61,8 @@ let package = Package(
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
-        .executableTarget(name: "autovolt-bench", dependencies: ["AutoVoltCore", "AutoVoltJournal"]),
+        // Benchmarks and load generation (scripts/bench-ingest); not installed.
+        .executableTarget(name: "autovolt-bench", dependencies: ["AutoVoltCore", "AutoVoltJournal", "CMosquitto"]),
 
         .testTarget(name: "AutoVoltCoreTests", dependencies: [
             "AutoVoltCore",

@@ -36,7 +36,13 @@ public struct MessageDecoder: Sendable {
         let value: JSONValue
         switch JSONValue.parse(buffer: buffer) {
         case .success(let v): value = v
-        case .failure(let e): return .failure(Rejection(.invalidJSON, "payload is not JSON: \(e)"))
+        case .failure(let e):
+            if topic.kind == .status {
+                // Status may be bare text, so unparseable text is a bad status, not bad JSON.
+                let text = String(decoding: UnsafeBufferPointer(rebasing: buffer.prefix(64)), as: UTF8.self)
+                return .failure(Rejection(.invalidStatus, "status must be online, offline or JSON with \"status\", got \"\(text)\""))
+            }
+            return .failure(Rejection(.invalidJSON, "payload is not JSON: \(e)"))
         }
         do throws(Rejection) {
             switch topic.kind {

@@ -1,0 +1,67 @@
+import AutoVoltCore
+import Foundation
+import Testing
+
+@Suite("device registry")
+struct RegistryTests {
+    @Test func parsesDevicesWithDefaultsAndSwitches() throws {
+        let registry = try DeviceRegistry.parse(toml: """
+            [[device]]
+            esp32_name = "lab-101"
+            classroom = "CSE-301"
+            max_power_w = 5000
+            [[device.switch]]
+            name = "relay_16"
+            rated_w = 60.5
+            [[device.switch]]
+            name = "fan"
+
+            [[device]]
+            esp32_name = "lab-102"
+            classroom = "CSE-302"
+            rollback_tolerance_wh = 20.5
+            """)
+        let a = try #require(registry.device("lab-101"))
+        #expect(a.maxPowerW == 5000)
+        #expect(a.rollbackToleranceWh == 50)
+        #expect(a.switches == [.init(name: "relay_16", ratedW: 60.5), .init(name: "fan", ratedW: nil)])
+        let b = try #require(registry.device("lab-102"))
+        #expect(b.maxPowerW == 20000)
+        #expect(b.rollbackToleranceWh == 20.5)
+        #expect(registry.resolve("ghost").classroom == "unassigned")
+    }
+
+    @Test(arguments: [
+        ("[[device]]\nclassroom = \"A\"", "esp32_name"),
+        ("[[device]]\nesp32_name = \"x\"", "classroom"),
+        ("[[device]]\nesp32_name = \"bad name\"\nclassroom = \"A\"", "esp32_name must match"),
+        ("[[device]]\nesp32_name = \"x\"\nclassroom = \"A\"\n[[device]]\nesp32_name = \"x\"\nclassroom = \"B\"", "listed twice"),
+        ("[[device]]\nesp32_name = \"x\"\nclassroom = \"A\"\nmax_power_w = -1", "max_power_w"),
+        ("[[device]]\nesp32_name = \"x\"\nclassroom = \"A\"\nmax_power_w = \"lots\"", "max_power_w"),
+        ("[[device]]\nesp32_name = \"x\"\nclassroom = \"A\"\ncolour = \"red\"", "unknown key"),
+        ("[[device]\nesp32_name = 1", "line"),
+    ])
+    func errorsNameTheProblem(text: String, fragment: String) {
+        do {
+            _ = try DeviceRegistry.parse(toml: text)
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect(error.message.contains(fragment), "\(error.message)")
+        }
+    }
+
+    @Test func shippedExampleRegistryParses() throws {
+        let text = try String(contentsOf: packageRoot.appendingPathComponent("config/devices.toml"), encoding: .utf8)
+        let registry = try DeviceRegistry.parse(toml: text)
+        #expect(registry.devices.count >= 3)
+    }
+}
+
+let packageRoot: URL = {
+    var url = URL(fileURLWithPath: #filePath)
+    while url.path != "/" {
+        url.deleteLastPathComponent()
+        if FileManager.default.fileExists(atPath: url.appendingPathComponent("Package.swift").path) { return url }
+    }
+    return URL(fileURLWithPath: FileManager.default.currentDirectoryPath)
+}()
