@@ -1,0 +1,101 @@
+@testable import AutoVoltService
+import Foundation
+import Testing
+
+func config(_ values: [String: String], files: [String: String] = [:]) throws(ConfigError) -> WorkerConfig {
+    var all = ["AUTOVOLT_DEVICES": "/registry.toml"]
+    all.merge(values) { $1 }
+    var fileContents = ["/registry.toml": "[[device]]\nesp32_name = \"lab-101\"\nclassroom = \"CSE-301\"\n"]
+    fileContents.merge(files) { $1 }
+    return try WorkerConfig(values: all, readFile: { path in
+        guard let text = fileContents[path] else { throw CocoaError(.fileReadNoSuchFile) }
+        return text
+    })
+}
+
+func configError(_ values: [String: String], files: [String: String] = [:]) -> ConfigError? {
+    do {
+        _ = try config(values, files: files)
+        return nil
+    } catch {
+        return error
+    }
+}
+
+@Suite("configuration")
+struct ConfigTests {
+    @Test func defaultsFollowTheContract() throws {
+        let c = try config([:])
+        #expect(c.mqtt.host == "127.0.0.1")
+        #expect(c.mqtt.port == 1883)
+        #expect(!c.mqtt.useTLS)
+        #expect(c.mqtt.clientID == "autovolt-worker")
+        #expect(c.mqtt.subscriptions == ["autovolt/+/telemetry", "autovolt/+/status", "autovolt/+/heartbeat"])
+        #expect(c.mongoURI == "mongodb://127.0.0.1:27017/autovolt_power")
+        #expect(c.timeZone.identifier == "Asia/Kolkata")
+        #expect(c.clockPolicy.maxLagMillis == 7 * 86_400_000)
+        #expect(c.reconcileAt == (2, 0))
+        #expect(c.httpAddress?.host == "127.0.0.1" && c.httpAddress?.port == 9464)
+        #expect(c.stateDirectory == "/var/lib/autovolt")
+        #expect(c.logLevel == .info)
+        #expect(c.journalMaxBytes == 1 << 30)
+        #expect(c.devices.device("lab-101")?.classroom == "CSE-301")
+    }
+
+    @Test func shareGroupPrefixesEverySubscription() throws {
+        let c = try config(["AUTOVOLT_MQTT_SHARE_GROUP": "workers"])
+        #expect(c.mqtt.subscriptions.allSatisfy { $0.hasPrefix("$share/workers/autovolt/+/") })
+    }
+
+    @Test func tlsURLAndCredentials() throws {
+        let c = try config(["AUTOVOLT_MQTT_URL": "mqtts://broker.campus:8884", "AUTOVOLT_MQTT_USERNAME": "worker",
+                            "AUTOVOLT_MQTT_PASSWORD_FILE": "/pw"], files: ["/pw": "s3cret\n"])
+        #expect(c.mqtt.useTLS && c.mqtt.host == "broker.campus" && c.mqtt.port == 8884)
+        #expect(c.mqtt.password == "s3cret")
+    }
+
+    @Test func durationsAndSizes() throws {
+        #expect(try config(["AUTOVOLT_MAX_CLOCK_LAG": "12h"]).clockPolicy.maxLagMillis == 43_200_000)
+        #expect(try config(["AUTOVOLT_MAX_CLOCK_LAG": "90s"]).clockPolicy.maxLagMillis == 90_000)
+        #expect(try config(["AUTOVOLT_JOURNAL_MAX_BYTES": "2GiB"]).journalMaxBytes == 2 << 30)
+        #expect(try config(["AUTOVOLT_HTTP_ADDR": "off"]).httpAddress == nil)
+    }
+
+    @Test(arguments: [
+        (["AUTOVOLT_MQTT_URL": "http://x"], "AUTOVOLT_MQTT_URL"),
+        (["AUTOVOLT_MQTT_URL": "mqtt://host:99999"], "AUTOVOLT_MQTT_URL"),
+        (["AUTOVOLT_MQTT_URL": "mqtt://user:pw@host"], "AUTOVOLT_MQTT_URL"),
+        (["AUTOVOLT_MQTT_PASSWORD_FILE": "/missing", "AUTOVOLT_MQTT_USERNAME": "u"], "AUTOVOLT_MQTT_PASSWORD_FILE"),
+        (["AUTOVOLT_MQTT_SHARE_GROUP": "a/b"], "AUTOVOLT_MQTT_SHARE_GROUP"),
+        (["AUTOVOLT_MQTT_PROTOCOL": "4"], "AUTOVOLT_MQTT_PROTOCOL"),
+        (["AUTOVOLT_MONGODB_URI": "postgres://x"], "AUTOVOLT_MONGODB_URI"),
+        (["AUTOVOLT_TIMEZONE": "Mars/Olympus"], "AUTOVOLT_TIMEZONE"),
+        (["AUTOVOLT_MAX_CLOCK_LAG": "soon"], "AUTOVOLT_MAX_CLOCK_LAG"),
+        (["AUTOVOLT_RECONCILE_AT": "25:00"], "AUTOVOLT_RECONCILE_AT"),
+        (["AUTOVOLT_HTTP_ADDR": "localhost"], "AUTOVOLT_HTTP_ADDR"),
+        (["AUTOVOLT_API_TOKEN_FILE": "/missing"], "AUTOVOLT_API_TOKEN_FILE"),
+        (["AUTOVOLT_DEVICES": "/missing.toml"], "AUTOVOLT_DEVICES"),
+        (["AUTOVOLT_DEVICES": "/bad.toml"], "AUTOVOLT_DEVICES"),
+        (["AUTOVOLT_LOG_LEVEL": "loud"], "AUTOVOLT_LOG_LEVEL"),
+        (["AUTOVOLT_LOG_FORMAT": "xml"], "AUTOVOLT_LOG_FORMAT"),
+        (["AUTOVOLT_JOURNAL_MAX_BYTES": "12"], "AUTOVOLT_JOURNAL_MAX_BYTES"),
+        (["AUTOVOLT_JOURNAL_SYNC": "sometimes"], "AUTOVOLT_JOURNAL_SYNC"),
+    ])
+    func badValuesNameTheirVariable(values: [String: String], variable: String) {
+        let error = configError(values, files: ["/bad.toml": "[[device]]\nesp32_name = 3\n"])
+        #expect(error?.variable == variable, "\(String(describing: error))")
+        #expect(error?.description.hasPrefix("configuration error: \(variable): ") == true)
+    }
+
+    @Test func tomlFileIsReadAndTheEnvironmentWins() throws {
+        let path = NSTemporaryDirectory() + "autovolt-\(UUID().uuidString).toml"
+        try "mqtt_url = \"mqtt://file-broker:1884\"\ntimezone = \"Europe/London\"\ndevices = \"/nonexistent\"\n"
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let values = try WorkerConfig.tomlValues(path: path)
+        #expect(values["AUTOVOLT_MQTT_URL"] == "mqtt://file-broker:1884")
+        let env = ["AUTOVOLT_TIMEZONE": "UTC", "AUTOVOLT_DEVICES": NSTemporaryDirectory() + "none-\(UUID()).toml"]
+        #expect(throws: ConfigError.self) { try WorkerConfig.load(environment: env, configFile: path) }
+        try "bogus_key = 1\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: ConfigError.self) { try WorkerConfig.tomlValues(path: path) }
+    }
+}
