@@ -46,6 +46,10 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private var fatalError: Error?
     private var journalFullSince: EpochMillis?
     private let drainFinished = DispatchSemaphore(value: 0)
+    /// Fault injection for the delivery tests only (docs/delivery.md): the process exits inside
+    /// the MQTT callback, before journaling, when this many messages have arrived.
+    private let testExitAtMessage = ProcessInfo.processInfo.environment["AUTOVOLT_TEST_EXIT_AT_MESSAGE"].flatMap(Int.init)
+    private var messagesSeen = 0
     private var drainThread: Thread?
 
     public init(config: WorkerConfig, logger: Logger) throws {
@@ -134,6 +138,10 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     public func receive(topic: String, payload: UnsafeRawBufferPointer, retained: Bool) {
         let receivedAt = Self.nowMillis()
         metrics.received(topic: topic)
+        if let exitAt = testExitAtMessage {
+            messagesSeen += 1
+            if messagesSeen >= exitAt { _exit(86) }
+        }
         var delay = 0.1
         while true {
             if journal.isFull {
