@@ -393,7 +393,7 @@ extension BSONDocument {
             guard bson_iter_decimal128(iter, &dec) else { return .null }
             var buf = [CChar](repeating: 0, count: 64)  // BSON_DECIMAL128_STRING is 43
             bson_decimal128_to_string(&dec, &buf)
-            return .decimal128String(String(cString: buf))
+            return .decimal128String(String(decoding: buf.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self))
         case BSON_TYPE_TIMESTAMP:
             var t: UInt32 = 0, i: UInt32 = 0
             bson_iter_timestamp(iter, &t, &i)

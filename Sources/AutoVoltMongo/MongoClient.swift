@@ -689,8 +689,11 @@ public final class MongoExecutor: Sendable {
         let client = self.client
         do {
             return try await threadPool.runIfActive { try body(client) }
-        } catch let error as NIOThreadPoolError.ThreadPoolInactive {
-            throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "MongoExecutor is shut down (\(error))")
+        } catch is NIOThreadPoolError.ThreadPoolInactive {
+            throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "MongoExecutor is shut down")
+        } catch is CancellationError where !Task.isCancelled {
+            // NIOThreadPool refuses work after shutdown by "cancelling" it.
+            throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "MongoExecutor is shut down")
         }
     }
 

@@ -39,6 +39,26 @@ func makeLogger(_ config: WorkerConfig) -> Logger {
 
 @main
 struct AutoVoltWorker: AsyncParsableCommand {
+    static func main() async {
+        // A parent may hand us a blocked SIGTERM/SIGINT (e.g. Foundation.Process on Linux copies
+        // the spawning thread's mask); we must still stop when asked.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &signals, nil)
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "autovolt-worker",
         abstract: "AutoVolt energy-metering ingestion: MQTT in, MongoDB out.",

@@ -93,13 +93,16 @@ public final class DevMongoServer: @unchecked Sendable {
         guard FileManager.default.fileExists(atPath: script.path) else {
             throw DevMongoServerError(description: "\(script.path) does not exist")
         }
-        var args = [script.path, "--port", String(port)]
+        var args = ["--port", String(port)]
         if let dataFile { args += ["--data", dataFile.path] }
         if let replicaSetName { args += ["--replset", replicaSetName] }
 
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        p.arguments = args
+        // Foundation.Process on Linux passes the spawning thread's signal mask on to the child
+        // (swift-corelibs-foundation#4772); tests run on Dispatch threads, which block SIGTERM,
+        // so the server would ignore `stop()`. Clear the mask, then exec the real command.
+        p.arguments = ["-c", Self.unblockSignalsAndExec, script.path] + args
         let pipe = Pipe()
         p.standardOutput = pipe
         p.standardError = pipe
@@ -112,24 +115,25 @@ public final class DevMongoServer: @unchecked Sendable {
         lock.unlock()
         pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let chunk = handle.availableData
-            guard let self else { return }
             if chunk.isEmpty {  // EOF: the process is gone
                 handle.readabilityHandler = nil
                 ready.signal()
                 return
             }
+            guard let self else { return }
             self.lock.lock()
             self.output.append(chunk)
             if self.output.count > 65536 { self.output.removeFirst(self.output.count - 65536) }
-            let text = String(decoding: self.output, as: UTF8.self)
             var found = false
-            if self.announcedPort == nil, let port = Self.parseListeningPort(text) {
+            if self.announcedPort == nil,
+               let port = Self.parseListeningPort(String(decoding: self.output, as: UTF8.self)) {
                 self.announcedPort = port
                 found = true
             }
             self.lock.unlock()
             if found { ready.signal() }
         }
+        p.terminationHandler = { _ in ready.signal() }  // exited before announcing a port
         do {
             try p.run()
         } catch {
@@ -150,6 +154,10 @@ public final class DevMongoServer: @unchecked Sendable {
         }
         port = got
     }
+
+    private static let unblockSignalsAndExec =
+        "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
+        + "os.execv(sys.executable, [sys.executable] + sys.argv[1:])"
 
     static func parseListeningPort(_ text: String) -> Int? {
         for line in text.split(separator: "\n") {

@@ -1,0 +1,311 @@
+import AutoVoltMongo
+import AutoVoltTestSupport
+import Foundation
+import Testing
+
+/// A real mosquitto, scripts/dev-mongo and the built worker executable, on free ports.
+final class Rig: @unchecked Sendable {
+    let broker: MosquittoBroker
+    let mongo: DevMongoServer
+    let client: MongoClient
+    let stateDirectory: URL
+    let database = "autovolt_it_\(UUID().uuidString.prefix(8))"
+    let clientID = "worker-\(UUID().uuidString.prefix(8))"
+    var workers: [WorkerProcess] = []
+
+    init(shippedBrokerConfig: Bool = false, users: [String: String] = [:], mongoData: URL? = nil) throws {
+        broker = try MosquittoBroker(shippedConfig: shippedBrokerConfig, users: users)
+        mongo = try DevMongoServer(dataFile: mongoData)
+        client = try MongoClient(uri: mongo.uri(database: database))
+        stateDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("autovolt-state-\(UUID().uuidString)")
+    }
+
+    deinit {
+        for worker in workers { worker.kill9() }
+        broker.stop()
+        mongo.stop()
+    }
+
+    var environment: [String: String] {
+        [
+            "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
+            "AUTOVOLT_MQTT_URL": "mqtt://127.0.0.1:\(broker.port)",
+            "AUTOVOLT_MQTT_CLIENT_ID": clientID,
+            "AUTOVOLT_MONGODB_URI": mongo.uri(database: database),
+            "AUTOVOLT_STATE_DIR": stateDirectory.path,
+            "AUTOVOLT_DEVICES": packageRoot.appendingPathComponent("config/devices.toml").path,
+            "AUTOVOLT_HTTP_ADDR": "off",
+            "AUTOVOLT_LOG_LEVEL": "info",
+        ]
+    }
+
+    /// Starts a worker and waits until it is connected and subscribed.
+    @discardableResult
+    func startWorker(extra: [String: String] = [:]) throws -> WorkerProcess {
+        let worker = WorkerProcess(environment: environment.merging(extra) { $1 })
+        try worker.start()
+        workers.append(worker)
+        #expect(worker.waitUntilConnected(), "worker did not connect:\n\(worker.log)")
+        Thread.sleep(forTimeInterval: 0.3) // SUBACK
+        return worker
+    }
+
+    func publisher() throws -> TestPublisher { try TestPublisher(port: broker.port) }
+
+    func count(_ collection: String, _ filter: BSONDocument = [:]) -> Int {
+        (try? client.countDocuments(collection, filter: filter)) ?? -1
+    }
+
+    func waitForCount(_ collection: String, _ expected: Int, filter: BSONDocument = [:], timeout: Double = 30) -> Bool {
+        eventually(timeout: timeout) { count(collection, filter) >= expected }
+    }
+}
+
+let baseTime = Int(Date().timeIntervalSince1970) - 3600
+
+/// Telemetry for `device` with a distinct timestamp and counter per index.
+func reading(_ device: String, _ index: Int, energy: Double? = nil) -> (topic: String, payload: String) {
+    ("autovolt/\(device)/telemetry",
+     #"{"esp32_name":"\#(device)","timestamp":\#(baseTime + index),"energy_wh_total":\#(energy ?? Double(1000 + index)),"switch_state":[1,0]}"#)
+}
+
+@Suite("integration: worker, mosquitto and the wire-protocol server", .serialized)
+struct IntegrationTests {
+    @Test func duplicateDeliveryIsStoredOnceAndAConflictIsRejected() throws {
+        let rig = try Rig()
+        try rig.startWorker()
+        let publisher = try rig.publisher()
+        let message = reading("lab-101", 1)
+        try publisher.publish([message, message, reading("lab-101", 2)])
+        // Same device and time, another counter value.
+        try publisher.publish([reading("lab-101", 1, energy: 5)])
+        #expect(rig.waitForCount("rejected_messages", 1, filter: ["reason": "conflict"]))
+        #expect(rig.count("telemetry_events") == 2)
+        let event = try #require(try rig.client.findOne("telemetry_events", filter: ["energy_wh_total": 1001.0]))
+        #expect(event["esp32_name"]?.stringValue == "lab-101")
+        #expect(event["classroom"]?.stringValue != nil)
+        #expect(event["clock"]?.stringValue == "device")
+        #expect(event["processed"]?.boolValue == false)
+        #expect(event["device_ts"]?.dateValue == Date(timeIntervalSince1970: Double(baseTime + 1)))
+        #expect(event["event_hash"]?.stringValue?.count == 64)
+    }
+
+    @Test func everyRejectReasonIsRecorded() throws {
+        let rig = try Rig()
+        try rig.startWorker()
+        let publisher = try rig.publisher()
+        let cases: [(topic: String, payload: [UInt8], reason: String)] = [
+            ("autovolt/lab-101/telemetry", Array("{not json".utf8), "invalid_json"),
+            ("autovolt/lab-101/telemetry", Array(#"{"energy_wh_total":1,"switch_state":[1],"x":""#.utf8) + [0xFF] + Array(#""}"#.utf8), "invalid_utf8"),
+            ("autovolt/lab-101/telemetry", Array(#"[1,2]"#.utf8), "wrong_shape"),
+            ("autovolt/lab-101/telemetry", Array(("{\"energy_wh_total\":1,\"switch_state\":[1],\"pad\":\"" + String(repeating: "x", count: 17000) + "\"}").utf8), "payload_too_large"),
+            ("autovolt/lab.bad!/telemetry", Array(#"{"energy_wh_total":1,"switch_state":[1]}"#.utf8), "invalid_device_name"),
+            ("autovolt/lab-101/telemetry", Array(#"{"esp32_name":"lab-102","energy_wh_total":1,"switch_state":[1]}"#.utf8), "device_name_mismatch"),
+            ("autovolt/lab-101/telemetry", Array(#"{"switch_state":[1]}"#.utf8), "missing_energy"),
+            ("autovolt/lab-101/telemetry", Array(#"{"energy_wh_total":-3,"switch_state":[1]}"#.utf8), "invalid_energy"),
+            ("autovolt/lab-101/telemetry", Array(#"{"energy_wh_total":NaN,"switch_state":[1]}"#.utf8), "invalid_energy"),
+            ("autovolt/lab-101/telemetry", Array(#"{"energy_wh_total":1,"switch_state":"on"}"#.utf8), "invalid_switch_state"),
+            ("autovolt/lab-101/status", Array("sleeping".utf8), "invalid_status"),
+        ]
+        try publisher.publishBytes(cases.map { ($0.topic, $0.payload) })
+        #expect(rig.waitForCount("rejected_messages", cases.count), "rejected: \(rig.count("rejected_messages"))")
+        for (reason, expected) in Dictionary(grouping: cases, by: \.reason).mapValues(\.count) {
+            #expect(rig.count("rejected_messages", ["reason": .string(reason)]) == expected, "\(reason)")
+        }
+        let utf8 = try #require(try rig.client.findOne("rejected_messages", filter: ["reason": "invalid_utf8"]))
+        #expect(utf8["payload"]?.stringValue?.contains("\\xFF") == true)
+        let large = try #require(try rig.client.findOne("rejected_messages", filter: ["reason": "payload_too_large"]))
+        #expect((large["payload"]?.stringValue?.utf8.count ?? 0) <= 4096)
+        #expect(rig.count("telemetry_events") == 0)
+    }
+
+    @Test func presenceFromStatusHeartbeatAndTelemetry() throws {
+        let rig = try Rig()
+        // A retained "online" published before the worker subscribes is replayed to it on subscribe.
+        let early = try rig.publisher()
+        try early.publish([("autovolt/lab-103/status", "online")], retain: true)
+        try rig.startWorker()
+        let publisher = try rig.publisher()
+        try publisher.publish([("autovolt/lab-101/status", "online")])
+        try publisher.publish([("autovolt/lab-101/heartbeat", #"{"uptime":5000,"rssi":-55,"free_heap":20000}"#)])
+        try publisher.publish([reading("lab-101", 1)])
+        try publisher.publish([("autovolt/lab-101/status", #"{"status":"offline"}"#)])
+        try publisher.publish([("autovolt/lab-101/status", "online")])
+        try publisher.publish([("autovolt/ghost-9/heartbeat", "{}")])
+        #expect(eventually(timeout: 20) {
+            (try? rig.client.findOne("device_status", filter: ["esp32_name": "lab-101"]))??["sessions"]?.int64Value == 2
+        })
+        let status = try #require(try rig.client.findOne("device_status", filter: ["esp32_name": "lab-101"]))
+        #expect(status["online"]?.boolValue == true)
+        #expect(status["classroom"]?.stringValue == "CSE-301")
+        for field in ["last_seen_at", "last_status_at", "last_heartbeat_at", "last_telemetry_at"] {
+            #expect(status[field]?.dateValue != nil, "\(field)")
+        }
+        #expect(status["uptime_s"]?.doubleValue == 5)
+        #expect(rig.waitForCount("device_status", 1, filter: ["esp32_name": "ghost-9"]))
+        let ghost = try #require(try rig.client.findOne("device_status", filter: ["esp32_name": "ghost-9"]))
+        #expect(ghost["classroom"]?.stringValue == "unassigned")
+        // The retained replay updated nothing.
+        #expect(rig.count("device_status", ["esp32_name": "lab-103"]) == 0)
+    }
+
+    @Test func killNineMidBurstLosesNothingAndStoresNothingTwice() throws {
+        let rig = try Rig()
+        let first = try rig.startWorker()
+        let publisher = try rig.publisher()
+        let messages = (0..<1000).map { reading("lab-10\($0 % 5)", $0) }
+        let killer = Thread {
+            _ = eventually(timeout: 20, interval: 0.005) { rig.count("telemetry_events") >= 200 }
+            first.kill9()
+        }
+        killer.start()
+        try publisher.publish(messages)
+        _ = eventually(timeout: 20) { !first.isRunning }
+        #expect(!first.isRunning)
+        let stored = rig.count("telemetry_events")
+        #expect(stored < 1000, "the kill came too late to test anything (\(stored) stored)")
+        try rig.startWorker()
+        #expect(rig.waitForCount("telemetry_events", 1000, timeout: 60))
+        Thread.sleep(forTimeInterval: 1)
+        #expect(rig.count("telemetry_events") == 1000)
+        let distinct = try rig.client.aggregate("telemetry_events", pipeline: [["$group": ["_id": "$event_hash"]]]).count
+        #expect(distinct == 1000)
+    }
+
+    @Test func crashInsideTheCallbackLosesNothing() throws {
+        let rig = try Rig()
+        // Establish the persistent session, then run a worker that dies inside the MQTT callback,
+        // before journaling, on the 50th message (docs/delivery.md).
+        try rig.startWorker().stop()
+        let dying = WorkerProcess(environment: rig.environment)
+        try dying.start(extraEnvironment: ["AUTOVOLT_TEST_EXIT_AT_MESSAGE": "50"])
+        rig.workers.append(dying)
+        #expect(dying.waitUntilConnected())
+        let publisher = try rig.publisher()
+        try publisher.publish((0..<100).map { reading("lab-101", $0) })
+        #expect(dying.waitForExit(timeout: 20) == 86)
+        try rig.startWorker()
+        #expect(rig.waitForCount("telemetry_events", 100))
+        #expect(try rig.client.findOne("telemetry_events", filter: ["energy_wh_total": 1049.0]) != nil, "message 50 was lost")
+    }
+
+    @Test func databaseOutageDuringABurstLosesNothing() throws {
+        let rig = try Rig()
+        let worker = try rig.startWorker()
+        let publisher = try rig.publisher()
+        try publisher.publish((0..<200).map { reading("lab-101", $0) })
+        #expect(rig.waitForCount("telemetry_events", 200))
+        // dev-mongo keeps its data only in memory without --data; a restart of the same server
+        // would lose what was stored, so the outage is simulated by stopping it after a save.
+        rig.mongo.kill()
+        try publisher.publish((200..<700).map { reading("lab-102", $0) })
+        Thread.sleep(forTimeInterval: 3)
+        #expect(worker.isRunning)
+        try rig.mongo.restart()
+        #expect(rig.waitForCount("telemetry_events", 500, filter: ["esp32_name": "lab-102"], timeout: 60),
+                "after the outage: \(rig.count("telemetry_events", ["esp32_name": "lab-102"]))\n\(worker.log.suffix(2000))")
+        #expect(worker.log.contains("cannot store to MongoDB"))
+    }
+
+    @Test func brokerRestartIsSurvived() throws {
+        let rig = try Rig()
+        let worker = try rig.startWorker()
+        try rig.publisher().publish([reading("lab-101", 1)])
+        #expect(rig.waitForCount("telemetry_events", 1))
+        rig.broker.stop()
+        Thread.sleep(forTimeInterval: 1.5)
+        try rig.broker.start()
+        #expect(eventually(timeout: 40) { worker.log.components(separatedBy: "MQTT connected").count >= 3 }, "\(worker.log)")
+        Thread.sleep(forTimeInterval: 0.5)
+        try rig.publisher().publish([reading("lab-101", 2)])
+        #expect(rig.waitForCount("telemetry_events", 2))
+    }
+
+    @Test func messagesPublishedWhileTheWorkerIsStoppedAllArrive() throws {
+        let users = ["autovolt-worker": "worker-pass", "lab-101": "dev-pass"]
+        let rig = try Rig(shippedBrokerConfig: true, users: users)
+        let passwordFile = rig.broker.directory.appendingPathComponent("worker.pw")
+        try "worker-pass\n".write(to: passwordFile, atomically: true, encoding: .utf8)
+        let auth = ["AUTOVOLT_MQTT_USERNAME": "autovolt-worker", "AUTOVOLT_MQTT_PASSWORD_FILE": passwordFile.path]
+        // Create the persistent session, stop the worker, publish 5,000, start it again.
+        let first = try rig.startWorker(extra: auth)
+        #expect(first.stop() == 0)
+        let device = try TestPublisher(port: rig.broker.port, clientID: "lab-101", username: "lab-101", password: "dev-pass")
+        try device.publish((0..<5000).map { reading("lab-101", $0) }, timeout: 120)
+        try rig.startWorker(extra: auth)
+        #expect(rig.waitForCount("telemetry_events", 5000, timeout: 120), "stored \(rig.count("telemetry_events"))")
+    }
+
+    @Test func aDeviceCannotPublishUnderAnotherDevicesName() throws {
+        let users = ["autovolt-worker": "worker-pass", "lab-101": "dev-pass"]
+        let rig = try Rig(shippedBrokerConfig: true, users: users)
+        let passwordFile = rig.broker.directory.appendingPathComponent("worker.pw")
+        try "worker-pass\n".write(to: passwordFile, atomically: true, encoding: .utf8)
+        try rig.startWorker(extra: ["AUTOVOLT_MQTT_USERNAME": "autovolt-worker", "AUTOVOLT_MQTT_PASSWORD_FILE": passwordFile.path])
+        let device = try TestPublisher(port: rig.broker.port, clientID: "lab-101", username: "lab-101", password: "dev-pass")
+        try device.publish([reading("lab-102", 1)]) // refused by the ACL (silently, in MQTT 3.1.1)
+        try device.publish([reading("lab-101", 2)])
+        #expect(rig.waitForCount("telemetry_events", 1, filter: ["esp32_name": "lab-101"]))
+        Thread.sleep(forTimeInterval: 0.5)
+        #expect(rig.count("telemetry_events", ["esp32_name": "lab-102"]) == 0)
+        // Anonymous clients are refused outright.
+        #expect(throws: (any Error).self) { try TestPublisher(port: rig.broker.port) }
+    }
+
+    @Test func sigtermStopsCleanlyWithExitZero() throws {
+        let rig = try Rig()
+        let worker = try rig.startWorker()
+        try rig.publisher().publish((0..<50).map { reading("lab-101", $0) })
+        #expect(rig.waitForCount("telemetry_events", 50))
+        #expect(worker.stop() == 0)
+        #expect(worker.log.contains("autovolt-worker stopped"))
+    }
+
+    @Test func replayIngestsCapturedLinesAndDuplicatesCollapse() throws {
+        let rig = try Rig()
+        let a = reading("lab-101", 1), b = reading("lab-101", 2)
+        let capture = """
+            \(a.topic) \(a.payload)
+            \(a.topic) \(a.payload)
+            2026-11-01T10:00:00+0530 \(b.topic) \(b.payload)
+            1795456431.25 autovolt/lab-101/status online
+            1795456432 autovolt/lab-101/telemetry {broken
+
+            """
+        let result = try WorkerProcess.runToCompletion(["replay", "-"], environment: rig.environment, stdin: Data(capture.utf8))
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("2 stored, 1 duplicates, 1 rejected"), "\(result.stdout)")
+        #expect(rig.count("telemetry_events") == 2)
+        #expect(rig.count("rejected_messages", ["reason": "invalid_json"]) == 1)
+        // With receive times in the capture, a second replay changes nothing at all.
+        let again = try WorkerProcess.runToCompletion(["replay", "-"], environment: rig.environment, stdin: Data(capture.utf8))
+        #expect(again.status == 0)
+        #expect(rig.count("telemetry_events") == 2)
+        #expect(rig.count("rejected_messages") == 1)
+    }
+
+    @Test func badConfigurationExits78WithOneLine() throws {
+        let env = ["AUTOVOLT_TIMEZONE": "Mars/Olympus", "PATH": "/usr/bin:/bin"]
+        let result = try WorkerProcess.runToCompletion(["run"], environment: env)
+        #expect(result.status == 78)
+        #expect(result.stderr.contains("AUTOVOLT_TIMEZONE"))
+        #expect(result.stderr.split(separator: "\n").count == 1)
+        let check = try WorkerProcess.runToCompletion(["run", "--check-config"],
+                                                      environment: ["AUTOVOLT_DEVICES": packageRoot.appendingPathComponent("config/devices.toml").path])
+        #expect(check.status == 0, "\(check.stderr)")
+        let usage = try WorkerProcess.runToCompletion(["run", "--no-such-flag"], environment: [:])
+        #expect(usage.status == 64)
+    }
+
+    @Test func aForeignDatabaseIsRefusedWithExit78AndLeftAlone() throws {
+        let rig = try Rig()
+        // What the Node.js backend keeps in its own telemetry_events.
+        _ = try rig.client.insertMany([["deviceId": "abc", "power": 12.5, "timestamp": .datetime(Date())]],
+                                      into: "telemetry_events", ordered: true, writeConcern: .acknowledged)
+        let result = try WorkerProcess.runToCompletion(["run"], environment: rig.environment, timeout: 30)
+        #expect(result.status == 78, "\(result.stderr)")
+        #expect(result.stderr.contains("telemetry_events"))
+        #expect(rig.count("telemetry_events") == 1)
+        #expect(try rig.client.listIndexes("telemetry_events").count == 1)
+    }
+}

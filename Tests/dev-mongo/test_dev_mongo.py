@@ -1,0 +1,492 @@
+"""Tests for scripts/dev-mongo, the development MongoDB wire-protocol server.
+
+Run with Debian's interpreter (it sees python3-pymongo, -mockupdb, -mongomock):
+
+    /usr/bin/python3 -m unittest discover -s Tests/dev-mongo -v
+
+Every test starts dev-mongo as a subprocess on --port 0 and talks to it with
+pymongo exactly as an application would talk to mongod.
+"""
+
+import datetime
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from bson import Binary, Decimal128, Int64, ObjectId, SON
+from bson.binary import UuidRepresentation
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+import bson
+from pymongo import MongoClient, ReturnDocument, errors, monitoring
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCRIPT = os.path.join(ROOT, 'scripts', 'dev-mongo')
+START_TIMEOUT = 15.0
+UUID_UNSPECIFIED = UuidRepresentation.UNSPECIFIED
+
+
+class Server(object):
+    """A dev-mongo subprocess; always stopped by the test that starts it."""
+
+    def __init__(self, *args):
+        self.args = list(args)
+        self.proc = subprocess.Popen(
+            [SCRIPT, '--port', '0', '--quiet'] + self.args,
+            stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + START_TIMEOUT
+        line = b''
+        while not line.endswith(b'\n'):
+            left = deadline - time.monotonic()
+            if left <= 0 or self.proc.poll() is not None:
+                self.kill()
+                raise AssertionError('dev-mongo did not start (got %r)' % line)
+            ready, _, _ = select.select([self.proc.stdout], [], [], left)
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 1)
+                if not chunk:
+                    continue
+                line += chunk
+        text = line.decode().strip()
+        prefix = 'dev-mongo listening on 127.0.0.1:'
+        if not text.startswith(prefix):
+            self.kill()
+            raise AssertionError('unexpected first line %r' % text)
+        self.port = int(text[len(prefix):])
+        self.clients = []
+
+    def client(self, uri_options='', **kwargs):
+        kwargs.setdefault('serverSelectionTimeoutMS', 5000)
+        kwargs.setdefault('connectTimeoutMS', 5000)
+        c = MongoClient('mongodb://127.0.0.1:%d/%s' % (self.port, uri_options), **kwargs)
+        self.clients.append(c)
+        return c
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        for c in self.clients:
+            c.close()
+        self.clients = []
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.kill()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+class CommandLog(monitoring.CommandListener):
+    """Records the commands pymongo sends."""
+
+    def __init__(self):
+        self.commands = []
+
+    def started(self, event):
+        self.commands.append((event.command_name, event.command))
+
+    def succeeded(self, event):
+        pass
+
+    def failed(self, event):
+        pass
+
+    def names(self):
+        return [name for name, _ in self.commands]
+
+
+class StandaloneTests(unittest.TestCase):
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server()
+        cls.log = CommandLog()
+        cls.client = cls.server.client(event_listeners=[cls.log])
+
+    @classmethod
+    def tearDownClass(cls):
+        rc = cls.server.stop()
+        assert rc == 0, rc
+
+    def db(self):
+        return self.client['t_%s' % self._testMethodName[:50]]
+
+    def test_hello_is_standalone_primary(self):
+        hello = self.client.admin.command('hello')
+        self.assertTrue(hello['isWritablePrimary'])
+        self.assertEqual(hello['maxWireVersion'], 13)
+        self.assertEqual(hello['maxWriteBatchSize'], 100000)
+        self.assertEqual(hello['logicalSessionTimeoutMinutes'], 30)
+        self.assertNotIn('setName', hello)
+        legacy = self.client.admin.command('isMaster')
+        self.assertTrue(legacy['ismaster'])
+        self.assertEqual(self.client.admin.command('ping')['ok'], 1.0)
+        self.assertEqual(self.client.server_info()['versionArray'][0], 5)
+
+    def test_unknown_command(self):
+        with self.assertRaises(errors.OperationFailure) as cm:
+            self.db().command('frobnicate', 1)
+        d = cm.exception.details
+        self.assertEqual(d['code'], 59)
+        self.assertEqual(d['codeName'], 'CommandNotFound')
+        self.assertEqual(d['errmsg'], "no such command: 'frobnicate'")
+
+    def test_insert_many_unordered_duplicates(self):
+        col = self.db().readings
+        col.create_index([('device', 1), ('seq', 1)], unique=True, name='device_seq')
+        col.insert_many([{'device': 'a', 'seq': i} for i in range(5)])
+        batch = [{'device': 'a', 'seq': 1}, {'device': 'b', 'seq': 1},
+                 {'device': 'a', 'seq': 3}, {'device': 'b', 'seq': 2},
+                 {'device': 'b', 'seq': 1}]
+        with self.assertRaises(errors.BulkWriteError) as cm:
+            col.insert_many(batch, ordered=False)
+        details = cm.exception.details
+        self.assertEqual(details['nInserted'], 2)
+        errs = details['writeErrors']
+        self.assertEqual([e['index'] for e in errs], [0, 2, 4])
+        self.assertTrue(all(e['code'] == 11000 for e in errs))
+        self.assertEqual(
+            errs[0]['errmsg'],
+            'E11000 duplicate key error collection: %s.readings index: device_seq '
+            'dup key: { device: "a", seq: 1 }' % self.db().name)
+        self.assertEqual(errs[0]['keyValue'], {'device': 'a', 'seq': 1})
+        self.assertEqual(errs[0]['keyPattern'], {'device': 1, 'seq': 1})
+        self.assertEqual(errs[2]['keyValue'], {'device': 'b', 'seq': 1})
+        self.assertEqual(col.count_documents({}), 7)
+        # compound uniqueness: same seq on another device is fine
+        col.insert_one({'device': 'c', 'seq': 1})
+
+    def test_insert_ordered_stops_at_first_error(self):
+        col = self.db().c
+        col.insert_one({'_id': 2})
+        with self.assertRaises(errors.BulkWriteError) as cm:
+            col.insert_many([{'_id': 1}, {'_id': 2}, {'_id': 3}], ordered=True)
+        self.assertEqual(cm.exception.details['nInserted'], 1)
+        self.assertEqual(cm.exception.details['writeErrors'][0]['errmsg'],
+                         'E11000 duplicate key error collection: %s.c index: _id_ '
+                         'dup key: { _id: 2 }' % self.db().name)
+        self.assertEqual(sorted(d['_id'] for d in col.find()), [1, 2])
+
+    def test_insert_assigns_object_id_first(self):
+        col = self.db().c
+        res = col.insert_one({'a': 1})
+        raw = col.with_options(codec_options=CodecOptions(document_class=RawBSONDocument)).find_one()
+        self.assertEqual(list(raw.keys()), ['_id', 'a'])
+        self.assertIsInstance(raw['_id'], ObjectId)
+        self.assertEqual(raw['_id'], res.inserted_id)
+
+    def test_upsert_set_on_insert_inc_max(self):
+        col = self.db().stats
+        col.create_index([('device', 1), ('day', 1)], unique=True)
+        t1 = datetime.datetime(2024, 5, 1, 10, 0, 0)
+        t2 = datetime.datetime(2024, 5, 1, 11, 0, 0)
+
+        def bump(ts):
+            return col.update_one(
+                {'device': 'd1', 'day': '2024-05-01'},
+                {'$setOnInsert': {'created': ts}, '$inc': {'count': Int64(1)},
+                 '$max': {'last': ts}},
+                upsert=True)
+        r1 = bump(t2)
+        self.assertIsNotNone(r1.upserted_id)
+        self.assertEqual(r1.matched_count, 0)
+        r2 = bump(t1)
+        self.assertIsNone(r2.upserted_id)
+        self.assertEqual((r2.matched_count, r2.modified_count), (1, 1))
+        doc = col.find_one({'device': 'd1'})
+        self.assertEqual(doc['created'], t2)      # $setOnInsert only on insert
+        self.assertEqual(doc['last'], t2)         # $max kept the later date
+        self.assertEqual(doc['count'], 2)
+        self.assertIs(type(doc['count']), Int64)  # int64 + int64 stays int64
+        self.assertEqual(doc['day'], '2024-05-01')
+
+    def test_update_unique_violation_and_operators(self):
+        col = self.db().u
+        col.create_index('k', unique=True)
+        col.insert_many([{'_id': 1, 'k': 1, 'a': [1]}, {'_id': 2, 'k': 2}])
+        with self.assertRaises(errors.DuplicateKeyError) as cm:
+            col.update_one({'_id': 2}, {'$set': {'k': 1}})
+        self.assertEqual(cm.exception.details['keyValue'], {'k': 1})
+        self.assertEqual(col.find_one({'_id': 2})['k'], 2)
+        col.update_one({'_id': 1}, {'$push': {'a': 2}, '$addToSet': {'s': 'x'},
+                                    '$unset': {'k': ''}, '$mul': {'m': 3}})
+        self.assertEqual(col.find_one({'_id': 1}), {'_id': 1, 'a': [1, 2], 's': ['x'], 'm': 0})
+        with self.assertRaises(errors.WriteError) as cm:
+            col.update_one({'_id': 1}, {'$set': {'z': 1}, '$inc': {'z': 1}})
+        self.assertEqual(cm.exception.code, 40)
+        r = col.update_many({}, {'$set': {'flag': True}})
+        self.assertEqual((r.matched_count, r.modified_count), (2, 2))
+        r = col.update_many({}, {'$set': {'flag': True}})
+        self.assertEqual((r.matched_count, r.modified_count), (2, 0))
+        self.assertEqual(col.delete_many({'flag': True}).deleted_count, 2)
+
+    def test_find_sort_limit_and_get_more(self):
+        col = self.db().many
+        col.insert_many([{'n': i, 'grp': i % 4} for i in range(250)])
+        self.log.commands.clear()
+        docs = list(col.find({}, {'_id': 0}).sort('n', -1).limit(230))
+        self.assertEqual([d['n'] for d in docs], list(range(249, 19, -1)))
+        self.assertEqual(docs[0], {'n': 249, 'grp': 1})
+        names = self.log.names()
+        self.assertEqual(names[0], 'find')
+        self.assertIn('getMore', names)          # first batch is 101 documents
+        self.log.commands.clear()
+        docs = list(col.find({'grp': 2}).sort([('n', 1)]).skip(3).batch_size(10))
+        self.assertEqual([d['n'] for d in docs], list(range(14, 250, 4)))
+        self.assertGreaterEqual(self.log.names().count('getMore'), 5)
+        self.assertEqual(len(list(col.find())), 250)
+
+    def test_aggregate_group(self):
+        col = self.db().agg
+        col.insert_many([{'device': 'd%d' % (i % 3), 'v': i} for i in range(30)])
+        res = list(col.aggregate([
+            {'$match': {'v': {'$gte': 3}}},
+            {'$group': {'_id': '$device', 'n': {'$sum': 1}, 'total': {'$sum': '$v'},
+                        'max': {'$max': '$v'}}},
+            {'$sort': {'_id': 1}},
+            {'$project': {'n': 1, 'total': 1, 'max': 1}},
+            {'$limit': 2}]))
+        self.assertEqual(res, [{'_id': 'd0', 'n': 9, 'total': 135, 'max': 27},
+                               {'_id': 'd1', 'n': 9, 'total': 144, 'max': 28}])
+        self.assertEqual(list(col.aggregate([{'$match': {'device': 'd2'}}, {'$count': 'c'}])),
+                         [{'c': 10}])
+        self.assertEqual(col.count_documents({'device': 'd1'}), 10)
+        self.assertEqual(col.estimated_document_count(), 30)
+        self.assertEqual(sorted(col.distinct('device')), ['d0', 'd1', 'd2'])
+
+    def test_find_and_modify(self):
+        col = self.db().jobs
+        col.insert_many([{'_id': i, 'state': 'new', 'prio': i} for i in range(5)])
+        doc = col.find_one_and_update({'state': 'new'}, {'$set': {'state': 'taken'}},
+                                      sort=[('prio', -1)], projection={'state': 1},
+                                      return_document=ReturnDocument.AFTER)
+        self.assertEqual(doc, {'_id': 4, 'state': 'taken'})
+        before = col.find_one_and_update({'_id': 0}, {'$inc': {'tries': 1}})
+        self.assertNotIn('tries', before)
+        up = col.find_one_and_update({'_id': 99}, {'$set': {'state': 'x'}}, upsert=True,
+                                     return_document=ReturnDocument.AFTER)
+        self.assertEqual(up, {'_id': 99, 'state': 'x'})
+        gone = col.find_one_and_delete({'_id': 1})
+        self.assertEqual(gone['_id'], 1)
+        self.assertIsNone(col.find_one({'_id': 1}))
+        self.assertIsNone(col.find_one_and_update({'_id': 1234}, {'$set': {'a': 1}}))
+
+    def test_index_management(self):
+        db = self.db()
+        col = db.idx
+        col.insert_many([{'x': 1}, {'x': 1}])
+        with self.assertRaises(errors.OperationFailure) as cm:
+            col.create_index('x', unique=True)
+        self.assertEqual(cm.exception.code, 11000)
+        self.assertEqual([i['name'] for i in col.list_indexes()], ['_id_'])
+        col.create_index('at', expireAfterSeconds=3600, name='at_ttl')
+        col.create_index([('a', 1), ('b', -1)], name='a_b',
+                         partialFilterExpression={'a': {'$exists': True}})
+        again = db.command('createIndexes', 'idx',
+                           indexes=[{'key': {'at': 1}, 'name': 'at_ttl', 'expireAfterSeconds': 3600}])
+        self.assertEqual(again['note'], 'all indexes already exist')
+        info = {i['name']: i for i in col.list_indexes()}
+        self.assertEqual(info['at_ttl']['expireAfterSeconds'], 3600)
+        self.assertEqual(info['a_b']['key'], SON([('a', 1), ('b', -1)]))
+        self.assertEqual(info['a_b']['partialFilterExpression'], {'a': {'$exists': True}})
+        with self.assertRaises(errors.OperationFailure) as cm:
+            db.command('createIndexes', 'idx', indexes=[{'key': {'at': 1}, 'name': 'other'}])
+        self.assertEqual(cm.exception.code, 85)
+        col.drop_index('a_b')
+        self.assertEqual(sorted(i['name'] for i in col.list_indexes()), ['_id_', 'at_ttl'])
+        col.drop()
+        self.assertNotIn('idx', db.list_collection_names())
+
+    def test_transaction_numbers_refused_on_standalone(self):
+        with self.client.start_session() as s:
+            with self.assertRaises(errors.OperationFailure) as cm:
+                self.db().command(SON([('insert', 'c'), ('documents', [{'a': 1}]),
+                                       ('txnNumber', Int64(1))]), session=s)
+        self.assertEqual(cm.exception.code, 20)
+
+    def test_insert_10000_timing(self):
+        col = self.db().bulk
+        col.create_index([('device', 1), ('seq', 1)], unique=True)
+        now = datetime.datetime.utcnow()
+        t0 = time.perf_counter()
+        for b in range(20):
+            col.insert_many([{'device': 'd%d' % (i % 50), 'seq': Int64(b * 500 + i),
+                              'ts': now, 'v': i * 0.5} for i in range(500)], ordered=False)
+        elapsed = time.perf_counter() - t0
+        sys.stderr.write('\n[dev-mongo] 10,000 inserts in batches of 500 with a compound '
+                         'unique index: %.3f s (%.0f docs/s) ... ' % (elapsed, 10000 / elapsed))
+        self.assertEqual(col.estimated_document_count(), 10000)
+        self.assertLess(elapsed, 15.0)           # generous: shared, noisy machines
+        t0 = time.perf_counter()
+        for i in range(0, 10000, 10):
+            self.assertIsNotNone(col.find_one({'device': 'd%d' % (i % 50), 'seq': Int64(i)}))
+        sys.stderr.write('1,000 equality lookups: %.3f s ... ' % (time.perf_counter() - t0))
+
+
+class ReplicaSetTests(unittest.TestCase):
+
+    def test_replica_set_retryable_majority(self):
+        server = Server('--replset', 'rs0')
+        try:
+            log = CommandLog()
+            client = server.client('?replicaSet=rs0&retryWrites=true&w=majority&journal=true',
+                                   event_listeners=[log])
+            hello = client.admin.command('hello')
+            self.assertEqual(hello['setName'], 'rs0')
+            self.assertEqual(hello['hosts'], ['127.0.0.1:%d' % server.port])
+            self.assertEqual(hello['primary'], '127.0.0.1:%d' % server.port)
+            self.assertTrue(hello['isWritablePrimary'])
+            col = client.rsdb.events
+            col.create_index('eid', unique=True)
+            col.insert_one({'eid': 1})
+            col.update_one({'eid': 2}, {'$inc': {'n': 1}}, upsert=True)
+            col.find_one_and_update({'eid': 1}, {'$set': {'seen': True}})
+            with self.assertRaises(errors.DuplicateKeyError):
+                col.insert_one({'eid': 1})
+            self.assertEqual(client.primary, ('127.0.0.1', server.port))  # replica set view
+            writes = [cmd for name, cmd in log.commands
+                      if name in ('insert', 'update', 'findAndModify')]
+            self.assertTrue(writes)
+            for cmd in writes:
+                self.assertIn('txnNumber', cmd)
+                self.assertIn('lsid', cmd)
+                self.assertEqual(cmd['writeConcern'], {'w': 'majority', 'j': True})
+            # A retried statement (same lsid + txnNumber) is not executed twice.
+            with client.start_session() as s:
+                cmd = SON([('insert', 'events'), ('documents', [{'eid': 100}]),
+                           ('txnNumber', Int64(7))])
+                first = client.rsdb.command(cmd, session=s)
+                second = client.rsdb.command(cmd, session=s)
+                self.assertEqual((first['n'], second['n']), (1, 1))
+            self.assertEqual(col.count_documents({'eid': 100}), 1)
+            with self.assertRaises(errors.OperationFailure) as cm:
+                with client.start_session() as s:
+                    with s.start_transaction():
+                        col.insert_one({'eid': 3}, session=s)
+            self.assertEqual(cm.exception.code, 20)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+
+class PersistenceTests(unittest.TestCase):
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.path = os.path.join(self.tmp.name, 'dev.bson')
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def saved_ids(self):
+        """_ids in the data file (written atomically, so always complete)."""
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path, 'rb') as f:
+            return [d['_id'] for d in bson.decode_file_iter(f) if '_id' in d]
+
+    def test_data_survives_restart_exactly(self):
+        original = SON([
+            ('_id', 1), ('when', datetime.datetime(2024, 1, 2, 3, 4, 5, 678000)),
+            ('i32', 7), ('i64', Int64(2 ** 40)), ('i64small', Int64(5)), ('f', 1.5),
+            ('fwhole', 2.0), ('dec', Decimal128('1.10')),
+            ('oid', ObjectId('65a1b2c3d4e5f60718293a4b')),
+            ('nested', SON([('a', [1, SON([('b', Int64(2))])])])),
+            ('bin', Binary(b'\x00\x01', 0)),
+            ('uuid4', Binary(b'0123456789abcdef', 4)), ('uuid3', Binary(b'fedcba9876543210', 3))])
+        server = Server('--data', self.path)
+        try:
+            c = server.client()
+            col = c.persist.items
+            col.insert_one(original)
+            col.create_index([('k', 1), ('j', 1)], unique=True, name='k_j')
+            col.create_index('when', expireAfterSeconds=10 ** 9, name='when_ttl')
+            c.other.stuff.insert_one({'_id': 'x'})
+            deadline = time.monotonic() + 10
+            while 'x' not in self.saved_ids() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(sorted(self.saved_ids(), key=str), [1, 'x'],
+                             'debounced save did not happen')
+            col.insert_one({'_id': 2, 'k': 1, 'j': 1})    # saved by SIGTERM, not by debounce
+        finally:
+            self.assertEqual(server.stop(signal.SIGTERM), 0)
+
+        server = Server('--data', self.path)
+        try:
+            c = server.client()
+            raw = c.persist.items.with_options(codec_options=CodecOptions(
+                document_class=RawBSONDocument, uuid_representation=UUID_UNSPECIFIED))
+            self.assertEqual(raw.find_one({'_id': 1}).raw, bson.encode(original))
+            self.assertEqual(c.persist.items.find_one({'_id': 2}), {'_id': 2, 'k': 1, 'j': 1})
+            self.assertEqual(c.other.stuff.find_one(), {'_id': 'x'})
+            info = {i['name']: i for i in c.persist.items.list_indexes()}
+            self.assertTrue(info['k_j']['unique'])
+            self.assertEqual(info['when_ttl']['expireAfterSeconds'], 10 ** 9)
+            with self.assertRaises(errors.DuplicateKeyError):
+                c.persist.items.insert_one({'k': 1, 'j': 1})
+            c.persist.items.delete_one({'_id': 2})
+        finally:
+            self.assertEqual(server.stop(signal.SIGINT), 0)
+
+        server = Server('--data', self.path)
+        try:
+            c = server.client()
+            self.assertEqual(sorted(d['_id'] for d in c.persist.items.find()), [1])
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_unwritable_data_path_fails_fast(self):
+        blocker = os.path.join(self.tmp.name, 'file')
+        open(blocker, 'w').close()
+        proc = subprocess.run([SCRIPT, '--port', '0', '--quiet', '--data',
+                               os.path.join(blocker, 'sub', 'd.bson')],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertEqual(proc.stdout, b'')
+
+
+class LifecycleTests(unittest.TestCase):
+
+    def test_ttl_monitor_removes_expired_documents(self):
+        server = Server('--ttl-interval', '0.3')
+        try:
+            col = server.client().ttl.sessions
+            col.create_index('at', expireAfterSeconds=60)
+            now = datetime.datetime.utcnow()
+            col.insert_many([{'_id': 'old', 'at': now - datetime.timedelta(seconds=120)},
+                             {'_id': 'new', 'at': now},
+                             {'_id': 'nodate', 'at': 'yesterday'},
+                             {'_id': 'missing'}])
+            deadline = time.monotonic() + 10
+            while col.find_one({'_id': 'old'}) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertEqual(sorted(d['_id'] for d in col.find()), ['missing', 'new', 'nodate'])
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+    def test_sigterm_exits_promptly_and_cleanly(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'd.bson')
+            server = Server('--data', path)
+            client = server.client()
+            client.x.y.insert_many([{'i': i} for i in range(1000)])
+            t0 = time.monotonic()
+            rc = server.stop(signal.SIGTERM)
+            elapsed = time.monotonic() - t0
+            self.assertEqual(rc, 0)
+            self.assertLess(elapsed, 5.0)
+            self.assertTrue(os.path.exists(path))
+            self.assertEqual([f for f in os.listdir(tmp) if '.tmp' in f], [])
+
+
+if __name__ == '__main__':
+    unittest.main()
