@@ -17,9 +17,10 @@ public enum Collections {
 }
 
 extension BSON {
-    /// A BSON date from epoch milliseconds, exactly (no floating-point round trip).
+    /// A BSON date from epoch milliseconds (the encoder rounds to the microsecond before it
+    /// truncates, so whole milliseconds survive the trip through `Date`).
     static func millis(_ value: EpochMillis) -> BSON {
-        .datetime(Date(timeIntervalSince1970: Double(value) / 1000 + 0.0000001))
+        .datetime(Date(timeIntervalSince1970: Double(value) / 1000))
     }
 
     /// JSON as received, as BSON: integer literals that fit stay integers, others are doubles.

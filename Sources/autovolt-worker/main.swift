@@ -1,4 +1,5 @@
 import ArgumentParser
+import AutoVoltMongo
 import AutoVoltService
 import Foundation
 import Logging
@@ -34,7 +35,18 @@ func makeLogger(_ config: WorkerConfig) -> Logger {
     let level = config.logLevel
     let json = config.logFormat == .json
     LoggingSystem.bootstrap { label in WorkerLogHandler(label: label, level: level, json: json) }
-    return Logger(label: "autovolt-worker")
+    let logger = Logger(label: "autovolt-worker")
+    // libmongoc's own diagnostics go through the same log, with its domain.
+    MongoLog.setHandler { mongoLevel, domain, message in
+        let mapped: Logger.Level = switch mongoLevel {
+        case .error, .critical: .error
+        case .warning: .warning
+        case .message, .info: .debug
+        case .debug, .trace: .trace
+        }
+        logger.log(level: mapped, "libmongoc: \(message)", metadata: ["domain": "\(domain)"])
+    }
+    return logger
 }
 
 @main
