@@ -20,6 +20,11 @@ public enum EventHash {
         return hex(digest)
     }
 
+    /// SHA-256 of a string, lowercase hex.
+    public static func sha256Hex(_ text: String) -> String {
+        hex(SHA256.hash(data: Array(text.utf8)))
+    }
+
     static func canonical(_ value: Double) -> String {
         value.description
     }

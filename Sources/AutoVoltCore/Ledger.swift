@@ -1,0 +1,247 @@
+/// Ledger derivation: from one device's counter readings to intervals of consumed energy
+/// (contract section 6). A pure, deterministic function of the readings (ordered by device
+/// time, duplicates already removed), the device's registry entry, the time zone and "now"
+/// (only used to settle a trailing dip that waited long enough). docs/ledger.md explains each
+/// rule with examples.
+
+public enum Confidence: String, Sendable, CaseIterable, Comparable {
+    case high, medium, low
+
+    public static func < (a: Confidence, b: Confidence) -> Bool { a.rank < b.rank }
+    var rank: Int { self == .high ? 0 : self == .medium ? 1 : 2 }
+}
+
+/// Why an entry is not an ordinary interval. Raw values are stored in `quality.reasons`.
+public enum LedgerReason: String, Sendable, CaseIterable {
+    case counterRollback = "counter_rollback"
+    case counterReset = "counter_reset"
+    case reboot = "reboot"
+    case glitchSkipped = "glitch_skipped"
+    case gap = "gap"
+    case longGap = "long_gap"
+    case receiverClock = "receiver_clock"
+    case seqGap = "seq_gap"
+    case implausiblePower = "implausible_power"
+    case counterStuckWithPower = "counter_stuck_with_power"
+
+    /// The confidence an entry can have at best with this reason.
+    public var ceiling: Confidence {
+        switch self {
+        case .gap, .receiverClock, .seqGap, .counterRollback, .reboot: .medium
+        case .counterReset, .glitchSkipped, .longGap, .implausiblePower, .counterStuckWithPower: .low
+        }
+    }
+}
+
+/// One stored reading, as the ledger sees it.
+public struct LedgerReading: Sendable, Hashable {
+    public var eventHash: String
+    public var time: EpochMillis
+    public var energyWh: Double
+    public var bootID: String?
+    public var seq: Int64?
+    public var clock: ClockSource
+    public var powerW: Double?
+
+    public init(eventHash: String, time: EpochMillis, energyWh: Double, bootID: String? = nil, seq: Int64? = nil,
+                clock: ClockSource = .device, powerW: Double? = nil) {
+        self.eventHash = eventHash
+        self.time = time
+        self.energyWh = energyWh
+        self.bootID = bootID
+        self.seq = seq
+        self.clock = clock
+        self.powerW = powerW
+    }
+}
+
+public struct LedgerEntry: Sendable, Hashable {
+    public var id: String
+    public var esp32Name: String
+    public var classroom: String
+    public var start: EpochMillis
+    public var end: EpochMillis
+    /// Local date (AUTOVOLT_TIMEZONE) the whole entry lies in.
+    public var date: CivilDate
+    public var deltaWh: Double
+    public var isResetMarker: Bool
+    public var billable: Bool
+    public var confidence: Confidence
+    public var reasons: [LedgerReason]
+    /// The two readings the interval runs between (a glitch reading in between is not one).
+    public var sourceEvents: [String]
+    /// Position of this part when the interval crosses local midnight (0-based), and how many.
+    public var part: Int
+    public var parts: Int
+}
+
+public struct LedgerPolicy: Sendable, Equatable {
+    /// The firmware publishes every 30 s; a gap above three periods lowers confidence.
+    public var nominalPeriodMillis: Int64 = 30_000
+    /// Gaps up to this are medium confidence; longer ones low.
+    public var mediumGapMillis: Int64 = 3_600_000
+    /// How long a dip waits for the next reading before it settles as a reset or rollback.
+    public var pendingDipTimeoutMillis: Int64 = 300_000
+    /// Bump when the rules change: entries then get new ids on a rebuild.
+    public static let derivationVersion = 1
+
+    public init() {}
+}
+
+public enum LedgerDeriver {
+    /// Derives every entry for `readings` (sorted by time, distinct times). A trailing dip that
+    /// is younger than `pendingDipTimeoutMillis` at `now` produces no entry yet.
+    public static func derive(_ readings: [LedgerReading], device: DeviceInfo, calendar: inout LocalCalendar,
+                              policy: LedgerPolicy = LedgerPolicy(), now: EpochMillis = .max) -> [LedgerEntry] {
+        var entries: [LedgerEntry] = []
+        guard var anchor = readings.first else { return entries }
+        entries.reserveCapacity(readings.count)
+        var index = 1
+        while index < readings.count {
+            let reading = readings[index]
+            let rebooted = anchor.bootID != nil && reading.bootID != nil && anchor.bootID != reading.bootID
+            if reading.energyWh >= anchor.energyWh {
+                var reasons: [LedgerReason] = []
+                if rebooted { reasons.append(.reboot) }
+                emit(from: anchor, to: reading, delta: reading.energyWh - anchor.energyWh, resetMarker: rebooted,
+                     reasons: reasons, device: device, calendar: &calendar, policy: policy, into: &entries)
+                anchor = reading
+                index += 1
+                continue
+            }
+            // The counter fell. Rule 3 first: a single low reading followed by one back at or above
+            // the previous level is a glitch (unless a new boot explains the fall).
+            if !rebooted, index + 1 < readings.count {
+                let next = readings[index + 1]
+                let nextRebooted = next.bootID != nil && anchor.bootID != nil && next.bootID != anchor.bootID
+                if next.energyWh >= anchor.energyWh && !nextRebooted {
+                    emit(from: anchor, to: next, delta: next.energyWh - anchor.energyWh, resetMarker: false,
+                         reasons: [.glitchSkipped], device: device, calendar: &calendar, policy: policy, into: &entries)
+                    anchor = next
+                    index += 2
+                    continue
+                }
+            }
+            if !rebooted, index + 1 == readings.count, now != .max, now - reading.time < policy.pendingDipTimeoutMillis {
+                break // wait for the next reading to tell a glitch from a reset
+            }
+            // Rule 2: a small fall is a restored, slightly older counter; a large one a reset to zero.
+            let fall = anchor.energyWh - reading.energyWh
+            var reasons: [LedgerReason] = rebooted ? [.reboot] : []
+            let delta: Double
+            if fall <= device.rollbackToleranceWh {
+                reasons.append(.counterRollback)
+                delta = 0
+            } else {
+                reasons.append(.counterReset)
+                delta = reading.energyWh
+            }
+            emit(from: anchor, to: reading, delta: delta, resetMarker: true, reasons: reasons,
+                 device: device, calendar: &calendar, policy: policy, into: &entries)
+            anchor = reading
+            index += 1
+        }
+        return entries
+    }
+
+    static func emit(from a: LedgerReading, to b: LedgerReading, delta: Double, resetMarker: Bool, reasons base: [LedgerReason],
+                     device: DeviceInfo, calendar: inout LocalCalendar, policy: LedgerPolicy, into entries: inout [LedgerEntry]) {
+        var reasons = base
+        let duration = b.time - a.time
+        if duration > policy.mediumGapMillis {
+            reasons.append(.longGap)
+        } else if duration > 3 * policy.nominalPeriodMillis {
+            reasons.append(.gap)
+        }
+        if a.clock == .receiver || b.clock == .receiver { reasons.append(.receiverClock) }
+        if !resetMarker, a.bootID == b.bootID, let sa = a.seq, let sb = b.seq, sb != sa + 1 { reasons.append(.seqGap) }
+        var billable = true
+        let hours = Double(duration) / 3_600_000
+        if delta > 0 && (duration <= 0 || delta / hours > device.maxPowerW) {
+            reasons.append(.implausiblePower)
+            billable = false
+        }
+        if let pa = a.powerW, let pb = b.powerW, duration > 0 {
+            let integrated = (pa + pb) / 2 * hours
+            if integrated >= 0.25 && delta < integrated / 2 { reasons.append(.counterStuckWithPower) }
+        }
+        let confidence = reasons.map(\.ceiling).max() ?? .high
+
+        // Split at local midnights, in proportion to time; the last part takes the remainder so
+        // the parts add up to the delta exactly.
+        var cuts: [(start: EpochMillis, end: EpochMillis, date: CivilDate)] = []
+        var cursor = a.time
+        repeat {
+            let day = calendar.day(containing: cursor)
+            let end = min(b.time, day.end)
+            cuts.append((cursor, end, day.date))
+            cursor = end
+        } while cursor < b.time
+        var assigned = 0.0
+        for (part, cut) in cuts.enumerated() {
+            let share: Double
+            if part == cuts.count - 1 {
+                share = delta - assigned
+            } else {
+                share = duration > 0 ? delta * Double(cut.end - cut.start) / Double(duration) : 0
+                assigned += share
+            }
+            var entry = LedgerEntry(
+                id: "", esp32Name: device.esp32Name, classroom: device.classroom, start: cut.start, end: cut.end,
+                date: cut.date, deltaWh: max(0, share), isResetMarker: resetMarker, billable: billable,
+                confidence: confidence, reasons: reasons, sourceEvents: [a.eventHash, b.eventHash],
+                part: part, parts: cuts.count)
+            entry.id = entryID(entry)
+            entries.append(entry)
+        }
+    }
+
+    /// Deterministic id: the same derivation always yields the same id (so replaying a step
+    /// writes nothing twice), and any change of content yields another (so a replaced entry
+    /// keeps its own id and can be marked superseded).
+    public static func entryID(_ e: LedgerEntry) -> String {
+        var text = "\(LedgerPolicy.derivationVersion)|\(e.esp32Name)|\(e.classroom)|\(e.sourceEvents.joined(separator: ","))|"
+        text += "\(e.part)/\(e.parts)|\(e.start)|\(e.end)|\(e.deltaWh)|\(e.isResetMarker)|\(e.billable)|"
+        text += e.reasons.map(\.rawValue).joined(separator: ",")
+        return EventHash.sha256Hex(text)
+    }
+}
+
+/// Where live derivation must start again when new readings arrive.
+///
+/// The derivation's only state at an anchor (a reading that starts an interval) is that
+/// reading, so deriving from an anchor whose successor lies before every new reading gives the
+/// same entries as deriving from the first reading ever. New readings can change the fate of
+/// the interval they fall in and of the anchor before it (a low reading may turn out to be a
+/// glitch), so the restart point is the start of the interval before the one they touch.
+public enum LedgerWindow {
+    public struct Interval: Sendable, Equatable {
+        public var start: EpochMillis
+        public var end: EpochMillis
+        public init(start: EpochMillis, end: EpochMillis) {
+            self.start = start
+            self.end = end
+        }
+    }
+
+    /// Whole intervals (midnight parts merged) of live entries, ordered by start.
+    public static func intervals(of entries: [LedgerEntry]) -> [Interval] {
+        var byPair: [String: Interval] = [:]
+        for e in entries {
+            let key = e.sourceEvents.joined(separator: ",")
+            if let existing = byPair[key] {
+                byPair[key] = Interval(start: min(existing.start, e.start), end: max(existing.end, e.end))
+            } else {
+                byPair[key] = Interval(start: e.start, end: e.end)
+            }
+        }
+        return byPair.values.sorted { $0.start < $1.start }
+    }
+
+    /// The time from which to re-derive (readings at or after it), or nil for "from the start".
+    public static func restartPoint(intervals: [Interval], earliestNewReading: EpochMillis) -> EpochMillis? {
+        let touched = intervals.firstIndex { $0.end >= earliestNewReading } ?? intervals.count
+        let restart = touched - 1
+        return restart >= 0 ? intervals[restart].start : nil
+    }
+}
