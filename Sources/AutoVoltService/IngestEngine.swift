@@ -255,17 +255,9 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     }
 
     private func resolveWriteConcern() throws(MongoError) -> WriteConcern {
-        switch config.writeConcern {
-        case .majority: return .majority(journal: true, timeoutMS: 10_000)
-        case .one: return .acknowledged
-        case .auto:
-            // A standalone has no majority to wait for; a replica set must not lose an
-            // acknowledged write in a failover, which only w:"majority" prevents.
-            let replicaSet = try client.isReplicaSet
-            let concern: WriteConcern = replicaSet ? .majority(journal: true, timeoutMS: 10_000) : .acknowledged
-            logger.info("MongoDB write concern", metadata: ["replica_set": "\(replicaSet)", "write_concern": "\(concern)"])
-            return concern
-        }
+        let concern = try config.writeConcern.resolve(for: client)
+        logger.info("MongoDB write concern", metadata: ["write_concern": "\(concern)"])
+        return concern
     }
 
     private func updateJournalGauges() {

@@ -55,12 +55,7 @@ public enum Replay {
             throw ConfigError("AUTOVOLT_MONGODB_URI", error.message)
         }
         try Schema.ensure(on: client)
-        let concern: WriteConcern
-        switch config.writeConcern {
-        case .majority: concern = .majority(journal: true, timeoutMS: 10_000)
-        case .one: concern = .acknowledged
-        case .auto: concern = try client.isReplicaSet ? .majority(journal: true, timeoutMS: 10_000) : .acknowledged
-        }
+        let concern = try config.writeConcern.resolve(for: client)
         let processor = IngestProcessor(client: client, decoder: MessageDecoder(clockPolicy: config.clockPolicy),
                                         registry: config.devices, writeConcern: concern, logger: logger)
         var summary = Summary()

@@ -323,3 +323,17 @@ public struct WorkerConfig: Sendable {
         return n
     }
 }
+
+import AutoVoltMongo
+
+extension WorkerConfig.WriteConcernSetting {
+    /// `auto`: a replica set must not lose an acknowledged write in a failover, which only
+    /// `w: "majority"` prevents; a standalone has no majority to wait for, so `w: 1`.
+    func resolve(for client: MongoClient) throws(MongoError) -> WriteConcern {
+        switch self {
+        case .majority: return .majority(journal: true, timeoutMS: 10_000)
+        case .one: return .acknowledged
+        case .auto: return try client.isReplicaSet ? .majority(journal: true, timeoutMS: 10_000) : .acknowledged
+        }
+    }
+}
