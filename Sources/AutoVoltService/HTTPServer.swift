@@ -40,6 +40,7 @@ actor HealthReporter {
 
     func report() async -> (httpStatus: HTTPResponse.Status, json: Data) {
         let status = engine.status
+        let ledger = engine.ledgerCounters
         let counts = status.mongoReachable ? await databaseCounts() : nil
         func iso(_ millis: EpochMillis?) -> Any { millis.map { ISO8601.format($0) } ?? NSNull() }
         func count(_ key: String) -> Any { counts?[key] ?? NSNull() }
@@ -60,8 +61,16 @@ actor HealthReporter {
                 "events_last_hour": count("events_last_hour"),
                 "online_devices": count("online_devices"),
             ],
-            // The ledger and aggregation are not part of this release of the worker yet.
-            "ledger": ["events_processed": 0, "entries_created": 0, "resets_detected": 0, "errors": 0, "is_processing": false],
+            "ledger": [
+                "events_processed": ledger?.eventsProcessed ?? 0,
+                "entries_created": ledger?.entriesCreated ?? 0,
+                "entries_superseded": ledger?.entriesSuperseded ?? 0,
+                "resets_detected": ledger?.resetsDetected ?? 0,
+                "errors": ledger?.errors ?? 0,
+                "is_processing": engine.ledgerIsProcessing,
+                "lag_seconds": Double(ledger?.lastLagMillis ?? 0) / 1000,
+            ],
+            // Aggregation and the nightly reconciliation are not part of this release yet.
             "aggregation": ["last_run": NSNull(), "last_run_id": NSNull()],
             "mqtt": [
                 "connected": status.mqttConnected,

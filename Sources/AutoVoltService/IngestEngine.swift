@@ -46,6 +46,11 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private var fatalError: Error?
     private var journalFullSince: EpochMillis?
     private let drainFinished = DispatchSemaphore(value: 0)
+    private let ledgerFinished = DispatchSemaphore(value: 0)
+    private let ledgerWakeup = Wakeup()
+    private var ledgerThread: Thread?
+    private var ledger: LedgerStore?
+    private var ledgerBusy = false
     /// Fault injection for the delivery tests only (docs/delivery.md): the process exits inside
     /// the MQTT callback, before journaling, when this many messages have arrived.
     private let testExitAtMessage = ProcessInfo.processInfo.environment["AUTOVOLT_TEST_EXIT_AT_MESSAGE"].flatMap(Int.init)
@@ -92,6 +97,14 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         drainThread = thread
         thread.start()
 
+        let ledgerThread = Thread { [self] in
+            ledgerLoop()
+            ledgerFinished.signal()
+        }
+        ledgerThread.name = "autovolt-ledger"
+        self.ledgerThread = ledgerThread
+        ledgerThread.start()
+
         let source = try MQTTSource(settings: config.mqtt, handler: self, logger: logger)
         source.onConnectionChange = { [metrics] connected in metrics.mqttConnected.record(connected ? 1 : 0) }
         mqtt = source
@@ -108,6 +121,10 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         wakeup.signal()
         if drainThread != nil {
             _ = drainFinished.wait(timeout: .now() + drainTimeout + 6)
+        }
+        ledgerWakeup.signal()
+        if ledgerThread != nil {
+            _ = ledgerFinished.wait(timeout: .now() + 10)
         }
         let left = journal.pendingRecords
         if left > 0 {
@@ -223,6 +240,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 }
                 metrics.record(outcome)
                 stateLock.withLock { totals.add(outcome) }
+                if outcome.inserted > 0 { ledgerWakeup.signal() }
                 setMongo(reachable: true, error: nil)
                 backoff = 0.2
             } catch let conflict as Schema.Conflict {
@@ -245,6 +263,55 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         }
         updateJournalGauges()
     }
+
+    // MARK: Ledger thread
+
+    /// Advances the ledger of every device with unprocessed events (or a dip waiting to settle).
+    /// Separate from the drain so a slow derivation never holds back ingestion.
+    private func ledgerLoop() {
+        var backoff = 0.2
+        while !stateLock.withLock({ stopRequested }) {
+            guard schemaReady else {
+                ledgerWakeup.wait(seconds: 0.5)
+                continue
+            }
+            do {
+                let store: LedgerStore
+                if let ledger {
+                    store = ledger
+                } else {
+                    store = LedgerStore(client: client, registry: config.devices, timeZone: config.timeZone,
+                                        writeConcern: try config.writeConcern.resolve(for: client),
+                                        owner: "worker:\(config.mqtt.clientID)", logger: logger)
+                    stateLock.withLock { ledger = store }
+                }
+                let now = Self.nowMillis()
+                let devices = try store.devicesNeedingWork(now: now)
+                if devices.isEmpty {
+                    ledgerWakeup.wait(seconds: 1)
+                    continue
+                }
+                stateLock.withLock { ledgerBusy = true }
+                defer { stateLock.withLock { ledgerBusy = false } }
+                var progressed = false
+                for device in devices {
+                    if stateLock.withLock({ stopRequested }) { break }
+                    if case .done = try store.advance(device, now: Self.nowMillis()) { progressed = true }
+                }
+                metrics.recordLedger(store.snapshot)
+                backoff = 0.2
+                // Every device is held by other workers: let them finish.
+                if !progressed { ledgerWakeup.wait(seconds: 0.5) }
+            } catch {
+                logger.warning("ledger step failed; retrying", metadata: ["error": "\(error)", "retry_in_s": "\(String(format: "%.1f", backoff))"])
+                wakeupSleep(backoff)
+                backoff = min(backoff * 2, 15)
+            }
+        }
+    }
+
+    public var ledgerCounters: LedgerStore.Counters? { stateLock.withLock { ledger?.snapshot } }
+    public var ledgerIsProcessing: Bool { stateLock.withLock { ledgerBusy } }
 
     private func wakeupSleep(_ seconds: Double) {
         // Sleep in slices so a stop request is noticed promptly.

@@ -20,6 +20,7 @@ public enum Schema {
         ],
         Collections.ledgers: [
             IndexModel(keys: ["esp32_name": 1, "start_ts": 1], name: "esp32_name_start_ts"),
+            IndexModel(keys: ["esp32_name": 1, "end_ts": 1], name: "esp32_name_end_ts"),
             IndexModel(keys: ["date": 1, "classroom": 1], name: "date_classroom"),
         ],
         Collections.dailyAggregates: [
@@ -33,6 +34,12 @@ public enum Schema {
         ],
         Collections.reconciliationReports: [
             IndexModel(keys: ["run_id": 1], name: "run_id_unique", unique: true),
+        ],
+        "ledger_state": [
+            IndexModel(keys: ["pending_dip_until": 1], name: "pending_dip_until"),
+        ],
+        "ledger_dirty_days": [
+            IndexModel(keys: ["date": 1], name: "date"),
         ],
         Collections.reviewTickets: [
             IndexModel(keys: ["esp32_name": 1, "date": 1, "kind": 1], name: "esp32_name_date_kind_unique", unique: true),

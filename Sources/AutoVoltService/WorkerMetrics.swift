@@ -15,6 +15,14 @@ final class WorkerMetrics: Sendable {
     let mongoReachable = Gauge(label: "autovolt_mongodb_reachable")
     let storeErrors = Counter(label: "autovolt_store_errors_total")
 
+    private let ledgerEntries: [Confidence: Counter] = Dictionary(uniqueKeysWithValues: Confidence.allCases.map {
+        ($0, Counter(label: "autovolt_ledger_entries_total", dimensions: [("confidence", $0.rawValue)]))
+    })
+    let resetsDetected = Counter(label: "autovolt_resets_detected_total")
+    let ledgerLag = Gauge(label: "autovolt_ledger_lag_seconds")
+    let ledgerEventsProcessed = Counter(label: "autovolt_ledger_events_processed_total")
+    private let ledgerSeen = LockedCounters()
+
     init() {
         received = Dictionary(uniqueKeysWithValues: MessageKind.allCases.map {
             ($0, Counter(label: "autovolt_messages_received_total", dimensions: [("kind", $0.rawValue)]))
@@ -33,5 +41,28 @@ final class WorkerMetrics: Sendable {
         inserted.increment(by: outcome.inserted)
         duplicates.increment(by: outcome.duplicates)
         for (reason, count) in outcome.rejected { rejectedByReason[reason]?.increment(by: count) }
+    }
+}
+
+import Foundation
+
+final class LockedCounters: @unchecked Sendable {
+    let lock = NSLock()
+    var last = LedgerStore.Counters()
+}
+
+extension WorkerMetrics {
+    /// Publishes the ledger counters' growth since the last call.
+    func recordLedger(_ counters: LedgerStore.Counters) {
+        let previous: LedgerStore.Counters = ledgerSeen.lock.withLock {
+            defer { ledgerSeen.last = counters }
+            return ledgerSeen.last
+        }
+        resetsDetected.increment(by: max(0, counters.resetsDetected - previous.resetsDetected))
+        ledgerEventsProcessed.increment(by: max(0, counters.eventsProcessed - previous.eventsProcessed))
+        ledgerLag.record(Double(counters.lastLagMillis) / 1000)
+        for (confidence, count) in counters.entriesByConfidence {
+            ledgerEntries[confidence]?.increment(by: max(0, count - (previous.entriesByConfidence[confidence] ?? 0)))
+        }
     }
 }

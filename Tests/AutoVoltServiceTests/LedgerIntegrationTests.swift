@@ -1,0 +1,132 @@
+import AutoVoltCore
+import AutoVoltMongo
+import AutoVoltTestSupport
+import Foundation
+import Testing
+
+let registry: DeviceRegistry = {
+    let text = (try? String(contentsOf: packageRoot.appendingPathComponent("config/devices.toml"), encoding: .utf8)) ?? ""
+    return (try? DeviceRegistry.parse(toml: text)) ?? DeviceRegistry()
+}()
+
+func telemetryPayload(_ device: String, second: Int, energy: Double, boot: String = "b1") -> (topic: String, payload: String) {
+    ("autovolt/\(device)/telemetry",
+     #"{"timestamp":\#(baseTime + second),"energy_wh_total":\#(energy),"switch_state":[1],"boot_id":"\#(boot)"}"#)
+}
+
+/// What the ledger must hold for these readings: the pure derivation, settled.
+func expectedEntries(_ readings: [(device: String, second: Int, energy: Double)]) -> Set<String> {
+    var ids = Set<String>()
+    for (name, group) in Dictionary(grouping: readings, by: \.device) {
+        let ledgerReadings = group.sorted { $0.second < $1.second }.map { r in
+            LedgerReading(eventHash: EventHash.compute(esp32Name: name, timestampAsSent: String(baseTime + r.second), energyWhTotal: r.energy),
+                          time: EpochMillis(baseTime + r.second) * 1000, energyWh: r.energy, bootID: "b1")
+        }
+        var calendar = LocalCalendar(timeZone: TimeZone(identifier: "Asia/Kolkata")!)
+        ids.formUnion(LedgerDeriver.derive(ledgerReadings, device: registry.resolve(name), calendar: &calendar).map(\.id))
+    }
+    return ids
+}
+
+extension Rig {
+    func liveLedgerIDs() -> Set<String> {
+        let docs = (try? client.find("device_consumption_ledgers", filter: ["superseded_by": ["$exists": false]], projection: ["_id": 1])) ?? []
+        return Set(docs.compactMap { $0["_id"]?.stringValue })
+    }
+
+    func waitForLedger(_ expected: Set<String>, timeout: Double = 60) -> Bool {
+        eventually(timeout: timeout, interval: 0.2) {
+            count("telemetry_events", ["processed": false]) == 0 && liveLedgerIDs() == expected
+        }
+    }
+}
+
+@Suite("integration: ledger", .serialized)
+struct LedgerIntegrationTests {
+    @Test func ledgerFollowsResetsGlitchesAndLateReadings() throws {
+        let rig = try Rig()
+        try rig.startWorker()
+        let publisher = try rig.publisher()
+        let readings: [(device: String, second: Int, energy: Double)] = [
+            ("lab-101", 0, 1000), ("lab-101", 30, 1010), ("lab-101", 60, 0), ("lab-101", 90, 1020),
+            ("lab-101", 120, 5), ("lab-101", 150, 8),
+        ]
+        try publisher.publish(readings.map { telemetryPayload($0.device, second: $0.second, energy: $0.energy) })
+        let converged = rig.waitForLedger(expectedEntries(readings))
+        #expect(converged, "live: \(rig.liveLedgerIDs().count)")
+        func liveTotal() throws -> Double {
+            try rig.client.find("device_consumption_ledgers", filter: ["superseded_by": ["$exists": false], "billable": true])
+                .compactMap { $0["delta_wh"]?.doubleValue }.reduce(0, +)
+        }
+        #expect(try liveTotal() == 28)
+        let reset = try #require(try rig.client.findOne("device_consumption_ledgers", filter: ["is_reset_marker": true]))
+        #expect(reset["quality"]?.documentValue?["reasons"]?.arrayValue?.contains(.string("counter_reset")) == true)
+        #expect(reset["date"]?.stringValue?.count == 10)
+        // A late reading between the first two splits that interval; the total stays right.
+        let late = readings + [("lab-101", 15, 1005)]
+        try publisher.publish([telemetryPayload("lab-101", second: 15, energy: 1005)])
+        let convergedAgain = rig.waitForLedger(expectedEntries(late))
+        #expect(convergedAgain)
+        #expect(try liveTotal() == 28)
+        #expect(rig.count("device_consumption_ledgers", ["superseded_by": ["$exists": true]]) >= 1)
+        #expect(rig.count("telemetry_events", ["processed": true]) == 7)
+    }
+
+    @Test func killNineMidStreamGivesTheSameLedgerAsAnUninterruptedRun() throws {
+        let rig = try Rig()
+        let first = try rig.startWorker()
+        var readings: [(device: String, second: Int, energy: Double)] = []
+        for device in ["lab-101", "lab-102", "lab-103"] {
+            var energy = 5000.0
+            for i in 0..<150 {
+                energy += Double(i % 7)
+                // Now and then a reset to near zero, and a glitch.
+                if i == 60 { energy = 3 }
+                readings.append((device, i * 20, i == 100 ? 1 : energy)) // all in the past: device clocks stay trusted
+            }
+        }
+        let publisher = try rig.publisher()
+        let unprocessedAtKill = LockedBox(-1)
+        let killer = Thread {
+            _ = eventually(timeout: 30, interval: 0.01) { rig.count("device_consumption_ledgers") >= 50 }
+            first.kill9()
+            unprocessedAtKill.value = rig.count("telemetry_events", ["processed": false])
+        }
+        killer.start()
+        try publisher.publish(readings.map { telemetryPayload($0.device, second: $0.second, energy: $0.energy) })
+        _ = eventually(timeout: 30) { !first.isRunning && unprocessedAtKill.value >= 0 }
+        let total = rig.count("telemetry_events")
+        #expect(unprocessedAtKill.value > 0 || total < readings.count, "the kill came after the ledger was complete")
+        try rig.startWorker()
+        let expected = expectedEntries(readings)
+        let converged = rig.waitForLedger(expected, timeout: 120)
+        #expect(converged, "live \(rig.liveLedgerIDs().count) of \(expected.count), unprocessed \(rig.count("telemetry_events", ["processed": false]))")
+    }
+
+    @Test func twoWorkersInOneShareGroupGiveTheSameLedgerAsOne() throws {
+        let rig = try Rig()
+        try rig.startWorker(extra: ["AUTOVOLT_MQTT_SHARE_GROUP": "ledger", "AUTOVOLT_MQTT_CLIENT_ID": "w-a-\(rig.clientID)"])
+        try rig.startWorker(extra: ["AUTOVOLT_MQTT_SHARE_GROUP": "ledger", "AUTOVOLT_MQTT_CLIENT_ID": "w-b-\(rig.clientID)",
+                                    "AUTOVOLT_STATE_DIR": rig.stateDirectory.path + "-b"])
+        var readings: [(device: String, second: Int, energy: Double)] = []
+        for device in ["lab-101", "lab-102"] {
+            for i in 0..<120 { readings.append((device, i * 30, 100 + Double(i * 2) + (i == 50 ? -90 : 0))) }
+        }
+        try rig.publisher().publish(readings.map { telemetryPayload($0.device, second: $0.second, energy: $0.energy) })
+        let expected = expectedEntries(readings)
+        let converged = rig.waitForLedger(expected, timeout: 120)
+        #expect(converged, "live \(rig.liveLedgerIDs().count) of \(expected.count)")
+        let logs = rig.workers.map(\.log)
+        #expect(logs.allSatisfy { $0.contains("MQTT connected") })
+    }
+}
+
+final class LockedBox<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: T
+    init(_ value: T) { stored = value }
+    var value: T {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
+    }
+}
