@@ -1,3 +1,5 @@
+import Crypto
+
 /// Ledger derivation: from one device's counter readings to intervals of consumed energy
 /// (contract section 6). A pure, deterministic function of the readings (ordered by device
 /// time, duplicates already removed), the device's registry entry, the time zone and "now"
@@ -200,10 +202,29 @@ public enum LedgerDeriver {
     /// writes nothing twice), and any change of content yields another (so a replaced entry
     /// keeps its own id and can be marked superseded).
     public static func entryID(_ e: LedgerEntry) -> String {
-        var text = "\(LedgerPolicy.derivationVersion)|\(e.esp32Name)|\(e.classroom)|\(e.sourceEvents.joined(separator: ","))|"
-        text += "\(e.part)/\(e.parts)|\(e.start)|\(e.end)|\(e.deltaWh)|\(e.isResetMarker)|\(e.billable)|"
-        text += e.reasons.map(\.rawValue).joined(separator: ",")
-        return EventHash.sha256Hex(text)
+        // Binary fields straight into the hash: the id is computed for every entry, so no text
+        // formatting of numbers here.
+        var hasher = SHA256()
+        func add(_ text: String) {
+            var text = text
+            text.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+            hasher.update(data: [0])
+        }
+        func add<T: FixedWidthInteger>(_ value: T) {
+            withUnsafeBytes(of: value.littleEndian) { hasher.update(bufferPointer: $0) }
+        }
+        add(Int64(LedgerPolicy.derivationVersion))
+        add(e.esp32Name)
+        add(e.classroom)
+        for source in e.sourceEvents { add(source) }
+        add(Int64(e.part))
+        add(Int64(e.parts))
+        add(e.start)
+        add(e.end)
+        add(e.deltaWh.bitPattern)
+        add(UInt8(e.isResetMarker ? 1 : 0) | UInt8(e.billable ? 2 : 0))
+        for reason in e.reasons { add(reason.rawValue) }
+        return EventHash.hex(hasher.finalize())
     }
 }
 
