@@ -55,7 +55,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .executableTarget(name: "autovolt-worker", dependencies: [
-            "AutoVoltService", "AutoVoltMongo",
+            "AutoVoltService", "AutoVoltMongo", "AutoVoltCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -83,7 +83,7 @@ public final class LedgerStore: @unchecked Sendable {
     public func advance(_ name: String, now: EpochMillis) throws(MongoError) -> StepResult {
         guard try acquireLease(name, now: now) else { return .busy }
         do {
-            let result = try derive(name, now: now, rebuildRange: nil)
+            let result = try derive(name, now: now, rebuild: false, rebuildRange: nil)
             try releaseLease(name, pendingDipUntil: result.pendingDipUntil)
             return .done(newEvents: result.newEvents)
         } catch {
@@ -105,7 +105,7 @@ public final class LedgerStore: @unchecked Sendable {
             Thread.sleep(forTimeInterval: 0.1)
         }
         do {
-            let result = try derive(name, now: now, rebuildRange: dates)
+            let result = try derive(name, now: now, rebuild: true, rebuildRange: dates)
             try releaseLease(name, pendingDipUntil: result.pendingDipUntil)
             return (result.inserted, result.superseded)
         } catch {
@@ -121,7 +121,7 @@ public final class LedgerStore: @unchecked Sendable {
         var pendingDipUntil: EpochMillis?
     }
 
-    private func derive(_ name: String, now: EpochMillis, rebuildRange: ClosedRange<CivilDate>?) throws(MongoError) -> DeriveResult {
+    private func derive(_ name: String, now: EpochMillis, rebuild: Bool, rebuildRange: ClosedRange<CivilDate>?) throws(MongoError) -> DeriveResult {
         let device = registry.resolve(name)
         let unprocessed = try client.find(Collections.telemetryEvents, filter: ["esp32_name": .string(name), "processed": false],
                                           projection: ["device_ts": 1, "received_at": 1])
@@ -130,7 +130,7 @@ public final class LedgerStore: @unchecked Sendable {
 
         // Where to start again: the whole history for a rebuild, else LedgerWindow's restart point.
         var restart: EpochMillis?
-        if rebuildRange == nil {
+        if !rebuild {
             guard let earliest = newTimes.min() else {
                 // Nothing new: only a pending dip may need settling.
                 return try deriveWindow(name, device: device, restart: try lastIntervalStart(name), now: now, rebuildRange: nil, newIDs: [])
@@ -356,5 +356,46 @@ extension LedgerWindow {
             byPair[key] = Interval(start: min(existing?.start ?? e.start, e.start), end: max(existing?.end ?? e.end, e.end))
         }
         return byPair.values.sorted { $0.start < $1.start }
+    }
+}
+
+/// `autovolt-worker rebuild-ledger`: re-derives devices from their immutable events.
+public enum LedgerRebuild {
+    public struct Summary: Sendable {
+        public var devices = 0
+        public var inserted = 0
+        public var superseded = 0
+    }
+
+    public static func run(config: WorkerConfig, device: String?, dates: ClosedRange<CivilDate>?, logger: Logger) throws -> Summary {
+        let client: MongoClient
+        do {
+            client = try MongoClient(uri: config.mongoURI)
+        } catch {
+            throw ConfigError("AUTOVOLT_MONGODB_URI", error.message)
+        }
+        try Schema.ensure(on: client)
+        let store = LedgerStore(client: client, registry: config.devices, timeZone: config.timeZone,
+                                writeConcern: try config.writeConcern.resolve(for: client),
+                                owner: "rebuild:\(ProcessInfo.processInfo.processIdentifier)", logger: logger)
+        let names: [String]
+        if let device {
+            names = [device]
+        } else {
+            let grouped = try client.aggregate(Collections.telemetryEvents, pipeline: [["$group": ["_id": "$esp32_name"]]])
+            names = grouped.compactMap { $0["_id"]?.stringValue }.sorted()
+        }
+        var summary = Summary()
+        for name in names {
+            let result = try store.rebuild(name, dates: dates, now: LedgerStore.nowMillis())
+            summary.devices += 1
+            summary.inserted += result.inserted
+            summary.superseded += result.superseded
+            if result.inserted + result.superseded > 0 {
+                logger.notice("ledger rebuilt", metadata: ["esp32_name": "\(name)", "inserted": "\(result.inserted)",
+                                                           "superseded": "\(result.superseded)"])
+            }
+        }
+        return summary
     }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import AutoVoltCore
 import AutoVoltMongo
 import AutoVoltService
 import Foundation
@@ -74,7 +75,7 @@ struct AutoVoltWorker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "autovolt-worker",
         abstract: "AutoVolt energy-metering ingestion: MQTT in, MongoDB out.",
-        subcommands: [Run.self, ReplayCommand.self])
+        subcommands: [Run.self, ReplayCommand.self, RebuildLedger.self])
 }
 
 struct Run: AsyncParsableCommand {
@@ -156,6 +157,53 @@ struct ReplayCommand: ParsableCommand {
         print(text)
         if summary.unparseable > 0 {
             throw fail("\(summary.unparseable) lines were not TOPIC PAYLOAD or TIME TOPIC PAYLOAD (see the log)", Exit.data)
+        }
+    }
+}
+
+struct RebuildLedger: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rebuild-ledger",
+        abstract: "Re-derive the ledger from the stored events (after a rule change or a fix).",
+        discussion: """
+            Events are the source of truth: entries that the rules now derive differently are marked
+            superseded_by and the new ones inserted; nothing is deleted. Safe while workers run.
+            """)
+
+    @OptionGroup var options: ConfigOptions
+
+    @Option(name: .customLong("esp32-name"), help: "Only this device.")
+    var esp32Name: String?
+
+    @Option(help: "First local date (YYYY-MM-DD) whose entries may be replaced.")
+    var start: String?
+
+    @Option(help: "Last local date (YYYY-MM-DD), inclusive.")
+    var end: String?
+
+    func validate() throws {
+        if (start == nil) != (end == nil) { throw ValidationError("--start and --end go together") }
+        if let start, CivilDate(start) == nil { throw ValidationError("--start \"\(start)\" is not a date YYYY-MM-DD") }
+        if let end, CivilDate(end) == nil { throw ValidationError("--end \"\(end)\" is not a date YYYY-MM-DD") }
+        if let s = start.flatMap(CivilDate.init), let e = end.flatMap(CivilDate.init), e < s {
+            throw ValidationError("--end is before --start")
+        }
+    }
+
+    func run() throws {
+        let config = try options.load()
+        let logger = makeLogger(config)
+        var dates: ClosedRange<CivilDate>?
+        if let s = start.flatMap(CivilDate.init), let e = end.flatMap(CivilDate.init) { dates = s...e }
+        do {
+            let summary = try LedgerRebuild.run(config: config, device: esp32Name, dates: dates, logger: logger)
+            print("rebuilt \(summary.devices) devices: \(summary.inserted) entries inserted, \(summary.superseded) superseded")
+        } catch let error as ConfigError {
+            throw fail(error.description, Exit.config)
+        } catch let error as Schema.Conflict {
+            throw fail(error.description, Exit.config)
+        } catch {
+            throw fail("rebuild failed: \(error)", Exit.failure)
         }
     }
 }

@@ -103,6 +103,32 @@ struct LedgerIntegrationTests {
         #expect(converged, "live \(rig.liveLedgerIDs().count) of \(expected.count), unprocessed \(rig.count("telemetry_events", ["processed": false]))")
     }
 
+    @Test func rebuildLedgerIsIdempotentAndAppliesChangedRules() throws {
+        let rig = try Rig()
+        let worker = try rig.startWorker()
+        let readings: [(device: String, second: Int, energy: Double)] = [
+            ("lab-101", 0, 1000), ("lab-101", 30, 1010), ("lab-101", 60, 985), ("lab-101", 90, 990),
+        ]
+        try rig.publisher().publish(readings.map { telemetryPayload($0.device, second: $0.second, energy: $0.energy) })
+        let converged = rig.waitForLedger(expectedEntries(readings))
+        #expect(converged)
+        #expect(worker.stop() == 0)
+        let same = try WorkerProcess.runToCompletion(["rebuild-ledger"], environment: rig.environment)
+        #expect(same.status == 0, "\(same.stderr)")
+        #expect(same.stdout.contains("0 entries inserted, 0 superseded"), "\(same.stdout)")
+        // The registry now says lab-101 is in another classroom: every entry is derived anew.
+        let registryFile = rig.stateDirectory.deletingLastPathComponent().appendingPathComponent("registry-\(UUID().uuidString).toml")
+        try "[[device]]\nesp32_name = \"lab-101\"\nclassroom = \"MOVED-1\"\n".write(to: registryFile, atomically: true, encoding: .utf8)
+        var environment = rig.environment
+        environment["AUTOVOLT_DEVICES"] = registryFile.path
+        let changed = try WorkerProcess.runToCompletion(["rebuild-ledger", "--esp32-name", "lab-101"], environment: environment)
+        #expect(changed.status == 0, "\(changed.stderr)")
+        #expect(changed.stdout.contains("3 entries inserted, 3 superseded"), "\(changed.stdout)")
+        #expect(rig.count("device_consumption_ledgers", ["superseded_by": ["$exists": false], "classroom": "MOVED-1"]) == 3)
+        let bad = try WorkerProcess.runToCompletion(["rebuild-ledger", "--start", "2026-13-01", "--end", "2026-11-02"], environment: environment)
+        #expect(bad.status == 64)
+    }
+
     @Test func twoWorkersInOneShareGroupGiveTheSameLedgerAsOne() throws {
         let rig = try Rig()
         try rig.startWorker(extra: ["AUTOVOLT_MQTT_SHARE_GROUP": "ledger", "AUTOVOLT_MQTT_CLIENT_ID": "w-a-\(rig.clientID)"])
