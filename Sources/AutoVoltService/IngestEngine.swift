@@ -282,7 +282,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 } else {
                     store = LedgerStore(client: client, registry: config.devices, timeZone: config.timeZone,
                                         writeConcern: try config.writeConcern.resolve(for: client),
-                                        owner: "worker:\(config.mqtt.clientID)", logger: logger)
+                                        owner: "worker:\(config.mqtt.clientID)", policy: config.ledgerPolicy, logger: logger)
                     stateLock.withLock { ledger = store }
                 }
                 let now = Self.nowMillis()

@@ -377,7 +377,7 @@ public enum LedgerRebuild {
         try Schema.ensure(on: client)
         let store = LedgerStore(client: client, registry: config.devices, timeZone: config.timeZone,
                                 writeConcern: try config.writeConcern.resolve(for: client),
-                                owner: "rebuild:\(ProcessInfo.processInfo.processIdentifier)", logger: logger)
+                                owner: "rebuild:\(ProcessInfo.processInfo.processIdentifier)", policy: config.ledgerPolicy, logger: logger)
         let names: [String]
         if let device {
             names = [device]

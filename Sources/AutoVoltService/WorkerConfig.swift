@@ -38,6 +38,8 @@ public struct WorkerConfig: Sendable {
     public var journalMaxBytes: Int64
     public var journalSync: Journal.SyncMode
     public var batchSize: Int
+    /// How long a dip waits for the next reading before it settles as a reset (ledger rule 3).
+    public var dipTimeoutMillis: Int64
     /// Things worth a log line at start-up (e.g. a missing default registry).
     public var warnings: [String] = []
 
@@ -93,7 +95,7 @@ public struct WorkerConfig: Sendable {
         "AUTOVOLT_MQTT_PROTOCOL", "AUTOVOLT_MQTT_KEEPALIVE", "AUTOVOLT_MONGODB_URI", "AUTOVOLT_MONGODB_WRITE_CONCERN",
         "AUTOVOLT_TIMEZONE", "AUTOVOLT_MAX_CLOCK_LAG", "AUTOVOLT_RECONCILE_AT", "AUTOVOLT_HTTP_ADDR",
         "AUTOVOLT_API_TOKEN_FILE", "AUTOVOLT_STATE_DIR", "AUTOVOLT_DEVICES", "AUTOVOLT_LOG_LEVEL", "AUTOVOLT_LOG_FORMAT",
-        "AUTOVOLT_JOURNAL_MAX_BYTES", "AUTOVOLT_JOURNAL_SYNC", "AUTOVOLT_BATCH_SIZE",
+        "AUTOVOLT_JOURNAL_MAX_BYTES", "AUTOVOLT_JOURNAL_SYNC", "AUTOVOLT_BATCH_SIZE", "AUTOVOLT_DIP_TIMEOUT",
     ]
 
     /// Validates `values` (variable name to text). `readFile` is injected so tests need no files.
@@ -249,6 +251,11 @@ public struct WorkerConfig: Sendable {
         }
         journalSync = sync
         batchSize = try Self.integer(value("AUTOVOLT_BATCH_SIZE") ?? "500", "AUTOVOLT_BATCH_SIZE", 1...10_000)
+        let dipText = value("AUTOVOLT_DIP_TIMEOUT") ?? "5m"
+        guard let dip = Self.parseDuration(dipText), dip >= 1000 else {
+            throw ConfigError("AUTOVOLT_DIP_TIMEOUT", "\"\(dipText)\" is not a duration of at least 1s such as 5m")
+        }
+        dipTimeoutMillis = dip
     }
 
     // MARK: Parsers
@@ -335,5 +342,13 @@ extension WorkerConfig.WriteConcernSetting {
         case .one: return .acknowledged
         case .auto: return try client.isReplicaSet ? .majority(journal: true, timeoutMS: 10_000) : .acknowledged
         }
+    }
+}
+
+extension WorkerConfig {
+    public var ledgerPolicy: LedgerPolicy {
+        var policy = LedgerPolicy()
+        policy.pendingDipTimeoutMillis = dipTimeoutMillis
+        return policy
     }
 }
