@@ -16,6 +16,7 @@ enum HTTPServer {
             return Response(status: report.httpStatus, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(bytes: report.json)))
         }
+        PowerAnalyticsAPI.register(on: router, executor: executor, config: engine.config, logger: logger)
         router.get("/metrics") { _, _ -> Response in
             let text = registry?.emitToString() ?? ""
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],

@@ -1,0 +1,84 @@
+/// Daily and monthly figures from live ledger entries (contract rules 7 and 8). Pure.
+public struct DailyFigures: Sendable, Equatable {
+    public var date: CivilDate
+    public var esp32Name: String
+    public var classroom: String
+    public var energyWh: Double
+    /// nil when there is energy without a tariff.
+    public var cost: Double?
+    public var currency: String?
+    public var costVersionIDs: [String]
+    /// Fraction of the local day covered by ledger intervals (billable or not).
+    public var coverage: Double
+    public var confidence: [Confidence: Int]
+    public var entries: Int
+    public var unpricedWh: Double
+}
+
+public struct AggregateEntry: Sendable, Equatable {
+    public var start: EpochMillis
+    public var end: EpochMillis
+    public var deltaWh: Double
+    public var billable: Bool
+    public var confidence: Confidence
+
+    public init(start: EpochMillis, end: EpochMillis, deltaWh: Double, billable: Bool, confidence: Confidence) {
+        self.start = start
+        self.end = end
+        self.deltaWh = deltaWh
+        self.billable = billable
+        self.confidence = confidence
+    }
+}
+
+public enum Aggregator {
+    /// Figures of one device for one local day from its live entries of that day.
+    public static func daily(date: CivilDate, esp32Name: String, classroom: String, entries: [AggregateEntry],
+                             tariffs: TariffBook, calendar: inout LocalCalendar) -> DailyFigures {
+        let dayStart = calendar.startOfDay(date)
+        let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
+        var energy = 0.0
+        var cost = 0.0
+        var unpriced = 0.0
+        var currency: String?
+        var ids: [String] = []
+        var covered: Int64 = 0
+        var confidence: [Confidence: Int] = [:]
+        for entry in entries {
+            covered += max(0, min(entry.end, dayEnd) - max(entry.start, dayStart))
+            confidence[entry.confidence, default: 0] += 1
+            guard entry.billable else { continue }
+            energy += entry.deltaWh
+            let price = tariffs.price(energyWh: entry.deltaWh, classroom: classroom, start: entry.start, end: entry.end)
+            cost += price.cost ?? 0
+            unpriced += price.unpricedWh
+            currency = currency ?? price.currency
+            for id in price.versionIDs where !ids.contains(id) { ids.append(id) }
+        }
+        let dayLength = Double(max(dayEnd - dayStart, 1))
+        return DailyFigures(
+            date: date, esp32Name: esp32Name, classroom: classroom, energyWh: energy,
+            cost: unpriced > 1e-9 ? nil : cost, currency: currency, costVersionIDs: ids,
+            coverage: min(1, Double(covered) / dayLength), confidence: confidence, entries: entries.count, unpricedWh: unpriced)
+    }
+
+    public struct MonthlyFigures: Sendable, Equatable {
+        public var month: String
+        public var energyWh: Double
+        public var cost: Double?
+        public var currency: String?
+        public var days: Int
+    }
+
+    /// A month is the sum of its days; its cost is unknown if any day's is.
+    public static func monthly(month: String, days: [DailyFigures]) -> MonthlyFigures {
+        let energy = days.map(\.energyWh).reduce(0, +)
+        let unknown = days.contains { $0.cost == nil && $0.energyWh > 0 }
+        let cost = days.compactMap(\.cost).reduce(0, +)
+        return MonthlyFigures(month: month, energyWh: energy, cost: unknown ? nil : cost,
+                              currency: days.compactMap(\.currency).first, days: days.count)
+    }
+
+    /// "YYYY-MM" of a local date.
+    public static func monthKey(_ date: CivilDate) -> String { String(date.description.prefix(7)) }
+}
