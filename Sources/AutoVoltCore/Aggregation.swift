@@ -13,6 +13,21 @@ public struct DailyFigures: Sendable, Equatable {
     public var confidence: [Confidence: Int]
     public var entries: Int
     public var unpricedWh: Double
+
+    public init(date: CivilDate, esp32Name: String, classroom: String, energyWh: Double, cost: Double?, currency: String?,
+                costVersionIDs: [String], coverage: Double, confidence: [Confidence: Int], entries: Int, unpricedWh: Double) {
+        self.date = date
+        self.esp32Name = esp32Name
+        self.classroom = classroom
+        self.energyWh = energyWh
+        self.cost = cost
+        self.currency = currency
+        self.costVersionIDs = costVersionIDs
+        self.coverage = coverage
+        self.confidence = confidence
+        self.entries = entries
+        self.unpricedWh = unpricedWh
+    }
 }
 
 public struct AggregateEntry: Sendable, Equatable {

@@ -17,6 +17,7 @@ enum HTTPServer {
                             body: .init(byteBuffer: ByteBuffer(bytes: report.json)))
         }
         PowerAnalyticsAPI.register(on: router, executor: executor, config: engine.config, logger: logger)
+        AccountingAPI.register(on: router, executor: executor, config: engine.config, logger: logger)
         router.get("/metrics") { _, _ -> Response in
             let text = registry?.emitToString() ?? ""
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
@@ -42,6 +43,7 @@ actor HealthReporter {
     func report() async -> (httpStatus: HTTPResponse.Status, json: Data) {
         let status = engine.status
         let ledger = engine.ledgerCounters
+        let lastRun = status.mongoReachable ? await lastReconciliation() : nil
         let counts = status.mongoReachable ? await databaseCounts() : nil
         func iso(_ millis: EpochMillis?) -> Any { millis.map { ISO8601.format($0) } ?? NSNull() }
         func count(_ key: String) -> Any { counts?[key] ?? NSNull() }
@@ -71,8 +73,7 @@ actor HealthReporter {
                 "is_processing": engine.ledgerIsProcessing,
                 "lag_seconds": Double(ledger?.lastLagMillis ?? 0) / 1000,
             ],
-            // Aggregation and the nightly reconciliation are not part of this release yet.
-            "aggregation": ["last_run": NSNull(), "last_run_id": NSNull()],
+            "aggregation": ["last_run": iso(lastRun?.at), "last_run_id": lastRun?.runID ?? NSNull()],
             "mqtt": [
                 "connected": status.mqttConnected,
                 "last_message_at": iso(status.mqttLastMessageAt),
@@ -100,6 +101,18 @@ actor HealthReporter {
         return (overall == "error" ? .serviceUnavailable : .ok, json)
     }
 
+    private var cachedLastRun: (at: Date, value: (at: EpochMillis, runID: String)?)?
+
+    private func lastReconciliation() async -> (at: EpochMillis, runID: String)? {
+        if let cached = cachedLastRun, Date().timeIntervalSince(cached.at) < 5 { return cached.value }
+        let found = try? await executor.run { client throws(MongoError) -> LastRun? in
+            try Scheduler.lastReconciliation(client).map { LastRun(at: $0.at, runID: $0.runID) }
+        }
+        let value = found.flatMap { $0 }.map { ($0.at, $0.runID) }
+        cachedLastRun = (Date(), value)
+        return value
+    }
+
     private func databaseCounts() async -> [String: Int]? {
         if let cached = cachedCounts, Date().timeIntervalSince(cached.at) < 5 { return cached.counts }
         let hourAgo = IngestEngine.nowMillis() - 3_600_000
@@ -114,4 +127,9 @@ actor HealthReporter {
         if let counts { cachedCounts = (Date(), counts) }
         return counts
     }
+}
+
+struct LastRun: Sendable {
+    let at: EpochMillis
+    let runID: String
 }

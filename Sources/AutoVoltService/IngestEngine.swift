@@ -51,6 +51,11 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private var ledgerThread: Thread?
     private var ledger: LedgerStore?
     private var ledgerBusy = false
+    private var aggregates: AggregationStore?
+    private var schedulerThread: Thread?
+    private let schedulerFinished = DispatchSemaphore(value: 0)
+    private let schedulerWakeup = Wakeup()
+    let clock: WorkerClock = SystemClock()
     /// Fault injection for the delivery tests only (docs/delivery.md): the process exits inside
     /// the MQTT callback, before journaling, when this many messages have arrived.
     private let testExitAtMessage = ProcessInfo.processInfo.environment["AUTOVOLT_TEST_EXIT_AT_MESSAGE"].flatMap(Int.init)
@@ -105,6 +110,14 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         self.ledgerThread = ledgerThread
         ledgerThread.start()
 
+        let schedulerThread = Thread { [self] in
+            schedulerLoop()
+            schedulerFinished.signal()
+        }
+        schedulerThread.name = "autovolt-scheduler"
+        self.schedulerThread = schedulerThread
+        schedulerThread.start()
+
         let source = try MQTTSource(settings: config.mqtt, handler: self, logger: logger)
         source.onConnectionChange = { [metrics] connected in metrics.mqttConnected.record(connected ? 1 : 0) }
         mqtt = source
@@ -123,8 +136,12 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             _ = drainFinished.wait(timeout: .now() + drainTimeout + 6)
         }
         ledgerWakeup.signal()
+        schedulerWakeup.signal()
         if ledgerThread != nil {
             _ = ledgerFinished.wait(timeout: .now() + 10)
+        }
+        if schedulerThread != nil {
+            _ = schedulerFinished.wait(timeout: .now() + 5)
         }
         let left = journal.pendingRecords
         if left > 0 {
@@ -285,28 +302,69 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                                         owner: "worker:\(config.mqtt.clientID)", policy: config.ledgerPolicy, logger: logger)
                     stateLock.withLock { ledger = store }
                 }
+                let aggregation: AggregationStore
+                if let existing = stateLock.withLock({ aggregates }) {
+                    aggregation = existing
+                } else {
+                    aggregation = AggregationStore(client: client, registry: config.devices, timeZone: config.timeZone,
+                                                   writeConcern: store.writeConcern, logger: logger)
+                    stateLock.withLock { aggregates = aggregation }
+                }
                 let now = Self.nowMillis()
                 let devices = try store.devicesNeedingWork(now: now)
-                if devices.isEmpty {
-                    ledgerWakeup.wait(seconds: 1)
-                    continue
-                }
-                stateLock.withLock { ledgerBusy = true }
-                defer { stateLock.withLock { ledgerBusy = false } }
                 var progressed = false
-                for device in devices {
-                    if stateLock.withLock({ stopRequested }) { break }
-                    if case .done = try store.advance(device, now: Self.nowMillis()) { progressed = true }
+                if !devices.isEmpty {
+                    stateLock.withLock { ledgerBusy = true }
+                    defer { stateLock.withLock { ledgerBusy = false } }
+                    for device in devices {
+                        if stateLock.withLock({ stopRequested }) { break }
+                        if case .done = try store.advance(device, now: Self.nowMillis()) { progressed = true }
+                    }
+                    metrics.recordLedger(store.snapshot)
                 }
-                metrics.recordLedger(store.snapshot)
+                // Days whose ledger changed: today's figures move during the day.
+                let recomputed = try aggregation.processDirtyDays(now: Self.nowMillis())
                 backoff = 0.2
-                // Every device is held by other workers: let them finish.
-                if !progressed { ledgerWakeup.wait(seconds: 0.5) }
+                if devices.isEmpty && recomputed == 0 {
+                    ledgerWakeup.wait(seconds: 1)
+                } else if !devices.isEmpty && !progressed {
+                    // Every device is held by other workers: let them finish.
+                    ledgerWakeup.wait(seconds: 0.5)
+                }
             } catch {
                 logger.warning("ledger step failed; retrying", metadata: ["error": "\(error)", "retry_in_s": "\(String(format: "%.1f", backoff))"])
                 wakeupSleep(backoff)
                 backoff = min(backoff * 2, 15)
             }
+        }
+    }
+
+    /// Closes days and runs the nightly reconciliation (see Scheduler); checks every 30 s.
+    private func schedulerLoop() {
+        var scheduler: Scheduler?
+        while !stateLock.withLock({ stopRequested }) {
+            guard schemaReady, let aggregation = stateLock.withLock({ aggregates }) else {
+                schedulerWakeup.wait(seconds: 1)
+                continue
+            }
+            do {
+                let active: Scheduler
+                if let scheduler {
+                    active = scheduler
+                } else {
+                    let concern = try config.writeConcern.resolve(for: client)
+                    active = Scheduler(client: client, schedule: Schedule(reconcileAt: config.reconcileAt), timeZone: config.timeZone,
+                                       owner: "worker:\(config.mqtt.clientID)", aggregation: aggregation,
+                                       reconciler: Reconciler(client: client, registry: config.devices, timeZone: config.timeZone,
+                                                              writeConcern: concern, logger: logger),
+                                       writeConcern: concern, logger: logger)
+                    scheduler = active
+                }
+                try active.tick(now: clock.now())
+            } catch {
+                logger.warning("scheduler: job failed; retrying later", metadata: ["error": "\(error)"])
+            }
+            schedulerWakeup.wait(seconds: 30)
         }
     }
 

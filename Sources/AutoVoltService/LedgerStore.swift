@@ -368,15 +368,10 @@ public enum LedgerRebuild {
     }
 
     public static func run(config: WorkerConfig, device: String?, dates: ClosedRange<CivilDate>?, logger: Logger) throws -> Summary {
-        let client: MongoClient
-        do {
-            client = try MongoClient(uri: config.mongoURI)
-        } catch {
-            throw ConfigError("AUTOVOLT_MONGODB_URI", error.message)
-        }
-        try Schema.ensure(on: client)
+        let database = try Database.open(config)
+        let client = database.client
         let store = LedgerStore(client: client, registry: config.devices, timeZone: config.timeZone,
-                                writeConcern: try config.writeConcern.resolve(for: client),
+                                writeConcern: database.writeConcern,
                                 owner: "rebuild:\(ProcessInfo.processInfo.processIdentifier)", policy: config.ledgerPolicy, logger: logger)
         let names: [String]
         if let device {

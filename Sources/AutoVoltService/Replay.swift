@@ -48,14 +48,9 @@ public enum Replay {
 
     /// Blocking; run from a plain thread (the CLI's main thread is fine).
     public static func run(input: FileHandle, config: WorkerConfig, logger: Logger) throws -> Summary {
-        let client: MongoClient
-        do {
-            client = try MongoClient(uri: config.mongoURI)
-        } catch {
-            throw ConfigError("AUTOVOLT_MONGODB_URI", error.message)
-        }
-        try Schema.ensure(on: client)
-        let concern = try config.writeConcern.resolve(for: client)
+        let database = try Database.open(config)
+        let client = database.client
+        let concern = database.writeConcern
         let processor = IngestProcessor(client: client, decoder: MessageDecoder(clockPolicy: config.clockPolicy),
                                         registry: config.devices, writeConcern: concern, logger: logger)
         var summary = Summary()

@@ -50,7 +50,6 @@ func makeLogger(_ config: WorkerConfig) -> Logger {
     return logger
 }
 
-@main
 struct AutoVoltWorker: AsyncParsableCommand {
     static func main() async {
         // A parent may hand us a blocked SIGTERM/SIGINT (e.g. Foundation.Process on Linux copies
@@ -75,7 +74,7 @@ struct AutoVoltWorker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "autovolt-worker",
         abstract: "AutoVolt energy-metering ingestion: MQTT in, MongoDB out.",
-        subcommands: [Run.self, ReplayCommand.self, RebuildLedger.self])
+        subcommands: [Run.self, ReplayCommand.self, RebuildLedger.self, CostVersions.self, Recalculate.self, Reconcile.self, Summary.self, Timeline.self, DeviceBreakdown.self, Monthly.self])
 }
 
 struct Run: AsyncParsableCommand {
@@ -207,3 +206,6 @@ struct RebuildLedger: ParsableCommand {
         }
     }
 }
+
+// main.swift's top-level code is the entry point (the CLI spans several files).
+await AutoVoltWorker.main()

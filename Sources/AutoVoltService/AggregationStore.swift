@@ -1,0 +1,322 @@
+import AutoVoltCore
+import AutoVoltMongo
+import Foundation
+import Logging
+
+/// One changed aggregate document: what it said before and what it says now.
+public struct AggregateChange: Sendable, Encodable, Equatable {
+    public var kind: String // "daily" or "monthly"
+    public var key: String // date or month
+    public var esp32Name: String
+    public var classroom: String
+    public var oldEnergyWh: Double?
+    public var newEnergyWh: Double
+    public var oldCost: Double?
+    public var newCost: Double?
+    public var version: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case kind, key, classroom, version
+        case esp32Name = "esp32_name", oldEnergyWh = "old_energy_wh", newEnergyWh = "new_energy_wh"
+        case oldCost = "old_cost", newCost = "new_cost"
+    }
+}
+
+/// Keeps `daily_aggregates` and `monthly_aggregates` equal to the sums of live billable ledger
+/// entries, priced by the tariff in force when the energy was used (contract rules 7 and 8).
+/// A recomputation that changes a document's figures bumps its `version` and keeps the previous
+/// figures in `aggregate_history`; one that changes nothing writes nothing.
+///
+/// Blocking: call from a dedicated thread (or through MongoExecutor).
+public final class AggregationStore: @unchecked Sendable {
+    static let historyCollection = "aggregate_history"
+
+    let client: MongoClient
+    let registry: DeviceRegistry
+    let timeZone: TimeZone
+    let writeConcern: WriteConcern
+    let logger: Logger
+    /// Minutes after local midnight from which a day counts as complete (its close job).
+    let closeDelayMillis: Int64 = 5 * 60_000
+
+    public init(client: MongoClient, registry: DeviceRegistry, timeZone: TimeZone, writeConcern: WriteConcern, logger: Logger) {
+        self.client = client
+        self.registry = registry
+        self.timeZone = timeZone
+        self.writeConcern = writeConcern
+        self.logger = logger
+    }
+
+    // MARK: Tariffs
+
+    public func listTariffs() throws(MongoError) -> [Tariff] {
+        try client.find(Collections.costVersions, filter: [:], sort: ["effective_from": 1, "created_at": 1]).compactMap(Self.tariff)
+    }
+
+    public func tariffBook() throws(MongoError) -> TariffBook { TariffBook(try listTariffs()) }
+
+    public struct TariffChange: Sendable, Encodable {
+        public var tariff: TariffDocument
+        public var changes: [AggregateChange]
+    }
+
+    /// Adds a version (never edits one) and recalculates every day and month it reaches.
+    public func addTariff(costPerKwh: Double, currency: String, effectiveFrom: EpochMillis, classroom: String?, notes: String?,
+                          now: EpochMillis) throws(MongoError) -> TariffChange {
+        let id = "tv-\(ISO8601.format(now).filter(\.isNumber).prefix(17))-\(UUID().uuidString.prefix(6).lowercased())"
+        let tariff = Tariff(id: id, costPerKwh: costPerKwh, currency: currency, effectiveFrom: effectiveFrom,
+                            classroom: classroom, createdAt: now, notes: notes)
+        _ = try client.insertMany([Self.document(tariff)], into: Collections.costVersions, ordered: true, writeConcern: writeConcern)
+        var calendar = LocalCalendar(timeZone: timeZone)
+        let firstDate = calendar.date(of: effectiveFrom)
+        var filter: BSONDocument = ["date": ["$gte": .string(firstDate.description)]]
+        if let classroom { filter["classroom"] = .string(classroom) }
+        let affected = try client.find(Collections.dailyAggregates, filter: filter, projection: ["date": 1, "esp32_name": 1])
+        let pairs = affected.compactMap { doc -> (String, CivilDate)? in
+            guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue.flatMap(CivilDate.init) else { return nil }
+            return (name, date)
+        }
+        let changes = try recompute(pairs, now: now)
+        logger.notice("tariff added", metadata: [
+            "id": "\(id)", "cost_per_kwh": "\(costPerKwh)", "currency": "\(currency)", "effective_from": "\(ISO8601.format(effectiveFrom))",
+            "classroom": "\(classroom ?? "all")", "aggregates_changed": "\(changes.count)",
+        ])
+        for change in changes where change.oldCost != change.newCost {
+            logger.notice("cost recalculated", metadata: [
+                "esp32_name": "\(change.esp32Name)", "\(change.kind)": "\(change.key)",
+                "old_cost": "\(change.oldCost.map { "\($0)" } ?? "null")", "new_cost": "\(change.newCost.map { "\($0)" } ?? "null")",
+            ])
+        }
+        return TariffChange(tariff: TariffDocument(tariff), changes: changes)
+    }
+
+    // MARK: Recalculation
+
+    /// Rebuilds the aggregates of the local dates `start...end` (inclusive) from the ledger.
+    public func recalculate(start: CivilDate, end: CivilDate, classroom: String?, esp32Name: String?,
+                            now: EpochMillis) throws(MongoError) -> [AggregateChange] {
+        var filter: BSONDocument = ["date": ["$gte": .string(start.description), "$lte": .string(end.description)],
+                                    "superseded_by": ["$exists": false]]
+        if let classroom { filter["classroom"] = .string(classroom) }
+        if let esp32Name { filter["esp32_name"] = .string(esp32Name) }
+        var pairs = Set<String>()
+        for doc in try client.aggregate(Collections.ledgers, pipeline: [
+            ["$match": .document(filter)], ["$group": ["_id": ["d": "$date", "n": "$esp32_name"]]],
+        ]) {
+            if let key = doc["_id"]?.documentValue, let d = key["d"]?.stringValue, let n = key["n"]?.stringValue { pairs.insert("\(n)|\(d)") }
+        }
+        // Days that have an aggregate but no entries any more must go to zero too.
+        var aggregateFilter: BSONDocument = ["date": ["$gte": .string(start.description), "$lte": .string(end.description)]]
+        if let classroom { aggregateFilter["classroom"] = .string(classroom) }
+        if let esp32Name { aggregateFilter["esp32_name"] = .string(esp32Name) }
+        for doc in try client.find(Collections.dailyAggregates, filter: aggregateFilter, projection: ["date": 1, "esp32_name": 1]) {
+            if let d = doc["date"]?.stringValue, let n = doc["esp32_name"]?.stringValue { pairs.insert("\(n)|\(d)") }
+        }
+        let list = pairs.sorted().compactMap { key -> (String, CivilDate)? in
+            let parts = key.split(separator: "|", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let date = CivilDate(parts[1]) else { return nil }
+            return (parts[0], date)
+        }
+        return try recompute(list, now: now)
+    }
+
+    /// Days the ledger changed (`ledger_dirty_days`), oldest mark first; each is removed once
+    /// recomputed unless it was marked again meanwhile.
+    public func processDirtyDays(now: EpochMillis, limit: Int = 500) throws(MongoError) -> Int {
+        let dirty = try client.find(LedgerStore.dirtyDaysCollection, filter: [:], sort: ["dirty_at": 1], limit: limit)
+        guard !dirty.isEmpty else { return 0 }
+        let pairs = dirty.compactMap { doc -> (String, CivilDate)? in
+            guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue.flatMap(CivilDate.init) else { return nil }
+            return (name, date)
+        }
+        _ = try recompute(pairs, now: now)
+        for doc in dirty {
+            guard let id = doc["_id"], let at = doc["dirty_at"] else { continue }
+            _ = try client.deleteMany(LedgerStore.dirtyDaysCollection, filter: ["_id": id, "dirty_at": at], writeConcern: writeConcern)
+        }
+        return dirty.count
+    }
+
+    /// The day close: every device with entries or an aggregate that day is recomputed, now
+    /// `complete`.
+    public func closeDay(_ date: CivilDate, now: EpochMillis) throws(MongoError) -> [AggregateChange] {
+        try recalculate(start: date, end: date, classroom: nil, esp32Name: nil, now: now)
+    }
+
+    /// Recomputes the given (device, date) pairs and then their months.
+    func recompute(_ pairs: [(String, CivilDate)], now: EpochMillis) throws(MongoError) -> [AggregateChange] {
+        guard !pairs.isEmpty else { return [] }
+        let tariffs = try tariffBook()
+        var changes: [AggregateChange] = []
+        var months = Set<String>()
+        for (name, date) in pairs {
+            if let change = try recomputeDay(name, date: date, tariffs: tariffs, now: now) { changes.append(change) }
+            months.insert("\(name)|\(Aggregator.monthKey(date))")
+        }
+        for key in months.sorted() {
+            let parts = key.split(separator: "|", maxSplits: 1).map(String.init)
+            if parts.count == 2, let change = try recomputeMonth(parts[0], month: parts[1], now: now) { changes.append(change) }
+        }
+        return changes
+    }
+
+    func recomputeDay(_ name: String, date: CivilDate, tariffs: TariffBook, now: EpochMillis) throws(MongoError) -> AggregateChange? {
+        let device = registry.resolve(name)
+        let docs = try client.find(Collections.ledgers, filter: ["esp32_name": .string(name), "date": .string(date.description),
+                                                               "superseded_by": ["$exists": false]],
+                                   projection: ["start_ts": 1, "end_ts": 1, "delta_wh": 1, "billable": 1, "quality": 1, "classroom": 1])
+        let entries = docs.compactMap { doc -> AggregateEntry? in
+            guard let start = doc["start_ts"]?.dateValue, let end = doc["end_ts"]?.dateValue, let delta = doc["delta_wh"]?.doubleValue else { return nil }
+            let confidence = doc["quality"]?.documentValue?["confidence"]?.stringValue.flatMap(Confidence.init) ?? .low
+            return AggregateEntry(start: LedgerStore.millis(start), end: LedgerStore.millis(end), deltaWh: delta,
+                                  billable: doc["billable"]?.boolValue ?? false, confidence: confidence)
+        }
+        let classroom = docs.first?["classroom"]?.stringValue ?? device.classroom
+        var calendar = LocalCalendar(timeZone: timeZone)
+        let figures = Aggregator.daily(date: date, esp32Name: name, classroom: classroom, entries: entries, tariffs: tariffs, calendar: &calendar)
+        let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
+        let fields: BSONDocument = [
+            "date": .string(date.description),
+            "esp32_name": .string(name),
+            "classroom": .string(classroom),
+            "energy_wh": .double(figures.energyWh),
+            "cost": figures.cost.map { .double(Self.roundMoney($0)) } ?? .null,
+            "currency": figures.currency.map { .string($0) } ?? .null,
+            "cost_version_ids": .array(figures.costVersionIDs.map { .string($0) }),
+            "coverage": .double(figures.coverage),
+            "confidence": .document(BSONDocument(Confidence.allCases.map { ($0.rawValue, .int64(Int64(figures.confidence[$0] ?? 0))) })),
+            "entries": .int64(Int64(figures.entries)),
+            "unpriced_wh": .double(figures.unpricedWh),
+            "complete": .bool(now >= dayEnd + closeDelayMillis),
+        ]
+        return try store(Collections.dailyAggregates, id: "\(date)|\(name)", kind: "daily", key: date.description,
+                         name: name, classroom: classroom, fields: fields, now: now)
+    }
+
+    func recomputeMonth(_ name: String, month: String, now: EpochMillis) throws(MongoError) -> AggregateChange? {
+        let days = try client.find(Collections.dailyAggregates, filter: ["esp32_name": .string(name),
+                                                                        "date": ["$gte": .string("\(month)-01"), "$lte": .string("\(month)-31")]])
+        let figures = days.map { doc in
+            DailyFigures(date: doc["date"]?.stringValue.flatMap(CivilDate.init) ?? CivilDate(year: 1970, month: 1, day: 1),
+                         esp32Name: name, classroom: doc["classroom"]?.stringValue ?? "", energyWh: doc["energy_wh"]?.doubleValue ?? 0,
+                         cost: doc["cost"]?.doubleValue, currency: doc["currency"]?.stringValue, costVersionIDs: [],
+                         coverage: doc["coverage"]?.doubleValue ?? 0, confidence: [:], entries: 0, unpricedWh: 0)
+        }
+        let total = Aggregator.monthly(month: month, days: figures)
+        let classroom = days.last?["classroom"]?.stringValue ?? registry.resolve(name).classroom
+        let fields: BSONDocument = [
+            "month": .string(month),
+            "esp32_name": .string(name),
+            "classroom": .string(classroom),
+            "energy_wh": .double(total.energyWh),
+            "cost": total.cost.map { .double(Self.roundMoney($0)) } ?? .null,
+            "currency": total.currency.map { .string($0) } ?? .null,
+            "days": .int64(Int64(total.days)),
+        ]
+        return try store(Collections.monthlyAggregates, id: "\(month)|\(name)", kind: "monthly", key: month,
+                         name: name, classroom: classroom, fields: fields, now: now)
+    }
+
+    /// Writes the figures if they differ from the stored ones: the old document goes to
+    /// `aggregate_history`, the new one gets `version + 1`. Conditional on the version it read, so
+    /// two workers recomputing at once cannot lose an update (the loser reads again).
+    private func store(_ collection: String, id: String, kind: String, key: String, name: String, classroom: String,
+                       fields: BSONDocument, now: EpochMillis) throws(MongoError) -> AggregateChange? {
+        for _ in 0..<5 {
+            let existing = try client.findOne(collection, filter: ["_id": .string(id)])
+            let version = existing?["version"]?.int64Value ?? 0
+            if let existing, fields.allSatisfy({ Self.same(existing[$0.key], $0.value) }) { return nil }
+            if let existing {
+                var history = existing
+                history["_id"] = .string("\(kind)|\(id)|v\(version)")
+                history["aggregate_id"] = .string(id)
+                history["collection"] = .string(collection)
+                history["replaced_at"] = .millis(now)
+                _ = try client.updateOne(Self.historyCollection, filter: ["_id": .string("\(kind)|\(id)|v\(version)")],
+                                         update: ["$setOnInsert": .document(history)], upsert: true, writeConcern: writeConcern)
+            }
+            var set = fields
+            set["version"] = .int64(version + 1)
+            set["computed_at"] = .millis(now)
+            let filter: BSONDocument = existing == nil ? ["_id": .string(id), "version": ["$exists": false]]
+                                                       : ["_id": .string(id), "version": .int64(version)]
+            do {
+                let result = try client.updateOne(collection, filter: filter, update: ["$set": .document(set)], upsert: existing == nil,
+                                                  writeConcern: writeConcern)
+                if result.matchedCount == 0 && result.upsertedID == nil { continue } // someone else wrote: read again
+            } catch let error where error.isDuplicateKey {
+                continue
+            }
+            return AggregateChange(kind: kind, key: key, esp32Name: name, classroom: classroom,
+                                   oldEnergyWh: existing?["energy_wh"]?.doubleValue, newEnergyWh: fields["energy_wh"]?.doubleValue ?? 0,
+                                   oldCost: existing?["cost"]?.doubleValue, newCost: fields["cost"]?.doubleValue, version: version + 1)
+        }
+        throw MongoError(kind: .server(code: 112), code: 112, domain: 0, message: "aggregate \(id) kept changing under us")
+    }
+
+    static func same(_ a: BSON?, _ b: BSON) -> Bool {
+        guard let a else { return false }
+        if let x = a.doubleValue, let y = b.doubleValue { return abs(x - y) <= 1e-9 * max(1, abs(x), abs(y)) }
+        return a == b
+    }
+
+    /// Money is stored to 1/10,000 of the currency unit (sums of many small intervals otherwise
+    /// carry floating-point dust into the bill).
+    static func roundMoney(_ value: Double) -> Double { (value * 10_000).rounded() / 10_000 }
+
+    // MARK: Documents
+
+    static func document(_ t: Tariff) -> BSONDocument {
+        [
+            "_id": .string(t.id), "cost_per_kwh": .double(t.costPerKwh), "currency": .string(t.currency),
+            "effective_from": .millis(t.effectiveFrom), "classroom": t.classroom.map { .string($0) } ?? .null,
+            "notes": t.notes.map { .string($0) } ?? .null, "created_at": .millis(t.createdAt),
+        ]
+    }
+
+    static func tariff(_ doc: BSONDocument) -> Tariff? {
+        guard let id = doc["_id"]?.stringValue ?? doc["_id"]?.objectIDValue, let price = doc["cost_per_kwh"]?.doubleValue,
+              let from = doc["effective_from"]?.dateValue else { return nil }
+        return Tariff(id: id, costPerKwh: price, currency: doc["currency"]?.stringValue ?? "INR", effectiveFrom: LedgerStore.millis(from),
+                      classroom: doc["classroom"]?.stringValue, createdAt: doc["created_at"]?.dateValue.map(LedgerStore.millis) ?? 0,
+                      notes: doc["notes"]?.stringValue)
+    }
+}
+
+/// A tariff version as the CLI and the HTTP API show it.
+public struct TariffDocument: Sendable, Encodable {
+    public var id: String
+    public var costPerKwh: Double
+    public var currency: String
+    public var effectiveFrom: String
+    public var classroom: String?
+    public var notes: String?
+    public var createdAt: String
+
+    public init(_ t: Tariff) {
+        id = t.id
+        costPerKwh = t.costPerKwh
+        currency = t.currency
+        effectiveFrom = ISO8601.format(t.effectiveFrom)
+        classroom = t.classroom
+        notes = t.notes
+        createdAt = ISO8601.format(t.createdAt)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id, currency, classroom, notes
+        case costPerKwh = "cost_per_kwh", effectiveFrom = "effective_from", createdAt = "created_at"
+    }
+
+    // Encode nil as null so every document has the same keys.
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(costPerKwh, forKey: .costPerKwh)
+        try c.encode(currency, forKey: .currency)
+        try c.encode(effectiveFrom, forKey: .effectiveFrom)
+        try c.encode(classroom, forKey: .classroom)
+        try c.encode(notes, forKey: .notes)
+        try c.encode(createdAt, forKey: .createdAt)
+    }
+}

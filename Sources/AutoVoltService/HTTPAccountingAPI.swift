@@ -1,0 +1,139 @@
+import AutoVoltCore
+import AutoVoltMongo
+import Foundation
+import Hummingbird
+import Logging
+
+/// `GET|POST /api/power-analytics/cost-versions` and `POST /api/power-analytics/recalculate`.
+/// Writes need `Authorization: Bearer <token>` (AUTOVOLT_API_TOKEN_FILE); without a configured
+/// token they are refused.
+enum AccountingAPI {
+    struct NewTariff: Decodable {
+        var costPerKwh: Double
+        var effectiveFrom: String
+        var classroom: String?
+        var currency: String?
+        var notes: String?
+        enum CodingKeys: String, CodingKey {
+            case classroom, currency, notes, costPerKwh = "cost_per_kwh", effectiveFrom = "effective_from"
+        }
+    }
+
+    struct RecalculateRequest: Decodable {
+        var start: String
+        var end: String
+        var classroom: String?
+        var esp32Name: String?
+        enum CodingKeys: String, CodingKey { case start, end, classroom, esp32Name = "esp32_name" }
+    }
+
+    static func register(on router: Router<BasicRequestContext>, executor: MongoExecutor, config: WorkerConfig, logger: Logger) {
+        let base = "/api/power-analytics"
+        let concern = WriteConcernBox()
+
+        router.get("\(base)/cost-versions") { _, _ -> Response in
+            do {
+                let versions = try await executor.run { client throws(MongoError) -> [TariffDocument] in
+                    try store(client, config, concern, logger).listTariffs().map(TariffDocument.init)
+                }
+                return json(.ok, versions)
+            } catch {
+                return problem(.serviceUnavailable, "database unavailable: \(error)")
+            }
+        }
+
+        router.post("\(base)/cost-versions") { request, _ -> Response in
+            if let refusal = authorize(request, config) { return refusal }
+            let body: NewTariff
+            do {
+                body = try JSONDecoder().decode(NewTariff.self, from: try await data(of: request))
+            } catch {
+                return problem(.badRequest, "body must be JSON with cost_per_kwh (number) and effective_from (YYYY-MM-DD or ISO 8601): \(error)")
+            }
+            guard body.costPerKwh.isFinite, body.costPerKwh >= 0 else { return problem(.badRequest, "cost_per_kwh must be a number >= 0") }
+            let currency = (body.currency ?? "INR").uppercased()
+            guard currency.count == 3, currency.allSatisfy(\.isLetter) else { return problem(.badRequest, "currency must be a 3-letter code") }
+            var calendar = LocalCalendar(timeZone: config.timeZone)
+            guard let instant = CivilDate(body.effectiveFrom).map({ calendar.startOfDay($0) }) ?? ISO8601.parseMillis(body.effectiveFrom) else {
+                return problem(.badRequest, "effective_from \"\(body.effectiveFrom)\" is not YYYY-MM-DD or an ISO 8601 instant")
+            }
+            do {
+                let result = try await executor.run { client throws(MongoError) -> AggregationStore.TariffChange in
+                    try store(client, config, concern, logger).addTariff(
+                        costPerKwh: body.costPerKwh, currency: currency, effectiveFrom: instant, classroom: body.classroom,
+                        notes: body.notes, now: LedgerStore.nowMillis())
+                }
+                return json(.created, result)
+            } catch {
+                return problem(.serviceUnavailable, "database unavailable: \(error)")
+            }
+        }
+
+        router.post("\(base)/recalculate") { request, _ -> Response in
+            if let refusal = authorize(request, config) { return refusal }
+            let body: RecalculateRequest
+            do {
+                body = try JSONDecoder().decode(RecalculateRequest.self, from: try await data(of: request))
+            } catch {
+                return problem(.badRequest, "body must be JSON with start and end (YYYY-MM-DD) and optional classroom, esp32_name: \(error)")
+            }
+            guard let start = CivilDate(body.start) else { return problem(.badRequest, "start \"\(body.start)\" is not YYYY-MM-DD") }
+            guard let end = CivilDate(body.end) else { return problem(.badRequest, "end \"\(body.end)\" is not YYYY-MM-DD") }
+            guard start <= end else { return problem(.badRequest, "end is before start") }
+            guard end.daysSinceEpoch - start.daysSinceEpoch <= 366 else { return problem(.badRequest, "at most 366 days at a time") }
+            do {
+                let changes = try await executor.run { client throws(MongoError) -> [AggregateChange] in
+                    try store(client, config, concern, logger).recalculate(
+                        start: start, end: end, classroom: body.classroom, esp32Name: body.esp32Name, now: LedgerStore.nowMillis())
+                }
+                return json(.ok, ["changed": changes])
+            } catch {
+                return problem(.serviceUnavailable, "database unavailable: \(error)")
+            }
+        }
+    }
+
+    static func store(_ client: MongoClient, _ config: WorkerConfig, _ concern: WriteConcernBox, _ logger: Logger) throws(MongoError) -> AggregationStore {
+        AggregationStore(client: client, registry: config.devices, timeZone: config.timeZone,
+                         writeConcern: try concern.resolve(config.writeConcern, client), logger: logger)
+    }
+
+    static func authorize(_ request: Request, _ config: WorkerConfig) -> Response? {
+        guard let token = config.apiToken else {
+            return problem(.forbidden, "write endpoints are disabled: set AUTOVOLT_API_TOKEN_FILE")
+        }
+        guard request.headers[.authorization] == "Bearer \(token)" else {
+            return problem(.unauthorized, "missing or wrong bearer token")
+        }
+        return nil
+    }
+
+    static func data(of request: Request) async throws -> Data {
+        var buffer = try await request.body.collect(upTo: 64 * 1024)
+        return Data(buffer.readBytes(length: buffer.readableBytes) ?? [])
+    }
+
+    static func json<T: Encodable>(_ status: HTTPResponse.Status, _ value: T) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func problem(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        json(status, ["error": message])
+    }
+}
+
+/// The resolved write concern, looked up once.
+final class WriteConcernBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: WriteConcern?
+
+    func resolve(_ setting: WorkerConfig.WriteConcernSetting, _ client: MongoClient) throws(MongoError) -> WriteConcern {
+        if let value = lock.withLock({ value }) { return value }
+        let resolved = try setting.resolve(for: client)
+        lock.withLock { value = resolved }
+        return resolved
+    }
+}

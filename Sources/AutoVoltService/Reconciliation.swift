@@ -1,0 +1,283 @@
+import AutoVoltCore
+import AutoVoltMongo
+import Foundation
+import Logging
+
+/// The nightly check of one local date (contract section 4, `reconciliation_reports`): per
+/// device, the ledger against the aggregate (exactly, rounding aside), events not in the ledger,
+/// resets and glitches, implausible intervals, gaps over an hour, missing heartbeats, devices
+/// silent all day, and energy without a tariff. Writes a report, opens one review ticket per
+/// device, kind and day (a re-run opens none twice), and logs one line per finding.
+public struct Reconciler: Sendable {
+    public struct Finding: Sendable, Encodable, Equatable {
+        public var esp32Name: String
+        public var kind: String
+        public var detail: String
+        enum CodingKeys: String, CodingKey { case kind, detail, esp32Name = "esp32_name" }
+    }
+
+    public struct Report: Sendable, Encodable {
+        public var runID: String
+        public var date: String
+        public var startedAt: String
+        public var finishedAt: String
+        public var status: String
+        public var devicesChecked: Int
+        public var anomalies: [Finding]
+        public var missingHeartbeats: [String]
+        public var aggregateMismatches: [Finding]
+        public var ticketsOpened: Int
+
+        enum CodingKeys: String, CodingKey {
+            case date, status, anomalies
+            case runID = "run_id", startedAt = "started_at", finishedAt = "finished_at", devicesChecked = "devices_checked"
+            case missingHeartbeats = "missing_heartbeats", aggregateMismatches = "aggregate_mismatches", ticketsOpened = "tickets_opened"
+        }
+    }
+
+    let client: MongoClient
+    let registry: DeviceRegistry
+    let timeZone: TimeZone
+    let writeConcern: WriteConcern
+    let logger: Logger
+    /// No heartbeat for longer than this while online is a finding.
+    var heartbeatSilenceMillis: Int64 = 10 * 60_000
+
+    public init(client: MongoClient, registry: DeviceRegistry, timeZone: TimeZone, writeConcern: WriteConcern, logger: Logger) {
+        self.client = client
+        self.registry = registry
+        self.timeZone = timeZone
+        self.writeConcern = writeConcern
+        self.logger = logger
+    }
+
+    public func run(date: CivilDate, now: EpochMillis) throws(MongoError) -> Report {
+        let runID = "recon-\(date)-\(ISO8601.format(now).filter(\.isNumber).prefix(14))-\(UUID().uuidString.prefix(4).lowercased())"
+        var calendar = LocalCalendar(timeZone: timeZone)
+        let dayStart = calendar.startOfDay(date)
+        let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
+        let day = date.description
+
+        // Ledger of the day, per device.
+        struct DeviceDay { var billableWh = 0.0; var resets = 0; var glitches = 0; var implausible = 0; var longGaps = 0 }
+        var ledger: [String: DeviceDay] = [:]
+        for doc in try client.find(Collections.ledgers, filter: ["date": .string(day), "superseded_by": ["$exists": false]],
+                                   projection: ["esp32_name": 1, "delta_wh": 1, "billable": 1, "quality": 1, "part": 1]) {
+            guard let name = doc["esp32_name"]?.stringValue else { continue }
+            var entry = ledger[name] ?? DeviceDay()
+            if doc["billable"]?.boolValue == true { entry.billableWh += doc["delta_wh"]?.doubleValue ?? 0 }
+            let reasons = doc["quality"]?.documentValue?["reasons"]?.arrayValue?.compactMap(\.stringValue) ?? []
+            if (doc["part"]?.int64Value ?? 0) == 0 {
+                if reasons.contains("counter_reset") { entry.resets += 1 }
+                if reasons.contains("glitch_skipped") { entry.glitches += 1 }
+                if reasons.contains("implausible_power") { entry.implausible += 1 }
+                if reasons.contains("long_gap") { entry.longGaps += 1 }
+            }
+            ledger[name] = entry
+        }
+        var aggregates: [String: BSONDocument] = [:]
+        for doc in try client.find(Collections.dailyAggregates, filter: ["date": .string(day)]) {
+            if let name = doc["esp32_name"]?.stringValue { aggregates[name] = doc }
+        }
+        var eventCounts: [String: Int] = [:]
+        var unprocessed: [String: Int] = [:]
+        for doc in try client.find(Collections.telemetryEvents, filter: ["device_ts": ["$gte": .millis(dayStart), "$lt": .millis(dayEnd)]],
+                                   projection: ["esp32_name": 1, "processed": 1]) {
+            guard let name = doc["esp32_name"]?.stringValue else { continue }
+            eventCounts[name, default: 0] += 1
+            if doc["processed"]?.boolValue != true { unprocessed[name, default: 0] += 1 }
+        }
+        var statuses: [String: BSONDocument] = [:]
+        for doc in try client.find(Collections.deviceStatus, filter: [:]) {
+            if let name = doc["esp32_name"]?.stringValue { statuses[name] = doc }
+        }
+
+        let devices = Set(registry.devices.keys).union(ledger.keys).union(aggregates.keys).union(eventCounts.keys).sorted()
+        var findings: [Finding] = []
+        var mismatches: [Finding] = []
+        var missingHeartbeats: [String] = []
+        for name in devices {
+            let day = ledger[name] ?? DeviceDay()
+            let aggregateWh = aggregates[name]?["energy_wh"]?.doubleValue ?? 0
+            if abs(day.billableWh - aggregateWh) > 1e-6 * max(1, day.billableWh) {
+                let finding = Finding(esp32Name: name, kind: "aggregate_mismatch",
+                                      detail: "ledger \(Self.wh(day.billableWh)) Wh, daily aggregate \(Self.wh(aggregateWh)) Wh")
+                findings.append(finding)
+                mismatches.append(finding)
+            }
+            if let count = unprocessed[name], count > 0 {
+                findings.append(Finding(esp32Name: name, kind: "unprocessed_events", detail: "\(count) events of the day are not in the ledger"))
+            }
+            if day.resets > 0 { findings.append(Finding(esp32Name: name, kind: "counter_reset", detail: "\(day.resets) counter reset(s)")) }
+            if day.glitches > 0 { findings.append(Finding(esp32Name: name, kind: "glitch", detail: "\(day.glitches) glitch reading(s) skipped")) }
+            if day.implausible > 0 {
+                findings.append(Finding(esp32Name: name, kind: "implausible_power", detail: "\(day.implausible) interval(s) above max_power_w, not billed"))
+            }
+            if day.longGaps > 0 { findings.append(Finding(esp32Name: name, kind: "long_gap", detail: "\(day.longGaps) gap(s) longer than an hour")) }
+            if registry.device(name) != nil && (eventCounts[name] ?? 0) == 0 {
+                findings.append(Finding(esp32Name: name, kind: "silent_device", detail: "no telemetry all day"))
+            }
+            if let aggregate = aggregates[name], aggregate["cost"] == .null || aggregate["cost"] == nil,
+               (aggregate["energy_wh"]?.doubleValue ?? 0) > 0 {
+                findings.append(Finding(esp32Name: name, kind: "no_tariff",
+                                        detail: "\(Self.wh(aggregateWh)) Wh with no tariff in force; add one with cost-versions add"))
+            }
+            if let status = statuses[name], status["online"]?.boolValue == true {
+                let last = status["last_heartbeat_at"]?.dateValue.map(LedgerStore.millis)
+                if last.map({ now - $0 > heartbeatSilenceMillis }) ?? true {
+                    missingHeartbeats.append(name)
+                    let since = last.map { ISO8601.format($0) } ?? "never"
+                    findings.append(Finding(esp32Name: name, kind: "missing_heartbeat", detail: "online, but no heartbeat since \(since)"))
+                }
+            }
+        }
+
+        // Tickets: one per device, kind and day; a re-run finds them already there.
+        var opened = 0
+        if !findings.isEmpty {
+            let operations: [WriteModel] = findings.map { f in
+                .updateOne(filter: ["esp32_name": .string(f.esp32Name), "date": .string(day), "kind": .string(f.kind)],
+                           update: ["$setOnInsert": ["esp32_name": .string(f.esp32Name), "date": .string(day), "kind": .string(f.kind),
+                                                     "detail": .string(f.detail), "status": "open", "created_at": .millis(now),
+                                                     "run_id": .string(runID)]],
+                           upsert: true)
+            }
+            let result = try client.bulkWrite(Collections.reviewTickets, operations: operations, ordered: false, writeConcern: writeConcern)
+            opened = result.upsertedCount
+        }
+        let finished = LedgerStore.nowMillis()
+        let report = Report(runID: runID, date: day, startedAt: ISO8601.format(now), finishedAt: ISO8601.format(max(finished, now)),
+                            status: findings.isEmpty ? "ok" : "anomalies", devicesChecked: devices.count, anomalies: findings,
+                            missingHeartbeats: missingHeartbeats, aggregateMismatches: mismatches, ticketsOpened: opened)
+        let document: BSONDocument = [
+            "_id": .string(runID), "run_id": .string(runID), "date": .string(day), "started_at": .millis(now),
+            "finished_at": .millis(max(finished, now)), "status": .string(report.status), "devices_checked": .int64(Int64(devices.count)),
+            "anomalies": .array(findings.map(Self.document)), "missing_heartbeats": .array(missingHeartbeats.map { .string($0) }),
+            "aggregate_mismatches": .array(mismatches.map(Self.document)), "tickets_opened": .int64(Int64(opened)),
+        ]
+        _ = try client.insertMany([document], into: Collections.reconciliationReports, ordered: true, writeConcern: writeConcern)
+        log(report)
+        return report
+    }
+
+    func log(_ report: Report) {
+        logger.notice("reconciliation \(report.date): \(report.devicesChecked) devices checked, \(report.anomalies.count) findings, \(report.ticketsOpened) new tickets",
+                      metadata: ["run_id": "\(report.runID)", "status": "\(report.status)"])
+        for finding in report.anomalies {
+            logger.notice("reconciliation \(report.date) \(finding.kind): \(finding.detail)",
+                          metadata: ["esp32_name": "\(finding.esp32Name)", "run_id": "\(report.runID)"])
+        }
+    }
+
+    /// The report as a person reads it (CLI).
+    public static func text(_ report: Report) -> String {
+        var lines = ["reconciliation of \(report.date) (run \(report.runID)): \(report.status)",
+                     "  devices checked: \(report.devicesChecked), findings: \(report.anomalies.count), new tickets: \(report.ticketsOpened)"]
+        for f in report.anomalies { lines.append("  \(f.esp32Name.padding(toLength: 16, withPad: " ", startingAt: 0)) \(f.kind): \(f.detail)") }
+        return lines.joined(separator: "\n")
+    }
+
+    static func document(_ f: Finding) -> BSON {
+        ["esp32_name": .string(f.esp32Name), "kind": .string(f.kind), "detail": .string(f.detail)]
+    }
+
+    static func wh(_ v: Double) -> String { String(format: "%.3f", v) }
+}
+
+/// Time, injected so tests can run a whole night in milliseconds.
+public protocol WorkerClock: Sendable {
+    func now() -> EpochMillis
+}
+
+public struct SystemClock: WorkerClock {
+    public init() {}
+    public func now() -> EpochMillis { LedgerStore.nowMillis() }
+}
+
+/// The in-process scheduler: closes yesterday shortly after local midnight and reconciles it at
+/// `AUTOVOLT_RECONCILE_AT`. Runs are recorded in `scheduler_runs`, so a worker that was down
+/// catches up on start, and a lease on the run document means two workers never run a job twice.
+public final class Scheduler: @unchecked Sendable {
+    static let runsCollection = "scheduler_runs"
+
+    let client: MongoClient
+    let schedule: Schedule
+    let timeZone: TimeZone
+    let owner: String
+    let aggregation: AggregationStore
+    let reconciler: Reconciler
+    let writeConcern: WriteConcern
+    let logger: Logger
+    let leaseMillis: Int64 = 15 * 60_000
+
+    public init(client: MongoClient, schedule: Schedule, timeZone: TimeZone, owner: String, aggregation: AggregationStore,
+                reconciler: Reconciler, writeConcern: WriteConcern, logger: Logger) {
+        self.client = client
+        self.schedule = schedule
+        self.timeZone = timeZone
+        self.owner = owner
+        self.aggregation = aggregation
+        self.reconciler = reconciler
+        self.writeConcern = writeConcern
+        self.logger = logger
+    }
+
+    /// Runs every job due at `now` that nobody has done or is doing; returns the ones it ran.
+    @discardableResult
+    public func tick(now: EpochMillis) throws(MongoError) -> [ScheduledJob] {
+        var calendar = LocalCalendar(timeZone: timeZone)
+        let candidates = schedule.due(now: now, calendar: &calendar, done: [])
+        guard !candidates.isEmpty else { return [] }
+        let done = Set(try client.find(Self.runsCollection, filter: ["_id": ["$in": .array(candidates.map { .string($0.id) })], "status": "done"],
+                                       projection: ["_id": 1]).compactMap { $0["_id"]?.stringValue })
+        var ran: [ScheduledJob] = []
+        for job in candidates where !done.contains(job.id) {
+            guard try acquire(job, now: now) else { continue }
+            logger.info("scheduler: running \(job.id)")
+            var runID: String?
+            do {
+                switch job.kind {
+                case .dayClose:
+                    let changes = try aggregation.closeDay(job.date, now: now)
+                    logger.info("day closed", metadata: ["date": "\(job.date)", "aggregates_changed": "\(changes.count)"])
+                case .reconcile:
+                    runID = try reconciler.run(date: job.date, now: now).runID
+                }
+            } catch {
+                _ = try? client.updateOne(Self.runsCollection, filter: ["_id": .string(job.id), "owner": .string(owner)],
+                                          update: ["$set": ["status": "failed", "error": .string("\(error)")], "$unset": ["lease_until": ""]],
+                                          upsert: false, writeConcern: writeConcern)
+                throw error
+            }
+            var set: BSONDocument = ["status": "done", "finished_at": .millis(max(now, LedgerStore.nowMillis()))]
+            if let runID { set["run_id"] = .string(runID) }
+            _ = try client.updateOne(Self.runsCollection, filter: ["_id": .string(job.id), "owner": .string(owner)],
+                                     update: ["$set": .document(set), "$unset": ["lease_until": ""]], upsert: false, writeConcern: writeConcern)
+            ran.append(job)
+        }
+        return ran
+    }
+
+    private func acquire(_ job: ScheduledJob, now: EpochMillis) throws(MongoError) -> Bool {
+        let filter: BSONDocument = ["_id": .string(job.id), "status": ["$ne": "done"], "$or": [
+            ["lease_until": ["$exists": false]], ["lease_until": ["$lt": .millis(now)]],
+        ]]
+        let update: BSONDocument = ["$set": [
+            "kind": .string(job.kind.rawValue), "date": .string(job.date.description), "status": "running", "owner": .string(owner),
+            "started_at": .millis(now), "lease_until": .millis(now + leaseMillis),
+        ]]
+        do {
+            let result = try client.updateOne(Self.runsCollection, filter: filter, update: update, upsert: true, writeConcern: writeConcern)
+            return result.matchedCount == 1 || result.upsertedID != nil
+        } catch let error where error.isDuplicateKey {
+            return false
+        }
+    }
+
+    /// The last finished reconciliation, for /health.
+    public static func lastReconciliation(_ client: MongoClient) throws(MongoError) -> (at: EpochMillis, runID: String)? {
+        guard let doc = try client.findOne(runsCollection, filter: ["kind": "reconcile", "status": "done"], sort: ["finished_at": -1]),
+              let at = doc["finished_at"]?.dateValue, let id = doc["run_id"]?.stringValue else { return nil }
+        return (LedgerStore.millis(at), id)
+    }
+}

@@ -1,0 +1,105 @@
+import AutoVoltCore
+import Foundation
+import Testing
+
+/// 2026-11-05T00:00+05:30
+let nov5: EpochMillis = 1_793_817_000_000
+let hour: EpochMillis = 3_600_000
+
+func tariff(_ id: String, _ price: Double, from: EpochMillis, classroom: String? = nil, created: EpochMillis = 0) -> Tariff {
+    Tariff(id: id, costPerKwh: price, currency: "INR", effectiveFrom: from, classroom: classroom, createdAt: created)
+}
+
+@Suite("tariffs and aggregation")
+struct AggregationTests {
+    @Test func classroomTariffBeatsTheGlobalOne() {
+        let book = TariffBook([tariff("g", 7, from: 0), tariff("c", 9, from: nov5 - 10 * 24 * hour, classroom: "CSE-301"),
+                               tariff("g2", 8, from: nov5)])
+        #expect(book.tariff(classroom: "CSE-301", at: nov5 + hour)?.id == "c")
+        #expect(book.tariff(classroom: "EEE-105", at: nov5 + hour)?.id == "g2")
+        #expect(book.tariff(classroom: "EEE-105", at: nov5 - hour)?.id == "g")
+        #expect(TariffBook([]).tariff(classroom: "x", at: nov5) == nil)
+    }
+
+    @Test func aCorrectionIsANewerVersionWithTheSameEffectiveTime() {
+        let book = TariffBook([tariff("old", 7, from: nov5, created: 1), tariff("fix", 7.5, from: nov5, created: 2)])
+        #expect(book.tariff(classroom: "x", at: nov5)?.id == "fix")
+    }
+
+    @Test func costIsEnergyInKWhTimesThePrice() {
+        let price = TariffBook([tariff("g", 7.5, from: 0)]).price(energyWh: 2000, classroom: "x", start: nov5, end: nov5 + hour)
+        #expect(price.cost == 15)
+        #expect(price.versionIDs == ["g"])
+    }
+
+    @Test func aTariffChangeInsideAnIntervalSplitsItsCostByTime() {
+        let book = TariffBook([tariff("a", 6, from: 0), tariff("b", 10, from: nov5 + 12 * hour)])
+        // 1 kWh used evenly from 11:00 to 13:00: half at 6, half at 10.
+        let price = book.price(energyWh: 1000, classroom: "x", start: nov5 + 11 * hour, end: nov5 + 13 * hour)
+        #expect(abs((price.cost ?? 0) - 8) < 1e-9)
+        #expect(price.versionIDs == ["a", "b"])
+    }
+
+    @Test func energyBeforeAnyTariffHasNoCost() {
+        let book = TariffBook([tariff("a", 6, from: nov5 + 12 * hour)])
+        let price = book.price(energyWh: 1000, classroom: "x", start: nov5, end: nov5 + hour)
+        #expect(price.cost == nil && price.unpricedWh == 1000)
+    }
+
+    @Test func dailyFiguresSumBillableEntriesWithCoverageAndConfidence() {
+        var calendar = LocalCalendar(timeZone: kolkata)
+        let entries = [
+            AggregateEntry(start: nov5, end: nov5 + 6 * hour, deltaWh: 600, billable: true, confidence: .high),
+            AggregateEntry(start: nov5 + 6 * hour, end: nov5 + 12 * hour, deltaWh: 900, billable: false, confidence: .low),
+        ]
+        let day = Aggregator.daily(date: CivilDate("2026-11-05")!, esp32Name: "d", classroom: "x", entries: entries,
+                                   tariffs: TariffBook([tariff("g", 8, from: 0)]), calendar: &calendar)
+        #expect(day.energyWh == 600)
+        #expect(day.cost == 4.8)
+        #expect(day.coverage == 0.5)
+        #expect(day.confidence == [.high: 1, .low: 1])
+    }
+
+    @Test func monthIsTheSumOfItsDaysAndUnknownIfAnyDayIs() {
+        func day(_ d: Int, _ wh: Double, _ cost: Double?) -> DailyFigures {
+            DailyFigures(date: CivilDate(year: 2026, month: 11, day: d), esp32Name: "d", classroom: "x", energyWh: wh, cost: cost,
+                         currency: "INR", costVersionIDs: [], coverage: 1, confidence: [:], entries: 1, unpricedWh: 0)
+        }
+        #expect(Aggregator.monthly(month: "2026-11", days: [day(1, 1000, 7), day(2, 2000, 14)]).cost == 21)
+        #expect(Aggregator.monthly(month: "2026-11", days: [day(1, 1000, 7), day(2, 2000, nil)]).cost == nil)
+        #expect(Aggregator.monthly(month: "2026-11", days: [day(1, 1000, 7), day(2, 0, nil)]).cost == 7)
+    }
+
+    @Test func monthBoundaryIsLocalMidnight() {
+        var calendar = LocalCalendar(timeZone: kolkata)
+        // 2026-11-30T23:30+05:30 is still November locally, though it is 18:00 UTC.
+        let lateNovember = calendar.startOfDay(CivilDate("2026-12-01")!) - 30 * 60_000
+        #expect(Aggregator.monthKey(calendar.date(of: lateNovember)) == "2026-11")
+        #expect(Aggregator.monthKey(calendar.date(of: lateNovember + 31 * 60_000)) == "2026-12")
+    }
+}
+
+@Suite("scheduler decisions")
+struct ScheduleTests {
+    let schedule = Schedule(reconcileAt: (2, 0), dayCloseDelayMinutes: 5, lookbackDays: 3)
+
+    func due(_ now: EpochMillis, done: Set<String> = []) -> [String] {
+        var calendar = LocalCalendar(timeZone: kolkata)
+        return schedule.due(now: now, calendar: &calendar, done: done).map(\.id)
+    }
+
+    @Test func aNightDayCloseThenReconciliation() {
+        let midnight = nov5 // 2026-11-05 00:00 local
+        #expect(!due(midnight - 60_000, done: ["day_close:2026-11-02", "reconcile:2026-11-02", "day_close:2026-11-03", "reconcile:2026-11-03"]).contains("day_close:2026-11-04"))
+        let done: Set<String> = ["day_close:2026-11-02", "reconcile:2026-11-02", "day_close:2026-11-03", "reconcile:2026-11-03"]
+        #expect(due(midnight + 6 * 60_000, done: done) == ["day_close:2026-11-04"])
+        #expect(due(midnight + 2 * hour + 60_000, done: done.union(["day_close:2026-11-04"])) == ["reconcile:2026-11-04"])
+        #expect(due(midnight + 3 * hour, done: done.union(["day_close:2026-11-04", "reconcile:2026-11-04"])).isEmpty)
+    }
+
+    @Test func aWorkerThatWasDownCatchesUpOldestFirst() {
+        let jobs = due(nov5 + 3 * hour)
+        #expect(jobs == ["day_close:2026-11-02", "reconcile:2026-11-02", "day_close:2026-11-03", "reconcile:2026-11-03",
+                         "day_close:2026-11-04", "reconcile:2026-11-04"])
+    }
+}
