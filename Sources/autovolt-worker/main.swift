@@ -51,7 +51,7 @@ func makeLogger(_ config: WorkerConfig) -> Logger {
 }
 
 struct AutoVoltWorker: AsyncParsableCommand {
-    static func main() async {
+    static func start() async {
         // A parent may hand us a blocked SIGTERM/SIGINT (e.g. Foundation.Process on Linux copies
         // the spawning thread's mask); we must still stop when asked.
         var signals = sigset_t()
@@ -208,4 +208,4 @@ struct RebuildLedger: ParsableCommand {
 }
 
 // main.swift's top-level code is the entry point (the CLI spans several files).
-await AutoVoltWorker.main()
+await AutoVoltWorker.start()
