@@ -1,9 +1,92 @@
+import AutoVoltCore
 import AutoVoltMongo
+import Foundation
 import Hummingbird
 import Logging
 
 /// `/api/power-analytics/...` (contract section 7).
+///
+/// Read queries: `GET summary?classroom=&date=`, `GET timeline?classroom=&start=&end=&bucket=`,
+/// `GET device-breakdown?date=&classroom=`, `GET monthly?month=&classroom=`. They answer the same
+/// JSON as the CLI's `--json` (`AnalyticsQueries`); a bad parameter is 400 `{"error": ...}`, a
+/// database failure 503 `{"error": ...}`. MongoDB work runs on the executor's threads, never on
+/// the cooperative pool.
 enum PowerAnalyticsAPI {
+    static let prefix = "/api/power-analytics"
+
     static func register(on router: Router<BasicRequestContext>, executor: MongoExecutor, config: WorkerConfig, logger: Logger) {
+        router.get("\(prefix)/summary") { request, _ -> Response in
+            let q = request.uri.queryParameters
+            return await answer(executor: executor, logger: logger, route: "summary") { () throws(AnalyticsParameterError) in
+                try AnalyticsQueries.summaryParameters(classroom: q["classroom"].map(String.init), date: q["date"].map(String.init))
+            } query: { client, parameters throws(MongoError) in
+                try AnalyticsQueries.summary(client: client, config: config, parameters: parameters)
+            }
+        }
+        router.get("\(prefix)/timeline") { request, _ -> Response in
+            let q = request.uri.queryParameters
+            return await answer(executor: executor, logger: logger, route: "timeline") { () throws(AnalyticsParameterError) in
+                try AnalyticsQueries.timelineParameters(classroom: q["classroom"].map(String.init), start: q["start"].map(String.init),
+                                                        end: q["end"].map(String.init), bucket: q["bucket"].map(String.init),
+                                                        timeZone: config.timeZone)
+            } query: { client, parameters throws(MongoError) in
+                try AnalyticsQueries.timeline(client: client, config: config, parameters: parameters)
+            }
+        }
+        router.get("\(prefix)/device-breakdown") { request, _ -> Response in
+            let q = request.uri.queryParameters
+            return await answer(executor: executor, logger: logger, route: "device-breakdown") { () throws(AnalyticsParameterError) in
+                try AnalyticsQueries.deviceBreakdownParameters(classroom: q["classroom"].map(String.init), date: q["date"].map(String.init))
+            } query: { client, parameters throws(MongoError) in
+                try AnalyticsQueries.deviceBreakdown(client: client, config: config, parameters: parameters)
+            }
+        }
+        router.get("\(prefix)/monthly") { request, _ -> Response in
+            let q = request.uri.queryParameters
+            return await answer(executor: executor, logger: logger, route: "monthly") { () throws(AnalyticsParameterError) in
+                try AnalyticsQueries.monthlyParameters(classroom: q["classroom"].map(String.init), month: q["month"].map(String.init))
+            } query: { client, parameters throws(MongoError) in
+                try AnalyticsQueries.monthly(client: client, config: config, parameters: parameters)
+            }
+        }
+
+        // MARK: Write routes (lead): `GET|POST cost-versions`, `POST recalculate`
+        // Register them here, under `\(prefix)/`, behind the AUTOVOLT_API_TOKEN_FILE bearer token.
+        // `jsonResponse(status:body:)` and `errorResponse(_:_:)` below give the same JSON shapes.
+    }
+
+    /// Parses, runs the query on the executor, and answers its JSON; 400 for bad parameters,
+    /// 503 when MongoDB fails.
+    static func answer<Parameters: Sendable, Result: Encodable & Sendable>(
+        executor: MongoExecutor, logger: Logger, route: String,
+        parse: () throws(AnalyticsParameterError) -> Parameters,
+        query: @escaping @Sendable (MongoClient, Parameters) throws(MongoError) -> Result
+    ) async -> Response {
+        let parameters: Parameters
+        do {
+            parameters = try parse()
+        } catch {
+            return errorResponse(.badRequest, error.message)
+        }
+        do {
+            let result = try await executor.run { client throws(MongoError) -> Result in try query(client, parameters) }
+            return jsonResponse(status: .ok, body: AnalyticsQueries.json(result))
+        } catch let error as MongoError {
+            logger.warning("power-analytics query failed", metadata: ["route": "\(route)", "error": "\(error)"])
+            return errorResponse(.serviceUnavailable, "database unavailable: \(error)")
+        } catch {
+            logger.warning("power-analytics query failed", metadata: ["route": "\(route)", "error": "\(error)"])
+            return errorResponse(.internalServerError, "\(error)")
+        }
+    }
+
+    struct ErrorBody: Encodable { let error: String }
+
+    static func errorResponse(_ status: HTTPResponse.Status, _ message: String) -> Response {
+        jsonResponse(status: status, body: AnalyticsQueries.json(ErrorBody(error: message)))
+    }
+
+    static func jsonResponse(status: HTTPResponse.Status, body: Data) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

@@ -2,6 +2,7 @@ import AutoVoltCore
 import AutoVoltMongo
 import Foundation
 import Logging
+import Metrics
 
 /// The nightly check of one local date (contract section 4, `reconciliation_reports`): per
 /// device, the ledger against the aggregate (exactly, rounding aside), events not in the ledger,
@@ -157,6 +158,10 @@ public struct Reconciler: Sendable {
         ]
         _ = try client.insertMany([document], into: Collections.reconciliationReports, ordered: true, writeConcern: writeConcern)
         log(report)
+        // The last run's findings by kind (0 for kinds it did not find).
+        var byKind: [String: Int] = [:]
+        for f in findings { byKind[f.kind, default: 0] += 1 }
+        for kind in Self.kinds { Gauge(label: "autovolt_reconciliation_findings", dimensions: [("kind", kind)]).record(byKind[kind] ?? 0) }
         return report
     }
 
@@ -180,6 +185,9 @@ public struct Reconciler: Sendable {
     static func document(_ f: Finding) -> BSON {
         ["esp32_name": .string(f.esp32Name), "kind": .string(f.kind), "detail": .string(f.detail)]
     }
+
+    static let kinds = ["aggregate_mismatch", "unprocessed_events", "counter_reset", "glitch", "implausible_power", "long_gap",
+                        "silent_device", "no_tariff", "missing_heartbeat"]
 
     static func wh(_ v: Double) -> String { String(format: "%.3f", v) }
 }
@@ -253,6 +261,7 @@ public final class Scheduler: @unchecked Sendable {
             if let runID { set["run_id"] = .string(runID) }
             _ = try client.updateOne(Self.runsCollection, filter: ["_id": .string(job.id), "owner": .string(owner)],
                                      update: ["$set": .document(set), "$unset": ["lease_until": ""]], upsert: false, writeConcern: writeConcern)
+            Counter(label: "autovolt_scheduler_runs_total", dimensions: [("job", job.kind.rawValue)]).increment()
             ran.append(job)
         }
         return ran
