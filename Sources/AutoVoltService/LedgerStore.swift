@@ -255,7 +255,8 @@ public final class LedgerStore: @unchecked Sendable {
         guard !implausible.isEmpty else { return }
         let operations: [WriteModel] = implausible.map { entry in
             let hours = Double(entry.end - entry.start) / 3_600_000
-            let power = hours > 0 ? Int(entry.deltaWh * Double(entry.parts) / hours) : 0
+            // The interval's average power, written as text: a wild counter can make it astronomically large.
+            let power = hours > 0 ? String(format: "%.0f", entry.deltaWh * Double(entry.parts) / hours) : "unbounded"
             return .updateOne(
                 filter: ["esp32_name": .string(entry.esp32Name), "date": .string(entry.date.description), "kind": "implausible_power"],
                 update: ["$setOnInsert": [

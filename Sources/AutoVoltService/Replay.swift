@@ -26,7 +26,7 @@ public enum Replay {
         var (first, rest) = split(line)
         var receivedAt = now
         if !first.hasPrefix(DeviceTopic.prefix + "/") {
-            if let seconds = Double(first), seconds.isFinite, seconds > 0 {
+            if let seconds = Double(first), seconds.isFinite, seconds > 0, seconds < 1e15 {
                 receivedAt = seconds > ClockPolicy.millisecondsThreshold ? Int64(seconds) : Int64((seconds * 1000).rounded())
             } else if let millis = ISO8601.parseMillis(String(first)) {
                 receivedAt = millis

@@ -304,10 +304,10 @@ public struct WorkerConfig: Sendable {
         let units: [(String, Double)] = [("ms", 1), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)]
         let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
         for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
-            guard let number = Double(trimmed.dropLast(suffix.count)), number.isFinite, number >= 0 else { return nil }
+            guard let number = Double(trimmed.dropLast(suffix.count)), number.isFinite, number >= 0, number * factor < 1e15 else { return nil }
             return Int64(number * factor)
         }
-        guard let seconds = Double(trimmed), seconds.isFinite, seconds >= 0 else { return nil }
+        guard let seconds = Double(trimmed), seconds.isFinite, seconds >= 0, seconds < 1e12 else { return nil }
         return Int64(seconds * 1000)
     }
 
@@ -318,7 +318,8 @@ public struct WorkerConfig: Sendable {
                                         ("GB", 1 << 30), ("K", 1 << 10), ("M", 1 << 20), ("G", 1 << 30)]
         for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
             guard let n = Int64(trimmed.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)) else { return nil }
-            return n * factor
+            let (bytes, overflow) = n.multipliedReportingOverflow(by: factor)
+            return overflow ? nil : bytes
         }
         return Int64(trimmed)
     }

@@ -530,6 +530,112 @@ func runLedger(_ options: Options) throws(UsageError) {
     say("RESULT ledger_readings_per_s=\(Int(Double(count) / best)) entries=\(entries)")
 }
 
+/// Pure-core accounting of one campus day: D devices x N readings (30 s apart, local day in
+/// Asia/Kolkata, a few resets, rollbacks and glitches), ledger entries derived per device with
+/// `LedgerDeriver.derive` (timed separately), then `Aggregator.daily` for every device with a
+/// `TariffBook` of five versions (campus rate, a classroom's own rate, a mid-day campus change
+/// and a correction of it); one thread, best of 3.
+func runAccounting(_ options: Options) throws(UsageError) {
+    let devices = try options.int("devices", 500, min: 1) ?? 500
+    let perDevice = try options.int("readings", 2_880, min: 2) ?? 2_880
+    let zone = TimeZone(identifier: "Asia/Kolkata") ?? .gmt
+    var calendar = LocalCalendar(timeZone: zone)
+    let date = CivilDate(year: 2026, month: 11, day: 5)
+    let dayStart = calendar.startOfDay(date)
+    let hour: Int64 = 3_600_000
+    // Campus 7.00 INR/kWh from a month before; room-0 (10 devices) its own 9.00; the campus rate
+    // changes at 13:00 that day to 7.50, corrected the same afternoon to 7.25 (same start, added later).
+    let tariffs = TariffBook([
+        Tariff(id: "tv-campus-1", costPerKwh: 7.0, currency: "INR", effectiveFrom: dayStart - 30 * 24 * hour, classroom: nil, createdAt: 1),
+        Tariff(id: "tv-room-0", costPerKwh: 9.0, currency: "INR", effectiveFrom: dayStart - 10 * 24 * hour, classroom: "room-0", createdAt: 2),
+        Tariff(id: "tv-campus-2", costPerKwh: 7.5, currency: "INR", effectiveFrom: dayStart + 13 * hour, classroom: nil, createdAt: 3),
+        Tariff(id: "tv-campus-2b", costPerKwh: 7.25, currency: "INR", effectiveFrom: dayStart + 13 * hour, classroom: nil, createdAt: 4),
+        Tariff(id: "tv-future", costPerKwh: 8.0, currency: "INR", effectiveFrom: dayStart + 40 * 24 * hour, classroom: nil, createdAt: 5),
+    ])
+
+    var rng = SplitMix64(state: 11)
+    var fleet: [(DeviceInfo, [LedgerReading])] = []
+    fleet.reserveCapacity(devices)
+    for d in 0..<devices {
+        let device = DeviceInfo(esp32Name: "dev-\(d)", classroom: "room-\(d / 10)")
+        var counter = Double(1000 + rng.below(100_000))
+        var readings: [LedgerReading] = []
+        readings.reserveCapacity(perDevice)
+        for i in 0..<perDevice {
+            counter += Double(rng.below(300)) / 10
+            var value = counter
+            let roll = rng.below(2000)
+            if roll == 0 { counter = Double(rng.below(50)); value = counter }      // reset to zero
+            else if roll == 1 { value = 0 }                                          // glitch
+            else if roll == 2 { counter = max(0, counter - 20); value = counter }   // rollback
+            readings.append(LedgerReading(eventHash: "d\(d)-\(i)", time: dayStart + 15_000 + Int64(i) * 30_000, energyWh: value))
+        }
+        fleet.append((device, readings))
+    }
+    let readingCount = fleet.reduce(0) { $0 + $1.1.count }
+
+    // Ledger entries of the day per device (what the worker stores), derived first.
+    var deriveBest = Double.infinity
+    var perDeviceEntries: [(DeviceInfo, [AggregateEntry], billableWh: Double)] = []
+    for _ in 0..<3 {
+        let t = now()
+        var out: [(DeviceInfo, [LedgerEntry])] = []
+        out.reserveCapacity(devices)
+        for (device, readings) in fleet {
+            var cal = LocalCalendar(timeZone: zone)
+            out.append((device, LedgerDeriver.derive(readings, device: device, calendar: &cal)))
+        }
+        deriveBest = min(deriveBest, now() - t)
+        perDeviceEntries = out.map { device, entries in
+            let day = entries.filter { $0.date == date }
+            return (device, day.map { AggregateEntry(start: $0.start, end: $0.end, deltaWh: $0.deltaWh, billable: $0.billable,
+                                                     confidence: $0.confidence) },
+                    day.filter(\.billable).reduce(0) { $0 + $1.deltaWh })
+        }
+    }
+    let entryCount = perDeviceEntries.reduce(0) { $0 + $1.1.count }
+
+    var best = Double.infinity
+    var figures: [DailyFigures] = []
+    for run in 1...3 {
+        let t = now()
+        var out: [DailyFigures] = []
+        out.reserveCapacity(devices)
+        for (device, entries, _) in perDeviceEntries {
+            var cal = LocalCalendar(timeZone: zone)   // one per device and day, as AggregationStore does
+            out.append(Aggregator.daily(date: date, esp32Name: device.esp32Name, classroom: device.classroom, entries: entries,
+                                        tariffs: tariffs, calendar: &cal))
+        }
+        let elapsed = now() - t
+        best = min(best, elapsed)
+        figures = out
+        say("accounting: run \(run): Aggregator.daily x \(devices) devices: \(String(format: "%.1f", elapsed * 1000)) ms")
+    }
+    // Sanity: the day's energy is the billable ledger energy, every device priced, the mid-day split seen.
+    for (f, (_, _, billable)) in zip(figures, perDeviceEntries) where abs(f.energyWh - billable) > 1e-6 * max(1, billable) {
+        die("accounting: \(f.esp32Name): aggregate \(f.energyWh) Wh, ledger \(billable) Wh")
+    }
+    guard figures.allSatisfy({ $0.cost != nil }) else { die("accounting: a device has no cost") }
+    let split = figures.filter { $0.costVersionIDs.count > 1 }.count
+    let energy = figures.reduce(0) { $0 + $1.energyWh }
+    let cost = figures.reduce(0) { $0 + ($1.cost ?? 0) }
+    let monthT = now()
+    let month = Aggregator.monthly(month: Aggregator.monthKey(date), days: figures)
+    let monthMs = (now() - monthT) * 1000
+
+    say("accounting: \(devices) devices x \(perDevice) readings = \(formatRate(Double(readingCount))) readings, "
+        + "\(formatRate(Double(entryCount))) ledger entries of \(date) (Asia/Kolkata)")
+    say("accounting: LedgerDeriver.derive (not part of the goal): \(String(format: "%.1f", deriveBest * 1000)) ms, "
+        + "\(formatRate(Double(readingCount) / deriveBest)) readings/s, best of 3")
+    say("accounting: Aggregator.daily for all \(devices) devices: \(String(format: "%.1f", best * 1000)) ms best of 3, "
+        + "\(String(format: "%.0f", best / Double(max(entryCount, 1)) * 1e9)) ns/entry (goal < 200 ms: \(best < 0.2 ? "met" : "NOT met"))")
+    say("accounting: campus day \(String(format: "%.3f", energy / 1000)) kWh, \(String(format: "%.2f", cost)) INR; "
+        + "\(split) devices priced by two versions (the 13:00 change); month sum \(String(format: "%.3f", month.energyWh / 1000)) kWh "
+        + "in \(String(format: "%.2f", monthMs)) ms")
+    say("RESULT accounting_daily_ms=\(String(format: "%.3f", best * 1000)) accounting_ns_per_entry=\(Int((best / Double(max(entryCount, 1)) * 1e9).rounded())) "
+        + "derive_ms=\(String(format: "%.3f", deriveBest * 1000)) entries=\(entryCount) devices=\(devices)")
+}
+
 let arguments = CommandLine.arguments
 guard arguments.count >= 2 else { die(usage, code: 64) }
 let rest = arguments.dropFirst(2)
@@ -541,6 +647,8 @@ do throws(UsageError) {
         try runJournal(Options(rest, allowed: ["messages", "full-messages"]))
     case "ledger":
         try runLedger(Options(rest, allowed: ["readings", "devices"]))
+    case "accounting":
+        try runAccounting(Options(rest, allowed: ["devices", "readings"]))
     case "publish":
         try runPublish(Options(rest, allowed: ["port", "host", "messages", "devices", "rate", "qos", "prefix", "start-energy",
                                                "interval", "inflight", "timeout", "client-id", "username", "password-file"]))

@@ -109,6 +109,12 @@ struct LedgerRuleTests {
         #expect(billable(e) == 1)
     }
 
+    @Test func anAstronomicalJumpIsNotBilledAndDoesNotTrap() {
+        let e = derive([r(0, 1000), r(30, 1e300), r(60, 1e300 + 1)])
+        #expect(!e[0].billable && e[0].reasons.contains(.implausiblePower))
+        #expect(derive([r(0, 1000), r(0, 2000)]).allSatisfy { !$0.billable || $0.deltaWh == 0 })
+    }
+
     @Test func counterStuckWhilePowerIsReported() {
         let e = derive([r(0, 1000, power: 400), r(600, 1000, power: 400)])
         #expect(e[0].reasons.contains(.counterStuckWithPower))

@@ -80,6 +80,9 @@ struct ConfigTests {
         (["AUTOVOLT_LOG_FORMAT": "xml"], "AUTOVOLT_LOG_FORMAT"),
         (["AUTOVOLT_JOURNAL_MAX_BYTES": "12"], "AUTOVOLT_JOURNAL_MAX_BYTES"),
         (["AUTOVOLT_JOURNAL_SYNC": "sometimes"], "AUTOVOLT_JOURNAL_SYNC"),
+        (["AUTOVOLT_MAX_CLOCK_LAG": "1e300d"], "AUTOVOLT_MAX_CLOCK_LAG"),
+        (["AUTOVOLT_JOURNAL_MAX_BYTES": "9999999999999G"], "AUTOVOLT_JOURNAL_MAX_BYTES"),
+        (["AUTOVOLT_DIP_TIMEOUT": "0s"], "AUTOVOLT_DIP_TIMEOUT"),
     ])
     func badValuesNameTheirVariable(values: [String: String], variable: String) {
         let error = configError(values, files: ["/bad.toml": "[[device]]\nesp32_name = 3\n"])
