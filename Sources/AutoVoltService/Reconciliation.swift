@@ -234,7 +234,12 @@ public final class Scheduler: @unchecked Sendable {
     @discardableResult
     public func tick(now: EpochMillis) throws(MongoError) -> [ScheduledJob] {
         var calendar = LocalCalendar(timeZone: timeZone)
-        let candidates = schedule.due(now: now, calendar: &calendar, done: [])
+        // Days before the first reading this database ever received are not caught up: a new
+        // installation would otherwise report a week of "silent" devices it never listened to.
+        guard let first = try client.findOne(Collections.telemetryEvents, filter: [:], sort: ["received_at": 1],
+                                             projection: ["received_at": 1])?["received_at"]?.dateValue else { return [] }
+        let firstDate = calendar.date(of: LedgerStore.millis(first))
+        let candidates = schedule.due(now: now, calendar: &calendar, done: []).filter { $0.date >= firstDate }
         guard !candidates.isEmpty else { return [] }
         let done = Set(try client.find(Self.runsCollection, filter: ["_id": ["$in": .array(candidates.map { .string($0.id) })], "status": "done"],
                                        projection: ["_id": 1]).compactMap { $0["_id"]?.stringValue })

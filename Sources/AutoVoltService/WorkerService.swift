@@ -44,16 +44,26 @@ public final class WorkerService: Service, @unchecked Sendable {
             "state_dir": "\(config.stateDirectory)", "devices": "\(config.devices.devices.count)",
         ])
 
+        let httpFailure = FailureBox()
         try await withThrowingTaskGroup(of: Void.self) { group in
             if let (host, port) = config.httpAddress {
                 let app = HTTPServer.application(host: host, port: port, engine: engine, executor: executor,
                                                  registry: registry, logger: logger)
-                group.addTask { try await app.runService() }
+                let logger = logger
+                group.addTask {
+                    do {
+                        try await app.runService()
+                    } catch {
+                        // e.g. the port is taken: an operator must hear of it, not find it out later.
+                        logger.critical("HTTP server on \(host):\(port) failed: \(error)")
+                        httpFailure.set("HTTP server on \(host):\(port) failed: \(error)")
+                    }
+                }
             }
             notifier.ready(status: "ingesting")
             // Watchdog pings only while the drain thread is alive and looping.
             var lastPing = ContinuousClock.now
-            while !Task.isShuttingDownGracefully, !Task.isCancelled, engine.fatal == nil {
+            while !Task.isShuttingDownGracefully, !Task.isCancelled, engine.fatal == nil, httpFailure.message == nil {
                 try? await Task.sleep(for: .milliseconds(200))
                 if let interval = notifier.watchdogInterval, ContinuousClock.now - lastPing >= interval {
                     let loopAge = IngestEngine.nowMillis() - engine.status.drainLoopAt
@@ -72,6 +82,7 @@ public final class WorkerService: Service, @unchecked Sendable {
         }
         await executor.shutdown()
         if let fatal = engine.fatal { throw fatal }
+        if let message = httpFailure.message { throw WorkerFailure(message: message) }
         logger.info("autovolt-worker stopped", metadata: ["journal_pending": "\(engine.status.journalPending)"])
     }
 }
@@ -93,4 +104,16 @@ func onThread(_ body: @escaping @Sendable () -> Void) async {
             continuation.resume()
         }
     }
+}
+
+public struct WorkerFailure: Error, CustomStringConvertible {
+    public let message: String
+    public var description: String { message }
+}
+
+final class FailureBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: String?
+    func set(_ message: String) { lock.withLock { stored = message } }
+    var message: String? { lock.withLock { stored } }
 }
