@@ -133,6 +133,27 @@ class StandaloneTests(unittest.TestCase):
         self.assertEqual(self.client.admin.command('ping')['ok'], 1.0)
         self.assertEqual(self.client.server_info()['versionArray'][0], 5)
 
+    def test_compound_index_prefix_equality_is_exact(self):
+        # The prefix map answers equality on a compound index's first field; results must be
+        # exactly what a scan gives, through inserts, updates and deletes.
+        coll = self.db().events
+        coll.create_index([('device', 1), ('ts', 1)])
+        coll.insert_many([{'_id': i, 'device': 'd%d' % (i % 5), 'ts': i, 'processed': i % 2 == 0} for i in range(500)])
+        def ids(q):
+            return sorted(d['_id'] for d in coll.find(q))
+        self.assertEqual(ids({'device': 'd1'}), list(range(1, 500, 5)))
+        self.assertEqual(ids({'device': 'd1', 'processed': False}), list(range(1, 500, 10)))
+        self.assertEqual(ids({'device': 'd1', 'ts': {'$gte': 480}}), [481, 486, 491, 496])
+        coll.update_one({'_id': 1}, {'$set': {'device': 'd2'}})
+        coll.delete_one({'_id': 6})
+        self.assertEqual(ids({'device': 'd1'})[:2], [11, 16])
+        self.assertIn(1, ids({'device': 'd2'}))
+        self.assertEqual(ids({'device': {'$in': ['d3', 'd4']}}), sorted(list(range(3, 500, 5)) + list(range(4, 500, 5))))
+        start = time.time()
+        for _ in range(200):
+            coll.find_one({'device': 'd3', 'processed': False})
+        self.assertLess(time.time() - start, 5)
+
     def test_unknown_command(self):
         with self.assertRaises(errors.OperationFailure) as cm:
             self.db().command('frobnicate', 1)
