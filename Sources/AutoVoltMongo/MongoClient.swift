@@ -145,7 +145,9 @@ public enum MongoLog {
         let lock = NSLock()
         var handler: Handler = { level, domain, message in
             guard level <= .warning else { return }
-            FileHandle.standardError.write(Data("libmongoc \(level) [\(domain)]: \(message)\n".utf8))
+            // write(2), not FileHandle.write, which traps when stderr is a closed pipe.
+            var line = "libmongoc \(level) [\(domain)]: \(message)\n"
+            line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
         }
     }
     private static let box = Box()

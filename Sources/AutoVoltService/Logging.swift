@@ -35,9 +35,7 @@ public struct WorkerLogHandler: LogHandler {
             let fields = all.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.quote("\($0.value)"))" }.joined(separator: " ")
             line = "\(Self.timestamp()) \(level.rawValue.uppercased()) \(message)\(fields.isEmpty ? "" : " " + fields)"
         }
-        Self.lock.withLock {
-            FileHandle.standardError.write(Data((line + "\n").utf8))
-        }
+        Self.lock.withLock { StandardStreams.err(line + "\n") }
     }
 
     static func quote(_ value: String) -> String {

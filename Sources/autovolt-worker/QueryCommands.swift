@@ -36,7 +36,7 @@ private func runQuery<T>(_ config: WorkerConfig, _ command: String, _ body: (Mon
 }
 
 private func printQueryJSON<T: Encodable>(_ value: T) {
-    FileHandle.standardOutput.write(AnalyticsQueries.json(value, pretty: true) + Data("\n".utf8))
+    StandardStreams.out(AnalyticsQueries.json(value, pretty: true) + Data("\n".utf8))
 }
 
 struct Summary: ParsableCommand {

@@ -15,7 +15,7 @@ enum Exit {
 }
 
 func fail(_ message: String, _ code: ExitCode) -> ExitCode {
-    FileHandle.standardError.write(Data("autovolt-worker: \(message)\n".utf8))
+    StandardStreams.err("autovolt-worker: \(message)\n")
     return code
 }
 
@@ -59,6 +59,8 @@ struct AutoVoltWorker: AsyncParsableCommand {
         sigaddset(&signals, SIGTERM)
         sigaddset(&signals, SIGINT)
         pthread_sigmask(SIG_UNBLOCK, &signals, nil)
+        // Output piped into `head` and closed early must not kill us: writes then just fail.
+        signal(SIGPIPE, SIG_IGN)
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? AsyncParsableCommand {

@@ -80,5 +80,15 @@ struct AccountingHTTPTests {
         #expect(recalc.status == 0 && recalc.stdout.contains("0 aggregates changed"), "\(recalc.stdout)\(recalc.stderr)")
         let reconcile = try WorkerProcess.runToCompletion(["reconcile", "--date", "2026-11-05"], environment: rig.environment)
         #expect(reconcile.status == 0 && reconcile.stdout.contains("reconciliation of 2026-11-05"), "\(reconcile.stderr)")
+        // Output into a pipe that is already closed (`... | head -0`) must not crash the command.
+        let process = unmaskedProcess(WorkerProcess.executable.path, ["cost-versions", "list", "--json"])
+        process.environment = rig.environment
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try pipe.fileHandleForReading.close()
+        try process.run()
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0)
     }
 }
