@@ -64,11 +64,15 @@ public enum Aggregator {
             confidence[entry.confidence, default: 0] += 1
             guard entry.billable else { continue }
             energy += entry.deltaWh
-            let price = tariffs.price(energyWh: entry.deltaWh, classroom: classroom, start: entry.start, end: entry.end)
-            cost += price.cost ?? 0
-            unpriced += price.unpricedWh
-            currency = currency ?? price.currency
-            for id in price.versionIDs where !ids.contains(id) { ids.append(id) }
+            tariffs.forEachPiece(energyWh: entry.deltaWh, classroom: classroom, start: entry.start, end: entry.end) { tariff, share in
+                guard let tariff else {
+                    unpriced += share
+                    return
+                }
+                cost += share / 1000 * tariff.costPerKwh
+                if currency == nil { currency = tariff.currency }
+                if ids.last != tariff.id && !ids.contains(tariff.id) { ids.append(tariff.id) }
+            }
         }
         let dayLength = Double(max(dayEnd - dayStart, 1))
         return DailyFigures(

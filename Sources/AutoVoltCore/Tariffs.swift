@@ -27,6 +27,11 @@ public struct TariffBook: Sendable {
     /// Per scope (classroom, or nil for global): versions by effective time; among versions with
     /// the same effective time the one created last wins.
     private let byScope: [String?: [Tariff]]
+    /// Instants where the tariff may change, per classroom with its own versions (its and the
+    /// global ones), and for every other classroom; sorted, precomputed so pricing an entry
+    /// allocates nothing.
+    private let changeTimes: [String: [EpochMillis]]
+    private let globalChangeTimes: [EpochMillis]
 
     public init(_ versions: [Tariff]) {
         var scopes: [String?: [Tariff]] = [:]
@@ -34,6 +39,13 @@ public struct TariffBook: Sendable {
         byScope = scopes.mapValues { list in
             list.sorted { ($0.effectiveFrom, $0.createdAt, $0.id) < ($1.effectiveFrom, $1.createdAt, $1.id) }
         }
+        let global = Array(Set((scopes[nil] ?? []).map(\.effectiveFrom))).sorted()
+        globalChangeTimes = global
+        var perClassroom: [String: [EpochMillis]] = [:]
+        for case let (classroom?, list) in scopes {
+            perClassroom[classroom] = Array(Set(list.map(\.effectiveFrom) + global)).sorted()
+        }
+        changeTimes = perClassroom
     }
 
     /// A classroom's own tariff in force beats the global one.
@@ -51,11 +63,36 @@ public struct TariffBook: Sendable {
         return low > 0 ? list[low - 1] : nil
     }
 
-    /// Instants in (start, end) where the tariff for `classroom` may change.
-    func changes(classroom: String, in start: EpochMillis, _ end: EpochMillis) -> [EpochMillis] {
-        let times = ((byScope[classroom] ?? []) + (byScope[nil] ?? [])).map(\.effectiveFrom).filter { $0 > start && $0 < end }
-        return Array(Set(times)).sorted()
+    /// Calls `body` with each piece of [start, end) that has one tariff (nil: none in force) and
+    /// the share of `energyWh` used in it, in proportion to time. No allocation when no tariff
+    /// changes inside the interval (the common case).
+    @inlinable
+    public func forEachPiece(energyWh: Double, classroom: String, start: EpochMillis, end: EpochMillis,
+                             _ body: (Tariff?, Double) -> Void) {
+        let times = changeTimesFor(classroom)
+        // First change strictly after start.
+        var low = 0, high = times.count
+        while low < high {
+            let mid = (low + high) / 2
+            if times[mid] <= start { low = mid + 1 } else { high = mid }
+        }
+        if low == times.count || times[low] >= end || end <= start {
+            body(tariff(classroom: classroom, at: start), energyWh)
+            return
+        }
+        let duration = Double(end - start)
+        var from = start
+        var index = low
+        while from < end {
+            let to = index < times.count ? min(times[index], end) : end
+            body(tariff(classroom: classroom, at: from), energyWh * Double(to - from) / duration)
+            from = to
+            index += 1
+        }
     }
+
+    @usableFromInline
+    func changeTimesFor(_ classroom: String) -> [EpochMillis] { changeTimes[classroom] ?? globalChangeTimes }
 
     public struct Price: Sendable, Equatable {
         /// nil when some of the energy has no tariff.
@@ -72,14 +109,10 @@ public struct TariffBook: Sendable {
         var unpriced = 0.0
         var currency: String?
         var ids: [String] = []
-        var cuts = [start] + changes(classroom: classroom, in: start, end) + [end]
-        if end <= start { cuts = [start, start] }
-        let duration = Double(max(end - start, 1))
-        for (from, to) in zip(cuts, cuts.dropFirst()) {
-            let share = end > start ? energyWh * Double(to - from) / duration : energyWh
-            guard let tariff = tariff(classroom: classroom, at: from) else {
+        forEachPiece(energyWh: energyWh, classroom: classroom, start: start, end: end) { tariff, share in
+            guard let tariff else {
                 unpriced += share
-                continue
+                return
             }
             cost += share / 1000 * tariff.costPerKwh
             currency = currency ?? tariff.currency
