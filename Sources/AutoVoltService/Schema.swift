@@ -10,6 +10,8 @@ public enum Schema {
             IndexModel(keys: ["received_at": 1], name: "received_at_ttl", expireAfterSeconds: 730 * day),
             IndexModel(keys: ["esp32_name": 1, "device_ts": 1], name: "esp32_name_device_ts"),
             IndexModel(keys: ["processed": 1, "received_at": 1], name: "processed_received_at"),
+            // The nightly reconciliation reads one local day of events by device time.
+            IndexModel(keys: ["device_ts": 1], name: "device_ts"),
         ],
         Collections.rejectedMessages: [
             IndexModel(keys: ["received_at": 1], name: "received_at_ttl", expireAfterSeconds: 30 * day),
@@ -21,6 +23,8 @@ public enum Schema {
         Collections.ledgers: [
             IndexModel(keys: ["esp32_name": 1, "start_ts": 1], name: "esp32_name_start_ts"),
             IndexModel(keys: ["esp32_name": 1, "end_ts": 1], name: "esp32_name_end_ts"),
+            // A device's entries of one local day (aggregation).
+            IndexModel(keys: ["esp32_name": 1, "date": 1], name: "esp32_name_date"),
             IndexModel(keys: ["date": 1, "classroom": 1], name: "date_classroom"),
         ],
         Collections.dailyAggregates: [
