@@ -32,7 +32,9 @@ struct ConfigOptions: ParsableArguments {
     }
 }
 
-func makeLogger(_ config: WorkerConfig) -> Logger {
+/// `service`: the long-running worker logs libmongoc's warnings; a one-shot command keeps them
+/// at debug level, so a failure ends in exactly one line on stderr (its own error).
+func makeLogger(_ config: WorkerConfig, service: Bool = false) -> Logger {
     let level = config.logLevel
     let json = config.logFormat == .json
     LoggingSystem.bootstrap { label in WorkerLogHandler(label: label, level: level, json: json) }
@@ -40,8 +42,8 @@ func makeLogger(_ config: WorkerConfig) -> Logger {
     // libmongoc's own diagnostics go through the same log, with its domain.
     MongoLog.setHandler { mongoLevel, domain, message in
         let mapped: Logger.Level = switch mongoLevel {
-        case .error, .critical: .error
-        case .warning: .warning
+        case .error, .critical: service ? .error : .debug
+        case .warning: service ? .warning : .debug
         case .message, .info: .debug
         case .debug, .trace: .trace
         }
@@ -96,7 +98,7 @@ struct Run: AsyncParsableCommand {
             for warning in config.warnings { print("warning: \(warning)") }
             return
         }
-        let logger = makeLogger(config)
+        let logger = makeLogger(config, service: true)
         for warning in config.warnings { logger.warning("\(warning)") }
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
