@@ -285,6 +285,8 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
 
     /// Advances the ledger of every device with unprocessed events (or a dip waiting to settle).
     /// Separate from the drain so a slow derivation never holds back ingestion.
+    static let ledgerBatchSize = 100
+
     private func ledgerLoop() {
         var backoff = 0.2
         while !stateLock.withLock({ stopRequested }) {
@@ -316,9 +318,12 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 if !devices.isEmpty {
                     stateLock.withLock { ledgerBusy = true }
                     defer { stateLock.withLock { ledgerBusy = false } }
-                    for device in devices {
+                    // In batches: a batch costs the database the same few round trips as one device.
+                    for start in stride(from: 0, to: devices.count, by: Self.ledgerBatchSize) {
                         if stateLock.withLock({ stopRequested }) { break }
-                        if case .done = try store.advance(device, now: Self.nowMillis()) { progressed = true }
+                        let batch = Array(devices[start..<min(start + Self.ledgerBatchSize, devices.count)])
+                        let results = try store.advance(batch, now: Self.nowMillis())
+                        if results.values.contains(where: { if case .done = $0 { true } else { false } }) { progressed = true }
                     }
                     metrics.recordLedger(store.snapshot)
                 }

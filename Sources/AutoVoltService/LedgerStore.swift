@@ -81,14 +81,27 @@ public final class LedgerStore: @unchecked Sendable {
     /// Brings one device's ledger up to date with its stored events.
     @discardableResult
     public func advance(_ name: String, now: EpochMillis) throws(MongoError) -> StepResult {
-        guard try acquireLease(name, now: now) else { return .busy }
+        try advance([name], now: now)[name] ?? .busy
+    }
+
+    /// Brings several devices' ledgers up to date in one batch: the same few round trips to the
+    /// database whether it carries one device or a hundred (docs/ledger.md, "Live derivation").
+    /// A device held by another worker is `.busy` and left to it.
+    @discardableResult
+    public func advance(_ names: [String], now: EpochMillis) throws(MongoError) -> [String: StepResult] {
+        var seen = Set<String>()
+        let names = names.filter { seen.insert($0).inserted }
+        var results = Dictionary(uniqueKeysWithValues: names.map { ($0, StepResult.busy) })
+        let held = try acquireLeases(names, now: now)
+        guard !held.isEmpty else { return results }
         do {
-            let result = try derive(name, now: now, rebuild: false, rebuildRange: nil)
-            try releaseLease(name, pendingDipUntil: result.pendingDipUntil)
-            return .done(newEvents: result.newEvents)
+            let outcome = try derive(held, now: now, rebuildRange: nil, rebuild: false)
+            try releaseLeases(held, tails: outcome.tails, pendingDips: outcome.pendingDips)
+            for state in held { results[state.name] = .done(newEvents: outcome.newEvents[state.name] ?? 0) }
+            return results
         } catch {
             lock.withLock { counters.errors += 1 }
-            try? releaseLease(name, pendingDipUntil: nil)
+            try? releaseLeases(held, tails: [:], pendingDips: [:])
             throw error
         }
     }
@@ -97,105 +110,162 @@ public final class LedgerStore: @unchecked Sendable {
     /// only entries of those local dates are replaced.
     public func rebuild(_ name: String, dates: ClosedRange<CivilDate>?, now: EpochMillis) throws(MongoError) -> (inserted: Int, superseded: Int) {
         var attempts = 0
-        while try !acquireLease(name, now: now) {
+        var held = try acquireLeases([name], now: now)
+        while held.isEmpty {
             attempts += 1
             if attempts > 100 {
                 throw MongoError(kind: .server(code: 0), code: 0, domain: 0, message: "device \(name) is held by another worker")
             }
             Thread.sleep(forTimeInterval: 0.1)
+            held = try acquireLeases([name], now: now)
         }
         do {
-            let result = try derive(name, now: now, rebuild: true, rebuildRange: dates)
-            try releaseLease(name, pendingDipUntil: result.pendingDipUntil)
-            return (result.inserted, result.superseded)
+            let outcome = try derive(held, now: now, rebuildRange: dates, rebuild: true)
+            try releaseLeases(held, tails: outcome.tails, pendingDips: outcome.pendingDips)
+            return (outcome.inserted, outcome.superseded)
         } catch {
-            try? releaseLease(name, pendingDipUntil: nil)
+            try? releaseLeases(held, tails: [:], pendingDips: [:])
             throw error
         }
     }
 
-    struct DeriveResult {
-        var newEvents = 0
-        var inserted = 0
-        var superseded = 0
-        var pendingDipUntil: EpochMillis?
+    /// What a step leaves in the device's state document for the next one: its last live
+    /// interval (nil when it has none yet).
+    struct Tail {
+        var last: LedgerWindow.Interval?
     }
 
-    private func derive(_ name: String, now: EpochMillis, rebuild: Bool, rebuildRange: ClosedRange<CivilDate>?) throws(MongoError) -> DeriveResult {
-        let device = registry.resolve(name)
-        let unprocessed = try client.find(Collections.telemetryEvents, filter: ["esp32_name": .string(name), "processed": false],
-                                          projection: ["device_ts": 1, "received_at": 1])
-        let newIDs = unprocessed.compactMap { $0["_id"] }
-        let newTimes = unprocessed.compactMap { $0["device_ts"]?.dateValue.map(Self.millis) }
+    struct DeriveOutcome {
+        var newEvents: [String: Int] = [:]
+        var inserted = 0
+        var superseded = 0
+        /// Per device: the tail to record, or none when the step cannot vouch for it.
+        var tails: [String: Tail] = [:]
+        /// Per device: when its trailing dip settles, if it has one.
+        var pendingDips: [String: EpochMillis] = [:]
+    }
 
-        // Where to start again: the whole history for a rebuild, else LedgerWindow's restart point.
+    /// One device of a batch: what it has that is new and where its derivation starts again.
+    private struct Plan {
+        var state: HeldState
+        var device: DeviceInfo
+        var newIDs: [BSON] = []
+        /// nil: derive from the device's first reading.
         var restart: EpochMillis?
-        if !rebuild {
-            guard let earliest = newTimes.min() else {
-                // Nothing new: only a pending dip may need settling.
-                return try deriveWindow(name, device: device, restart: try lastIntervalStart(name), now: now, rebuildRange: nil, newIDs: [])
-            }
-            let nearby = try liveEntries(name, filter: ["end_ts": ["$gte": .millis(earliest)]], sort: ["start_ts": 1], limit: 64)
-            let before = try liveEntries(name, filter: ["end_ts": ["$lt": .millis(earliest)]], sort: ["start_ts": -1], limit: 8)
-            // nil when no live interval ends before the new readings: derive from the first reading.
-            restart = LedgerWindow.restartPoint(intervals: LedgerWindow.intervals(of: before + nearby), earliestNewReading: earliest)
+    }
+
+    private func derive(_ held: [HeldState], now: EpochMillis, rebuildRange: ClosedRange<CivilDate>?,
+                        rebuild: Bool) throws(MongoError) -> DeriveOutcome {
+        let names = held.map(\.name)
+        let unprocessed = try client.find(Collections.telemetryEvents,
+                                          filter: ["esp32_name": Self.oneOf(names), "processed": false],
+                                          projection: ["esp32_name": 1, "device_ts": 1, "received_at": 1])
+        var newByDevice: [String: [BSONDocument]] = [:]
+        for doc in unprocessed {
+            if let name = doc["esp32_name"]?.stringValue { newByDevice[name, default: []].append(doc) }
         }
-        var result = try deriveWindow(name, device: device, restart: restart, now: now, rebuildRange: rebuildRange, newIDs: newIDs)
-        result.newEvents = newIDs.count
         if let oldest = unprocessed.compactMap({ $0["received_at"]?.dateValue.map(Self.millis) }).min() {
             lock.withLock { counters.lastLagMillis = max(0, now - oldest) }
         }
-        return result
-    }
 
-    private func lastIntervalStart(_ name: String) throws(MongoError) -> EpochMillis? {
-        let last = try liveEntries(name, filter: [:], sort: ["start_ts": -1], limit: 8)
-        let intervals = LedgerWindow.intervals(of: last)
-        return intervals.last?.start
-    }
+        // Where each device starts again: the whole history for a rebuild; else the start of the
+        // interval before the first one the new readings touch (LedgerWindow). The common case,
+        // readings after everything derived so far, is answered by the tail the last step
+        // recorded; anything else (late data, an interrupted step) asks the ledger.
+        var plans: [Plan] = []
+        for state in held {
+            var plan = Plan(state: state, device: registry.resolve(state.name))
+            let docs = newByDevice[state.name] ?? []
+            plan.newIDs = docs.compactMap { $0["_id"] }
+            if !rebuild {
+                let earliest = docs.compactMap { $0["device_ts"]?.dateValue.map(Self.millis) }.min()
+                if let tail = state.trustedTail, earliest.map({ $0 > (tail.last?.end ?? .min) }) ?? true {
+                    plan.restart = tail.last?.start
+                } else if let earliest {
+                    let nearby = try liveEntries([(state.name, nil)], extra: ["end_ts": ["$gte": .millis(earliest)]], sort: ["start_ts": 1], limit: 64)
+                    let before = try liveEntries([(state.name, nil)], extra: ["end_ts": ["$lt": .millis(earliest)]], sort: ["start_ts": -1], limit: 8)
+                    plan.restart = LedgerWindow.restartPoint(intervals: LedgerWindow.intervals(of: before + nearby), earliestNewReading: earliest)
+                } else {
+                    // Nothing new: only a pending dip may need settling.
+                    plan.restart = LedgerWindow.intervals(of: try liveEntries([(state.name, nil)], extra: [:], sort: ["start_ts": -1], limit: 8)).last?.start
+                }
+            }
+            plans.append(plan)
+        }
 
-    private func deriveWindow(_ name: String, device: DeviceInfo, restart: EpochMillis?, now: EpochMillis,
-                              rebuildRange: ClosedRange<CivilDate>?, newIDs: [BSON]) throws(MongoError) -> DeriveResult {
-        var eventFilter: BSONDocument = ["esp32_name": .string(name)]
-        if let restart { eventFilter["device_ts"] = ["$gte": .millis(restart)] }
-        let events = try client.find(Collections.telemetryEvents, filter: eventFilter, sort: ["device_ts": 1, "_id": 1],
-                                     projection: ["event_hash": 1, "device_ts": 1, "energy_wh_total": 1, "boot_id": 1,
+        // The readings from each restart point, and the live entries they may replace: one query each.
+        let events = try client.find(Collections.telemetryEvents,
+                                     filter: ["$or": .array(plans.map { plan in
+                                         var clause: BSONDocument = ["esp32_name": .string(plan.state.name)]
+                                         if let restart = plan.restart { clause["device_ts"] = ["$gte": .millis(restart)] }
+                                         return .document(clause)
+                                     })],
+                                     sort: ["esp32_name": 1, "device_ts": 1, "_id": 1],
+                                     projection: ["esp32_name": 1, "event_hash": 1, "device_ts": 1, "energy_wh_total": 1, "boot_id": 1,
                                                   "seq": 1, "clock": 1, "power_w": 1])
-        var readings: [LedgerReading] = []
-        readings.reserveCapacity(events.count)
+        var readingsByDevice: [String: [LedgerReading]] = [:]
         for event in events {
-            guard let hash = event["event_hash"]?.stringValue, let time = event["device_ts"]?.dateValue.map(Self.millis),
-                  let energy = event["energy_wh_total"]?.doubleValue else { continue }
+            guard let name = event["esp32_name"]?.stringValue, let hash = event["event_hash"]?.stringValue,
+                  let time = event["device_ts"]?.dateValue.map(Self.millis), let energy = event["energy_wh_total"]?.doubleValue else { continue }
             // Two readings at the same instant (only possible with receiver clocks): keep the first.
-            if let last = readings.last, last.time == time { continue }
-            readings.append(LedgerReading(
+            if let last = readingsByDevice[name]?.last, last.time == time { continue }
+            readingsByDevice[name, default: []].append(LedgerReading(
                 eventHash: hash, time: time, energyWh: energy, bootID: event["boot_id"]?.stringValue,
                 seq: event["seq"]?.int64Value, clock: event["clock"]?.stringValue == "receiver" ? .receiver : .device,
                 powerW: event["power_w"]?.doubleValue))
         }
-        var calendar = LocalCalendar(timeZone: timeZone)
-        var derived = LedgerDeriver.derive(readings, device: device, calendar: &calendar, policy: policy, now: now)
-        var settledCalendar = LocalCalendar(timeZone: timeZone)
-        let settled = LedgerDeriver.derive(readings, device: device, calendar: &settledCalendar, policy: policy, now: .max)
-        let pendingDipUntil = settled.count != derived.count ? (readings.last?.time).map { $0 + policy.pendingDipTimeoutMillis } : nil
-
-        var oldFilter: BSONDocument = [:]
-        if let restart { oldFilter["start_ts"] = ["$gte": .millis(restart)] }
-        var old = try liveEntries(name, filter: oldFilter, sort: nil, limit: nil)
-        if let range = rebuildRange {
-            derived = derived.filter { range.contains($0.date) }
-            old = old.filter { CivilDate($0.dateText).map(range.contains) ?? false }
+        var oldByDevice: [String: [LiveEntry]] = [:]
+        for entry in try liveEntries(plans.map { ($0.state.name, $0.restart) }, extra: [:], sort: nil, limit: nil) {
+            oldByDevice[entry.esp32Name, default: []].append(entry)
         }
-        let oldIDs = Set(old.map(\.id))
-        let newByID = Dictionary(derived.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-        let toInsert = derived.filter { !oldIDs.contains($0.id) }
-        let toSupersede = old.filter { newByID[$0.id] == nil }
 
-        var result = DeriveResult(pendingDipUntil: pendingDipUntil)
+        var outcome = DeriveOutcome()
+        var toInsert: [LedgerEntry] = []
+        var toSupersede: [(entry: LiveEntry, replacement: String)] = []
+        var dirty: [String: (name: String, date: String, classroom: String)] = [:]
+        for plan in plans {
+            let name = plan.state.name
+            let readings = readingsByDevice[name] ?? []
+            var calendar = LocalCalendar(timeZone: timeZone)
+            var derived = LedgerDeriver.derive(readings, device: plan.device, calendar: &calendar, policy: policy, now: now)
+            var settledCalendar = LocalCalendar(timeZone: timeZone)
+            let settled = LedgerDeriver.derive(readings, device: plan.device, calendar: &settledCalendar, policy: policy, now: .max)
+            let pendingDipUntil = settled.count != derived.count ? (readings.last?.time).map { $0 + policy.pendingDipTimeoutMillis } : nil
+
+            var old = oldByDevice[name] ?? []
+            if let range = rebuildRange {
+                derived = derived.filter { range.contains($0.date) }
+                old = old.filter { CivilDate($0.dateText).map(range.contains) ?? false }
+            }
+            // The tail is known when the derivation reached the end of the device's ledger:
+            // always, except for a rebuild of some dates, or when everything after the restart
+            // point went away (the live entries before it are then not looked at).
+            if rebuildRange == nil && (!derived.isEmpty || plan.restart == nil) {
+                outcome.tails[name] = Tail(last: LedgerWindow.intervals(of: derived).last)
+            }
+            if let pendingDipUntil { outcome.pendingDips[name] = pendingDipUntil }
+
+            let oldIDs = Set(old.map(\.id))
+            let newByID = Dictionary(derived.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+            let inserting = derived.filter { !oldIDs.contains($0.id) }
+            let superseding = old.filter { newByID[$0.id] == nil }
+            toInsert += inserting
+            for entry in superseding {
+                // Each replaced entry points at a new entry over the same time, when there is one.
+                let replacement = derived.first { $0.start <= entry.start && $0.end > entry.start }?.id ?? "rederived"
+                toSupersede.append((entry, replacement))
+            }
+            // Days whose totals changed: re-aggregated later (AggregationStore reads this collection).
+            for date in Set(inserting.map(\.date.description) + superseding.map(\.dateText)) {
+                dirty["\(name)|\(date)"] = (name, date, plan.device.classroom)
+            }
+            outcome.newEvents[name] = plan.newIDs.count
+        }
+
         if !toInsert.isEmpty {
             let nowDate = BSON.millis(now)
-            let docs = toInsert.map { Self.document($0, createdAt: nowDate) }
-            let insert = try client.insertMany(docs, into: Collections.ledgers, ordered: false, writeConcern: writeConcern)
+            let insert = try client.insertMany(toInsert.map { Self.document($0, createdAt: nowDate) }, into: Collections.ledgers,
+                                               ordered: false, writeConcern: writeConcern)
             if let error = insert.writeErrors.first(where: { !$0.isDuplicateKey }) {
                 throw MongoError(kind: .server(code: error.code), code: error.code, domain: 0, message: error.message)
             }
@@ -205,34 +275,31 @@ public final class LedgerStore: @unchecked Sendable {
                 _ = try client.updateMany(Collections.ledgers, filter: ["_id": ["$in": .array(duplicates.map { .string($0) })]],
                                           update: ["$unset": ["superseded_by": "", "superseded_at": ""]], writeConcern: writeConcern)
             }
-            result.inserted = toInsert.count
             try openTickets(for: toInsert, now: now)
         }
         if !toSupersede.isEmpty {
-            // Each replaced entry points at a new entry over the same time, when there is one.
-            for entry in toSupersede {
-                let replacement = derived.first { $0.start <= entry.start && $0.end > entry.start }?.id ?? "rederived"
-                _ = try client.updateOne(Collections.ledgers, filter: ["_id": .string(entry.id), "superseded_by": ["$exists": false]],
-                                         update: ["$set": ["superseded_by": .string(replacement), "superseded_at": .millis(now)]],
-                                         upsert: false, writeConcern: writeConcern)
+            let operations: [WriteModel] = toSupersede.map { item in
+                .updateOne(filter: ["_id": .string(item.entry.id), "superseded_by": ["$exists": false]],
+                           update: ["$set": ["superseded_by": .string(item.replacement), "superseded_at": .millis(now)]], upsert: false)
             }
-            result.superseded = toSupersede.count
+            try Self.check(try client.bulkWrite(Collections.ledgers, operations: operations, ordered: false, writeConcern: writeConcern))
         }
-        // Days whose totals changed: re-aggregated later (issue 5 reads this collection).
-        let dirtyDates = Set(toInsert.map(\.date.description) + toSupersede.map(\.dateText))
-        if !dirtyDates.isEmpty {
-            let operations: [WriteModel] = dirtyDates.sorted().map { date in
-                .updateOne(filter: ["_id": .string("\(name)|\(date)")],
-                           update: ["$set": ["esp32_name": .string(name), "date": .string(date), "classroom": .string(device.classroom),
+        if !dirty.isEmpty {
+            let operations: [WriteModel] = dirty.sorted { $0.key < $1.key }.map { key, day in
+                .updateOne(filter: ["_id": .string(key)],
+                           update: ["$set": ["esp32_name": .string(day.name), "date": .string(day.date), "classroom": .string(day.classroom),
                                              "dirty_at": .millis(now)]],
                            upsert: true)
             }
-            _ = try client.bulkWrite(Self.dirtyDaysCollection, operations: operations, ordered: false, writeConcern: writeConcern)
+            try Self.check(try client.bulkWrite(Self.dirtyDaysCollection, operations: operations, ordered: false, writeConcern: writeConcern))
         }
+        let newIDs = plans.flatMap(\.newIDs)
         if !newIDs.isEmpty {
             _ = try client.updateMany(Collections.telemetryEvents, filter: ["_id": ["$in": .array(newIDs)]],
                                       update: ["$set": ["processed": true]], writeConcern: writeConcern)
         }
+        outcome.inserted = toInsert.count
+        outcome.superseded = toSupersede.count
         let resets = toInsert.filter { $0.isResetMarker && $0.part == 0 }.count
         lock.withLock {
             counters.eventsProcessed += newIDs.count
@@ -243,11 +310,11 @@ public final class LedgerStore: @unchecked Sendable {
         }
         for entry in toInsert where entry.part == 0 && (entry.isResetMarker || !entry.billable) {
             logger.notice("ledger: \(entry.reasons.map(\.rawValue).joined(separator: ","))", metadata: [
-                "esp32_name": "\(name)", "delta_wh": "\(entry.deltaWh)", "billable": "\(entry.billable)",
+                "esp32_name": "\(entry.esp32Name)", "delta_wh": "\(entry.deltaWh)", "billable": "\(entry.billable)",
                 "start": "\(ISO8601.format(entry.start))", "end": "\(ISO8601.format(entry.end))",
             ])
         }
-        return result
+        return outcome
     }
 
     private func openTickets(for entries: [LedgerEntry], now: EpochMillis) throws(MongoError) {
@@ -266,7 +333,11 @@ public final class LedgerStore: @unchecked Sendable {
                 ]],
                 upsert: true)
         }
-        let result = try client.bulkWrite(Collections.reviewTickets, operations: operations, ordered: false, writeConcern: writeConcern)
+        try Self.check(try client.bulkWrite(Collections.reviewTickets, operations: operations, ordered: false, writeConcern: writeConcern))
+    }
+
+    /// A bulk write's per-operation errors other than duplicate keys are failures of the step.
+    private static func check(_ result: BulkWriteResult) throws(MongoError) {
         if let error = result.writeErrors.first(where: { !$0.isDuplicateKey }) {
             throw MongoError(kind: .server(code: error.code), code: error.code, domain: 0, message: error.message)
         }
@@ -274,51 +345,110 @@ public final class LedgerStore: @unchecked Sendable {
 
     // MARK: Lease (optimistic concurrency on the device's state document)
 
-    /// Takes the device for this worker: a conditional update that succeeds only when nobody
-    /// else holds an unexpired lease. Two workers in one share group never derive the same
-    /// device at once; a crashed holder's lease expires.
-    private func acquireLease(_ name: String, now: EpochMillis) throws(MongoError) -> Bool {
-        let filter: BSONDocument = ["_id": .string(name), "$or": [
-            ["lease_until": ["$exists": false]], ["lease_until": ["$lt": .millis(now)]], ["lease_owner": .string(owner)],
-        ]]
-        let update: BSONDocument = [
-            "$set": ["lease_owner": .string(owner), "lease_until": .millis(now + leaseMillis)],
-            "$inc": ["version": .int64(1)],
-        ]
-        do {
-            let result = try client.updateOne(Self.stateCollection, filter: filter, update: update, upsert: true, writeConcern: writeConcern)
-            return result.matchedCount == 1 || result.upsertedID != nil
-        } catch let error where error.isDuplicateKey {
-            return false // held by another worker: the upsert collided with its document
-        }
+    /// A device this worker holds, and what its state document said.
+    struct HeldState {
+        var name: String
+        var version: Int64
+        /// The tail the previous step recorded, if that step finished (its `tail_version` is the
+        /// version it held; an interrupted step leaves an older one).
+        var trustedTail: Tail?
     }
 
-    private func releaseLease(_ name: String, pendingDipUntil: EpochMillis?) throws(MongoError) {
-        var set: BSONDocument = ["last_derived_at": .millis(Self.nowMillis())]
-        var unset: BSONDocument = ["lease_owner": "", "lease_until": ""]
-        if let pendingDipUntil { set["pending_dip_until"] = .millis(pendingDipUntil) } else { unset["pending_dip_until"] = "" }
-        _ = try client.updateOne(Self.stateCollection, filter: ["_id": .string(name), "lease_owner": .string(owner)],
-                                 update: ["$set": .document(set), "$unset": .document(unset)], upsert: false, writeConcern: writeConcern)
+    /// Takes the devices for this worker: one conditional upsert each (in one bulk write) that
+    /// succeeds only when nobody else holds an unexpired lease, so two workers in one share
+    /// group never derive the same device at once; a crashed holder's lease expires. Each
+    /// success bumps `version`, then one read returns the states of the devices now held.
+    private func acquireLeases(_ names: [String], now: EpochMillis) throws(MongoError) -> [HeldState] {
+        guard !names.isEmpty else { return [] }
+        let operations: [WriteModel] = names.map { name in
+            .updateOne(filter: ["_id": .string(name), "$or": [
+                ["lease_until": ["$exists": false]], ["lease_until": ["$lt": .millis(now)]], ["lease_owner": .string(owner)],
+            ]], update: [
+                "$set": ["lease_owner": .string(owner), "lease_until": .millis(now + leaseMillis)],
+                "$inc": ["version": .int64(1)],
+            ], upsert: true)
+        }
+        let result = try client.bulkWrite(Self.stateCollection, operations: operations, ordered: false, writeConcern: writeConcern)
+        try Self.check(result)
+        // A duplicate key is an upsert that collided with another worker's state document: held.
+        let refused = Set(result.writeErrors.map(\.index))
+        let acquired = names.indices.filter { !refused.contains($0) }.map { names[$0] }
+        guard !acquired.isEmpty else { return [] }
+        let states = try client.find(Self.stateCollection, filter: ["_id": Self.oneOf(acquired), "lease_owner": .string(owner)],
+                                     projection: ["version": 1, "tail_version": 1, "tail_start": 1, "tail_end": 1])
+        var byName: [String: HeldState] = [:]
+        for doc in states {
+            guard let name = doc["_id"]?.stringValue, let version = doc["version"]?.int64Value else { continue }
+            var state = HeldState(name: name, version: version)
+            if let tailVersion = doc["tail_version"]?.int64Value, tailVersion == version - 1 {
+                let start = doc["tail_start"]?.dateValue.map(Self.millis), end = doc["tail_end"]?.dateValue.map(Self.millis)
+                state.trustedTail = Tail(last: start.flatMap { s in end.map { LedgerWindow.Interval(start: s, end: $0) } })
+            }
+            byName[name] = state
+        }
+        return acquired.compactMap { byName[$0] }
     }
+
+    /// Gives the devices back, recording each one's tail (the state update comes last: a crash
+    /// before it leaves the tail unvouched for, and the next step asks the ledger instead).
+    private func releaseLeases(_ held: [HeldState], tails: [String: Tail], pendingDips: [String: EpochMillis]) throws(MongoError) {
+        guard !held.isEmpty else { return }
+        let derivedAt = BSON.millis(Self.nowMillis())
+        let operations: [WriteModel] = held.map { state in
+            var set: BSONDocument = ["last_derived_at": derivedAt]
+            var unset: BSONDocument = ["lease_owner": "", "lease_until": ""]
+            let tail = tails[state.name]
+            if let until = pendingDips[state.name] { set["pending_dip_until"] = .millis(until) } else { unset["pending_dip_until"] = "" }
+            if let tail {
+                set["tail_version"] = .int64(state.version)
+                if let last = tail.last {
+                    set["tail_start"] = .millis(last.start)
+                    set["tail_end"] = .millis(last.end)
+                } else {
+                    unset["tail_start"] = ""
+                    unset["tail_end"] = ""
+                }
+            } else {
+                unset["tail_version"] = ""
+            }
+            return .updateOne(filter: ["_id": .string(state.name), "lease_owner": .string(owner)],
+                              update: ["$set": .document(set), "$unset": .document(unset)], upsert: false)
+        }
+        try Self.check(try client.bulkWrite(Self.stateCollection, operations: operations, ordered: false, writeConcern: writeConcern))
+    }
+
+    static func oneOf(_ names: [String]) -> BSON { ["$in": .array(names.map { .string($0) })] }
 
     // MARK: Documents
 
     struct LiveEntry {
         var id: String
+        var esp32Name: String
         var start: EpochMillis
         var end: EpochMillis
         var dateText: String
         var sourceEvents: [String]
     }
 
-    private func liveEntries(_ name: String, filter: BSONDocument, sort: BSONDocument?, limit: Int?) throws(MongoError) -> [LiveEntry] {
-        var query: BSONDocument = ["esp32_name": .string(name), "superseded_by": ["$exists": false]]
-        for (key, value) in filter { query[key] = value }
+    /// Live entries of the given devices (each from its own start time, when it has one), and
+    /// `extra` conditions: one query however many devices.
+    private func liveEntries(_ devices: [(name: String, from: EpochMillis?)], extra: BSONDocument, sort: BSONDocument?,
+                             limit: Int?) throws(MongoError) -> [LiveEntry] {
+        guard !devices.isEmpty else { return [] }
+        let clauses: [BSON] = devices.map { device in
+            var clause: BSONDocument = ["esp32_name": .string(device.name)]
+            if let from = device.from { clause["start_ts"] = ["$gte": .millis(from)] }
+            return .document(clause)
+        }
+        var query: BSONDocument = devices.count == 1 ? (clauses[0].documentValue ?? [:]) : ["$or": .array(clauses)]
+        query["superseded_by"] = ["$exists": false]
+        for (key, value) in extra { query[key] = value }
         return try client.find(Collections.ledgers, filter: query, sort: sort,
-                               projection: ["start_ts": 1, "end_ts": 1, "date": 1, "source_events": 1], limit: limit)
+                               projection: ["esp32_name": 1, "start_ts": 1, "end_ts": 1, "date": 1, "source_events": 1], limit: limit)
             .compactMap { doc in
-                guard let id = doc["_id"]?.stringValue, let start = doc["start_ts"]?.dateValue, let end = doc["end_ts"]?.dateValue else { return nil }
-                return LiveEntry(id: id, start: Self.millis(start), end: Self.millis(end), dateText: doc["date"]?.stringValue ?? "",
+                guard let id = doc["_id"]?.stringValue, let name = doc["esp32_name"]?.stringValue,
+                      let start = doc["start_ts"]?.dateValue, let end = doc["end_ts"]?.dateValue else { return nil }
+                return LiveEntry(id: id, esp32Name: name, start: Self.millis(start), end: Self.millis(end), dateText: doc["date"]?.stringValue ?? "",
                                  sourceEvents: doc["source_events"]?.arrayValue?.compactMap(\.stringValue) ?? [])
             }
     }

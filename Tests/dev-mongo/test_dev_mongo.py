@@ -149,6 +149,11 @@ class StandaloneTests(unittest.TestCase):
         self.assertEqual(ids({'device': 'd1'})[:2], [11, 16])
         self.assertIn(1, ids({'device': 'd2'}))
         self.assertEqual(ids({'device': {'$in': ['d3', 'd4']}}), sorted(list(range(3, 500, 5)) + list(range(4, 500, 5))))
+        # An $or whose clauses each have candidates is answered from their union, exactly.
+        self.assertEqual(ids({'$or': [{'device': 'd3', 'ts': {'$gte': 490}}, {'device': 'd4', 'ts': {'$lt': 10}},
+                                      {'device': 'd3', 'ts': 493}]}), [4, 9, 493, 498])
+        self.assertEqual(ids({'processed': True, '$or': [{'device': 'd0'}, {'ts': 7}]}), list(range(0, 500, 10)))
+        self.assertEqual(ids({'$or': [{'device': 'd0', 'ts': {'$lt': 12}}, {'ts': 7}]}), [0, 5, 7, 10])
         start = time.time()
         for _ in range(200):
             coll.find_one({'device': 'd3', 'processed': False})

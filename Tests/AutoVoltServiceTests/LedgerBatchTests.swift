@@ -1,0 +1,128 @@
+import AutoVoltCore
+import AutoVoltMongo
+@testable import AutoVoltService
+import Foundation
+import Testing
+
+/// LedgerStore's batched steps against the wire-protocol server: several devices per step, the
+/// tail a finished step records (so the next one need not ask the ledger), and steps that were
+/// interrupted before recording it.
+@Suite("integration: ledger batches", .serialized)
+struct LedgerBatchTests {
+    /// Random rounds of readings for three devices (in order, late, duplicated, dips, resets),
+    /// each round one batched step; now and then a step is "interrupted" after its ledger writes
+    /// (the state document's version moves on without a release and its tail is garbage). The
+    /// live ledger must always equal the pure derivation of everything stored so far.
+    @Test func batchedStepsMatchThePureDerivationThroughLateDataAndInterruptions() throws {
+        let rig = try AccountingRig()
+        let devices = ["lab-101", "lab-102", "lab-201"]
+        var rng = SplitMix(seed: 7)
+        var stored: [String: [(time: EpochMillis, energy: Double)]] = [:]
+        var counters: [String: Double] = Dictionary(uniqueKeysWithValues: devices.map { ($0, 1000) })
+        var clock: [String: EpochMillis] = Dictionary(uniqueKeysWithValues: devices.map { ($0, day5 - 2 * oneHour) })
+        var now = day5
+        for round in 0..<40 {
+            var docs: [BSONDocument] = []
+            for device in devices {
+                for _ in 0..<Int(rng.next() % 4) {
+                    var time = clock[device]! + 30_000 + Int64(rng.next() % 3) * 30_000
+                    var energy = counters[device]! + Double(rng.next() % 20)
+                    switch rng.next() % 10 {
+                    case 0: // late: between two stored readings, never at the same instant
+                        time = clock[device]! - 10_000 - Int64(rng.next() % 50_000)
+                        energy = max(0, counters[device]! - 5)
+                    case 1: energy = 0 // a dip: a glitch or a reset, settled by what follows
+                    default: break
+                    }
+                    if stored[device, default: []].contains(where: { $0.time == time }) { continue }
+                    if time > clock[device]! {
+                        clock[device] = time
+                        counters[device] = energy
+                    }
+                    stored[device, default: []].append((time, energy))
+                    docs.append(rig.event(device, time: time, energy: energy, now: now))
+                }
+            }
+            if !docs.isEmpty {
+                _ = try rig.client.insertMany(docs, into: Collections.telemetryEvents, ordered: false, writeConcern: .acknowledged)
+            }
+            now += 45_000
+            try rig.ledger.advance(devices, now: now)
+            if round % 7 == 3 {
+                // An interrupted step: acquired (version bumped), never released, and a tail that
+                // would lose the next interval if it were believed (it starts after the last reading).
+                let victim = devices[round % devices.count]
+                let afterLast = clock[victim]! + 1
+                _ = try rig.client.updateOne(LedgerStore.stateCollection, filter: ["_id": .string(victim)],
+                                             update: ["$inc": ["version": .int64(1)],
+                                                      "$set": ["tail_start": .millis(afterLast), "tail_end": .millis(afterLast)]],
+                                             upsert: false, writeConcern: .acknowledged)
+            }
+            #expect(try rig.liveLedger() == rig.expected(stored, now: now), "round \(round)")
+        }
+        let entries = try rig.liveLedger()
+        #expect(entries.count > 100 && stored.values.contains { $0.contains { $0.energy == 0 } }, "a fleet worth checking")
+        let states = try rig.client.find(LedgerStore.stateCollection, filter: [:])
+        #expect(states.allSatisfy { $0["lease_owner"] == nil }, "every lease given back")
+        #expect(try rig.client.countDocuments(Collections.telemetryEvents, filter: ["processed": false]) == 0)
+    }
+
+    @Test func aDeviceHeldByAnotherWorkerIsLeftToIt() throws {
+        let rig = try AccountingRig()
+        _ = try rig.client.insertMany([rig.event("lab-101", time: day5, energy: 1), rig.event("lab-102", time: day5, energy: 1)],
+                                      into: Collections.telemetryEvents, ordered: false, writeConcern: .acknowledged)
+        _ = try rig.client.updateOne(LedgerStore.stateCollection, filter: ["_id": "lab-102"],
+                                     update: ["$set": ["lease_owner": "other", "lease_until": .millis(day5 + oneHour)]],
+                                     upsert: true, writeConcern: .acknowledged)
+        let results = try rig.ledger.advance(["lab-101", "lab-102"], now: day5 + 1000)
+        #expect(results["lab-101"] == .done(newEvents: 1))
+        #expect(results["lab-102"] == .busy)
+        #expect(try rig.client.countDocuments(Collections.telemetryEvents, filter: ["processed": false, "esp32_name": "lab-102"]) == 1)
+        // Once the other worker's lease has expired, the device is taken over.
+        #expect(try rig.ledger.advance(["lab-102"], now: day5 + 2 * oneHour)["lab-102"] == .done(newEvents: 1))
+    }
+}
+
+extension AccountingRig {
+    func event(_ device: String, time: EpochMillis, energy: Double, now: EpochMillis) -> BSONDocument {
+        let hash = EventHash.compute(esp32Name: device, timestampAsSent: String(time), energyWhTotal: energy)
+        return ["_id": .string("\(device)@\(time)"), "event_hash": .string(hash), "esp32_name": .string(device),
+                "classroom": .string(registry.resolve(device).classroom), "device_ts": .millis(time), "received_at": .millis(now),
+                "energy_wh_total": .double(energy), "switch_state": [1], "clock": "device", "processed": false]
+    }
+
+    func event(_ device: String, time: EpochMillis, energy: Double) -> BSONDocument { event(device, time: time, energy: energy, now: time) }
+
+    /// Live entries: id and energy.
+    func liveLedger() throws -> [String: Double] {
+        let docs = try client.find(Collections.ledgers, filter: ["superseded_by": ["$exists": false]], projection: ["delta_wh": 1])
+        return Dictionary(uniqueKeysWithValues: docs.compactMap { d in d["_id"]?.stringValue.map { ($0, d["delta_wh"]?.doubleValue ?? .nan) } })
+    }
+
+    /// The pure derivation of the stored readings at `now`.
+    func expected(_ stored: [String: [(time: EpochMillis, energy: Double)]], now: EpochMillis) -> [String: Double] {
+        var out: [String: Double] = [:]
+        for (device, readings) in stored {
+            let sorted = readings.sorted { $0.time < $1.time }.map { r in
+                LedgerReading(eventHash: EventHash.compute(esp32Name: device, timestampAsSent: String(r.time), energyWhTotal: r.energy),
+                              time: r.time, energyWh: r.energy)
+            }
+            var calendar = LocalCalendar(timeZone: zone)
+            for entry in LedgerDeriver.derive(sorted, device: registry.resolve(device), calendar: &calendar, now: now) { out[entry.id] = entry.deltaWh }
+        }
+        return out
+    }
+}
+
+/// A small deterministic generator (tests must fail the same way twice).
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E9B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
