@@ -130,10 +130,12 @@ public final class AggregationStore: @unchecked Sendable {
             return (name, date)
         }
         _ = try recompute(pairs, now: now)
-        for doc in dirty {
-            guard let id = doc["_id"], let at = doc["dirty_at"] else { continue }
-            _ = try client.deleteMany(LedgerStore.dirtyDaysCollection, filter: ["_id": id, "dirty_at": at], writeConcern: writeConcern)
+        // Each mark goes unless the ledger marked the day again meanwhile.
+        let done: [WriteModel] = dirty.compactMap { doc -> WriteModel? in
+            guard let id = doc["_id"], let at = doc["dirty_at"] else { return nil }
+            return .deleteOne(["_id": id, "dirty_at": at])
         }
+        try Self.check(try client.bulkWrite(LedgerStore.dirtyDaysCollection, operations: done, ordered: false, writeConcern: writeConcern))
         return dirty.count
     }
 
@@ -143,96 +145,193 @@ public final class AggregationStore: @unchecked Sendable {
         try recalculate(start: date, end: date, classroom: nil, esp32Name: nil, now: now)
     }
 
-    /// Recomputes the given (device, date) pairs and then their months.
+    /// Recomputes the given (device, date) pairs and then their months, in batches: a batch of
+    /// days or months costs the database the same few round trips as one.
     func recompute(_ pairs: [(String, CivilDate)], now: EpochMillis) throws(MongoError) -> [AggregateChange] {
         guard !pairs.isEmpty else { return [] }
         let tariffs = try tariffBook()
         var changes: [AggregateChange] = []
-        var months = Set<String>()
-        for (name, date) in pairs {
-            if let change = try recomputeDay(name, date: date, tariffs: tariffs, now: now) { changes.append(change) }
-            months.insert("\(name)|\(Aggregator.monthKey(date))")
+        // Days in small batches: a whole day of a device can be 2,880 entries.
+        for start in stride(from: 0, to: pairs.count, by: Self.dayBatchSize) {
+            changes += try recomputeDays(Array(pairs[start..<min(start + Self.dayBatchSize, pairs.count)]), tariffs: tariffs, now: now)
         }
-        for key in months.sorted() {
-            let parts = key.split(separator: "|", maxSplits: 1).map(String.init)
-            if parts.count == 2, let change = try recomputeMonth(parts[0], month: parts[1], now: now) { changes.append(change) }
+        var months: [String: Set<String>] = [:]
+        for (name, date) in pairs { months[Aggregator.monthKey(date), default: []].insert(name) }
+        for month in months.keys.sorted() {
+            let names = months[month, default: []].sorted()
+            for start in stride(from: 0, to: names.count, by: Self.monthBatchSize) {
+                changes += try recomputeMonths(month, names: Array(names[start..<min(start + Self.monthBatchSize, names.count)]), now: now)
+            }
         }
         return changes
     }
 
-    func recomputeDay(_ name: String, date: CivilDate, tariffs: TariffBook, now: EpochMillis) throws(MongoError) -> AggregateChange? {
-        let device = registry.resolve(name)
-        let docs = try client.find(Collections.ledgers, filter: ["esp32_name": .string(name), "date": .string(date.description),
-                                                               "superseded_by": ["$exists": false]],
-                                   projection: ["start_ts": 1, "end_ts": 1, "delta_wh": 1, "billable": 1, "quality": 1, "classroom": 1])
-        let entries = docs.compactMap { doc -> AggregateEntry? in
-            guard let start = doc["start_ts"]?.dateValue, let end = doc["end_ts"]?.dateValue, let delta = doc["delta_wh"]?.doubleValue else { return nil }
-            let confidence = doc["quality"]?.documentValue?["confidence"]?.stringValue.flatMap(Confidence.init) ?? .low
-            return AggregateEntry(start: LedgerStore.millis(start), end: LedgerStore.millis(end), deltaWh: delta,
-                                  billable: doc["billable"]?.boolValue ?? false, confidence: confidence)
+    static let dayBatchSize = 50
+    static let monthBatchSize = 200
+
+    private func recomputeDays(_ pairs: [(String, CivilDate)], tariffs: TariffBook, now: EpochMillis) throws(MongoError) -> [AggregateChange] {
+        var seen = Set<String>()
+        let pairs = pairs.filter { seen.insert("\($0.0)|\($0.1)").inserted }
+        guard !pairs.isEmpty else { return [] }
+        let clauses: [BSON] = pairs.map { ["esp32_name": .string($0.0), "date": .string($0.1.description)] }
+        let docs = try client.find(Collections.ledgers, filter: ["$or": .array(clauses), "superseded_by": ["$exists": false]],
+                                   projection: ["esp32_name": 1, "date": 1, "start_ts": 1, "end_ts": 1, "delta_wh": 1, "billable": 1,
+                                                "quality": 1, "classroom": 1])
+        var byDay: [String: [BSONDocument]] = [:]
+        for doc in docs {
+            guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue else { continue }
+            byDay["\(name)|\(date)", default: []].append(doc)
         }
-        let classroom = docs.first?["classroom"]?.stringValue ?? device.classroom
         var calendar = LocalCalendar(timeZone: timeZone)
-        let figures = Aggregator.daily(date: date, esp32Name: name, classroom: classroom, entries: entries, tariffs: tariffs, calendar: &calendar)
-        let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
-        let fields: BSONDocument = [
-            "date": .string(date.description),
-            "esp32_name": .string(name),
-            "classroom": .string(classroom),
-            "energy_wh": .double(figures.energyWh),
-            "cost": figures.cost.map { .double(Self.roundMoney($0)) } ?? .null,
-            "currency": figures.currency.map { .string($0) } ?? .null,
-            "cost_version_ids": .array(figures.costVersionIDs.map { .string($0) }),
-            "coverage": .double(figures.coverage),
-            "confidence": .document(BSONDocument(Confidence.allCases.map { ($0.rawValue, .int64(Int64(figures.confidence[$0] ?? 0))) })),
-            "entries": .int64(Int64(figures.entries)),
-            "unpriced_wh": .double(figures.unpricedWh),
-            "complete": .bool(now >= dayEnd + closeDelayMillis),
-        ]
-        return try store(Collections.dailyAggregates, id: "\(date)|\(name)", kind: "daily", key: date.description,
-                         name: name, classroom: classroom, fields: fields, now: now)
-    }
-
-    func recomputeMonth(_ name: String, month: String, now: EpochMillis) throws(MongoError) -> AggregateChange? {
-        let days = try client.find(Collections.dailyAggregates, filter: ["esp32_name": .string(name),
-                                                                        "date": ["$gte": .string("\(month)-01"), "$lte": .string("\(month)-31")]])
-        let figures = days.map { doc in
-            DailyFigures(date: doc["date"]?.stringValue.flatMap(CivilDate.init) ?? CivilDate(year: 1970, month: 1, day: 1),
-                         esp32Name: name, classroom: doc["classroom"]?.stringValue ?? "", energyWh: doc["energy_wh"]?.doubleValue ?? 0,
-                         cost: doc["cost"]?.doubleValue, currency: doc["currency"]?.stringValue, costVersionIDs: [],
-                         coverage: doc["coverage"]?.doubleValue ?? 0, confidence: [:], entries: 0, unpricedWh: 0)
+        let items = pairs.map { name, date in
+            let docs = byDay["\(name)|\(date)"] ?? []
+            let entries = docs.compactMap { doc -> AggregateEntry? in
+                guard let start = doc["start_ts"]?.dateValue, let end = doc["end_ts"]?.dateValue, let delta = doc["delta_wh"]?.doubleValue else { return nil }
+                let confidence = doc["quality"]?.documentValue?["confidence"]?.stringValue.flatMap(Confidence.init) ?? .low
+                return AggregateEntry(start: LedgerStore.millis(start), end: LedgerStore.millis(end), deltaWh: delta,
+                                      billable: doc["billable"]?.boolValue ?? false, confidence: confidence)
+            }
+            let classroom = docs.first?["classroom"]?.stringValue ?? registry.resolve(name).classroom
+            let figures = Aggregator.daily(date: date, esp32Name: name, classroom: classroom, entries: entries, tariffs: tariffs, calendar: &calendar)
+            let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
+            let fields: BSONDocument = [
+                "date": .string(date.description),
+                "esp32_name": .string(name),
+                "classroom": .string(classroom),
+                "energy_wh": .double(figures.energyWh),
+                "cost": figures.cost.map { .double(Self.roundMoney($0)) } ?? .null,
+                "currency": figures.currency.map { .string($0) } ?? .null,
+                "cost_version_ids": .array(figures.costVersionIDs.map { .string($0) }),
+                "coverage": .double(figures.coverage),
+                "confidence": .document(BSONDocument(Confidence.allCases.map { ($0.rawValue, .int64(Int64(figures.confidence[$0] ?? 0))) })),
+                "entries": .int64(Int64(figures.entries)),
+                "unpriced_wh": .double(figures.unpricedWh),
+                "complete": .bool(now >= dayEnd + closeDelayMillis),
+            ]
+            return Figures(id: "\(date)|\(name)", key: date.description, name: name, classroom: classroom, fields: fields)
         }
-        let total = Aggregator.monthly(month: month, days: figures)
-        let classroom = days.last?["classroom"]?.stringValue ?? registry.resolve(name).classroom
-        let fields: BSONDocument = [
-            "month": .string(month),
-            "esp32_name": .string(name),
-            "classroom": .string(classroom),
-            "energy_wh": .double(total.energyWh),
-            "cost": total.cost.map { .double(Self.roundMoney($0)) } ?? .null,
-            "currency": total.currency.map { .string($0) } ?? .null,
-            "days": .int64(Int64(total.days)),
-        ]
-        return try store(Collections.monthlyAggregates, id: "\(month)|\(name)", kind: "monthly", key: month,
-                         name: name, classroom: classroom, fields: fields, now: now)
+        return try store(Collections.dailyAggregates, kind: "daily", items, now: now)
     }
 
-    /// Writes the figures if they differ from the stored ones: the old document goes to
-    /// `aggregate_history`, the new one gets `version + 1`. Conditional on the version it read, so
-    /// two workers recomputing at once cannot lose an update (the loser reads again).
-    private func store(_ collection: String, id: String, kind: String, key: String, name: String, classroom: String,
-                       fields: BSONDocument, now: EpochMillis) throws(MongoError) -> AggregateChange? {
+    private func recomputeMonths(_ month: String, names: [String], now: EpochMillis) throws(MongoError) -> [AggregateChange] {
+        let days = try client.find(Collections.dailyAggregates, filter: [
+            "date": ["$gte": .string("\(month)-01"), "$lte": .string("\(month)-31")], "esp32_name": LedgerStore.oneOf(names),
+        ], sort: ["date": 1])
+        var byDevice: [String: [BSONDocument]] = [:]
+        for doc in days { if let name = doc["esp32_name"]?.stringValue { byDevice[name, default: []].append(doc) } }
+        let items = names.map { name in
+            let days = byDevice[name] ?? []
+            let figures = days.map { doc in
+                DailyFigures(date: doc["date"]?.stringValue.flatMap(CivilDate.init) ?? CivilDate(year: 1970, month: 1, day: 1),
+                             esp32Name: name, classroom: doc["classroom"]?.stringValue ?? "", energyWh: doc["energy_wh"]?.doubleValue ?? 0,
+                             cost: doc["cost"]?.doubleValue, currency: doc["currency"]?.stringValue, costVersionIDs: [],
+                             coverage: doc["coverage"]?.doubleValue ?? 0, confidence: [:], entries: 0, unpricedWh: 0)
+            }
+            let total = Aggregator.monthly(month: month, days: figures)
+            let classroom = days.last?["classroom"]?.stringValue ?? registry.resolve(name).classroom
+            let fields: BSONDocument = [
+                "month": .string(month),
+                "esp32_name": .string(name),
+                "classroom": .string(classroom),
+                "energy_wh": .double(total.energyWh),
+                "cost": total.cost.map { .double(Self.roundMoney($0)) } ?? .null,
+                "currency": total.currency.map { .string($0) } ?? .null,
+                "days": .int64(Int64(total.days)),
+            ]
+            return Figures(id: "\(month)|\(name)", key: month, name: name, classroom: classroom, fields: fields)
+        }
+        return try store(Collections.monthlyAggregates, kind: "monthly", items, now: now)
+    }
+
+    /// Newly computed figures of one aggregate document.
+    struct Figures {
+        var id: String
+        var key: String
+        var name: String
+        var classroom: String
+        var fields: BSONDocument
+    }
+
+    /// Writes the figures that differ from the stored ones: the old document goes to
+    /// `aggregate_history`, the new one gets `version + 1`. Each write is conditional on the
+    /// version read, so two workers recomputing at once cannot lose an update: when any write of
+    /// the batch did not apply, those aggregates are read again and written one by one.
+    private func store(_ collection: String, kind: String, _ items: [Figures], now: EpochMillis) throws(MongoError) -> [AggregateChange] {
+        guard !items.isEmpty else { return [] }
+        var existing: [String: BSONDocument] = [:]
+        for doc in try client.find(collection, filter: ["_id": ["$in": .array(items.map { .string($0.id) })]]) {
+            if let id = doc["_id"]?.stringValue { existing[id] = doc }
+        }
+        let changed = items.filter { item in
+            guard let old = existing[item.id] else { return true }
+            return !item.fields.allSatisfy { Self.same(old[$0.key], $0.value) }
+        }
+        guard !changed.isEmpty else { return [] }
+        let history: [WriteModel] = changed.compactMap { item in
+            guard let old = existing[item.id] else { return nil }
+            let historyID = Self.historyID(kind: kind, id: item.id, version: old["version"]?.int64Value ?? 0)
+            var copy = old
+            copy["_id"] = .string(historyID)
+            copy["aggregate_id"] = .string(item.id)
+            copy["collection"] = .string(collection)
+            copy["replaced_at"] = .millis(now)
+            return .updateOne(filter: ["_id": .string(historyID)], update: ["$setOnInsert": .document(copy)], upsert: true)
+        }
+        try Self.check(try client.bulkWrite(Self.historyCollection, operations: history, ordered: false, writeConcern: writeConcern))
+        let updates: [WriteModel] = changed.map { item in
+            let version = existing[item.id]?["version"]?.int64Value ?? 0
+            var set = item.fields
+            set["version"] = .int64(version + 1)
+            set["computed_at"] = .millis(now)
+            let filter: BSONDocument = existing[item.id] == nil ? ["_id": .string(item.id), "version": ["$exists": false]]
+                                                                : ["_id": .string(item.id), "version": .int64(version)]
+            return .updateOne(filter: filter, update: ["$set": .document(set)], upsert: existing[item.id] == nil)
+        }
+        let result = try client.bulkWrite(collection, operations: updates, ordered: false, writeConcern: writeConcern)
+        let lost = Set(result.writeErrors.filter(\.isDuplicateKey).map(\.index))
+        try Self.check(result)
+        func change(_ item: Figures, old: BSONDocument?) -> AggregateChange {
+            AggregateChange(kind: kind, key: item.key, esp32Name: item.name, classroom: item.classroom,
+                            oldEnergyWh: old?["energy_wh"]?.doubleValue, newEnergyWh: item.fields["energy_wh"]?.doubleValue ?? 0,
+                            oldCost: old?["cost"]?.doubleValue, newCost: item.fields["cost"]?.doubleValue,
+                            version: (old?["version"]?.int64Value ?? 0) + 1)
+        }
+        if lost.isEmpty && result.matchedCount + result.upsertedCount == changed.count {
+            return changed.map { change($0, old: existing[$0.id]) }
+        }
+        // Someone else wrote some of them meanwhile: find which of ours applied, redo the rest.
+        var changes: [AggregateChange] = []
+        var reread: [String: BSONDocument] = [:]
+        for doc in try client.find(collection, filter: ["_id": ["$in": .array(changed.map { .string($0.id) })]]) {
+            if let id = doc["_id"]?.stringValue { reread[id] = doc }
+        }
+        for item in changed {
+            let expected = (existing[item.id]?["version"]?.int64Value ?? 0) + 1
+            if let stored = reread[item.id], stored["version"]?.int64Value == expected, stored["computed_at"] == .millis(now),
+               item.fields.allSatisfy({ Self.same(stored[$0.key], $0.value) }) {
+                changes.append(change(item, old: existing[item.id]))
+            } else if let redone = try storeOne(collection, kind: kind, item, now: now) {
+                changes.append(redone)
+            }
+        }
+        return changes
+    }
+
+    /// One aggregate, read and written until the write applies (see `store`).
+    private func storeOne(_ collection: String, kind: String, _ item: Figures, now: EpochMillis) throws(MongoError) -> AggregateChange? {
+        let id = item.id, fields = item.fields
         for _ in 0..<5 {
             let existing = try client.findOne(collection, filter: ["_id": .string(id)])
             let version = existing?["version"]?.int64Value ?? 0
             if let existing, fields.allSatisfy({ Self.same(existing[$0.key], $0.value) }) { return nil }
             if let existing {
                 var history = existing
-                history["_id"] = .string("\(kind)|\(id)|v\(version)")
+                let historyID = Self.historyID(kind: kind, id: id, version: version)
+                history["_id"] = .string(historyID)
                 history["aggregate_id"] = .string(id)
                 history["collection"] = .string(collection)
                 history["replaced_at"] = .millis(now)
-                _ = try client.updateOne(Self.historyCollection, filter: ["_id": .string("\(kind)|\(id)|v\(version)")],
+                _ = try client.updateOne(Self.historyCollection, filter: ["_id": .string(historyID)],
                                          update: ["$setOnInsert": .document(history)], upsert: true, writeConcern: writeConcern)
             }
             var set = fields
@@ -247,11 +346,19 @@ public final class AggregationStore: @unchecked Sendable {
             } catch let error where error.isDuplicateKey {
                 continue
             }
-            return AggregateChange(kind: kind, key: key, esp32Name: name, classroom: classroom,
+            return AggregateChange(kind: kind, key: item.key, esp32Name: item.name, classroom: item.classroom,
                                    oldEnergyWh: existing?["energy_wh"]?.doubleValue, newEnergyWh: fields["energy_wh"]?.doubleValue ?? 0,
                                    oldCost: existing?["cost"]?.doubleValue, newCost: fields["cost"]?.doubleValue, version: version + 1)
         }
         throw MongoError(kind: .server(code: 112), code: 112, domain: 0, message: "aggregate \(id) kept changing under us")
+    }
+
+    static func historyID(kind: String, id: String, version: Int64) -> String { "\(kind)|\(id)|v\(version)" }
+
+    private static func check(_ result: BulkWriteResult) throws(MongoError) {
+        if let error = result.writeErrors.first(where: { !$0.isDuplicateKey }) {
+            throw MongoError(kind: .server(code: error.code), code: error.code, domain: 0, message: error.message)
+        }
     }
 
     static func same(_ a: BSON?, _ b: BSON) -> Bool {

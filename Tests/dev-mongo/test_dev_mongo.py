@@ -290,6 +290,29 @@ class StandaloneTests(unittest.TestCase):
         self.assertEqual(col.estimated_document_count(), 30)
         self.assertEqual(sorted(col.distinct('device')), ['d0', 'd1', 'd2'])
 
+    def test_aggregate_group_sums_in_one_pass(self):
+        # The one-pass $group (plain field keys, $sum of a constant or a field) gives what
+        # mongod gives: null for a missing key, non-numbers skipped, int sums stay int.
+        col = self.db().sums
+        col.insert_many([{'d': 'a', 'day': 1, 'wh': 1.5, 'n': 2}, {'d': 'a', 'day': 1, 'wh': 'x', 'n': 3},
+                         {'d': 'a', 'day': 2, 'wh': 2.0}, {'d': 'b', 'day': 1, 'wh': 4.0, 'n': 1}, {'day': 1, 'n': 7},
+                         {'d': 'b', 'day': 1, 'q': {'r': 5}}])
+        res = sorted(col.aggregate([{'$match': {'day': 1}},
+                                    {'$group': {'_id': '$d', 'c': {'$sum': 1}, 'wh': {'$sum': '$wh'}, 'n': {'$sum': '$n'},
+                                                'r': {'$sum': '$q.r'}}}]),
+                     key=lambda g: str(g['_id']))
+        self.assertEqual(res, [{'_id': None, 'c': 1, 'wh': 0, 'n': 7, 'r': 0},
+                               {'_id': 'a', 'c': 2, 'wh': 1.5, 'n': 5, 'r': 0},
+                               {'_id': 'b', 'c': 2, 'wh': 4.0, 'n': 1, 'r': 5}])
+        self.assertIsInstance(res[1]['n'], int)
+        col.insert_one({'d': None, 'day': 1})
+        res = sorted(col.aggregate([{'$group': {'_id': {'d': '$d', 'day': '$day'}, 'c': {'$sum': 1}}}]),
+                     key=lambda g: (str(g['_id'].get('d', '~')), g['_id']['day']))
+        # A missing field is left out of the key; null is a value of its own.
+        self.assertEqual([(g['_id'], g['c']) for g in res],
+                         [({'d': None, 'day': 1}, 1), ({'d': 'a', 'day': 1}, 2), ({'d': 'a', 'day': 2}, 1), ({'d': 'b', 'day': 1}, 2),
+                          ({'day': 1}, 1)])
+
     def test_find_and_modify(self):
         col = self.db().jobs
         col.insert_many([{'_id': i, 'state': 'new', 'prio': i} for i in range(5)])
