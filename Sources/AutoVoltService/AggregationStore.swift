@@ -36,6 +36,8 @@ public final class AggregationStore: @unchecked Sendable {
     let timeZone: TimeZone
     let writeConcern: WriteConcern
     let logger: Logger
+    /// Tests only: runs between reading the stored versions and writing, to stage a race.
+    var beforeVersionedWrite: (() -> Void)?
     /// Minutes after local midnight from which a day counts as complete (its close job).
     let closeDelayMillis: Int64 = 5 * 60_000
 
@@ -215,7 +217,7 @@ public final class AggregationStore: @unchecked Sendable {
 
     private func recomputeMonths(_ month: String, names: [String], now: EpochMillis) throws(MongoError) -> [AggregateChange] {
         let days = try client.find(Collections.dailyAggregates, filter: [
-            "date": ["$gte": .string("\(month)-01"), "$lte": .string("\(month)-31")], "esp32_name": LedgerStore.oneOf(names),
+            "esp32_name": LedgerStore.oneOf(names), "date": ["$gte": .string("\(month)-01"), "$lte": .string("\(month)-31")],
         ], sort: ["date": 1])
         var byDevice: [String: [BSONDocument]] = [:]
         for doc in days { if let name = doc["esp32_name"]?.stringValue { byDevice[name, default: []].append(doc) } }
@@ -267,6 +269,7 @@ public final class AggregationStore: @unchecked Sendable {
             return !item.fields.allSatisfy { Self.same(old[$0.key], $0.value) }
         }
         guard !changed.isEmpty else { return [] }
+        beforeVersionedWrite?()
         let history: [WriteModel] = changed.compactMap { item in
             guard let old = existing[item.id] else { return nil }
             let historyID = Self.historyID(kind: kind, id: item.id, version: old["version"]?.int64Value ?? 0)

@@ -37,6 +37,8 @@ public final class LedgerStore: @unchecked Sendable {
     let leaseMillis: Int64 = 30_000
     private let lock = NSLock()
     private var counters = Counters()
+    private var lastDipCheck: EpochMillis?
+    static let dipCheckIntervalMillis: EpochMillis = 2_000
 
     /// `owner` names the lease holder. The worker uses its MQTT client id, which is fixed and
     /// unique per worker, so a worker restarted after a crash takes its own leases back at once.
@@ -66,8 +68,15 @@ public final class LedgerStore: @unchecked Sendable {
             if let name = doc["esp32_name"]?.stringValue, seen.insert(name).inserted { names.append(name) }
             if names.count >= limit { break }
         }
-        let dips = try client.find(Self.stateCollection, filter: ["pending_dip_until": ["$lte": .millis(now)]],
-                                   projection: ["_id": 1], limit: limit)
+        // Dips wait minutes to settle: looking every couple of seconds is plenty, and spares
+        // the database a range query on every pass of a busy loop.
+        let lookForDips = lock.withLock {
+            if let last = lastDipCheck, now >= last, now - last < Self.dipCheckIntervalMillis { return false }
+            lastDipCheck = now
+            return true
+        }
+        let dips = lookForDips ? try client.find(Self.stateCollection, filter: ["pending_dip_until": ["$lte": .millis(now)]],
+                                                 projection: ["_id": 1], limit: limit) : []
         for doc in dips {
             if let name = doc["_id"]?.stringValue, seen.insert(name).inserted { names.append(name) }
         }

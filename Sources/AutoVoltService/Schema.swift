@@ -29,6 +29,8 @@ public enum Schema {
         ],
         Collections.dailyAggregates: [
             IndexModel(keys: ["date": 1, "esp32_name": 1], name: "date_esp32_name_unique", unique: true),
+            // A month of some devices' days (monthly aggregation).
+            IndexModel(keys: ["esp32_name": 1, "date": 1], name: "esp32_name_date"),
         ],
         Collections.monthlyAggregates: [
             IndexModel(keys: ["month": 1, "esp32_name": 1], name: "month_esp32_name_unique", unique: true),
