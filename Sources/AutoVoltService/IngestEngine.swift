@@ -285,8 +285,6 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
 
     /// Advances the ledger of every device with unprocessed events (or a dip waiting to settle).
     /// Separate from the drain so a slow derivation never holds back ingestion.
-    static let ledgerBatchSize = 100
-
     private func ledgerLoop() {
         var backoff = 0.2
         while !stateLock.withLock({ stopRequested }) {
@@ -313,15 +311,14 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                     stateLock.withLock { aggregates = aggregation }
                 }
                 let now = Self.nowMillis()
-                let devices = try store.devicesNeedingWork(now: now)
+                // In batches: a batch costs the database the same few round trips as one device.
+                let batches = try store.workBatches(now: now)
                 var progressed = false
-                if !devices.isEmpty {
+                if !batches.isEmpty {
                     stateLock.withLock { ledgerBusy = true }
                     defer { stateLock.withLock { ledgerBusy = false } }
-                    // In batches: a batch costs the database the same few round trips as one device.
-                    for start in stride(from: 0, to: devices.count, by: Self.ledgerBatchSize) {
+                    for batch in batches {
                         if stateLock.withLock({ stopRequested }) { break }
-                        let batch = Array(devices[start..<min(start + Self.ledgerBatchSize, devices.count)])
                         let results = try store.advance(batch, now: Self.nowMillis())
                         if results.values.contains(where: { if case .done = $0 { true } else { false } }) { progressed = true }
                     }
@@ -330,9 +327,9 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 // Days whose ledger changed: today's figures move during the day.
                 let recomputed = try aggregation.processDirtyDays(now: Self.nowMillis())
                 backoff = 0.2
-                if devices.isEmpty && recomputed == 0 {
+                if batches.isEmpty && recomputed == 0 {
                     ledgerWakeup.wait(seconds: 1)
-                } else if !devices.isEmpty && !progressed {
+                } else if !batches.isEmpty && !progressed {
                     // Every device is held by other workers: let them finish.
                     ledgerWakeup.wait(seconds: 0.5)
                 }

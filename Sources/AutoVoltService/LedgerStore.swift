@@ -58,15 +58,23 @@ public final class LedgerStore: @unchecked Sendable {
     // MARK: Finding work
 
     /// Devices with events not yet in the ledger, oldest first, and devices whose trailing dip
-    /// has waited long enough to be settled.
-    public func devicesNeedingWork(now: EpochMillis, limit: Int = 200) throws(MongoError) -> [String] {
+    /// has waited long enough to be settled, in batches for `advance`: up to `batchSize` devices,
+    /// and fewer when they have a backlog (about `batchEvents` events seen per batch), so a day
+    /// of catching up is not one enormous step.
+    public func workBatches(now: EpochMillis, limit: Int = 200, batchSize: Int = 100,
+                            batchEvents: Int = 5_000) throws(MongoError) -> [[String]] {
         let pending = try client.find(Collections.telemetryEvents, filter: ["processed": false],
                                       sort: ["received_at": 1], projection: ["esp32_name": 1], limit: 5000)
         var seen = Set<String>()
         var names: [String] = []
+        var events: [String: Int] = [:]
         for doc in pending {
-            if let name = doc["esp32_name"]?.stringValue, seen.insert(name).inserted { names.append(name) }
-            if names.count >= limit { break }
+            guard let name = doc["esp32_name"]?.stringValue else { continue }
+            if seen.insert(name).inserted {
+                if names.count >= limit { break }
+                names.append(name)
+            }
+            events[name, default: 0] += 1
         }
         // Dips wait minutes to settle: looking every couple of seconds is plenty, and spares
         // the database a range query on every pass of a busy loop.
@@ -80,7 +88,21 @@ public final class LedgerStore: @unchecked Sendable {
         for doc in dips {
             if let name = doc["_id"]?.stringValue, seen.insert(name).inserted { names.append(name) }
         }
-        return names
+        var batches: [[String]] = []
+        var batch: [String] = []
+        var batchCount = 0
+        for name in names {
+            let count = max(1, events[name] ?? 0)
+            if !batch.isEmpty && (batch.count >= batchSize || batchCount + count > batchEvents) {
+                batches.append(batch)
+                batch = []
+                batchCount = 0
+            }
+            batch.append(name)
+            batchCount += count
+        }
+        if !batch.isEmpty { batches.append(batch) }
+        return batches
     }
 
     // MARK: One step

@@ -233,6 +233,8 @@ public final class Scheduler: @unchecked Sendable {
     let writeConcern: WriteConcern
     let logger: Logger
     let leaseMillis: Int64 = 15 * 60_000
+    private let lock = NSLock()
+    private var firstReceivedAt: EpochMillis?
 
     public init(client: MongoClient, schedule: Schedule, timeZone: TimeZone, owner: String, aggregation: AggregationStore,
                 reconciler: Reconciler, writeConcern: WriteConcern, logger: Logger) {
@@ -252,9 +254,8 @@ public final class Scheduler: @unchecked Sendable {
         var calendar = LocalCalendar(timeZone: timeZone)
         // Days before the first reading this database ever received are not caught up: a new
         // installation would otherwise report a week of "silent" devices it never listened to.
-        guard let first = try client.findOne(Collections.telemetryEvents, filter: [:], sort: ["received_at": 1],
-                                             projection: ["received_at": 1])?["received_at"]?.dateValue else { return [] }
-        let firstDate = calendar.date(of: LedgerStore.millis(first))
+        guard let first = try firstReceived() else { return [] }
+        let firstDate = calendar.date(of: first)
         let candidates = schedule.due(now: now, calendar: &calendar, done: []).filter { $0.date >= firstDate }
         guard !candidates.isEmpty else { return [] }
         let done = Set(try client.find(Self.runsCollection, filter: ["_id": ["$in": .array(candidates.map { .string($0.id) })], "status": "done"],
@@ -286,6 +287,17 @@ public final class Scheduler: @unchecked Sendable {
             ran.append(job)
         }
         return ran
+    }
+
+    /// When this database received its first reading; asked once, then remembered (the scheduler
+    /// ticks every 30 s, and the answer only moves if events expire two years later).
+    private func firstReceived() throws(MongoError) -> EpochMillis? {
+        if let known = lock.withLock({ firstReceivedAt }) { return known }
+        guard let first = try client.findOne(Collections.telemetryEvents, filter: [:], sort: ["received_at": 1],
+                                             projection: ["received_at": 1])?["received_at"]?.dateValue else { return nil }
+        let millis = LedgerStore.millis(first)
+        lock.withLock { firstReceivedAt = millis }
+        return millis
     }
 
     private func acquire(_ job: ScheduledJob, now: EpochMillis) throws(MongoError) -> Bool {

@@ -67,6 +67,19 @@ struct LedgerBatchTests {
         #expect(try rig.client.countDocuments(Collections.telemetryEvents, filter: ["processed": false]) == 0)
     }
 
+    @Test func aBacklogIsCutIntoBatchesOfAboutBatchEventsEvents() throws {
+        let rig = try AccountingRig()
+        var docs: [BSONDocument] = []
+        for i in 0..<300 { docs.append(rig.event("lab-101", time: day5 + Int64(i) * 30_000, energy: Double(i), now: day5)) }
+        for i in 0..<200 { docs.append(rig.event("lab-102", time: day5 + Int64(i) * 30_000, energy: Double(i), now: day5 + 1)) }
+        for d in 0..<5 { docs.append(rig.event("dev-\(d)", time: day5, energy: 1, now: day5 + 2 + Int64(d))) }
+        _ = try rig.client.insertMany(docs, into: Collections.telemetryEvents, ordered: false, writeConcern: .acknowledged)
+        let batches = try rig.ledger.workBatches(now: day5, batchSize: 3, batchEvents: 250)
+        // Oldest first; lab-101 alone exceeds the events budget (250), lab-102 leaves room for
+        // two one-event devices, and then the batch size (3) cuts.
+        #expect(batches == [["lab-101"], ["lab-102", "dev-0", "dev-1"], ["dev-2", "dev-3", "dev-4"]])
+    }
+
     @Test func aDeviceHeldByAnotherWorkerIsLeftToIt() throws {
         let rig = try AccountingRig()
         _ = try rig.client.insertMany([rig.event("lab-101", time: day5, energy: 1), rig.event("lab-102", time: day5, energy: 1)],
