@@ -94,6 +94,15 @@ public struct TariffBook: Sendable {
     @usableFromInline
     func changeTimesFor(_ classroom: String) -> [EpochMillis] { changeTimes[classroom] ?? globalChangeTimes }
 
+    /// One classroom's tariffs as segments of time, to price many entries without a dictionary
+    /// lookup or a reference count each (`Aggregator.daily`).
+    public func segments(classroom: String) -> ClassroomTariffs {
+        let changes = changeTimesFor(classroom)
+        // In force before the first change, then from each change on.
+        let tariffs = [tariff(classroom: classroom, at: (changes.first ?? 0) - 1)] + changes.map { tariff(classroom: classroom, at: $0) }
+        return ClassroomTariffs(changes: changes, tariffs: tariffs)
+    }
+
     public struct Price: Sendable, Equatable {
         /// nil when some of the energy has no tariff.
         public var cost: Double?
@@ -119,5 +128,31 @@ public struct TariffBook: Sendable {
             if !ids.contains(tariff.id) { ids.append(tariff.id) }
         }
         return Price(cost: unpriced > 0 ? nil : cost, currency: currency, versionIDs: ids, unpricedWh: unpriced)
+    }
+}
+
+/// A classroom's tariff over time: `tariffs[0]` is in force before `changes[0]`, `tariffs[i]`
+/// from `changes[i - 1]` until `changes[i]`.
+public struct ClassroomTariffs: Sendable {
+    public let changes: [EpochMillis]
+    public let tariffs: [Tariff?]
+    /// `costPerKwh` per segment, NaN where no tariff is in force.
+    public let rates: [Double]
+
+    init(changes: [EpochMillis], tariffs: [Tariff?]) {
+        self.changes = changes
+        self.tariffs = tariffs
+        rates = tariffs.map { $0?.costPerKwh ?? .nan }
+    }
+
+    /// The segment `instant` lies in: the number of changes at or before it.
+    @inlinable
+    public func segment(at instant: EpochMillis) -> Int {
+        var low = 0, high = changes.count
+        while low < high {
+            let mid = (low + high) / 2
+            if changes[mid] <= instant { low = mid + 1 } else { high = mid }
+        }
+        return low
     }
 }

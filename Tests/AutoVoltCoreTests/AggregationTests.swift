@@ -60,6 +60,59 @@ struct AggregationTests {
         #expect(day.confidence == [.high: 1, .low: 1])
     }
 
+    /// Aggregator.daily prices through precomputed segments; TariffBook.price is the plain
+    /// per-entry lookup. Over random tariff histories (global and classroom versions, changes
+    /// inside entries, days before any tariff) both must give the same figures.
+    @Test func dailyPricingAgreesWithPricingEachEntry() {
+        for seed in 0..<300 {
+            var rng = SplitMix(state: UInt64(seed))
+            var versions: [Tariff] = []
+            for i in 0..<Int.random(in: 0...6, using: &rng) {
+                let from = nov5 + EpochMillis(Int.random(in: -30...30, using: &rng)) * hour
+                let classroom = Bool.random(using: &rng) ? "x" : (Bool.random(using: &rng) ? nil : "y")
+                versions.append(tariff("t\(i)", Double(Int.random(in: 1...20, using: &rng)), from: from, classroom: classroom,
+                                       created: EpochMillis(i)))
+            }
+            let book = TariffBook(versions)
+            var entries: [AggregateEntry] = []
+            var time = nov5 + EpochMillis(Int.random(in: 0...600, using: &rng)) * 1000
+            while time < nov5 + 24 * hour {
+                let end = min(time + EpochMillis(Int.random(in: 1...7_200, using: &rng)) * 1000, nov5 + 24 * hour)
+                entries.append(AggregateEntry(start: time, end: end, deltaWh: Double(Int.random(in: 0...500, using: &rng)),
+                                              billable: Int.random(in: 0..<10, using: &rng) > 0,
+                                              confidence: Confidence.allCases.randomElement(using: &rng) ?? .high))
+                time = end + EpochMillis(Int.random(in: 0...1, using: &rng)) * 600_000
+            }
+            var calendar = LocalCalendar(timeZone: TimeZone(identifier: "Asia/Kolkata")!)
+            let day = Aggregator.daily(date: CivilDate("2026-11-05")!, esp32Name: "d", classroom: "x", entries: entries,
+                                       tariffs: book, calendar: &calendar)
+            var cost = 0.0, unpriced = 0.0, energy = 0.0
+            var ids: [String] = []
+            var currency: String?
+            var confidence: [Confidence: Int] = [:]
+            for entry in entries {
+                confidence[entry.confidence, default: 0] += 1
+                guard entry.billable else { continue }
+                energy += entry.deltaWh
+                let price = book.price(energyWh: entry.deltaWh, classroom: "x", start: entry.start, end: entry.end)
+                cost += price.cost ?? 0
+                unpriced += price.unpricedWh
+                for id in price.versionIDs where !ids.contains(id) { ids.append(id) }
+                currency = currency ?? price.currency
+            }
+            #expect(abs(day.energyWh - energy) < 1e-9 * max(1, energy), "seed \(seed)")
+            #expect(abs(day.unpricedWh - unpriced) < 1e-9 * max(1, unpriced), "seed \(seed)")
+            if unpriced > 1e-9 {
+                #expect(day.cost == nil, "seed \(seed)")
+            } else {
+                #expect(abs((day.cost ?? .nan) - cost) < 1e-9 * max(1, cost), "seed \(seed)")
+            }
+            #expect(day.costVersionIDs == ids, "seed \(seed)")
+            #expect(day.currency == currency, "seed \(seed)")
+            #expect(day.confidence == confidence, "seed \(seed)")
+        }
+    }
+
     @Test func monthIsTheSumOfItsDaysAndUnknownIfAnyDayIs() {
         func day(_ d: Int, _ wh: Double, _ cost: Double?) -> DailyFigures {
             DailyFigures(date: CivilDate(year: 2026, month: 11, day: d), esp32Name: "d", classroom: "x", energyWh: wh, cost: cost,
