@@ -167,8 +167,21 @@ public enum LedgerDeriver {
             let integrated = (pa + pb) / 2 * hours
             if integrated >= 0.25 && delta < integrated / 2 { reasons.append(.counterStuckWithPower) }
         }
-        let confidence = reasons.map(\.ceiling).max() ?? .high
+        var confidence = Confidence.high
+        for reason in reasons where reason.ceiling > confidence { confidence = reason.ceiling }
+        let sources = [a.eventHash, b.eventHash]
 
+        // Most intervals lie inside one local day: one entry, nothing to split.
+        let firstDay = calendar.day(containing: a.time)
+        if b.time <= firstDay.end {
+            var entry = LedgerEntry(
+                id: "", esp32Name: device.esp32Name, classroom: device.classroom, start: a.time, end: b.time,
+                date: firstDay.date, deltaWh: max(0, delta), isResetMarker: resetMarker, billable: billable,
+                confidence: confidence, reasons: reasons, sourceEvents: sources, part: 0, parts: 1)
+            entry.id = entryID(entry)
+            entries.append(entry)
+            return
+        }
         // Split at local midnights, in proportion to time; the last part takes the remainder so
         // the parts add up to the delta exactly.
         var cuts: [(start: EpochMillis, end: EpochMillis, date: CivilDate)] = []
@@ -191,7 +204,7 @@ public enum LedgerDeriver {
             var entry = LedgerEntry(
                 id: "", esp32Name: device.esp32Name, classroom: device.classroom, start: cut.start, end: cut.end,
                 date: cut.date, deltaWh: max(0, share), isResetMarker: resetMarker, billable: billable,
-                confidence: confidence, reasons: reasons, sourceEvents: [a.eventHash, b.eventHash],
+                confidence: confidence, reasons: reasons, sourceEvents: sources,
                 part: part, parts: cuts.count)
             entry.id = entryID(entry)
             entries.append(entry)
@@ -202,16 +215,16 @@ public enum LedgerDeriver {
     /// writes nothing twice), and any change of content yields another (so a replaced entry
     /// keeps its own id and can be marked superseded).
     public static func entryID(_ e: LedgerEntry) -> String {
-        // Binary fields straight into the hash: the id is computed for every entry, so no text
-        // formatting of numbers here.
-        var hasher = SHA256()
+        // Binary fields straight into one buffer, hashed in one call: the id is computed for
+        // every entry, so no text formatting of numbers and no per-field hashing calls.
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(192)
         func add(_ text: String) {
-            var text = text
-            text.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
-            hasher.update(data: [0])
+            bytes.append(contentsOf: text.utf8)
+            bytes.append(0)
         }
         func add<T: FixedWidthInteger>(_ value: T) {
-            withUnsafeBytes(of: value.littleEndian) { hasher.update(bufferPointer: $0) }
+            withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
         }
         add(Int64(LedgerPolicy.derivationVersion))
         add(e.esp32Name)
@@ -224,7 +237,7 @@ public enum LedgerDeriver {
         add(e.deltaWh.bitPattern)
         add(UInt8(e.isResetMarker ? 1 : 0) | UInt8(e.billable ? 2 : 0))
         for reason in e.reasons { add(reason.rawValue) }
-        return EventHash.hex(hasher.finalize())
+        return bytes.withUnsafeBytes { EventHash.hex(SHA256.hash(data: $0)) }
     }
 }
 

@@ -58,13 +58,15 @@ public final class LedgerStore: @unchecked Sendable {
     // MARK: Finding work
 
     /// Devices with events not yet in the ledger, oldest first, and devices whose trailing dip
-    /// has waited long enough to be settled, in batches for `advance`: up to `batchSize` devices,
-    /// and fewer when they have a backlog (about `batchEvents` events seen per batch), so a day
-    /// of catching up is not one enormous step.
+    /// has waited long enough to be settled, in batches for `advance`: up to `batchSize` devices
+    /// with about `batchEvents` events between them, and at most ten while there is a backlog
+    /// (more than the 5,000 oldest unprocessed events looked at), so catching up a day is not
+    /// one enormous step.
     public func workBatches(now: EpochMillis, limit: Int = 200, batchSize: Int = 100,
                             batchEvents: Int = 5_000) throws(MongoError) -> [[String]] {
+        let window = 5000
         let pending = try client.find(Collections.telemetryEvents, filter: ["processed": false],
-                                      sort: ["received_at": 1], projection: ["esp32_name": 1], limit: 5000)
+                                      sort: ["received_at": 1], projection: ["esp32_name": 1], limit: window)
         var seen = Set<String>()
         var names: [String] = []
         var events: [String: Int] = [:]
@@ -88,11 +90,15 @@ public final class LedgerStore: @unchecked Sendable {
         for doc in dips {
             if let name = doc["_id"]?.stringValue, seen.insert(name).inserted { names.append(name) }
         }
+        // When the window is full there is a backlog, and a device's count in it says little
+        // about its total (a day of 500 devices loaded at once shows ten events of each):
+        // count each as at least a tenth of the budget, i.e. at most ten devices per batch.
+        let backlog = pending.count >= window
         var batches: [[String]] = []
         var batch: [String] = []
         var batchCount = 0
         for name in names {
-            let count = max(1, events[name] ?? 0)
+            let count = max(1, events[name] ?? 0, backlog ? batchEvents / 10 : 0)
             if !batch.isEmpty && (batch.count >= batchSize || batchCount + count > batchEvents) {
                 batches.append(batch)
                 batch = []

@@ -23,6 +23,14 @@ func billable(_ entries: [LedgerEntry]) -> Double { entries.filter(\.billable).m
 
 @Suite("ledger rules")
 struct LedgerRuleTests {
+    /// Entry ids are stored: the same entry must keep its id across releases (a changed id would
+    /// supersede the whole ledger on the next rebuild). Pinned for a reset across midnight.
+    @Test func entryIDsArePinned() {
+        let entries = derive([r(0, 1000, boot: "b1", seq: 7), r(15 * 3600, 40, boot: "b2", seq: 1)])
+        #expect(entries.map(\.id) == ["d4fcb828bc4bbc628e50eb4935409cec228d59ffbdbccd066f2148486815c2fc",
+                                     "8ea1e5ce4f4c03734ca55af5cfafd9b6d9ceeaac89976acb038607f8993f4deb"])
+    }
+
     @Test func firstReadingEverIsOnlyABaseline() {
         #expect(derive([r(0, 1000)]).isEmpty)
         #expect(derive([]).isEmpty)

@@ -80,6 +80,20 @@ struct LedgerBatchTests {
         #expect(batches == [["lab-101"], ["lab-102", "dev-0", "dev-1"], ["dev-2", "dev-3", "dev-4"]])
     }
 
+    @Test func aBacklogBeyondTheWindowGoesTenDevicesAtATime() throws {
+        // 30 devices with 200 events each, interleaved in time: the 5,000-event window shows
+        // each with fewer than it has, so batches are capped at ten devices.
+        let rig = try AccountingRig()
+        var docs: [BSONDocument] = []
+        for i in 0..<200 {
+            for d in 0..<30 { docs.append(rig.event("dev-\(d)", time: day5 + Int64(i) * 30_000, energy: Double(i), now: day5 + Int64(i * 30 + d))) }
+        }
+        _ = try rig.client.insertMany(docs, into: Collections.telemetryEvents, ordered: false, writeConcern: .acknowledged)
+        let batches = try rig.ledger.workBatches(now: day5)
+        #expect(batches.map(\.count) == [10, 10, 10])
+        #expect(Set(batches.joined()).count == 30)
+    }
+
     @Test func aDeviceHeldByAnotherWorkerIsLeftToIt() throws {
         let rig = try AccountingRig()
         _ = try rig.client.insertMany([rig.event("lab-101", time: day5, energy: 1), rig.event("lab-102", time: day5, energy: 1)],
