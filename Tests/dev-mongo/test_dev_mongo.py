@@ -31,6 +31,9 @@ START_TIMEOUT = 15.0
 UUID_UNSPECIFIED = UuidRepresentation.UNSPECIFIED
 
 
+MISSING_FIELD = object()
+
+
 class Server(object):
     """A dev-mongo subprocess; always stopped by the test that starts it."""
 
@@ -312,6 +315,39 @@ class StandaloneTests(unittest.TestCase):
         self.assertEqual([(g['_id'], g['c']) for g in res],
                          [({'d': None, 'day': 1}, 1), ({'d': 'a', 'day': 1}, 2), ({'d': 'a', 'day': 2}, 1), ({'d': 'b', 'day': 1}, 2),
                           ({'day': 1}, 1)])
+
+    def test_simple_filters_match_like_mongomock(self):
+        # The compiled predicate for simple filters must agree with mongomock's general one on
+        # every shape a field can take: missing, null, numbers of each type, booleans, strings,
+        # arrays of scalars or documents, embedded documents.
+        from mongomock.filtering import filter_applies
+        # (Booleans apart: mongomock takes true for 1, mongod does not; checked on their own below.)
+        values = [MISSING_FIELD, None, 0, 1, 1.0, Int64(1), 'a', 'b', [1, 'a'], [],
+                  [{'x': 1}], {'x': 1}, {'x': [1, 2]}, {'x': {'y': 'a'}}, [[1]]]
+        docs = []
+        for i, v in enumerate(values):
+            for j, w in enumerate(values):
+                d = {'_id': i * 100 + j}
+                if v is not MISSING_FIELD:
+                    d['f'] = v
+                if w is not MISSING_FIELD:
+                    d['g'] = {'x': w}
+                docs.append(d)
+        col = self.db().shapes
+        col.insert_many(docs)
+        queries = [{'f': 1}, {'f': 'a'}, {'f': {'$eq': 1.0}}, {'f': {'$in': [0, 'b']}}, {'f': {'$in': []}},
+                   {'f': {'$exists': True}}, {'f': {'$exists': False}}, {'g.x': 1}, {'g.x.y': 'a'}, {'g.x': {'$exists': False}},
+                   {'f': 1, 'g.x': {'$in': [2, 'a']}}, {'f.x': 1}, {'f.x': {'$exists': True}}]
+        stored = {d['_id']: d for d in col.find({})}
+        for q in queries:
+            got = sorted(d['_id'] for d in col.find(q))
+            want = sorted(i for i, d in stored.items() if filter_applies(q, d))
+            self.assertEqual(got, want, q)
+        flags = self.db().flags
+        flags.insert_many([{'_id': 1, 'f': True}, {'_id': 2, 'f': 1}, {'_id': 3, 'f': [0, True]}, {'_id': 4, 'f': False}])
+        self.assertEqual(sorted(d['_id'] for d in flags.find({'f': True})), [1, 3])
+        self.assertEqual(sorted(d['_id'] for d in flags.find({'f': 1})), [2])
+        self.assertEqual(sorted(d['_id'] for d in flags.find({'f': {'$in': [False, 0]}})), [3, 4])
 
     def test_find_and_modify(self):
         col = self.db().jobs
