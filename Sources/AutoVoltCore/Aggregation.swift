@@ -61,36 +61,22 @@ public enum Aggregator {
         var usedOrder: [Int] = []
         var covered: Int64 = 0
         var counts = [0, 0, 0] // Confidence.allCases order
-        func charge(_ segment: Int, _ share: Double) {
-            let rate = book.rates[segment]
-            if rate.isNaN {
-                unpriced += share
-                return
-            }
-            cost += share / 1000 * rate
-            if !used[segment] {
-                used[segment] = true
-                usedOrder.append(segment)
-            }
-        }
         for entry in entries {
             covered += max(0, min(entry.end, dayEnd) - max(entry.start, dayStart))
             counts[entry.confidence.rank] += 1
             guard entry.billable else { continue }
             energy += entry.deltaWh
-            var segment = book.segment(at: entry.start)
-            if segment == book.changes.count || book.changes[segment] >= entry.end || entry.end <= entry.start {
-                charge(segment, entry.deltaWh)
-                continue
-            }
-            // A tariff change inside the interval: energy split in proportion to time.
-            let duration = Double(entry.end - entry.start)
-            var from = entry.start
-            while from < entry.end {
-                let to = segment < book.changes.count ? min(book.changes[segment], entry.end) : entry.end
-                charge(segment, entry.deltaWh * Double(to - from) / duration)
-                from = to
-                segment += 1
+            book.forEachPiece(energyWh: entry.deltaWh, start: entry.start, end: entry.end) { segment, share in
+                let rate = book.rates[segment]
+                if rate.isNaN {
+                    unpriced += share
+                    return
+                }
+                cost += share / 1000 * rate
+                if !used[segment] {
+                    used[segment] = true
+                    usedOrder.append(segment)
+                }
             }
         }
         var ids: [String] = []

@@ -28,8 +28,8 @@ public struct TariffBook: Sendable {
     /// the same effective time the one created last wins.
     private let byScope: [String?: [Tariff]]
     /// Instants where the tariff may change, per classroom with its own versions (its and the
-    /// global ones), and for every other classroom; sorted, precomputed so pricing an entry
-    /// allocates nothing.
+    /// global ones), and for every other classroom; sorted, precomputed once per book
+    /// (`segments(classroom:)` builds on them).
     private let changeTimes: [String: [EpochMillis]]
     private let globalChangeTimes: [EpochMillis]
 
@@ -63,35 +63,6 @@ public struct TariffBook: Sendable {
         return low > 0 ? list[low - 1] : nil
     }
 
-    /// Calls `body` with each piece of [start, end) that has one tariff (nil: none in force) and
-    /// the share of `energyWh` used in it, in proportion to time. No allocation when no tariff
-    /// changes inside the interval (the common case).
-    @inlinable
-    public func forEachPiece(energyWh: Double, classroom: String, start: EpochMillis, end: EpochMillis,
-                             _ body: (Tariff?, Double) -> Void) {
-        let times = changeTimesFor(classroom)
-        // First change strictly after start.
-        var low = 0, high = times.count
-        while low < high {
-            let mid = (low + high) / 2
-            if times[mid] <= start { low = mid + 1 } else { high = mid }
-        }
-        if low == times.count || times[low] >= end || end <= start {
-            body(tariff(classroom: classroom, at: start), energyWh)
-            return
-        }
-        let duration = Double(end - start)
-        var from = start
-        var index = low
-        while from < end {
-            let to = index < times.count ? min(times[index], end) : end
-            body(tariff(classroom: classroom, at: from), energyWh * Double(to - from) / duration)
-            from = to
-            index += 1
-        }
-    }
-
-    @usableFromInline
     func changeTimesFor(_ classroom: String) -> [EpochMillis] { changeTimes[classroom] ?? globalChangeTimes }
 
     /// One classroom's tariffs as segments of time, to price many entries without a dictionary
@@ -118,8 +89,9 @@ public struct TariffBook: Sendable {
         var unpriced = 0.0
         var currency: String?
         var ids: [String] = []
-        forEachPiece(energyWh: energyWh, classroom: classroom, start: start, end: end) { tariff, share in
-            guard let tariff else {
+        let segments = segments(classroom: classroom)
+        segments.forEachPiece(energyWh: energyWh, start: start, end: end) { segment, share in
+            guard let tariff = segments.tariffs[segment] else {
                 unpriced += share
                 return
             }
@@ -154,5 +126,24 @@ public struct ClassroomTariffs: Sendable {
             if changes[mid] <= instant { low = mid + 1 } else { high = mid }
         }
         return low
+    }
+
+    /// Calls `body` with each segment [start, end) lies in and the share of `energyWh` used in
+    /// it, in proportion to time. Nothing allocated: a campus day prices 1.4 M entries this way.
+    @inlinable
+    public func forEachPiece(energyWh: Double, start: EpochMillis, end: EpochMillis, _ body: (Int, Double) -> Void) {
+        var segment = segment(at: start)
+        if segment == changes.count || changes[segment] >= end || end <= start {
+            body(segment, energyWh)
+            return
+        }
+        let duration = Double(end - start)
+        var from = start
+        while from < end {
+            let to = segment < changes.count ? min(changes[segment], end) : end
+            body(segment, energyWh * Double(to - from) / duration)
+            from = to
+            segment += 1
+        }
     }
 }

@@ -56,6 +56,16 @@ public struct WriteError: Sendable, Hashable {
     }
 }
 
+extension Array where Element == WriteError {
+    /// Throws the first error that is not a duplicate key. Duplicates are outcomes the caller
+    /// handles itself (an earlier, interrupted attempt; another writer that got there first).
+    public func throwUnlessDuplicateKeys() throws(MongoError) {
+        if let error = first(where: { !$0.isDuplicateKey }) {
+            throw MongoError(kind: .server(code: error.code), code: error.code, domain: 0, message: error.message)
+        }
+    }
+}
+
 public struct InsertManyResult: Sendable, Hashable {
     public let insertedCount: Int
     /// Per-document errors (for example duplicate keys): results, not failures.

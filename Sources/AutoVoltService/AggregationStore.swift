@@ -137,7 +137,7 @@ public final class AggregationStore: @unchecked Sendable {
             guard let id = doc["_id"], let at = doc["dirty_at"] else { return nil }
             return .deleteOne(["_id": id, "dirty_at": at])
         }
-        try Self.check(try client.bulkWrite(LedgerStore.dirtyDaysCollection, operations: done, ordered: false, writeConcern: writeConcern))
+        try client.bulkWrite(LedgerStore.dirtyDaysCollection, operations: done, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
         return dirty.count
     }
 
@@ -280,7 +280,7 @@ public final class AggregationStore: @unchecked Sendable {
             copy["replaced_at"] = .millis(now)
             return .updateOne(filter: ["_id": .string(historyID)], update: ["$setOnInsert": .document(copy)], upsert: true)
         }
-        try Self.check(try client.bulkWrite(Self.historyCollection, operations: history, ordered: false, writeConcern: writeConcern))
+        try client.bulkWrite(Self.historyCollection, operations: history, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
         let updates: [WriteModel] = changed.map { item in
             let version = existing[item.id]?["version"]?.int64Value ?? 0
             var set = item.fields
@@ -292,7 +292,7 @@ public final class AggregationStore: @unchecked Sendable {
         }
         let result = try client.bulkWrite(collection, operations: updates, ordered: false, writeConcern: writeConcern)
         let lost = Set(result.writeErrors.filter(\.isDuplicateKey).map(\.index))
-        try Self.check(result)
+        try result.writeErrors.throwUnlessDuplicateKeys()
         func change(_ item: Figures, old: BSONDocument?) -> AggregateChange {
             AggregateChange(kind: kind, key: item.key, esp32Name: item.name, classroom: item.classroom,
                             oldEnergyWh: old?["energy_wh"]?.doubleValue, newEnergyWh: item.fields["energy_wh"]?.doubleValue ?? 0,
@@ -358,11 +358,6 @@ public final class AggregationStore: @unchecked Sendable {
 
     static func historyID(kind: String, id: String, version: Int64) -> String { "\(kind)|\(id)|v\(version)" }
 
-    private static func check(_ result: BulkWriteResult) throws(MongoError) {
-        if let error = result.writeErrors.first(where: { !$0.isDuplicateKey }) {
-            throw MongoError(kind: .server(code: error.code), code: error.code, domain: 0, message: error.message)
-        }
-    }
 
     static func same(_ a: BSON?, _ b: BSON) -> Bool {
         guard let a else { return false }

@@ -230,9 +230,7 @@ public final class IngestProcessor: @unchecked Sendable {
                     upsert: true)
             }
             let result = try client.bulkWrite(Collections.deviceStatus, operations: operations, ordered: false, writeConcern: writeConcern)
-            if let error = result.writeErrors.first(where: { !$0.isDuplicateKey }) {
-                throw MongoError(kind: .server(code: error.code), code: error.code, domain: 0, message: error.message)
-            }
+            try result.writeErrors.throwUnlessDuplicateKeys()
             if result.writeErrors.contains(where: \.isDuplicateKey) {
                 // Two workers raced to create the same device document: apply ours again as an update.
                 for error in result.writeErrors where error.isDuplicateKey {

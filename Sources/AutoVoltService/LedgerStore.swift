@@ -303,9 +303,7 @@ public final class LedgerStore: @unchecked Sendable {
             let nowDate = BSON.millis(now)
             let insert = try client.insertMany(toInsert.map { Self.document($0, createdAt: nowDate) }, into: Collections.ledgers,
                                                ordered: false, writeConcern: writeConcern)
-            if let error = insert.writeErrors.first(where: { !$0.isDuplicateKey }) {
-                throw MongoError(kind: .server(code: error.code), code: error.code, domain: 0, message: error.message)
-            }
+            try insert.writeErrors.throwUnlessDuplicateKeys()
             // An entry derived again after it had been superseded (a race, or a rebuild) is live again.
             let duplicates = insert.writeErrors.filter(\.isDuplicateKey).compactMap { toInsert.indices.contains($0.index) ? toInsert[$0.index].id : nil }
             if !duplicates.isEmpty {
@@ -319,7 +317,7 @@ public final class LedgerStore: @unchecked Sendable {
                 .updateOne(filter: ["_id": .string(item.entry.id), "superseded_by": ["$exists": false]],
                            update: ["$set": ["superseded_by": .string(item.replacement), "superseded_at": .millis(now)]], upsert: false)
             }
-            try Self.check(try client.bulkWrite(Collections.ledgers, operations: operations, ordered: false, writeConcern: writeConcern))
+            try client.bulkWrite(Collections.ledgers, operations: operations, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
         }
         if !dirty.isEmpty {
             let operations: [WriteModel] = dirty.sorted { $0.key < $1.key }.map { key, day in
@@ -328,7 +326,7 @@ public final class LedgerStore: @unchecked Sendable {
                                              "dirty_at": .millis(now)]],
                            upsert: true)
             }
-            try Self.check(try client.bulkWrite(Self.dirtyDaysCollection, operations: operations, ordered: false, writeConcern: writeConcern))
+            try client.bulkWrite(Self.dirtyDaysCollection, operations: operations, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
         }
         let newIDs = plans.flatMap(\.newIDs)
         if !newIDs.isEmpty {
@@ -370,15 +368,9 @@ public final class LedgerStore: @unchecked Sendable {
                 ]],
                 upsert: true)
         }
-        try Self.check(try client.bulkWrite(Collections.reviewTickets, operations: operations, ordered: false, writeConcern: writeConcern))
+        try client.bulkWrite(Collections.reviewTickets, operations: operations, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
     }
 
-    /// A bulk write's per-operation errors other than duplicate keys are failures of the step.
-    private static func check(_ result: BulkWriteResult) throws(MongoError) {
-        if let error = result.writeErrors.first(where: { !$0.isDuplicateKey }) {
-            throw MongoError(kind: .server(code: error.code), code: error.code, domain: 0, message: error.message)
-        }
-    }
 
     // MARK: Lease (optimistic concurrency on the device's state document)
 
@@ -406,7 +398,7 @@ public final class LedgerStore: @unchecked Sendable {
             ], upsert: true)
         }
         let result = try client.bulkWrite(Self.stateCollection, operations: operations, ordered: false, writeConcern: writeConcern)
-        try Self.check(result)
+        try result.writeErrors.throwUnlessDuplicateKeys()
         // A duplicate key is an upsert that collided with another worker's state document: held.
         let refused = Set(result.writeErrors.map(\.index))
         let acquired = names.indices.filter { !refused.contains($0) }.map { names[$0] }
@@ -451,7 +443,7 @@ public final class LedgerStore: @unchecked Sendable {
             return .updateOne(filter: ["_id": .string(state.name), "lease_owner": .string(owner)],
                               update: ["$set": .document(set), "$unset": .document(unset)], upsert: false)
         }
-        try Self.check(try client.bulkWrite(Self.stateCollection, operations: operations, ordered: false, writeConcern: writeConcern))
+        try client.bulkWrite(Self.stateCollection, operations: operations, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
     }
 
     static func oneOf(_ names: [String]) -> BSON { ["$in": .array(names.map { .string($0) })] }
