@@ -131,14 +131,17 @@ struct LedgerIntegrationTests {
 
     @Test func aTrailingDipSettlesAsAResetAfterTheTimeout() throws {
         let rig = try Rig()
-        try rig.startWorker(extra: ["AUTOVOLT_DIP_TIMEOUT": "3s"])
+        try rig.startWorker(extra: ["AUTOVOLT_DIP_TIMEOUT": "5s"])
         // The dip is "now" (baseTime is an hour ago): it waits for the next reading, then times out.
         let nowSecond = Int(Date().timeIntervalSince1970) - baseTime
         let readings: [(device: String, second: Int, energy: Double)] = [
             ("lab-101", nowSecond - 60, 1000), ("lab-101", nowSecond - 30, 1010), ("lab-101", nowSecond, 4),
         ]
         try rig.publisher().publish(readings.map { telemetryPayload($0.device, second: $0.second, energy: $0.energy) })
-        #expect(eventually(timeout: 10) { rig.count("telemetry_events", ["processed": false]) == 0 })
+        // All three stored and all processed: "none unprocessed" alone also holds before anything is stored.
+        #expect(eventually(timeout: 10) {
+            rig.count("telemetry_events") == readings.count && rig.count("telemetry_events", ["processed": false]) == 0
+        })
         #expect(rig.count("device_consumption_ledgers") == 1, "the dip did not wait")
         let settled = rig.waitForLedger(expectedEntries(readings), timeout: 30)
         #expect(settled)
