@@ -268,7 +268,7 @@ public final class MQTTSource: @unchecked Sendable {
             } else if qos < 1 {
                 logger.warning("MQTT subscription granted below QoS 1: messages may be lost", metadata: ["topic": "\(filter)", "qos": "\(qos)"])
             } else {
-                logger.debug("MQTT subscribed", metadata: ["topic": "\(filter)", "qos": "\(qos)"])
+                logger.info("MQTT subscribed", metadata: ["topic": "\(filter)", "qos": "\(qos)"])
             }
         }
     }

@@ -45,8 +45,7 @@ final class Rig: @unchecked Sendable {
         let worker = WorkerProcess(environment: environment.merging(extra) { $1 })
         try worker.start()
         workers.append(worker)
-        #expect(worker.waitUntilConnected(), "worker did not connect:\n\(worker.log)")
-        Thread.sleep(forTimeInterval: 0.3) // SUBACK
+        #expect(worker.waitUntilSubscribed(), "worker did not connect and subscribe:\n\(worker.log)")
         return worker
     }
 
@@ -151,7 +150,8 @@ struct IntegrationTests {
 
     @Test func killNineMidBurstLosesNothingAndStoresNothingTwice() throws {
         let rig = try Rig()
-        let first = try rig.startWorker()
+        // Small batches, so the kill cannot come after one batch took in all the rest.
+        let first = try rig.startWorker(extra: ["AUTOVOLT_BATCH_SIZE": "10"])
         let publisher = try rig.publisher()
         let messages = (0..<1000).map { reading("lab-10\($0 % 5)", $0) }
         let killer = Thread {
@@ -199,8 +199,8 @@ struct IntegrationTests {
         // would lose what was stored, so the outage is simulated by stopping it after a save.
         rig.mongo.kill()
         try publisher.publish((200..<700).map { reading("lab-102", $0) })
-        // Longer than the 5 s server selection timeout, so the drain really fails and backs off.
-        Thread.sleep(forTimeInterval: 7)
+        // Until a store has really failed (after the 5 s server selection timeout) and backs off.
+        #expect(eventually(timeout: 30) { worker.log.contains("cannot store to MongoDB") }, "\(worker.log.suffix(2000))")
         #expect(worker.isRunning)
         try rig.mongo.restart()
         #expect(rig.waitForCount("telemetry_events", 500, filter: ["esp32_name": "lab-102"], timeout: 60),
@@ -216,8 +216,7 @@ struct IntegrationTests {
         rig.broker.stop()
         Thread.sleep(forTimeInterval: 1.5)
         try rig.broker.start()
-        #expect(eventually(timeout: 40) { worker.log.components(separatedBy: "MQTT connected").count >= 3 }, "\(worker.log)")
-        Thread.sleep(forTimeInterval: 0.5)
+        #expect(worker.waitUntilSubscribed(times: 2, timeout: 40), "\(worker.log)")
         try rig.publisher().publish([reading("lab-101", 2)])
         #expect(rig.waitForCount("telemetry_events", 2))
     }

@@ -74,7 +74,8 @@ struct LedgerIntegrationTests {
 
     @Test func killNineMidStreamGivesTheSameLedgerAsAnUninterruptedRun() throws {
         let rig = try Rig()
-        let first = try rig.startWorker()
+        // Small batches, so the kill cannot come after one batch stored and derived everything.
+        let first = try rig.startWorker(extra: ["AUTOVOLT_BATCH_SIZE": "10"])
         var readings: [(device: String, second: Int, energy: Double)] = []
         for device in ["lab-101", "lab-102", "lab-103"] {
             var energy = 5000.0
@@ -131,9 +132,10 @@ struct LedgerIntegrationTests {
 
     @Test func aTrailingDipSettlesAsAResetAfterTheTimeout() throws {
         let rig = try Rig()
-        try rig.startWorker(extra: ["AUTOVOLT_DIP_TIMEOUT": "5s"])
+        // 12 s: the first step must still see the dip waiting, on a loaded machine too.
+        try rig.startWorker(extra: ["AUTOVOLT_DIP_TIMEOUT": "12s"])
         // The dip is "now" (baseTime is an hour ago): it waits for the next reading, then times out.
-        let nowSecond = Int(Date().timeIntervalSince1970) - baseTime
+        let nowSecond = Int(Date().timeIntervalSince1970.rounded(.up)) - baseTime
         let readings: [(device: String, second: Int, energy: Double)] = [
             ("lab-101", nowSecond - 60, 1000), ("lab-101", nowSecond - 30, 1010), ("lab-101", nowSecond, 4),
         ]
@@ -143,7 +145,7 @@ struct LedgerIntegrationTests {
             rig.count("telemetry_events") == readings.count && rig.count("telemetry_events", ["processed": false]) == 0
         })
         #expect(rig.count("device_consumption_ledgers") == 1, "the dip did not wait")
-        let settled = rig.waitForLedger(expectedEntries(readings), timeout: 30)
+        let settled = rig.waitForLedger(expectedEntries(readings), timeout: 60)
         #expect(settled)
         #expect(rig.count("device_consumption_ledgers", ["is_reset_marker": true]) == 1)
     }

@@ -378,7 +378,7 @@ struct QueryTests {
 
         // No database: exit 1 with one line.
         var unreachable = f.environment
-        unreachable["AUTOVOLT_MONGODB_URI"] = "mongodb://127.0.0.1:\(freeTCPPort())/x?serverSelectionTimeoutMS=300&connectTimeoutMS=300"
+        unreachable["AUTOVOLT_MONGODB_URI"] = "mongodb://127.0.0.1:1/x?serverSelectionTimeoutMS=300&connectTimeoutMS=300"
         let down = try WorkerProcess.runToCompletion(["monthly", "--month", "2026-11"], environment: unreachable)
         #expect(down.status == 1, "stderr: \(down.stderr)")
         #expect(down.stderr.split(separator: "\n").count == 1 && down.stderr.contains("monthly failed"), "stderr: \(down.stderr)")

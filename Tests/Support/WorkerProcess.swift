@@ -91,4 +91,10 @@ public final class WorkerProcess: @unchecked Sendable {
     public func waitUntilConnected(timeout: Double = 20) -> Bool {
         eventually(timeout: timeout) { log.contains("MQTT connected") }
     }
+
+    /// Until the broker has granted the three subscriptions `times` times (once per connect):
+    /// only then does a fresh session receive what is published.
+    public func waitUntilSubscribed(times: Int = 1, timeout: Double = 20) -> Bool {
+        eventually(timeout: timeout) { log.components(separatedBy: "MQTT subscribed").count - 1 >= 3 * times }
+    }
 }
