@@ -29,15 +29,15 @@ public enum EventHash {
         value.description
     }
 
-    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
-
     static func hex(_ digest: SHA256.Digest) -> String {
-        String(unsafeUninitializedCapacity: 64) { buffer in
-            var i = 0
-            for byte in digest {
-                buffer[i] = hexDigits[Int(byte >> 4)]
-                buffer[i + 1] = hexDigits[Int(byte & 0x0F)]
-                i += 2
+        // Digits by arithmetic, not a table: no global access or bounds check per nibble.
+        @inline(__always) func digit(_ nibble: UInt8) -> UInt8 { nibble < 10 ? 48 + nibble : 87 + nibble }
+        return String(unsafeUninitializedCapacity: 64) { buffer in
+            digest.withUnsafeBytes { bytes in
+                for (i, byte) in bytes.enumerated() {
+                    buffer[2 * i] = digit(byte >> 4)
+                    buffer[2 * i + 1] = digit(byte & 0x0F)
+                }
             }
             return 64
         }

@@ -215,29 +215,58 @@ public enum LedgerDeriver {
     /// writes nothing twice), and any change of content yields another (so a replaced entry
     /// keeps its own id and can be marked superseded).
     public static func entryID(_ e: LedgerEntry) -> String {
-        // Binary fields straight into one buffer, hashed in one call: the id is computed for
-        // every entry, so no text formatting of numbers and no per-field hashing calls.
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(192)
-        func add(_ text: String) {
-            bytes.append(contentsOf: text.utf8)
-            bytes.append(0)
+        // Binary fields straight into one stack buffer, hashed in one call: the id is computed
+        // for every entry, so no text formatting of numbers, no heap buffer and no per-field
+        // hashing calls. The byte layout is pinned by LedgerTests.entryIDsArePinned.
+        var size = 8 * 6 + 1 + e.esp32Name.utf8.count + e.classroom.utf8.count + 2
+        for source in e.sourceEvents { size += source.utf8.count + 1 }
+        for reason in e.reasons { size += reason.rawValue.utf8.count + 1 }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: size) { buffer in
+            var out = ByteWriter(buffer: buffer)
+            out.add(Int64(LedgerPolicy.derivationVersion))
+            out.add(e.esp32Name)
+            out.add(e.classroom)
+            for source in e.sourceEvents { out.add(source) }
+            out.add(Int64(e.part))
+            out.add(Int64(e.parts))
+            out.add(e.start)
+            out.add(e.end)
+            out.add(e.deltaWh.bitPattern)
+            out.add(UInt8(e.isResetMarker ? 1 : 0) | UInt8(e.billable ? 2 : 0))
+            for reason in e.reasons { out.add(reason.rawValue) }
+            return EventHash.hex(SHA256.hash(data: UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[0..<out.count])))
         }
-        func add<T: FixedWidthInteger>(_ value: T) {
-            withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+}
+
+/// Appends an entry id's fields to a buffer sized for them: strings as UTF-8 plus a NUL,
+/// integers little-endian. A struct, not closures over a counter, so no exclusivity checks.
+private struct ByteWriter {
+    let buffer: UnsafeMutableBufferPointer<UInt8>
+    var count = 0
+
+    mutating func add(_ text: String) {
+        let copied = text.utf8.withContiguousStorageIfAvailable { utf8 -> Int in
+            UnsafeMutableBufferPointer(rebasing: buffer[count...]).initialize(fromContentsOf: utf8)
         }
-        add(Int64(LedgerPolicy.derivationVersion))
-        add(e.esp32Name)
-        add(e.classroom)
-        for source in e.sourceEvents { add(source) }
-        add(Int64(e.part))
-        add(Int64(e.parts))
-        add(e.start)
-        add(e.end)
-        add(e.deltaWh.bitPattern)
-        add(UInt8(e.isResetMarker ? 1 : 0) | UInt8(e.billable ? 2 : 0))
-        for reason in e.reasons { add(reason.rawValue) }
-        return bytes.withUnsafeBytes { EventHash.hex(SHA256.hash(data: $0)) }
+        if let copied {
+            count += copied
+        } else {
+            for byte in text.utf8 { append(byte) }
+        }
+        append(0)
+    }
+
+    mutating func add<T: FixedWidthInteger>(_ value: T) {
+        withUnsafeBytes(of: value.littleEndian) { raw in
+            UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[count..<count + raw.count]).copyMemory(from: raw)
+        }
+        count += MemoryLayout<T>.size
+    }
+
+    private mutating func append(_ byte: UInt8) {
+        buffer[count] = byte
+        count += 1
     }
 }
 

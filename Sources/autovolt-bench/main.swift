@@ -509,7 +509,9 @@ func runLedger(_ options: Options) throws(UsageError) {
             var value = counter
             let roll = rng.below(1000)
             if roll == 0 { counter = 0; value = 0 } else if roll == 1 { value = 0 }
-            readings.append(LedgerReading(eventHash: "d\(d)-\(i)", time: time, energyWh: value, bootID: "b", seq: Int64(i)))
+            // Real event hashes: 64 hex digits, so entry ids hash as many bytes as in the worker.
+            let hash = EventHash.compute(esp32Name: device.esp32Name, timestampAsSent: String(time), energyWhTotal: value)
+            readings.append(LedgerReading(eventHash: hash, time: time, energyWh: value, bootID: "b", seq: Int64(i)))
         }
         fleets.append((device, readings))
     }
