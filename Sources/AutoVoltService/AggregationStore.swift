@@ -3,7 +3,7 @@ import AutoVoltMongo
 import Foundation
 import Logging
 
-/// One changed aggregate document: what it said before and what it says now.
+/// One recalculated aggregate document: what it said before and what it says now.
 public struct AggregateChange: Sendable, Encodable, Equatable {
     public var kind: String // "daily" or "monthly"
     public var key: String // date or month
@@ -14,6 +14,8 @@ public struct AggregateChange: Sendable, Encodable, Equatable {
     public var oldCost: Double?
     public var newCost: Double?
     public var version: Int64
+    /// Whether any figure differs from before (a recalculation bumps the version either way).
+    public var figuresChanged: Bool
 
     enum CodingKeys: String, CodingKey {
         case kind, key, classroom, version
@@ -22,10 +24,23 @@ public struct AggregateChange: Sendable, Encodable, Equatable {
     }
 }
 
+/// What `recalculate` answers (CLI `--json` and HTTP): how many aggregates were recalculated,
+/// each with a new version, and those whose figures changed.
+public struct RecalculationReport: Sendable, Encodable {
+    public var recalculated: Int
+    public var changed: [AggregateChange]
+
+    public init(_ recalculated: [AggregateChange]) {
+        self.recalculated = recalculated.count
+        changed = recalculated.filter(\.figuresChanged)
+    }
+}
+
 /// Keeps `daily_aggregates` and `monthly_aggregates` equal to the sums of live billable ledger
 /// entries, priced by the tariff in force when the energy was used (contract rules 7 and 8).
-/// A recomputation that changes a document's figures bumps its `version` and keeps the previous
-/// figures in `aggregate_history`; one that changes nothing writes nothing.
+/// Every recomputation of a document bumps its `version` (contract section 4: "incremented on
+/// every recalculation") and keeps the previous figures in `aggregate_history`; figures that
+/// did not change stay the same, so recalculating twice gives the same figures.
 ///
 /// Blocking: call from a dedicated thread (or through MongoExecutor).
 public final class AggregationStore: @unchecked Sendable {
@@ -59,6 +74,9 @@ public final class AggregationStore: @unchecked Sendable {
 
     public struct TariffChange: Sendable, Encodable {
         public var tariff: TariffDocument
+        /// How many aggregates were recalculated (each got a new version).
+        public var recalculated: Int
+        /// Those whose figures changed.
         public var changes: [AggregateChange]
     }
 
@@ -78,10 +96,11 @@ public final class AggregationStore: @unchecked Sendable {
             guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue.flatMap(CivilDate.init) else { return nil }
             return (name, date)
         }
-        let changes = try recompute(pairs, now: now)
+        let recalculated = try recompute(pairs, now: now)
+        let changes = recalculated.filter(\.figuresChanged)
         logger.notice("tariff added", metadata: [
             "id": "\(id)", "cost_per_kwh": "\(costPerKwh)", "currency": "\(currency)", "effective_from": "\(ISO8601.format(effectiveFrom))",
-            "classroom": "\(classroom ?? "all")", "aggregates_changed": "\(changes.count)",
+            "classroom": "\(classroom ?? "all")", "aggregates_recalculated": "\(recalculated.count)", "aggregates_changed": "\(changes.count)",
         ])
         for change in changes where change.oldCost != change.newCost {
             logger.notice("cost recalculated", metadata: [
@@ -89,7 +108,7 @@ public final class AggregationStore: @unchecked Sendable {
                 "old_cost": "\(change.oldCost.map { "\($0)" } ?? "null")", "new_cost": "\(change.newCost.map { "\($0)" } ?? "null")",
             ])
         }
-        return TariffChange(tariff: TariffDocument(tariff), changes: changes)
+        return TariffChange(tariff: TariffDocument(tariff), recalculated: recalculated.count, changes: changes)
     }
 
     // MARK: Recalculation
@@ -254,23 +273,18 @@ public final class AggregationStore: @unchecked Sendable {
         var fields: BSONDocument
     }
 
-    /// Writes the figures that differ from the stored ones: the old document goes to
-    /// `aggregate_history`, the new one gets `version + 1`. Each write is conditional on the
-    /// version read, so two workers recomputing at once cannot lose an update: when any write of
-    /// the batch did not apply, those aggregates are read again and written one by one.
+    /// Writes the recomputed figures: the old document goes to `aggregate_history`, the new one
+    /// gets `version + 1`. Each write is conditional on the version read, so two workers
+    /// recomputing at once cannot lose an update: when any write of the batch did not apply,
+    /// those aggregates are read again and written one by one.
     private func store(_ collection: String, kind: String, _ items: [Figures], now: EpochMillis) throws(MongoError) -> [AggregateChange] {
         guard !items.isEmpty else { return [] }
         var existing: [String: BSONDocument] = [:]
         for doc in try client.find(collection, filter: ["_id": ["$in": .array(items.map { .string($0.id) })]]) {
             if let id = doc["_id"]?.stringValue { existing[id] = doc }
         }
-        let changed = items.filter { item in
-            guard let old = existing[item.id] else { return true }
-            return !item.fields.allSatisfy { Self.same(old[$0.key], $0.value) }
-        }
-        guard !changed.isEmpty else { return [] }
         beforeVersionedWrite?()
-        let history: [WriteModel] = changed.compactMap { item in
+        let history: [WriteModel] = items.compactMap { item in
             guard let old = existing[item.id] else { return nil }
             let historyID = Self.historyID(kind: kind, id: item.id, version: old["version"]?.int64Value ?? 0)
             var copy = old
@@ -281,7 +295,7 @@ public final class AggregationStore: @unchecked Sendable {
             return .updateOne(filter: ["_id": .string(historyID)], update: ["$setOnInsert": .document(copy)], upsert: true)
         }
         try client.bulkWrite(Self.historyCollection, operations: history, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
-        let updates: [WriteModel] = changed.map { item in
+        let updates: [WriteModel] = items.map { item in
             let version = existing[item.id]?["version"]?.int64Value ?? 0
             var set = item.fields
             set["version"] = .int64(version + 1)
@@ -297,36 +311,38 @@ public final class AggregationStore: @unchecked Sendable {
             AggregateChange(kind: kind, key: item.key, esp32Name: item.name, classroom: item.classroom,
                             oldEnergyWh: old?["energy_wh"]?.doubleValue, newEnergyWh: item.fields["energy_wh"]?.doubleValue ?? 0,
                             oldCost: old?["cost"]?.doubleValue, newCost: item.fields["cost"]?.doubleValue,
-                            version: (old?["version"]?.int64Value ?? 0) + 1)
+                            version: (old?["version"]?.int64Value ?? 0) + 1,
+                            figuresChanged: !item.fields.allSatisfy { Self.same(old?[$0.key], $0.value) })
         }
-        if lost.isEmpty && result.matchedCount + result.upsertedCount == changed.count {
-            return changed.map { change($0, old: existing[$0.id]) }
+        if lost.isEmpty && result.matchedCount + result.upsertedCount == items.count {
+            return items.map { change($0, old: existing[$0.id]) }
         }
         // Someone else wrote some of them meanwhile: find which of ours applied, redo the rest.
+        // A stored version with our figures and our computed_at is ours (or an identical
+        // recalculation at the same millisecond, which is the same thing).
         var changes: [AggregateChange] = []
         var reread: [String: BSONDocument] = [:]
-        for doc in try client.find(collection, filter: ["_id": ["$in": .array(changed.map { .string($0.id) })]]) {
+        for doc in try client.find(collection, filter: ["_id": ["$in": .array(items.map { .string($0.id) })]]) {
             if let id = doc["_id"]?.stringValue { reread[id] = doc }
         }
-        for item in changed {
+        for item in items {
             let expected = (existing[item.id]?["version"]?.int64Value ?? 0) + 1
             if let stored = reread[item.id], stored["version"]?.int64Value == expected, stored["computed_at"] == .millis(now),
                item.fields.allSatisfy({ Self.same(stored[$0.key], $0.value) }) {
                 changes.append(change(item, old: existing[item.id]))
-            } else if let redone = try storeOne(collection, kind: kind, item, now: now) {
-                changes.append(redone)
+            } else {
+                changes.append(try storeOne(collection, kind: kind, item, now: now))
             }
         }
         return changes
     }
 
     /// One aggregate, read and written until the write applies (see `store`).
-    private func storeOne(_ collection: String, kind: String, _ item: Figures, now: EpochMillis) throws(MongoError) -> AggregateChange? {
+    private func storeOne(_ collection: String, kind: String, _ item: Figures, now: EpochMillis) throws(MongoError) -> AggregateChange {
         let id = item.id, fields = item.fields
         for _ in 0..<5 {
             let existing = try client.findOne(collection, filter: ["_id": .string(id)])
             let version = existing?["version"]?.int64Value ?? 0
-            if let existing, fields.allSatisfy({ Self.same(existing[$0.key], $0.value) }) { return nil }
             if let existing {
                 var history = existing
                 let historyID = Self.historyID(kind: kind, id: id, version: version)
@@ -351,13 +367,13 @@ public final class AggregationStore: @unchecked Sendable {
             }
             return AggregateChange(kind: kind, key: item.key, esp32Name: item.name, classroom: item.classroom,
                                    oldEnergyWh: existing?["energy_wh"]?.doubleValue, newEnergyWh: fields["energy_wh"]?.doubleValue ?? 0,
-                                   oldCost: existing?["cost"]?.doubleValue, newCost: fields["cost"]?.doubleValue, version: version + 1)
+                                   oldCost: existing?["cost"]?.doubleValue, newCost: fields["cost"]?.doubleValue, version: version + 1,
+                                   figuresChanged: !fields.allSatisfy { Self.same(existing?[$0.key], $0.value) })
         }
         throw MongoError(kind: .server(code: 112), code: 112, domain: 0, message: "aggregate \(id) kept changing under us")
     }
 
     static func historyID(kind: String, id: String, version: Int64) -> String { "\(kind)|\(id)|v\(version)" }
-
 
     static func same(_ a: BSON?, _ b: BSON) -> Bool {
         guard let a else { return false }

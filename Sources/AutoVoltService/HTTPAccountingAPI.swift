@@ -86,7 +86,7 @@ enum AccountingAPI {
                     try store(client, config, concern, logger).recalculate(
                         start: start, end: end, classroom: body.classroom, esp32Name: body.esp32Name, now: LedgerStore.nowMillis())
                 }
-                return json(.ok, ["changed": changes])
+                return json(.ok, RecalculationReport(changes))
             } catch {
                 return problem(.serviceUnavailable, "database unavailable: \(error)")
             }

@@ -268,8 +268,9 @@ public final class Scheduler: @unchecked Sendable {
             do {
                 switch job.kind {
                 case .dayClose:
-                    let changes = try aggregation.closeDay(job.date, now: now)
-                    logger.info("day closed", metadata: ["date": "\(job.date)", "aggregates_changed": "\(changes.count)"])
+                    let report = RecalculationReport(try aggregation.closeDay(job.date, now: now))
+                    logger.info("day closed", metadata: ["date": "\(job.date)", "aggregates_recalculated": "\(report.recalculated)",
+                                                         "aggregates_changed": "\(report.changed.count)"])
                 case .reconcile:
                     runID = try reconciler.run(date: job.date, now: now).runID
                 }

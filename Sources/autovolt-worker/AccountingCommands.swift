@@ -75,7 +75,7 @@ struct CostVersions: ParsableCommand {
             if json { return printJSON(result) }
             let t = result.tariff
             print("added \(t.id): \(t.costPerKwh) \(t.currency)/kWh from \(t.effectiveFrom) for \(t.classroom ?? "all classrooms")")
-            print("\(result.changes.count) aggregates recalculated")
+            print("\(result.recalculated) aggregates recalculated (each a new version), \(result.changes.count) with changed figures")
             changeLines(result.changes).forEach { print($0) }
         }
     }
@@ -105,7 +105,7 @@ struct CostVersions: ParsableCommand {
 struct Recalculate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Rebuild daily and monthly aggregates of local dates START...END (inclusive) from the ledger.",
-        discussion: "Idempotent: documents whose figures do not change are left as they are (same version).")
+        discussion: "Idempotent in its figures: recalculating again gives the same energy and cost. Every recalculated document gets version + 1, and its previous figures stay in aggregate_history.")
 
     @OptionGroup var options: ConfigOptions
     @Option(help: "First local date, YYYY-MM-DD.") var start: String
@@ -129,9 +129,10 @@ struct Recalculate: ParsableCommand {
                                  writeConcern: db.writeConcern, logger: logger)
                 .recalculate(start: s, end: e, classroom: classroom, esp32Name: esp32Name, now: Int64(Date().timeIntervalSince1970 * 1000))
         }
-        if json { return printJSON(changes) }
-        print("recalculated \(start)...\(end): \(changes.count) aggregates changed")
-        changeLines(changes).forEach { print($0) }
+        let report = RecalculationReport(changes)
+        if json { return printJSON(report) }
+        print("recalculated \(start)...\(end): \(report.recalculated) aggregates (each a new version), \(report.changed.count) with changed figures")
+        changeLines(report.changed).forEach { print($0) }
     }
 }
 

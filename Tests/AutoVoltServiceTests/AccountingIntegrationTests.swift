@@ -99,11 +99,14 @@ struct AccountingIntegrationTests {
         _ = try rig.aggregation.addTariff(costPerKwh: 5, currency: "INR", effectiveFrom: 0, classroom: "CSE-301", notes: nil, now: later)
         #expect(try rig.daily("lab-101", "2026-11-05")?["cost"]?.doubleValue == 10)
         #expect(try rig.daily("lab-201", "2026-11-05")?["cost"]?.doubleValue == 16)
-        // Recalculating again changes nothing and bumps nothing.
+        // Recalculating again changes no figure, and every recalculated document gets a new version
+        // (contract: "incremented on every recalculation") with the previous one in the history.
         let again = try rig.aggregation.recalculate(start: CivilDate("2026-11-01")!, end: CivilDate("2026-11-30")!, classroom: nil,
-                                                    esp32Name: nil, now: later)
-        #expect(again.isEmpty)
-        #expect(try rig.daily("lab-101", "2026-11-05")?["version"]?.int64Value == 3)
+                                                    esp32Name: nil, now: later + 1)
+        #expect(!again.isEmpty && again.allSatisfy { !$0.figuresChanged })
+        #expect(try rig.daily("lab-101", "2026-11-05")?["version"]?.int64Value == 4)
+        #expect(try rig.daily("lab-101", "2026-11-05")?["cost"]?.doubleValue == 10)
+        #expect(try rig.client.findOne("aggregate_history", filter: ["_id": "daily|2026-11-05|lab-101|v3"])?["cost"]?.doubleValue == 10)
     }
 
     @Test func lateReadingReaggregatesTheRightDayAndMonthBoundaryIsLocal() throws {

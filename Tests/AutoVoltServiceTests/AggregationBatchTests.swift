@@ -39,9 +39,9 @@ struct AggregationBatchTests {
     }
 
     /// Two workers recompute the same days at the same moment after every price change: neither
-    /// fails (colliding upserts and lost conditional writes are read again), and each change is
-    /// applied once: every aggregate's version ends at the number of prices it has seen, and its
-    /// history holds each earlier version once.
+    /// fails (colliding upserts and lost conditional writes are read again), and every
+    /// recalculation is applied once: each aggregate's version ends at one plus the number of
+    /// recalculations (two per round), and its history holds each earlier version once.
     @Test func twoWorkersRecomputingAtOnceNeverLoseOrDoubleAVersion() throws {
         let rig = try AccountingRig()
         for device in ["lab-101", "lab-102", "lab-201"] {
@@ -58,10 +58,12 @@ struct AggregationBatchTests {
                                           writeConcern: .acknowledged)
             let start = CivilDate(year: 2026, month: 11, day: 4), end = CivilDate(year: 2026, month: 11, day: 6)
             let failures = Mutex<[String]>([])
+            // Each worker its own `now`, as two processes' clocks would be: a write is then told
+            // apart from the other's by its computed_at (equal ones would be one recalculation).
             DispatchQueue.concurrentPerform(iterations: 2) { i in
                 do {
                     _ = try (i == 0 ? rig.aggregation : other).recalculate(start: start, end: end, classroom: nil, esp32Name: nil,
-                                                                           now: later + Int64(round) * 1000)
+                                                                           now: later + Int64(round) * 1000 + Int64(i))
                 } catch {
                     failures.withLock { $0.append("\(error)") }
                 }
@@ -72,10 +74,12 @@ struct AggregationBatchTests {
         #expect(dailies.count == 6)
         for doc in dailies {
             let id = try #require(doc["_id"]?.stringValue)
-            // Version 1 had no tariff (cost null); each of the rounds changed the price once.
-            #expect(doc["version"]?.int64Value == Int64(rounds + 1), "\(id)")
+            // Version 1 had no tariff (cost null); each round two recalculations, each a version.
+            #expect(doc["version"]?.int64Value == Int64(2 * rounds + 1), "\(id)")
+            let expectedCost = Double(rounds) * (doc["energy_wh"]?.doubleValue ?? 0) / 1000
+            #expect(abs((doc["cost"]?.doubleValue ?? -1) - expectedCost) < 1e-9, "\(id)")
             let history = try rig.client.find("aggregate_history", filter: ["aggregate_id": .string(id)])
-            #expect(history.compactMap { $0["version"]?.int64Value }.sorted() == Array(1...Int64(rounds)), "\(id)")
+            #expect(history.compactMap { $0["version"]?.int64Value }.sorted() == Array(1...Int64(2 * rounds)), "\(id)")
         }
     }
 }
