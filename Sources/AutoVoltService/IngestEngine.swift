@@ -343,6 +343,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
 
     /// Closes days and runs the nightly reconciliation (see Scheduler); checks every 30 s.
     private func schedulerLoop() {
+        let startedAt = clock.now()
         var scheduler: Scheduler?
         while !stateLock.withLock({ stopRequested }) {
             guard schemaReady, let aggregation = stateLock.withLock({ aggregates }) else {
@@ -359,7 +360,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                                        owner: "worker:\(config.mqtt.clientID)", aggregation: aggregation,
                                        reconciler: Reconciler(client: client, registry: config.devices, timeZone: config.timeZone,
                                                               writeConcern: concern, logger: logger),
-                                       writeConcern: concern, logger: logger)
+                                       writeConcern: concern, logger: logger, listeningSince: startedAt)
                     scheduler = active
                 }
                 try active.tick(now: clock.now())

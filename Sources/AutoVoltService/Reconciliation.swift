@@ -233,11 +233,14 @@ public final class Scheduler: @unchecked Sendable {
     let writeConcern: WriteConcern
     let logger: Logger
     let leaseMillis: Int64 = 15 * 60_000
+    /// When this worker started: a job that comes due after it always runs.
+    let listeningSince: EpochMillis
     private let lock = NSLock()
     private var firstReceivedAt: EpochMillis?
 
     public init(client: MongoClient, schedule: Schedule, timeZone: TimeZone, owner: String, aggregation: AggregationStore,
-                reconciler: Reconciler, writeConcern: WriteConcern, logger: Logger) {
+                reconciler: Reconciler, writeConcern: WriteConcern, logger: Logger, listeningSince: EpochMillis) {
+        self.listeningSince = listeningSince
         self.client = client
         self.schedule = schedule
         self.timeZone = timeZone
@@ -252,11 +255,14 @@ public final class Scheduler: @unchecked Sendable {
     @discardableResult
     public func tick(now: EpochMillis) throws(MongoError) -> [ScheduledJob] {
         var calendar = LocalCalendar(timeZone: timeZone)
-        // Days before the first reading this database ever received are not caught up: a new
-        // installation would otherwise report a week of "silent" devices it never listened to.
-        guard let first = try firstReceived() else { return [] }
-        let firstDate = calendar.date(of: first)
-        let candidates = schedule.due(now: now, calendar: &calendar, done: []).filter { $0.date >= firstDate }
+        // A job that came due while this worker ran always runs (2 AM comes, the report is
+        // written). Missed ones are caught up only back to the day of the first reading this
+        // database received: a new installation would otherwise report a week of "silent"
+        // devices it never listened to.
+        let firstDate = try firstReceived().map { calendar.date(of: $0) }
+        let candidates = schedule.due(now: now, calendar: &calendar, done: []).filter { job in
+            job.dueAt >= listeningSince || firstDate.map { job.date >= $0 } ?? false
+        }
         guard !candidates.isEmpty else { return [] }
         let done = Set(try client.find(Self.runsCollection, filter: ["_id": ["$in": .array(candidates.map { .string($0.id) })], "status": "done"],
                                        projection: ["_id": 1]).compactMap { $0["_id"]?.stringValue })
@@ -317,9 +323,10 @@ public final class Scheduler: @unchecked Sendable {
         }
     }
 
-    /// The last finished reconciliation, for /health.
+    /// The last finished reconciliation, nightly or by `reconcile`, for /health's `aggregation`.
     public static func lastReconciliation(_ client: MongoClient) throws(MongoError) -> (at: EpochMillis, runID: String)? {
-        guard let doc = try client.findOne(runsCollection, filter: ["kind": "reconcile", "status": "done"], sort: ["finished_at": -1]),
+        guard let doc = try client.findOne(Collections.reconciliationReports, filter: [:], sort: ["finished_at": -1],
+                                           projection: ["finished_at": 1, "run_id": 1]),
               let at = doc["finished_at"]?.dateValue, let id = doc["run_id"]?.stringValue else { return nil }
         return (LedgerStore.millis(at), id)
     }

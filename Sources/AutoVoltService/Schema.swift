@@ -40,6 +40,7 @@ public enum Schema {
         ],
         Collections.reconciliationReports: [
             IndexModel(keys: ["run_id": 1], name: "run_id_unique", unique: true),
+            IndexModel(keys: ["finished_at": -1], name: "finished_at"), // /health's last run
         ],
         "ledger_state": [
             IndexModel(keys: ["pending_dip_until": 1], name: "pending_dip_until"),

@@ -75,7 +75,9 @@ public struct WorkerConfig: Sendable {
         }
         var values: [String: String] = [:]
         for key in table.keys {
-            let variable = environmentPrefix + key.uppercased()
+            // `mqtt_url`, as documented, or the variable's own name `AUTOVOLT_MQTT_URL`.
+            let upper = key.uppercased()
+            let variable = upper.hasPrefix(environmentPrefix) ? upper : environmentPrefix + upper
             guard knownVariables.contains(variable) else {
                 throw ConfigError("--config", "\(path): unknown setting \"\(key)\"")
             }
@@ -205,8 +207,10 @@ public struct WorkerConfig: Sendable {
         }
         if let path = value("AUTOVOLT_API_TOKEN_FILE") {
             let token = try read("AUTOVOLT_API_TOKEN_FILE", path).trimmingCharacters(in: .whitespacesAndNewlines)
-            guard token.count >= 16 else {
-                throw ConfigError("AUTOVOLT_API_TOKEN_FILE", "the token in \(path) is shorter than 16 characters")
+            guard !token.isEmpty else { throw ConfigError("AUTOVOLT_API_TOKEN_FILE", "\(path) holds no token") }
+            // A short token works (the contract sets no length) but is easy to guess: say so.
+            if token.count < 16 {
+                warnings.append("the API token in \(path) is shorter than 16 characters; `openssl rand -hex 24` makes a better one")
             }
             apiToken = token
         }

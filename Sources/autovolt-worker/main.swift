@@ -71,6 +71,16 @@ struct AutoVoltWorker: AsyncParsableCommand {
                 try command.run()
             }
         } catch {
+            // A usage error is one line on stderr, like every other failure (contract section 1);
+            // ArgumentParser's own form adds the usage text below it. --help and --version are
+            // not errors and print in full.
+            if exitCode(for: error) == .validationFailure {
+                let message = message(for: error).split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+                    .filter { !$0.isEmpty }.joined(separator: "; ")
+                let withoutPrefix = message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message
+                StandardStreams.err("autovolt-worker: \(withoutPrefix) (see autovolt-worker help)\n")
+                Foundation.exit(ExitCode.validationFailure.rawValue)
+            }
             exit(withError: error)
         }
     }

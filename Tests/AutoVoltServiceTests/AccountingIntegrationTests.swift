@@ -128,14 +128,9 @@ struct AccountingIntegrationTests {
     @Test func aNightOfTheSchedulerCatchUpAndNoDoubleRunWithTwoWorkers() throws {
         let rig = try AccountingRig()
         try rig.ingest("lab-101", [(day5 + oneHour, 100), (day5 + 2 * oneHour, 150)], now: day5 + 3 * oneHour)
-        func scheduler(_ owner: String) -> Scheduler {
-            Scheduler(client: rig.client, schedule: Schedule(reconcileAt: (2, 0), lookbackDays: 2), timeZone: rig.zone, owner: owner,
-                      aggregation: rig.aggregation,
-                      reconciler: Reconciler(client: rig.client, registry: rig.registry, timeZone: rig.zone, writeConcern: .acknowledged, logger: rig.logger),
-                      writeConcern: .acknowledged, logger: rig.logger)
-        }
-        let a = scheduler("a"), b = scheduler("b")
         let day6 = day5 + 24 * oneHour
+        // Both workers started in the evening of the 5th, before the night's jobs came due.
+        let a = scheduler(rig, "a", listeningSince: day6 - 2 * oneHour), b = scheduler(rig, "b", listeningSince: day6 - 2 * oneHour)
         // Catch-up of the lookback first (the 3rd and 4th), then the night of the 5th to the 6th.
         _ = try a.tick(now: day6 - oneHour)
         #expect(try b.tick(now: day6 - oneHour).isEmpty)
@@ -146,7 +141,33 @@ struct AccountingIntegrationTests {
         #expect(try b.tick(now: day6 + 2 * oneHour + 1000).map(\.id) == ["reconcile:2026-11-05"])
         #expect(try a.tick(now: day6 + 2 * oneHour + 2000).isEmpty)
         #expect(rig.count(Collections.reconciliationReports, ["date": "2026-11-05"]) == 1)
-        #expect(try Scheduler.lastReconciliation(rig.client) != nil)
+        let report = try #require(try rig.client.findOne(Collections.reconciliationReports, filter: ["date": "2026-11-05"]))
+        #expect(try Scheduler.lastReconciliation(rig.client)?.runID == report["run_id"]?.stringValue)
+    }
+
+    func scheduler(_ rig: AccountingRig, _ owner: String, listeningSince: EpochMillis) -> Scheduler {
+        Scheduler(client: rig.client, schedule: Schedule(reconcileAt: (2, 0), lookbackDays: 2), timeZone: rig.zone, owner: owner,
+                  aggregation: rig.aggregation,
+                  reconciler: Reconciler(client: rig.client, registry: rig.registry, timeZone: rig.zone, writeConcern: .acknowledged, logger: rig.logger),
+                  writeConcern: .acknowledged, logger: rig.logger, listeningSince: listeningSince)
+    }
+
+    /// A new installation: no reading yet. A job that comes due while the worker runs is run (2 AM
+    /// gives a report), one that was due before it started is not caught up.
+    @Test func aJobThatComesDueWhileTheWorkerRunsRunsOnANewDatabase() throws {
+        let rig = try AccountingRig()
+        let day6 = day5 + 24 * oneHour
+        let late = scheduler(rig, "late", listeningSince: day6 + 3 * oneHour)
+        #expect(try late.tick(now: day6 + 3 * oneHour + 1000).isEmpty)
+        let early = scheduler(rig, "early", listeningSince: day6 + oneHour)
+        #expect(try early.tick(now: day6 + oneHour + 1000).isEmpty)
+        #expect(try early.tick(now: day6 + 2 * oneHour + 1000).map(\.id) == ["reconcile:2026-11-05"])
+        let report = try #require(try rig.client.findOne(Collections.reconciliationReports, filter: ["date": "2026-11-05"]))
+        #expect(report["devices_checked"]?.int64Value == Int64(rig.registry.devices.count))
+        // A reconcile run by hand counts as the last run too (/health's aggregation section).
+        let manual = try Reconciler(client: rig.client, registry: rig.registry, timeZone: rig.zone, writeConcern: .acknowledged, logger: rig.logger)
+            .run(date: CivilDate("2026-11-04")!, now: day6 + 2 * oneHour + 5000)
+        #expect(try Scheduler.lastReconciliation(rig.client)?.runID == manual.runID)
     }
 
     @Test func reconciliationFindsEachPlantedAnomalyAndOpensOneTicketEach() throws {

@@ -54,6 +54,14 @@ struct ConfigTests {
         #expect(c.mqtt.password == "s3cret")
     }
 
+    @Test func aShortAPITokenWorksWithAWarning() throws {
+        let c = try config(["AUTOVOLT_API_TOKEN_FILE": "/token"], files: ["/token": "test-token\n"])
+        #expect(c.apiToken == "test-token")
+        #expect(c.warnings.contains { $0.contains("shorter than 16 characters") })
+        let long = try config(["AUTOVOLT_API_TOKEN_FILE": "/token"], files: ["/token": String(repeating: "x", count: 32)])
+        #expect(!long.warnings.contains { $0.contains("token") })
+    }
+
     @Test func durationsAndSizes() throws {
         #expect(try config(["AUTOVOLT_MAX_CLOCK_LAG": "12h"]).clockPolicy.maxLagMillis == 43_200_000)
         #expect(try config(["AUTOVOLT_MAX_CLOCK_LAG": "90s"]).clockPolicy.maxLagMillis == 90_000)
@@ -74,6 +82,7 @@ struct ConfigTests {
         (["AUTOVOLT_RECONCILE_AT": "25:00"], "AUTOVOLT_RECONCILE_AT"),
         (["AUTOVOLT_HTTP_ADDR": "localhost"], "AUTOVOLT_HTTP_ADDR"),
         (["AUTOVOLT_API_TOKEN_FILE": "/missing"], "AUTOVOLT_API_TOKEN_FILE"),
+        (["AUTOVOLT_API_TOKEN_FILE": "/empty"], "AUTOVOLT_API_TOKEN_FILE"),
         (["AUTOVOLT_DEVICES": "/missing.toml"], "AUTOVOLT_DEVICES"),
         (["AUTOVOLT_DEVICES": "/bad.toml"], "AUTOVOLT_DEVICES"),
         (["AUTOVOLT_LOG_LEVEL": "loud"], "AUTOVOLT_LOG_LEVEL"),
@@ -85,7 +94,7 @@ struct ConfigTests {
         (["AUTOVOLT_DIP_TIMEOUT": "0s"], "AUTOVOLT_DIP_TIMEOUT"),
     ])
     func badValuesNameTheirVariable(values: [String: String], variable: String) {
-        let error = configError(values, files: ["/bad.toml": "[[device]]\nesp32_name = 3\n"])
+        let error = configError(values, files: ["/bad.toml": "[[device]]\nesp32_name = 3\n", "/empty": " \n"])
         #expect(error?.variable == variable, "\(String(describing: error))")
         #expect(error?.description.hasPrefix("configuration error: \(variable): ") == true)
     }
@@ -98,6 +107,9 @@ struct ConfigTests {
         #expect(values["AUTOVOLT_MQTT_URL"] == "mqtt://file-broker:1884")
         let env = ["AUTOVOLT_TIMEZONE": "UTC", "AUTOVOLT_DEVICES": NSTemporaryDirectory() + "none-\(UUID()).toml"]
         #expect(throws: ConfigError.self) { try WorkerConfig.load(environment: env, configFile: path) }
+        // The variable's own name works too.
+        try "AUTOVOLT_MQTT_URL = \"mqtt://other:1885\"\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(try WorkerConfig.tomlValues(path: path)["AUTOVOLT_MQTT_URL"] == "mqtt://other:1885")
         try "bogus_key = 1\n".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(throws: ConfigError.self) { try WorkerConfig.tomlValues(path: path) }
     }

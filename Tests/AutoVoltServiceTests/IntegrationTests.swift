@@ -295,6 +295,10 @@ struct IntegrationTests {
         #expect(check.status == 0, "\(check.stderr)")
         let usage = try WorkerProcess.runToCompletion(["run", "--no-such-flag"], environment: [:])
         #expect(usage.status == 64)
+        #expect(usage.stderr.split(separator: "\n").count == 1 && usage.stderr.contains("--no-such-flag"), "\(usage.stderr)")
+        let missing = try WorkerProcess.runToCompletion(["recalculate", "--start", "2026-11-01"], environment: [:])
+        #expect(missing.status == 64)
+        #expect(missing.stderr.split(separator: "\n").count == 1 && missing.stderr.contains("--end"), "\(missing.stderr)")
     }
 
     @Test func aForeignDatabaseIsRefusedWithExit78AndLeftAlone() throws {
