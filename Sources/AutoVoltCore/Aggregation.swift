@@ -13,9 +13,13 @@ public struct DailyFigures: Sendable, Equatable {
     public var confidence: [Confidence: Int]
     public var entries: Int
     public var unpricedWh: Double
+    /// Time covered by more than one live entry. Live entries never overlap (ledger rules), so
+    /// anything above zero is a defect the reconciliation reports.
+    public var overlapMillis: Int64
 
     public init(date: CivilDate, esp32Name: String, classroom: String, energyWh: Double, cost: Double?, currency: String?,
-                costVersionIDs: [String], coverage: Double, confidence: [Confidence: Int], entries: Int, unpricedWh: Double) {
+                costVersionIDs: [String], coverage: Double, confidence: [Confidence: Int], entries: Int, unpricedWh: Double,
+                overlapMillis: Int64 = 0) {
         self.date = date
         self.esp32Name = esp32Name
         self.classroom = classroom
@@ -27,6 +31,7 @@ public struct DailyFigures: Sendable, Equatable {
         self.confidence = confidence
         self.entries = entries
         self.unpricedWh = unpricedWh
+        self.overlapMillis = overlapMillis
     }
 }
 
@@ -86,11 +91,35 @@ public enum Aggregator {
         let currency = usedOrder.first.flatMap { book.tariffs[$0]?.currency }
         var confidence: [Confidence: Int] = [:]
         for (i, level) in Confidence.allCases.enumerated() where counts[i] > 0 { confidence[level] = counts[i] }
+        let overlap = overlapMillis(entries, dayStart: dayStart, dayEnd: dayEnd)
         let dayLength = Double(max(dayEnd - dayStart, 1))
         return DailyFigures(
             date: date, esp32Name: esp32Name, classroom: classroom, energyWh: energy,
             cost: unpriced > 1e-9 ? nil : cost, currency: currency, costVersionIDs: ids,
-            coverage: min(1, Double(covered) / dayLength), confidence: confidence, entries: entries.count, unpricedWh: unpriced)
+            coverage: min(1, Double(max(0, covered - overlap)) / dayLength), confidence: confidence, entries: entries.count,
+            unpricedWh: unpriced, overlapMillis: overlap)
+    }
+
+    /// Milliseconds of the day covered by more than one entry (counted once per extra entry).
+    /// Sorts only when the entries do not come ordered by start.
+    static func overlapMillis(_ entries: [AggregateEntry], dayStart: EpochMillis, dayEnd: EpochMillis) -> Int64 {
+        func scan<C: Collection>(_ ordered: C) -> Int64 where C.Element == AggregateEntry {
+            var overlap: Int64 = 0
+            var reach = Int64.min
+            for entry in ordered {
+                let start = max(entry.start, dayStart), end = min(entry.end, dayEnd)
+                guard end > start else { continue }
+                if start < reach { overlap += min(reach, end) - start }
+                reach = max(reach, end)
+            }
+            return overlap
+        }
+        var ordered = true
+        for i in entries.indices.dropFirst() where entries[i].start < entries[i - 1].start {
+            ordered = false
+            break
+        }
+        return ordered ? scan(entries) : scan(entries.sorted { $0.start < $1.start })
     }
 
     public struct MonthlyFigures: Sendable, Equatable {

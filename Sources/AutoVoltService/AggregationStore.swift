@@ -227,6 +227,7 @@ public final class AggregationStore: @unchecked Sendable {
                 "confidence": .document(BSONDocument(Confidence.allCases.map { ($0.rawValue, .int64(Int64(figures.confidence[$0] ?? 0))) })),
                 "entries": .int64(Int64(figures.entries)),
                 "unpriced_wh": .double(figures.unpricedWh),
+                "overlap_ms": .int64(figures.overlapMillis),
                 "complete": .bool(now >= dayEnd + closeDelayMillis),
             ]
             return Figures(id: "\(date)|\(name)", key: date.description, name: name, classroom: classroom, fields: fields)

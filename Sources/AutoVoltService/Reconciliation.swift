@@ -87,7 +87,7 @@ public struct Reconciler: Sendable {
         }
         var aggregates: [String: BSONDocument] = [:]
         for doc in try client.find(Collections.dailyAggregates, filter: ["date": .string(day)],
-                                   projection: ["esp32_name": 1, "energy_wh": 1, "cost": 1]) {
+                                   projection: ["esp32_name": 1, "energy_wh": 1, "cost": 1, "overlap_ms": 1]) {
             if let name = doc["esp32_name"]?.stringValue { aggregates[name] = doc }
         }
         let dayRange: BSON = ["$gte": .millis(dayStart), "$lt": .millis(dayEnd)]
@@ -121,6 +121,11 @@ public struct Reconciler: Sendable {
                                       detail: "ledger \(Self.wh(day.billableWh)) Wh, daily aggregate \(Self.wh(aggregateWh)) Wh")
                 findings.append(finding)
                 mismatches.append(finding)
+            }
+            // Computed by the day's aggregation, which reads every live entry of the day anyway.
+            if let overlap = aggregates[name]?["overlap_ms"]?.int64Value, overlap > 0 {
+                findings.append(Finding(esp32Name: name, kind: "ledger_overlap",
+                                        detail: "live ledger entries overlap for \(String(format: "%.1f", Double(overlap) / 1000)) s; run rebuild-ledger for the device"))
             }
             if let count = unprocessed[name], count > 0 {
                 findings.append(Finding(esp32Name: name, kind: "unprocessed_events", detail: "\(count) events of the day are not in the ledger"))
@@ -202,7 +207,7 @@ public struct Reconciler: Sendable {
         ["esp32_name": .string(f.esp32Name), "kind": .string(f.kind), "detail": .string(f.detail)]
     }
 
-    static let kinds = ["aggregate_mismatch", "unprocessed_events", "counter_reset", "glitch", "implausible_power", "long_gap",
+    static let kinds = ["aggregate_mismatch", "ledger_overlap", "unprocessed_events", "counter_reset", "glitch", "implausible_power", "long_gap",
                         "silent_device", "no_tariff", "missing_heartbeat"]
 
     static func wh(_ v: Double) -> String { String(format: "%.3f", v) }

@@ -74,7 +74,8 @@ struct AutoVoltWorker: AsyncParsableCommand {
             // A usage error is one line on stderr, like every other failure (contract section 1);
             // ArgumentParser's own form adds the usage text below it. --help and --version are
             // not errors and print in full.
-            if exitCode(for: error) == .validationFailure {
+            // (An ExitCode was thrown after its own message was printed.)
+            if !(error is ExitCode), exitCode(for: error) == .validationFailure {
                 let message = message(for: error).split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
                     .filter { !$0.isEmpty }.joined(separator: "; ")
                 let withoutPrefix = message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message

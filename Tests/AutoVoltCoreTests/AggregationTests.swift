@@ -58,6 +58,24 @@ struct AggregationTests {
         #expect(day.cost == 4.8)
         #expect(day.coverage == 0.5)
         #expect(day.confidence == [.high: 1, .low: 1])
+        #expect(day.overlapMillis == 0)
+    }
+
+    /// Live entries never overlap; when some do (a defect), the day says by how much, in any
+    /// order of the entries, and the overlap does not count twice as coverage.
+    @Test func overlappingEntriesAreMeasuredAndNotCoveredTwice() {
+        var calendar = LocalCalendar(timeZone: kolkata)
+        let entries = [
+            AggregateEntry(start: nov5, end: nov5 + 6 * hour, deltaWh: 600, billable: true, confidence: .high),
+            AggregateEntry(start: nov5 + 5 * hour, end: nov5 + 7 * hour, deltaWh: 10, billable: true, confidence: .high),
+            AggregateEntry(start: nov5 + 6 * hour, end: nov5 + 12 * hour, deltaWh: 900, billable: true, confidence: .high),
+        ]
+        for order in [entries, entries.reversed(), [entries[1], entries[0], entries[2]]] {
+            let day = Aggregator.daily(date: CivilDate("2026-11-05")!, esp32Name: "d", classroom: "x", entries: order,
+                                       tariffs: TariffBook([]), calendar: &calendar)
+            #expect(day.overlapMillis == 2 * hour)
+            #expect(day.coverage == 0.5)
+        }
     }
 
     /// Aggregator.daily prices through precomputed segments; TariffBook.price is the plain

@@ -179,10 +179,17 @@ struct AccountingIntegrationTests {
         try rig.ingest("lab-102", [(day5 + oneHour, 100), (day5 + oneHour + 30_000, 0), (day5 + oneHour + 60_000, 102)], now: later)
         _ = try rig.client.updateOne(Collections.dailyAggregates, filter: ["_id": "2026-11-05|lab-101"],
                                      update: ["$set": ["energy_wh": 999.0]], upsert: false, writeConcern: .acknowledged)
+        // Something outside the ledger rules wrote a second live entry over one of lab-102's.
+        var copy = try #require(try rig.client.findOne(Collections.ledgers, filter: ["esp32_name": "lab-102", "superseded_by": ["$exists": false]]))
+        copy["_id"] = "planted-overlap"
+        _ = try rig.client.insertMany([copy], into: Collections.ledgers, ordered: true, writeConcern: .acknowledged)
+        _ = try rig.aggregation.recalculate(start: CivilDate("2026-11-05")!, end: CivilDate("2026-11-05")!, classroom: nil,
+                                            esp32Name: "lab-102", now: later)
         let reconciler = Reconciler(client: rig.client, registry: rig.registry, timeZone: rig.zone, writeConcern: .acknowledged, logger: rig.logger)
         let report = try reconciler.run(date: CivilDate("2026-11-05")!, now: later)
         let found = Set(report.anomalies.map { "\($0.esp32Name):\($0.kind)" })
-        for expected in ["lab-101:counter_reset", "lab-101:aggregate_mismatch", "lab-102:glitch", "lab-102:no_tariff", "lab-201:silent_device"] {
+        for expected in ["lab-101:counter_reset", "lab-101:aggregate_mismatch", "lab-102:glitch", "lab-102:no_tariff",
+                         "lab-102:ledger_overlap", "lab-201:silent_device"] {
             #expect(found.contains(expected), "missing \(expected) in \(found)")
         }
         #expect(report.status == "anomalies")
