@@ -38,12 +38,26 @@ public final class Journal: @unchecked Sendable {
     private var usedBytesCache: Int64 = 0
     private var appendsSinceSizeCheck = 0
 
-    public init(directory: String, sync: SyncMode = .normal, maxBytes: Int64 = 1 << 30) throws(JournalError) {
-        do {
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        } catch {
-            throw JournalError(message: "cannot create state directory \(directory): \(error.localizedDescription)")
+    /// `mkdir -p` with the system's words on failure ("Not a directory", "Permission denied"),
+    /// not Foundation's "The operation could not be completed".
+    static func createDirectory(_ directory: String) throws(JournalError) {
+        var path = directory.hasPrefix("/") ? "" : "."
+        for component in directory.split(separator: "/") {
+            path += "/" + component
+            if mkdir(path, 0o750) != 0 && errno != EEXIST {
+                let reason = String(cString: strerror(errno))
+                let at = path == directory ? "" : "\(path): "
+                throw JournalError(message: "cannot create state directory \(directory): \(at)\(reason)", isUnusableLocation: true)
+            }
         }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw JournalError(message: "state directory \(directory) is not a directory", isUnusableLocation: true)
+        }
+    }
+
+    public init(directory: String, sync: SyncMode = .normal, maxBytes: Int64 = 1 << 30) throws(JournalError) {
+        try Self.createDirectory(directory)
         path = (directory as NSString).appendingPathComponent("journal.sqlite3")
         self.maxBytes = maxBytes
         pending = 0
@@ -54,7 +68,8 @@ public final class Journal: @unchecked Sendable {
             let message = handle.map { String(cString: sqlite3_errmsg($0)) } ?? "out of memory"
             sqlite3_close(handle)
             db = nil
-            throw JournalError(message: "cannot open journal \(path): \(message)")
+            throw JournalError(message: "cannot open journal \(path): \(message)",
+                               isUnusableLocation: [SQLITE_CANTOPEN, SQLITE_PERM, SQLITE_READONLY, SQLITE_AUTH].contains(rc & 0xff))
         }
         do {
             try execute("PRAGMA journal_mode=WAL")
@@ -231,7 +246,13 @@ public final class Journal: @unchecked Sendable {
 
 public struct JournalError: Error, Sendable, CustomStringConvertible {
     public let message: String
-    public init(message: String) { self.message = message }
+    /// The state directory cannot hold a journal at all (not creatable, not a directory, not
+    /// writable): a configuration problem, not an outage.
+    public let isUnusableLocation: Bool
+    public init(message: String, isUnusableLocation: Bool = false) {
+        self.message = message
+        self.isUnusableLocation = isUnusableLocation
+    }
     public var description: String { "journal: \(message)" }
 }
 

@@ -62,10 +62,21 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private var messagesSeen = 0
     private var drainThread: Thread?
 
+    /// The journal in AUTOVOLT_STATE_DIR; a directory that cannot hold one is a configuration
+    /// error (exit 78), not an outage to retry.
+    static func openJournal(_ config: WorkerConfig) throws -> Journal {
+        do {
+            return try Journal(directory: config.stateDirectory, sync: config.journalSync, maxBytes: config.journalMaxBytes)
+        } catch {
+            guard error.isUnusableLocation else { throw error }
+            throw ConfigError("AUTOVOLT_STATE_DIR", error.message)
+        }
+    }
+
     public init(config: WorkerConfig, logger: Logger) throws {
         self.config = config
         self.logger = logger
-        journal = try Journal(directory: config.stateDirectory, sync: config.journalSync, maxBytes: config.journalMaxBytes)
+        journal = try Self.openJournal(config)
         do {
             client = try MongoClient(uri: config.mongoURI)
         } catch {

@@ -290,6 +290,12 @@ struct IntegrationTests {
         #expect(result.status == 78)
         #expect(result.stderr.contains("AUTOVOLT_TIMEZONE"))
         #expect(result.stderr.split(separator: "\n").count == 1)
+        // A state directory that cannot exist is configuration too (not an outage to retry).
+        let devices = packageRoot.appendingPathComponent("config/devices.toml").path
+        let noState = try WorkerProcess.runToCompletion(["run"], environment: ["AUTOVOLT_STATE_DIR": "/dev/null/autovolt",
+                                                                              "AUTOVOLT_DEVICES": devices, "AUTOVOLT_HTTP_ADDR": "off"])
+        #expect(noState.status == 78, "\(noState.stderr)")
+        #expect(noState.stderr.contains("AUTOVOLT_STATE_DIR") && noState.stderr.split(separator: "\n").count == 1, "\(noState.stderr)")
         let check = try WorkerProcess.runToCompletion(["run", "--check-config"],
                                                       environment: ["AUTOVOLT_DEVICES": packageRoot.appendingPathComponent("config/devices.toml").path])
         #expect(check.status == 0, "\(check.stderr)")
