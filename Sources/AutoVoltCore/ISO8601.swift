@@ -59,6 +59,16 @@ public enum ISO8601 {
         return Int64(seconds) * 1000 + Int64(millis)
     }
 
+    /// The instant as local time with its offset, e.g. `2026-11-01T00:00:00.000+05:30`: the same
+    /// instant as `format`, readable where the operator lives.
+    public static func format(_ millis: EpochMillis, offsetSeconds: Int) -> String {
+        guard offsetSeconds != 0 else { return format(millis) }
+        let local = format(millis + Int64(offsetSeconds) * 1000).dropLast() // its "Z"
+        let minutes = abs(offsetSeconds) / 60
+        func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(local)\(offsetSeconds < 0 ? "-" : "+")\(two(minutes / 60)):\(two(minutes % 60))"
+    }
+
     public static func format(_ millis: EpochMillis) -> String {
         let seconds = Int(millis.floorDiv(1000))
         let ms = Int(millis - Int64(seconds) * 1000)

@@ -108,7 +108,7 @@ public final class AggregationStore: @unchecked Sendable {
                 "old_cost": "\(change.oldCost.map { "\($0)" } ?? "null")", "new_cost": "\(change.newCost.map { "\($0)" } ?? "null")",
             ])
         }
-        return TariffChange(tariff: TariffDocument(tariff), recalculated: recalculated.count, changes: changes)
+        return TariffChange(tariff: TariffDocument(tariff, timeZone: timeZone), recalculated: recalculated.count, changes: changes)
     }
 
     // MARK: Recalculation
@@ -415,14 +415,19 @@ public struct TariffDocument: Sendable, Encodable {
     public var notes: String?
     public var createdAt: String
 
-    public init(_ t: Tariff) {
+    /// Instants in local time with their offset (`2026-11-01T00:00:00.000+05:30` for a tariff
+    /// added as "2026-11-01" in Asia/Kolkata), so the date an operator typed is the date shown.
+    public init(_ t: Tariff, timeZone: TimeZone) {
+        func local(_ millis: EpochMillis) -> String {
+            ISO8601.format(millis, offsetSeconds: timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(millis) / 1000)))
+        }
         id = t.id
         costPerKwh = t.costPerKwh
         currency = t.currency
-        effectiveFrom = ISO8601.format(t.effectiveFrom)
+        effectiveFrom = local(t.effectiveFrom)
         classroom = t.classroom
         notes = t.notes
-        createdAt = ISO8601.format(t.createdAt)
+        createdAt = local(t.createdAt)
     }
 
     enum CodingKeys: String, CodingKey {

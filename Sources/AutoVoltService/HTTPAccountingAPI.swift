@@ -34,7 +34,7 @@ enum AccountingAPI {
         router.get("\(base)/cost-versions") { _, _ -> Response in
             do {
                 let versions = try await executor.run { client throws(MongoError) -> [TariffDocument] in
-                    try store(client, config, concern, logger).listTariffs().map(TariffDocument.init)
+                    try store(client, config, concern, logger).listTariffs().map { TariffDocument($0, timeZone: config.timeZone) }
                 }
                 return json(.ok, versions)
             } catch {

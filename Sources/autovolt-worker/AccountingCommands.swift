@@ -90,7 +90,7 @@ struct CostVersions: ParsableCommand {
             let logger = makeLogger(config)
             let versions = try withDatabase(config, "cost-versions list") { db in
                 try AggregationStore(client: db.client, registry: config.devices, timeZone: config.timeZone,
-                                     writeConcern: db.writeConcern, logger: logger).listTariffs().map(TariffDocument.init)
+                                     writeConcern: db.writeConcern, logger: logger).listTariffs().map { TariffDocument($0, timeZone: config.timeZone) }
             }
             if json { return printJSON(versions) }
             if versions.isEmpty { return print("no tariff versions yet: add one with cost-versions add") }

@@ -68,6 +68,10 @@ struct PropertyTests {
     @Test func iso8601RoundTrip() async {
         await propertyCheck(count: 1000, input: Gen.int64(in: 0...4_102_444_800_000)) { millis in
             #expect(ISO8601.parseMillis(ISO8601.format(millis)) == millis)
+            // With an offset it is the same instant.
+            for offset in [19_800, -12_600, 3600, 0] {
+                #expect(ISO8601.parseMillis(ISO8601.format(millis, offsetSeconds: offset)) == millis)
+            }
         }
     }
 

@@ -47,6 +47,8 @@ struct AccountingHTTPTests {
         #expect((created.1["tariff"] as? [String: Any])?["cost_per_kwh"] as? Double == 7.5)
         let list = try await call(port, "GET", "cost-versions")
         #expect(list.0 == 200 && (list.2 as? [[String: Any]])?.count == 1)
+        // The date as given, in local time (Asia/Kolkata).
+        #expect((list.2 as? [[String: Any]])?.first?["effective_from"] as? String == "2026-11-01T00:00:00.000+05:30")
         #expect(try await call(port, "POST", "recalculate", token: token, body: #"{"start": "2026-11-05", "end": "2026-11-01"}"#).0 == 400)
         let recalculated = try await call(port, "POST", "recalculate", token: token,
                                           body: #"{"classroom": "CSE-301", "start": "2026-11-01", "end": "2026-11-02"}"#)
