@@ -219,14 +219,12 @@ public final class IngestProcessor: @unchecked Sendable {
         if !order.isEmpty {
             let operations: [WriteModel] = order.compactMap { name in
                 guard let f = folded[name] else { return nil }
+                // Only status messages say online/offline; until one arrives it is unknown (null).
+                var onInsert: BSONDocument = ["esp32_name": .string(name), "online": .null, "sessions": .int64(0)]
+                for (field, value) in Self.nullTimes(except: f.max) { onInsert[field] = value }
                 return .updateOne(
                     filter: ["_id": .string(name)],
-                    update: [
-                        "$set": .document(f.set),
-                        "$max": .document(f.max),
-                        // Only status messages say online/offline; until one arrives it is unknown (null).
-                        "$setOnInsert": ["esp32_name": .string(name), "online": .null, "sessions": .int64(0)],
-                    ],
+                    update: ["$set": .document(f.set), "$max": .document(f.max), "$setOnInsert": .document(onInsert)],
                     upsert: true)
             }
             let result = try client.bulkWrite(Collections.deviceStatus, operations: operations, ordered: false, writeConcern: writeConcern)
@@ -244,6 +242,16 @@ public final class IngestProcessor: @unchecked Sendable {
         }
     }
 
+    /// Every contract field of `device_status` exists from the start: times not yet seen are null
+    /// (`$max` later replaces a null, which sorts before every date).
+    static func nullTimes(except present: BSONDocument) -> BSONDocument {
+        var nulls: BSONDocument = [:]
+        for field in ["last_seen_at", "last_status_at", "last_heartbeat_at", "last_telemetry_at"] where present[field] == nil {
+            nulls[field] = .null
+        }
+        return nulls
+    }
+
     func writeStatus(name: String, classroom: String, online: Bool, at: EpochMillis) throws(MongoError) {
         let times: BSONDocument = ["last_seen_at": .millis(at), "last_status_at": .millis(at)]
         if online {
@@ -256,6 +264,7 @@ public final class IngestProcessor: @unchecked Sendable {
                         "$set": ["online": true, "classroom": .string(classroom), "esp32_name": .string(name)],
                         "$max": .document(times),
                         "$inc": ["sessions": .int64(1)],
+                        "$setOnInsert": .document(Self.nullTimes(except: times)),
                     ],
                     upsert: true, writeConcern: writeConcern)
             } catch let error where error.isDuplicateKey {
@@ -266,12 +275,14 @@ public final class IngestProcessor: @unchecked Sendable {
                     upsert: false, writeConcern: writeConcern)
             }
         } else {
+            var offlineInsert: BSONDocument = ["esp32_name": .string(name), "sessions": .int64(0)]
+            for (field, value) in Self.nullTimes(except: times) { offlineInsert[field] = value }
             _ = try client.updateOne(
                 Collections.deviceStatus, filter: ["_id": .string(name)],
                 update: [
                     "$set": ["online": false, "classroom": .string(classroom)],
                     "$max": .document(times),
-                    "$setOnInsert": ["esp32_name": .string(name), "sessions": .int64(0)],
+                    "$setOnInsert": .document(offlineInsert),
                 ],
                 upsert: true, writeConcern: writeConcern)
         }

@@ -144,6 +144,10 @@ struct IntegrationTests {
         #expect(rig.waitForCount("device_status", 1, filter: ["esp32_name": "ghost-9"]))
         let ghost = try #require(try rig.client.findOne("device_status", filter: ["esp32_name": "ghost-9"]))
         #expect(ghost["classroom"]?.stringValue == "unassigned")
+        // Every contract field is there from the start; what has not been seen yet is null.
+        #expect(ghost["last_heartbeat_at"]?.dateValue != nil && ghost["last_seen_at"]?.dateValue != nil)
+        #expect(ghost["last_status_at"] == .null && ghost["last_telemetry_at"] == .null && ghost["online"] == .null)
+        #expect(ghost["sessions"]?.int64Value == 0)
         // The retained replay updated nothing.
         #expect(rig.count("device_status", ["esp32_name": "lab-103"]) == 0)
     }
