@@ -62,7 +62,9 @@ public enum ISO8601 {
     /// The instant as local time with its offset, e.g. `2026-11-01T00:00:00.000+05:30`: the same
     /// instant as `format`, readable where the operator lives.
     public static func format(_ millis: EpochMillis, offsetSeconds: Int) -> String {
-        guard offsetSeconds != 0 else { return format(millis) }
+        // Offsets that are not whole minutes (local mean time before 1906 in Kolkata: +5:21:10)
+        // cannot be written as +HH:MM: UTC then, so the text still parses to the same instant.
+        guard offsetSeconds != 0, offsetSeconds % 60 == 0 else { return format(millis) }
         let local = format(millis + Int64(offsetSeconds) * 1000).dropLast() // its "Z"
         let minutes = abs(offsetSeconds) / 60
         func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }

@@ -42,11 +42,12 @@ public final class Journal: @unchecked Sendable {
     /// not Foundation's "The operation could not be completed".
     static func createDirectory(_ directory: String) throws(JournalError) {
         var path = directory.hasPrefix("/") ? "" : "."
-        for component in directory.split(separator: "/") {
+        let components = directory.split(separator: "/")
+        for (index, component) in components.enumerated() {
             path += "/" + component
             if mkdir(path, 0o750) != 0 && errno != EEXIST {
                 let reason = String(cString: strerror(errno))
-                let at = path == directory ? "" : "\(path): "
+                let at = index == components.count - 1 ? "" : "\(path): "
                 throw JournalError(message: "cannot create state directory \(directory): \(at)\(reason)", isUnusableLocation: true)
             }
         }

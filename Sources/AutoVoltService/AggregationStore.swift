@@ -285,93 +285,110 @@ public final class AggregationStore: @unchecked Sendable {
             if let id = doc["_id"]?.stringValue { existing[id] = doc }
         }
         beforeVersionedWrite?()
+        // Marks this call's writes, so that after a lost race it can tell which of them applied
+        // (stored now, or already replaced and in the history) from those to redo.
+        let writeID = UUID().uuidString
         let history: [WriteModel] = items.compactMap { item in
             guard let old = existing[item.id] else { return nil }
             let historyID = Self.historyID(kind: kind, id: item.id, version: old["version"]?.int64Value ?? 0)
-            var copy = old
-            copy["_id"] = .string(historyID)
-            copy["aggregate_id"] = .string(item.id)
-            copy["collection"] = .string(collection)
-            copy["replaced_at"] = .millis(now)
-            return .updateOne(filter: ["_id": .string(historyID)], update: ["$setOnInsert": .document(copy)], upsert: true)
+            return .updateOne(filter: ["_id": .string(historyID)],
+                              update: ["$setOnInsert": .document(Self.historyCopy(old, kind: kind, id: item.id, collection: collection, now: now))], upsert: true)
         }
         try client.bulkWrite(Self.historyCollection, operations: history, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
         let updates: [WriteModel] = items.map { item in
             let version = existing[item.id]?["version"]?.int64Value ?? 0
-            var set = item.fields
-            set["version"] = .int64(version + 1)
-            set["computed_at"] = .millis(now)
             let filter: BSONDocument = existing[item.id] == nil ? ["_id": .string(item.id), "version": ["$exists": false]]
                                                                 : ["_id": .string(item.id), "version": .int64(version)]
-            return .updateOne(filter: filter, update: ["$set": .document(set)], upsert: existing[item.id] == nil)
+            return .updateOne(filter: filter, update: ["$set": .document(Self.newFigures(item, version: version + 1, now: now, writeID: writeID))],
+                              upsert: existing[item.id] == nil)
         }
         let result = try client.bulkWrite(collection, operations: updates, ordered: false, writeConcern: writeConcern)
         let lost = Set(result.writeErrors.filter(\.isDuplicateKey).map(\.index))
         try result.writeErrors.throwUnlessDuplicateKeys()
-        func change(_ item: Figures, old: BSONDocument?) -> AggregateChange {
-            AggregateChange(kind: kind, key: item.key, esp32Name: item.name, classroom: item.classroom,
-                            oldEnergyWh: old?["energy_wh"]?.doubleValue, newEnergyWh: item.fields["energy_wh"]?.doubleValue ?? 0,
-                            oldCost: old?["cost"]?.doubleValue, newCost: item.fields["cost"]?.doubleValue,
-                            version: (old?["version"]?.int64Value ?? 0) + 1,
-                            figuresChanged: !item.fields.allSatisfy { Self.same(old?[$0.key], $0.value) })
-        }
         if lost.isEmpty && result.matchedCount + result.upsertedCount == items.count {
-            return items.map { change($0, old: existing[$0.id]) }
+            return items.map { Self.change($0, kind: kind, old: existing[$0.id]) }
         }
         // Someone else wrote some of them meanwhile: find which of ours applied, redo the rest.
-        // A stored version with our figures and our computed_at is ours (or an identical
-        // recalculation at the same millisecond, which is the same thing).
-        var changes: [AggregateChange] = []
-        var reread: [String: BSONDocument] = [:]
-        for doc in try client.find(collection, filter: ["_id": ["$in": .array(items.map { .string($0.id) })]]) {
-            if let id = doc["_id"]?.stringValue { reread[id] = doc }
+        var applied = Set<String>()
+        for doc in try client.find(collection, filter: ["_id": ["$in": .array(items.map { .string($0.id) })], "write_id": .string(writeID)],
+                                   projection: ["_id": 1]) {
+            if let id = doc["_id"]?.stringValue { applied.insert(id) }
         }
+        let replacedIDs = items.filter { !applied.contains($0.id) }.map { item -> BSON in
+            .string(Self.historyID(kind: kind, id: item.id, version: (existing[item.id]?["version"]?.int64Value ?? 0) + 1))
+        }
+        if !replacedIDs.isEmpty {
+            for doc in try client.find(Self.historyCollection, filter: ["_id": ["$in": .array(replacedIDs)], "write_id": .string(writeID)],
+                                       projection: ["aggregate_id": 1]) {
+                if let id = doc["aggregate_id"]?.stringValue { applied.insert(id) }
+            }
+        }
+        var changes: [AggregateChange] = []
         for item in items {
-            let expected = (existing[item.id]?["version"]?.int64Value ?? 0) + 1
-            if let stored = reread[item.id], stored["version"]?.int64Value == expected, stored["computed_at"] == .millis(now),
-               item.fields.allSatisfy({ Self.same(stored[$0.key], $0.value) }) {
-                changes.append(change(item, old: existing[item.id]))
+            if applied.contains(item.id) {
+                changes.append(Self.change(item, kind: kind, old: existing[item.id]))
             } else {
-                changes.append(try storeOne(collection, kind: kind, item, now: now))
+                changes.append(try storeOne(collection, kind: kind, item, now: now, writeID: writeID))
             }
         }
         return changes
     }
 
     /// One aggregate, read and written until the write applies (see `store`).
-    private func storeOne(_ collection: String, kind: String, _ item: Figures, now: EpochMillis) throws(MongoError) -> AggregateChange {
-        let id = item.id, fields = item.fields
+    private func storeOne(_ collection: String, kind: String, _ item: Figures, now: EpochMillis, writeID: String) throws(MongoError) -> AggregateChange {
         for _ in 0..<5 {
-            let existing = try client.findOne(collection, filter: ["_id": .string(id)])
+            let existing = try client.findOne(collection, filter: ["_id": .string(item.id)])
             let version = existing?["version"]?.int64Value ?? 0
             if let existing {
-                var history = existing
-                let historyID = Self.historyID(kind: kind, id: id, version: version)
-                history["_id"] = .string(historyID)
-                history["aggregate_id"] = .string(id)
-                history["collection"] = .string(collection)
-                history["replaced_at"] = .millis(now)
+                let historyID = Self.historyID(kind: kind, id: item.id, version: version)
                 _ = try client.updateOne(Self.historyCollection, filter: ["_id": .string(historyID)],
-                                         update: ["$setOnInsert": .document(history)], upsert: true, writeConcern: writeConcern)
+                                         update: ["$setOnInsert": .document(Self.historyCopy(existing, kind: kind, id: item.id, collection: collection, now: now))],
+                                         upsert: true, writeConcern: writeConcern)
             }
-            var set = fields
-            set["version"] = .int64(version + 1)
-            set["computed_at"] = .millis(now)
-            let filter: BSONDocument = existing == nil ? ["_id": .string(id), "version": ["$exists": false]]
-                                                       : ["_id": .string(id), "version": .int64(version)]
+            let filter: BSONDocument = existing == nil ? ["_id": .string(item.id), "version": ["$exists": false]]
+                                                       : ["_id": .string(item.id), "version": .int64(version)]
             do {
-                let result = try client.updateOne(collection, filter: filter, update: ["$set": .document(set)], upsert: existing == nil,
-                                                  writeConcern: writeConcern)
+                let result = try client.updateOne(collection, filter: filter,
+                                                  update: ["$set": .document(Self.newFigures(item, version: version + 1, now: now, writeID: writeID))],
+                                                  upsert: existing == nil, writeConcern: writeConcern)
                 if result.matchedCount == 0 && result.upsertedID == nil { continue } // someone else wrote: read again
             } catch let error where error.isDuplicateKey {
                 continue
             }
-            return AggregateChange(kind: kind, key: item.key, esp32Name: item.name, classroom: item.classroom,
-                                   oldEnergyWh: existing?["energy_wh"]?.doubleValue, newEnergyWh: fields["energy_wh"]?.doubleValue ?? 0,
-                                   oldCost: existing?["cost"]?.doubleValue, newCost: fields["cost"]?.doubleValue, version: version + 1,
-                                   figuresChanged: !fields.allSatisfy { Self.same(existing?[$0.key], $0.value) })
+            return Self.change(item, kind: kind, old: existing)
         }
-        throw MongoError(kind: .server(code: 112), code: 112, domain: 0, message: "aggregate \(id) kept changing under us")
+        throw MongoError(kind: .server(code: 112), code: 112, domain: 0, message: "aggregate \(item.id) kept changing under us")
+    }
+
+    static func newFigures(_ item: Figures, version: Int64, now: EpochMillis, writeID: String) -> BSONDocument {
+        var set = item.fields
+        set["version"] = .int64(version)
+        set["computed_at"] = .millis(now)
+        set["write_id"] = .string(writeID)
+        return set
+    }
+
+    /// The replaced document as kept in `aggregate_history`.
+    static func historyCopy(_ old: BSONDocument, kind: String, id: String, collection: String, now: EpochMillis) -> BSONDocument {
+        var copy = old
+        copy["_id"] = .string(historyID(kind: kind, id: id, version: old["version"]?.int64Value ?? 0))
+        copy["aggregate_id"] = .string(id)
+        copy["collection"] = .string(collection)
+        copy["replaced_at"] = .millis(now)
+        return copy
+    }
+
+    /// The money figures a bill shows: what "changed" means in a recalculation's report.
+    static let billedFields = ["energy_wh", "cost", "currency", "cost_version_ids"]
+
+    static func change(_ item: Figures, kind: String, old: BSONDocument?) -> AggregateChange {
+        AggregateChange(kind: kind, key: item.key, esp32Name: item.name, classroom: item.classroom,
+                        oldEnergyWh: old?["energy_wh"]?.doubleValue, newEnergyWh: item.fields["energy_wh"]?.doubleValue ?? 0,
+                        oldCost: old?["cost"]?.doubleValue, newCost: item.fields["cost"]?.doubleValue,
+                        version: (old?["version"]?.int64Value ?? 0) + 1,
+                        figuresChanged: old == nil || !billedFields.allSatisfy { field in
+                            item.fields[field].map { same(old?[field], $0) } ?? (old?[field] == nil)
+                        })
     }
 
     static func historyID(kind: String, id: String, version: Int64) -> String { "\(kind)|\(id)|v\(version)" }

@@ -81,6 +81,9 @@ public struct WorkerConfig: Sendable {
             guard knownVariables.contains(variable) else {
                 throw ConfigError("--config", "\(path): unknown setting \"\(key)\"")
             }
+            guard values[variable] == nil else {
+                throw ConfigError("--config", "\(path): \"\(key)\" sets \(variable) a second time")
+            }
             guard let value = table[key] else { continue }
             if let s = value.string { values[variable] = s }
             else if let i = value.int { values[variable] = String(i) }

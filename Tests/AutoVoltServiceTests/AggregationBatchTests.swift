@@ -58,12 +58,11 @@ struct AggregationBatchTests {
                                           writeConcern: .acknowledged)
             let start = CivilDate(year: 2026, month: 11, day: 4), end = CivilDate(year: 2026, month: 11, day: 6)
             let failures = Mutex<[String]>([])
-            // Each worker its own `now`, as two processes' clocks would be: a write is then told
-            // apart from the other's by its computed_at (equal ones would be one recalculation).
+            // Both at the same `now`, with the same figures: only the write_id tells them apart.
             DispatchQueue.concurrentPerform(iterations: 2) { i in
                 do {
                     _ = try (i == 0 ? rig.aggregation : other).recalculate(start: start, end: end, classroom: nil, esp32Name: nil,
-                                                                           now: later + Int64(round) * 1000 + Int64(i))
+                                                                           now: later + Int64(round) * 1000)
                 } catch {
                     failures.withLock { $0.append("\(error)") }
                 }

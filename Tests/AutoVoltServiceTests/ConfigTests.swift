@@ -110,6 +110,8 @@ struct ConfigTests {
         // The variable's own name works too.
         try "AUTOVOLT_MQTT_URL = \"mqtt://other:1885\"\n".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(try WorkerConfig.tomlValues(path: path)["AUTOVOLT_MQTT_URL"] == "mqtt://other:1885")
+        try "AUTOVOLT_MQTT_URL = \"mqtt://a\"\nmqtt_url = \"mqtt://b\"\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(throws: ConfigError.self) { try WorkerConfig.tomlValues(path: path) }
         try "bogus_key = 1\n".write(toFile: path, atomically: true, encoding: .utf8)
         #expect(throws: ConfigError.self) { try WorkerConfig.tomlValues(path: path) }
     }
