@@ -80,6 +80,7 @@ public final class MQTTSource: @unchecked Sendable {
     private let state = NSLock()
     private var stopping = false
     private var connectedFlag = false
+    private var subscribeAcks = 0
     private var lastErrorText: String?
     private var lastMessageAtMillis: Int64?
     private var thread: Thread?
@@ -135,6 +136,9 @@ public final class MQTTSource: @unchecked Sendable {
     }
 
     public var isConnected: Bool { state.withLock { connectedFlag } }
+    /// How many SUBACKs the broker has sent since start (one per connect): a fresh session
+    /// receives messages only once its subscriptions are granted.
+    public var subscriptionAcknowledgements: Int { state.withLock { subscribeAcks } }
     public var lastError: String? { state.withLock { lastErrorText } }
     public var lastMessageAt: Int64? { state.withLock { lastMessageAtMillis } }
 
@@ -262,6 +266,7 @@ public final class MQTTSource: @unchecked Sendable {
     }
 
     private func didSubscribe(granted: [Int32]) {
+        state.withLock { subscribeAcks += 1 }
         for (filter, qos) in zip(settings.subscriptions, granted) {
             if qos >= 0x80 {
                 logger.error("MQTT subscription refused by the broker (check its ACL)", metadata: ["topic": "\(filter)"])

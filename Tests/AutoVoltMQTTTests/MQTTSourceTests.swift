@@ -47,16 +47,15 @@ struct MQTTSourceTests {
         let source = try MQTTSource(settings: settings(port: broker.port), handler: collector, logger: Logger(label: "test"))
         source.start()
         defer { source.stop() }
-        Thread.sleep(forTimeInterval: 0.5)
+        #expect(eventually { source.lastError != nil })
         #expect(!source.isConnected)
-        #expect(source.lastError != nil)
         try broker.start()
         #expect(eventually { source.isConnected })
         broker.stop()
         #expect(eventually { !source.isConnected })
         try broker.start()
         #expect(eventually { source.isConnected })
-        Thread.sleep(forTimeInterval: 0.3)
+        #expect(eventually { source.subscriptionAcknowledgements >= 2 })
         try TestPublisher(port: broker.port).publish([("autovolt/x/heartbeat", "{}")])
         #expect(eventually { collector.messages.count == 1 })
     }
@@ -69,8 +68,7 @@ struct MQTTSourceTests {
         sa.start()
         sb.start()
         defer { sa.stop(); sb.stop() }
-        #expect(eventually { sa.isConnected && sb.isConnected })
-        Thread.sleep(forTimeInterval: 0.3)
+        #expect(eventually { sa.subscriptionAcknowledgements >= 1 && sb.subscriptionAcknowledgements >= 1 })
         try TestPublisher(port: broker.port).publish((0..<100).map { ("autovolt/d\($0)/telemetry", "\($0)") })
         #expect(eventually { a.messages.count + b.messages.count == 100 })
         #expect(a.messages.count > 0 && b.messages.count > 0)
