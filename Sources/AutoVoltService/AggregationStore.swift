@@ -39,8 +39,9 @@ public struct RecalculationReport: Sendable, Encodable {
 /// Keeps `daily_aggregates` and `monthly_aggregates` equal to the sums of live billable ledger
 /// entries, priced by the tariff in force when the energy was used (contract rules 7 and 8).
 /// Every recomputation of a document bumps its `version` (contract section 4: "incremented on
-/// every recalculation") and keeps the previous figures in `aggregate_history`; figures that
-/// did not change stay the same, so recalculating twice gives the same figures.
+/// every recalculation") and keeps the previous figures in `aggregate_history` (except the
+/// intermediate figures of a day or month still in progress, see `History`); figures that did
+/// not change stay the same, so recalculating twice gives the same figures.
 ///
 /// Blocking: call from a dedicated thread (or through MongoExecutor).
 public final class AggregationStore: @unchecked Sendable {
@@ -150,7 +151,7 @@ public final class AggregationStore: @unchecked Sendable {
             guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue.flatMap(CivilDate.init) else { return nil }
             return (name, date)
         }
-        _ = try recompute(pairs, now: now)
+        _ = try recompute(pairs, now: now, history: .closedPeriodsOnly)
         // Each mark goes unless the ledger marked the day again meanwhile.
         let done: [WriteModel] = dirty.compactMap { doc -> WriteModel? in
             guard let id = doc["_id"], let at = doc["dirty_at"] else { return nil }
@@ -168,20 +169,30 @@ public final class AggregationStore: @unchecked Sendable {
 
     /// Recomputes the given (device, date) pairs and then their months, in batches: a batch of
     /// days or months costs the database the same few round trips as one.
-    func recompute(_ pairs: [(String, CivilDate)], now: EpochMillis) throws(MongoError) -> [AggregateChange] {
+    /// Which replaced versions go to `aggregate_history`.
+    enum History {
+        /// Every one: recalculations, tariff changes and day closes, which can change a bill.
+        case always
+        /// Only those of closed days and past months: the live updates of today's figures (one
+        /// per ledger step, thousands a day per device) explain no bill and would fill the disk.
+        case closedPeriodsOnly
+    }
+
+    func recompute(_ pairs: [(String, CivilDate)], now: EpochMillis, history: History = .always) throws(MongoError) -> [AggregateChange] {
         guard !pairs.isEmpty else { return [] }
         let tariffs = try tariffBook()
         var changes: [AggregateChange] = []
         // Days in small batches: a whole day of a device can be 2,880 entries.
         for start in stride(from: 0, to: pairs.count, by: Self.dayBatchSize) {
-            changes += try recomputeDays(Array(pairs[start..<min(start + Self.dayBatchSize, pairs.count)]), tariffs: tariffs, now: now)
+            changes += try recomputeDays(Array(pairs[start..<min(start + Self.dayBatchSize, pairs.count)]), tariffs: tariffs, now: now, history: history)
         }
         var months: [String: Set<String>] = [:]
         for (name, date) in pairs { months[Aggregator.monthKey(date), default: []].insert(name) }
         for month in months.keys.sorted() {
             let names = months[month, default: []].sorted()
             for start in stride(from: 0, to: names.count, by: Self.monthBatchSize) {
-                changes += try recomputeMonths(month, names: Array(names[start..<min(start + Self.monthBatchSize, names.count)]), now: now)
+                changes += try recomputeMonths(month, names: Array(names[start..<min(start + Self.monthBatchSize, names.count)]), now: now,
+                                             history: history)
             }
         }
         return changes
@@ -190,7 +201,8 @@ public final class AggregationStore: @unchecked Sendable {
     static let dayBatchSize = 50
     static let monthBatchSize = 200
 
-    private func recomputeDays(_ pairs: [(String, CivilDate)], tariffs: TariffBook, now: EpochMillis) throws(MongoError) -> [AggregateChange] {
+    private func recomputeDays(_ pairs: [(String, CivilDate)], tariffs: TariffBook, now: EpochMillis,
+                               history: History) throws(MongoError) -> [AggregateChange] {
         var seen = Set<String>()
         let pairs = pairs.filter { seen.insert("\($0.0)|\($0.1)").inserted }
         guard !pairs.isEmpty else { return [] }
@@ -232,10 +244,10 @@ public final class AggregationStore: @unchecked Sendable {
             ]
             return Figures(id: "\(date)|\(name)", key: date.description, name: name, classroom: classroom, fields: fields)
         }
-        return try store(Collections.dailyAggregates, kind: "daily", items, now: now)
+        return try store(Collections.dailyAggregates, kind: "daily", items, now: now, history: history)
     }
 
-    private func recomputeMonths(_ month: String, names: [String], now: EpochMillis) throws(MongoError) -> [AggregateChange] {
+    private func recomputeMonths(_ month: String, names: [String], now: EpochMillis, history: History) throws(MongoError) -> [AggregateChange] {
         let days = try client.find(Collections.dailyAggregates, filter: [
             "esp32_name": LedgerStore.oneOf(names), "date": ["$gte": .string("\(month)-01"), "$lte": .string("\(month)-31")],
         ], sort: ["date": 1])
@@ -262,7 +274,7 @@ public final class AggregationStore: @unchecked Sendable {
             ]
             return Figures(id: "\(month)|\(name)", key: month, name: name, classroom: classroom, fields: fields)
         }
-        return try store(Collections.monthlyAggregates, kind: "monthly", items, now: now)
+        return try store(Collections.monthlyAggregates, kind: "monthly", items, now: now, history: history)
     }
 
     /// Newly computed figures of one aggregate document.
@@ -278,7 +290,8 @@ public final class AggregationStore: @unchecked Sendable {
     /// gets `version + 1`. Each write is conditional on the version read, so two workers
     /// recomputing at once cannot lose an update: when any write of the batch did not apply,
     /// those aggregates are read again and written one by one.
-    private func store(_ collection: String, kind: String, _ items: [Figures], now: EpochMillis) throws(MongoError) -> [AggregateChange] {
+    private func store(_ collection: String, kind: String, _ items: [Figures], now: EpochMillis,
+                       history keep: History) throws(MongoError) -> [AggregateChange] {
         guard !items.isEmpty else { return [] }
         var existing: [String: BSONDocument] = [:]
         for doc in try client.find(collection, filter: ["_id": ["$in": .array(items.map { .string($0.id) })]]) {
@@ -289,7 +302,7 @@ public final class AggregationStore: @unchecked Sendable {
         // (stored now, or already replaced and in the history) from those to redo.
         let writeID = UUID().uuidString
         let history: [WriteModel] = items.compactMap { item in
-            guard let old = existing[item.id] else { return nil }
+            guard let old = existing[item.id], keepsHistory(old, kind: kind, now: now, keep) else { return nil }
             let historyID = Self.historyID(kind: kind, id: item.id, version: old["version"]?.int64Value ?? 0)
             return .updateOne(filter: ["_id": .string(historyID)],
                               update: ["$setOnInsert": .document(Self.historyCopy(old, kind: kind, id: item.id, collection: collection, now: now))], upsert: true)
@@ -328,18 +341,19 @@ public final class AggregationStore: @unchecked Sendable {
             if applied.contains(item.id) {
                 changes.append(Self.change(item, kind: kind, old: existing[item.id]))
             } else {
-                changes.append(try storeOne(collection, kind: kind, item, now: now, writeID: writeID))
+                changes.append(try storeOne(collection, kind: kind, item, now: now, writeID: writeID, history: keep))
             }
         }
         return changes
     }
 
     /// One aggregate, read and written until the write applies (see `store`).
-    private func storeOne(_ collection: String, kind: String, _ item: Figures, now: EpochMillis, writeID: String) throws(MongoError) -> AggregateChange {
+    private func storeOne(_ collection: String, kind: String, _ item: Figures, now: EpochMillis, writeID: String,
+                          history keep: History) throws(MongoError) -> AggregateChange {
         for _ in 0..<5 {
             let existing = try client.findOne(collection, filter: ["_id": .string(item.id)])
             let version = existing?["version"]?.int64Value ?? 0
-            if let existing {
+            if let existing, keepsHistory(existing, kind: kind, now: now, keep) {
                 let historyID = Self.historyID(kind: kind, id: item.id, version: version)
                 _ = try client.updateOne(Self.historyCollection, filter: ["_id": .string(historyID)],
                                          update: ["$setOnInsert": .document(Self.historyCopy(existing, kind: kind, id: item.id, collection: collection, now: now))],
@@ -358,6 +372,17 @@ public final class AggregationStore: @unchecked Sendable {
             return Self.change(item, kind: kind, old: existing)
         }
         throw MongoError(kind: .server(code: 112), code: 112, domain: 0, message: "aggregate \(item.id) kept changing under us")
+    }
+
+    private func keepsHistory(_ old: BSONDocument, kind: String, now: EpochMillis, _ keep: History) -> Bool {
+        switch keep {
+        case .always:
+            return true
+        case .closedPeriodsOnly:
+            if kind == "daily" { return old["complete"]?.boolValue == true }
+            var calendar = LocalCalendar(timeZone: timeZone)
+            return (old["month"]?.stringValue ?? "") < Aggregator.monthKey(calendar.date(of: now))
+        }
     }
 
     static func newFigures(_ item: Figures, version: Int64, now: EpochMillis, writeID: String) -> BSONDocument {

@@ -125,6 +125,29 @@ struct AccountingIntegrationTests {
         #expect(try rig.daily("lab-102", "2026-11-30")?["version"]?.int64Value == 2)
     }
 
+    /// Today's figures move with every ledger step; those intermediate versions explain no bill
+    /// and are not kept. Versions replaced by a day close, a recalculation or a late reading on a
+    /// closed day are.
+    @Test func historyKeepsWhatABillCanRestOnNotEveryLiveUpdate() throws {
+        let rig = try AccountingRig()
+        let id = "2026-11-05|lab-101"
+        func history() -> [Int64] {
+            ((try? rig.client.find("aggregate_history", filter: ["aggregate_id": .string(id)])) ?? []).compactMap { $0["version"]?.int64Value }.sorted()
+        }
+        try rig.ingest("lab-101", [(day5 + oneHour, 100), (day5 + 2 * oneHour, 150)], now: day5 + 2 * oneHour + 1000)
+        try rig.ingest("lab-101", [(day5 + 3 * oneHour, 190)], now: day5 + 3 * oneHour + 1000)
+        #expect(try rig.daily("lab-101", "2026-11-05")?["version"]?.int64Value == 2)
+        #expect(history() == [])
+        _ = try rig.aggregation.closeDay(CivilDate("2026-11-05")!, now: day5 + 24 * oneHour + 6 * 60_000)
+        #expect(try rig.daily("lab-101", "2026-11-05")?["complete"]?.boolValue == true)
+        #expect(history() == [2])
+        // A late reading on the closed day: its replaced version is kept.
+        try rig.ingest("lab-101", [(day5 + 2 * oneHour + 30 * 60_000, 170)], now: later)
+        #expect(try rig.daily("lab-101", "2026-11-05")?["version"]?.int64Value == 4)
+        #expect(history() == [2, 3])
+        #expect(try rig.daily("lab-101", "2026-11-05")?["energy_wh"]?.doubleValue == 90)
+    }
+
     @Test func aNightOfTheSchedulerCatchUpAndNoDoubleRunWithTwoWorkers() throws {
         let rig = try AccountingRig()
         try rig.ingest("lab-101", [(day5 + oneHour, 100), (day5 + 2 * oneHour, 150)], now: day5 + 3 * oneHour)
