@@ -45,6 +45,10 @@ public enum Schema {
         "ledger_state": [
             IndexModel(keys: ["pending_dip_until": 1], name: "pending_dip_until"),
         ],
+        // An aggregate's earlier versions, to explain a changed bill.
+        "aggregate_history": [
+            IndexModel(keys: ["aggregate_id": 1, "version": 1], name: "aggregate_id_version"),
+        ],
         "ledger_dirty_days": [
             IndexModel(keys: ["date": 1], name: "date"),
         ],
