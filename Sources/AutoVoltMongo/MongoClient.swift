@@ -132,12 +132,32 @@ public struct IndexModel: Sendable, Hashable {
 /// and libmongoc's logging routed through `MongoLog`. `mongoc_cleanup()` is never called: the
 /// process exit reclaims everything.
 private let mongocInitialised: Void = {
-    mongoc_init()
     mongoc_log_set_handler({ level, domain, message, _ in
         let lvl = MongoLog.Level(rawValue: Int(level.rawValue)) ?? .trace
         MongoLog.emit(lvl, domain.map { String(cString: $0) } ?? "", message.map { String(cString: $0) } ?? "")
     }, nil)
+    mongoc_init()
+    removeStaleCounterFiles()
 }()
+
+/// libmongoc keeps performance counters in `/dev/shm/mongoc-<pid>` and removes the file at a
+/// normal exit. A process killed with SIGKILL leaves it behind; a later process that gets the
+/// same pid (pid_max is often 32768) then prints "Falling back to malloc for counters" on
+/// stderr while the library loads, before any code of ours runs (seen in CI: a one-shot
+/// command's one-line error became two lines). So each process removes the files of dead
+/// processes of its user. `MONGOC_DISABLE_SHM=1` in the environment (the systemd unit sets it)
+/// avoids the files altogether.
+func removeStaleCounterFiles(directory: String = "/dev/shm") {
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: directory) else { return }
+    let me = geteuid()
+    for name in names where name.hasPrefix("mongoc-") {
+        guard let pid = pid_t(name.dropFirst("mongoc-".count)), pid > 0, pid != getpid() else { continue }
+        var info = stat()
+        let path = directory + "/" + name
+        guard stat(path, &info) == 0, info.st_uid == me else { continue }
+        if kill(pid, 0) != 0 && errno == ESRCH { unlink(path) }
+    }
+}
 
 /// libmongoc's own log messages. Its default logger prints every level, DEBUG included (e.g. a
 /// line per failed server-monitor check every 500 ms during an outage), to stderr. Here the

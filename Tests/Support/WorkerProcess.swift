@@ -20,11 +20,15 @@ public final class WorkerProcess: @unchecked Sendable {
         if let process, process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 
+    /// As the systemd unit does: no libmongoc counter files in /dev/shm, which a worker killed
+    /// by a test would leave behind for the next process with its pid (MongoClient.swift).
+    static let shmOff = ["MONGOC_DISABLE_SHM": "1"]
+
     /// Runs `autovolt-worker ARGS` to completion and returns (exit status, stdout, stderr).
     public static func runToCompletion(_ arguments: [String], environment: [String: String], stdin: Data? = nil,
                                        timeout: Double = 60) throws -> (status: Int32, stdout: String, stderr: String) {
         let process = unmaskedProcess(executable.path, arguments)
-        process.environment = environment
+        process.environment = environment.merging(Self.shmOff) { old, _ in old }
         let outURL = FileManager.default.temporaryDirectory.appendingPathComponent("autovolt-out-\(UUID().uuidString)")
         let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("autovolt-err-\(UUID().uuidString)")
         FileManager.default.createFile(atPath: outURL.path, contents: nil)
@@ -51,7 +55,7 @@ public final class WorkerProcess: @unchecked Sendable {
 
     public func start(arguments: [String] = ["run"], extraEnvironment: [String: String] = [:]) throws {
         let process = unmaskedProcess(Self.executable.path, arguments)
-        process.environment = environment.merging(extraEnvironment) { $1 }
+        process.environment = environment.merging(extraEnvironment) { $1 }.merging(Self.shmOff) { old, _ in old }
         let handle = try FileHandle(forWritingTo: logFile)
         handle.seekToEndOfFile()
         process.standardOutput = handle
