@@ -14,7 +14,8 @@ public struct AggregateChange: Sendable, Encodable, Equatable {
     public var oldCost: Double?
     public var newCost: Double?
     public var version: Int64
-    /// Whether any figure differs from before (a recalculation bumps the version either way).
+    /// Whether a billed figure (energy, cost, currency, tariff ids) differs from before; a
+    /// recalculation bumps the version either way.
     public var figuresChanged: Bool
 
     enum CodingKeys: String, CodingKey {
@@ -167,8 +168,6 @@ public final class AggregationStore: @unchecked Sendable {
         try recalculate(start: date, end: date, classroom: nil, esp32Name: nil, now: now)
     }
 
-    /// Recomputes the given (device, date) pairs and then their months, in batches: a batch of
-    /// days or months costs the database the same few round trips as one.
     /// Which replaced versions go to `aggregate_history`.
     enum History {
         /// Every one: recalculations, tariff changes and day closes, which can change a bill.
@@ -178,6 +177,8 @@ public final class AggregationStore: @unchecked Sendable {
         case closedPeriodsOnly
     }
 
+    /// Recomputes the given (device, date) pairs and then their months, in batches: a batch of
+    /// days or months costs the database the same few round trips as one.
     func recompute(_ pairs: [(String, CivilDate)], now: EpochMillis, history: History = .always) throws(MongoError) -> [AggregateChange] {
         guard !pairs.isEmpty else { return [] }
         let tariffs = try tariffBook()
@@ -298,11 +299,12 @@ public final class AggregationStore: @unchecked Sendable {
             if let id = doc["_id"]?.stringValue { existing[id] = doc }
         }
         beforeVersionedWrite?()
+        let keepsHistory = historyRule(kind: kind, now: now, keep)
         // Marks this call's writes, so that after a lost race it can tell which of them applied
         // (stored now, or already replaced and in the history) from those to redo.
         let writeID = UUID().uuidString
         let history: [WriteModel] = items.compactMap { item in
-            guard let old = existing[item.id], keepsHistory(old, kind: kind, now: now, keep) else { return nil }
+            guard let old = existing[item.id], keepsHistory(old) else { return nil }
             let historyID = Self.historyID(kind: kind, id: item.id, version: old["version"]?.int64Value ?? 0)
             return .updateOne(filter: ["_id": .string(historyID)],
                               update: ["$setOnInsert": .document(Self.historyCopy(old, kind: kind, id: item.id, collection: collection, now: now))], upsert: true)
@@ -310,9 +312,7 @@ public final class AggregationStore: @unchecked Sendable {
         try client.bulkWrite(Self.historyCollection, operations: history, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
         let updates: [WriteModel] = items.map { item in
             let version = existing[item.id]?["version"]?.int64Value ?? 0
-            let filter: BSONDocument = existing[item.id] == nil ? ["_id": .string(item.id), "version": ["$exists": false]]
-                                                                : ["_id": .string(item.id), "version": .int64(version)]
-            return .updateOne(filter: filter, update: ["$set": .document(Self.newFigures(item, version: version + 1, now: now, writeID: writeID))],
+            return .updateOne(filter: Self.unchangedSinceRead(item.id, existing[item.id]), update: ["$set": .document(Self.newFigures(item, version: version + 1, now: now, writeID: writeID))],
                               upsert: existing[item.id] == nil)
         }
         let result = try client.bulkWrite(collection, operations: updates, ordered: false, writeConcern: writeConcern)
@@ -350,19 +350,18 @@ public final class AggregationStore: @unchecked Sendable {
     /// One aggregate, read and written until the write applies (see `store`).
     private func storeOne(_ collection: String, kind: String, _ item: Figures, now: EpochMillis, writeID: String,
                           history keep: History) throws(MongoError) -> AggregateChange {
+        let keepsHistory = historyRule(kind: kind, now: now, keep)
         for _ in 0..<5 {
             let existing = try client.findOne(collection, filter: ["_id": .string(item.id)])
             let version = existing?["version"]?.int64Value ?? 0
-            if let existing, keepsHistory(existing, kind: kind, now: now, keep) {
+            if let existing, keepsHistory(existing) {
                 let historyID = Self.historyID(kind: kind, id: item.id, version: version)
                 _ = try client.updateOne(Self.historyCollection, filter: ["_id": .string(historyID)],
                                          update: ["$setOnInsert": .document(Self.historyCopy(existing, kind: kind, id: item.id, collection: collection, now: now))],
                                          upsert: true, writeConcern: writeConcern)
             }
-            let filter: BSONDocument = existing == nil ? ["_id": .string(item.id), "version": ["$exists": false]]
-                                                       : ["_id": .string(item.id), "version": .int64(version)]
             do {
-                let result = try client.updateOne(collection, filter: filter,
+                let result = try client.updateOne(collection, filter: Self.unchangedSinceRead(item.id, existing),
                                                   update: ["$set": .document(Self.newFigures(item, version: version + 1, now: now, writeID: writeID))],
                                                   upsert: existing == nil, writeConcern: writeConcern)
                 if result.matchedCount == 0 && result.upsertedID == nil { continue } // someone else wrote: read again
@@ -374,15 +373,25 @@ public final class AggregationStore: @unchecked Sendable {
         throw MongoError(kind: .server(code: 112), code: 112, domain: 0, message: "aggregate \(item.id) kept changing under us")
     }
 
-    private func keepsHistory(_ old: BSONDocument, kind: String, now: EpochMillis, _ keep: History) -> Bool {
+    /// Whether a replaced version goes to the history (see `History`); decided once per write.
+    private func historyRule(kind: String, now: EpochMillis, _ keep: History) -> (BSONDocument) -> Bool {
         switch keep {
         case .always:
-            return true
+            return { _ in true }
+        case .closedPeriodsOnly where kind == "daily":
+            return { $0["complete"]?.boolValue == true }
         case .closedPeriodsOnly:
-            if kind == "daily" { return old["complete"]?.boolValue == true }
             var calendar = LocalCalendar(timeZone: timeZone)
-            return (old["month"]?.stringValue ?? "") < Aggregator.monthKey(calendar.date(of: now))
+            let currentMonth = Aggregator.monthKey(calendar.date(of: now))
+            return { ($0["month"]?.stringValue ?? "") < currentMonth }
         }
+    }
+
+    /// The condition of a versioned write: the document is still as it was read (same version,
+    /// or still absent).
+    static func unchangedSinceRead(_ id: String, _ read: BSONDocument?) -> BSONDocument {
+        guard let read else { return ["_id": .string(id), "version": ["$exists": false]] }
+        return ["_id": .string(id), "version": .int64(read["version"]?.int64Value ?? 0)]
     }
 
     static func newFigures(_ item: Figures, version: Int64, now: EpochMillis, writeID: String) -> BSONDocument {

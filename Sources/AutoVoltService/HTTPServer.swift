@@ -106,7 +106,7 @@ actor HealthReporter {
     private func lastReconciliation() async -> (at: EpochMillis, runID: String)? {
         if let cached = cachedLastRun, Date().timeIntervalSince(cached.at) < 5 { return cached.value }
         let found = try? await executor.run { client throws(MongoError) -> LastRun? in
-            try Scheduler.lastReconciliation(client).map { LastRun(at: $0.at, runID: $0.runID) }
+            try Reconciler.lastReconciliation(client).map { LastRun(at: $0.at, runID: $0.runID) }
         }
         let value = found.flatMap { $0 }.map { ($0.at, $0.runID) }
         cachedLastRun = (Date(), value)

@@ -220,8 +220,7 @@ public final class IngestProcessor: @unchecked Sendable {
             let operations: [WriteModel] = order.compactMap { name in
                 guard let f = folded[name] else { return nil }
                 // Only status messages say online/offline; until one arrives it is unknown (null).
-                var onInsert: BSONDocument = ["esp32_name": .string(name), "online": .null, "sessions": .int64(0)]
-                for (field, value) in Self.nullTimes(except: f.max) { onInsert[field] = value }
+                let onInsert = Self.withNullTimes(["esp32_name": .string(name), "online": .null, "sessions": .int64(0)], except: f.max)
                 return .updateOne(
                     filter: ["_id": .string(name)],
                     update: ["$set": .document(f.set), "$max": .document(f.max), "$setOnInsert": .document(onInsert)],
@@ -244,12 +243,12 @@ public final class IngestProcessor: @unchecked Sendable {
 
     /// Every contract field of `device_status` exists from the start: times not yet seen are null
     /// (`$max` later replaces a null, which sorts before every date).
-    static func nullTimes(except present: BSONDocument) -> BSONDocument {
-        var nulls: BSONDocument = [:]
+    static func withNullTimes(_ base: BSONDocument, except present: BSONDocument) -> BSONDocument {
+        var document = base
         for field in ["last_seen_at", "last_status_at", "last_heartbeat_at", "last_telemetry_at"] where present[field] == nil {
-            nulls[field] = .null
+            document[field] = .null
         }
-        return nulls
+        return document
     }
 
     func writeStatus(name: String, classroom: String, online: Bool, at: EpochMillis) throws(MongoError) {
@@ -264,7 +263,7 @@ public final class IngestProcessor: @unchecked Sendable {
                         "$set": ["online": true, "classroom": .string(classroom), "esp32_name": .string(name)],
                         "$max": .document(times),
                         "$inc": ["sessions": .int64(1)],
-                        "$setOnInsert": .document(Self.nullTimes(except: times)),
+                        "$setOnInsert": .document(Self.withNullTimes([:], except: times)),
                     ],
                     upsert: true, writeConcern: writeConcern)
             } catch let error where error.isDuplicateKey {
@@ -275,14 +274,12 @@ public final class IngestProcessor: @unchecked Sendable {
                     upsert: false, writeConcern: writeConcern)
             }
         } else {
-            var offlineInsert: BSONDocument = ["esp32_name": .string(name), "sessions": .int64(0)]
-            for (field, value) in Self.nullTimes(except: times) { offlineInsert[field] = value }
             _ = try client.updateOne(
                 Collections.deviceStatus, filter: ["_id": .string(name)],
                 update: [
                     "$set": ["online": false, "classroom": .string(classroom)],
                     "$max": .document(times),
-                    "$setOnInsert": .document(offlineInsert),
+                    "$setOnInsert": .document(Self.withNullTimes(["esp32_name": .string(name), "sessions": .int64(0)], except: times)),
                 ],
                 upsert: true, writeConcern: writeConcern)
         }

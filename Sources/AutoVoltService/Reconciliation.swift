@@ -211,6 +211,14 @@ public struct Reconciler: Sendable {
                         "silent_device", "no_tariff", "missing_heartbeat"]
 
     static func wh(_ v: Double) -> String { String(format: "%.3f", v) }
+
+    /// The last finished reconciliation, nightly or by `reconcile`, for /health's `aggregation`.
+    public static func lastReconciliation(_ client: MongoClient) throws(MongoError) -> (at: EpochMillis, runID: String)? {
+        guard let doc = try client.findOne(Collections.reconciliationReports, filter: [:], sort: ["finished_at": -1],
+                                           projection: ["finished_at": 1, "run_id": 1]),
+              let at = doc["finished_at"]?.dateValue, let id = doc["run_id"]?.stringValue else { return nil }
+        return (LedgerStore.millis(at), id)
+    }
 }
 
 /// Time, injected so tests can run a whole night in milliseconds.
@@ -326,13 +334,5 @@ public final class Scheduler: @unchecked Sendable {
         } catch let error where error.isDuplicateKey {
             return false
         }
-    }
-
-    /// The last finished reconciliation, nightly or by `reconcile`, for /health's `aggregation`.
-    public static func lastReconciliation(_ client: MongoClient) throws(MongoError) -> (at: EpochMillis, runID: String)? {
-        guard let doc = try client.findOne(Collections.reconciliationReports, filter: [:], sort: ["finished_at": -1],
-                                           projection: ["finished_at": 1, "run_id": 1]),
-              let at = doc["finished_at"]?.dateValue, let id = doc["run_id"]?.stringValue else { return nil }
-        return (LedgerStore.millis(at), id)
     }
 }

@@ -165,7 +165,7 @@ struct AccountingIntegrationTests {
         #expect(try a.tick(now: day6 + 2 * oneHour + 2000).isEmpty)
         #expect(rig.count(Collections.reconciliationReports, ["date": "2026-11-05"]) == 1)
         let report = try #require(try rig.client.findOne(Collections.reconciliationReports, filter: ["date": "2026-11-05"]))
-        #expect(try Scheduler.lastReconciliation(rig.client)?.runID == report["run_id"]?.stringValue)
+        #expect(try Reconciler.lastReconciliation(rig.client)?.runID == report["run_id"]?.stringValue)
     }
 
     func scheduler(_ rig: AccountingRig, _ owner: String, listeningSince: EpochMillis) -> Scheduler {
@@ -190,7 +190,7 @@ struct AccountingIntegrationTests {
         // A reconcile run by hand counts as the last run too (/health's aggregation section).
         let manual = try Reconciler(client: rig.client, registry: rig.registry, timeZone: rig.zone, writeConcern: .acknowledged, logger: rig.logger)
             .run(date: CivilDate("2026-11-04")!, now: day6 + 2 * oneHour + 5000)
-        #expect(try Scheduler.lastReconciliation(rig.client)?.runID == manual.runID)
+        #expect(try Reconciler.lastReconciliation(rig.client)?.runID == manual.runID)
     }
 
     @Test func reconciliationFindsEachPlantedAnomalyAndOpensOneTicketEach() throws {
