@@ -118,11 +118,35 @@ public struct MessageDecoder: Sendable {
             guard switches.count <= maxSwitches else {
                 throw Rejection(.invalidSwitchState, "switch_state has \(switches.count) entries, at most \(maxSwitches) allowed")
             }
-            for member in switches where !isSwitchValue(member.value) {
-                throw Rejection(.invalidSwitchState, "switch_state.\(member.key) must be true, false, 0 or 1, got \(member.value.jsonText)")
+            var names: Set<String> = []
+            for member in switches {
+                guard isValidSwitchName(member.key) else {
+                    throw Rejection(.invalidSwitchState, "switch_state name \(member.key.debugDescription.prefix(80)) must match [A-Za-z0-9_-]{1,64}")
+                }
+                guard names.insert(member.key).inserted else {
+                    throw Rejection(.invalidSwitchState, "switch_state names \(member.key) twice")
+                }
+                guard isSwitchValue(member.value) else {
+                    throw Rejection(.invalidSwitchState, "switch_state.\(member.key) must be true, false, 0 or 1, got \(member.value.jsonText)")
+                }
             }
         default:
             throw Rejection(.invalidSwitchState, "switch_state must be an array of 0/1 or an object of switch name to boolean, got \(value.jsonText.prefix(64))")
+        }
+    }
+
+    /// Switch names in the object form: letters, digits, `_` and `-`, 1 to 64 of them (the
+    /// firmware guide's `relay_16`). They are stored as keys, so this keeps out everything a
+    /// database might refuse or read as an operator or a path (`$`, `.`, NUL).
+    public static func isValidSwitchName(_ name: String) -> Bool {
+        let bytes = name.utf8
+        guard (1...64).contains(bytes.count) else { return false }
+        return bytes.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "-"): true
+            default: false
+            }
         }
     }
 

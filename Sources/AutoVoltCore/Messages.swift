@@ -30,6 +30,9 @@ public enum RejectReason: String, Sendable, CaseIterable {
     case invalidStatus = "invalid_status"
     /// Same device and device time as a stored reading, but another counter value.
     case conflict = "conflict"
+    /// A valid message the database refused for good (not an outage): kept whole, with the
+    /// server's code and message, until `autovolt-worker requeue` tries it again.
+    case storeRefused = "store_refused"
 }
 
 public struct Rejection: Error, Sendable, Equatable, CustomStringConvertible {

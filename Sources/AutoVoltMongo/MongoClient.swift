@@ -48,6 +48,11 @@ public struct WriteError: Sendable, Hashable {
     public let code: Int
     public let message: String
     public var isDuplicateKey: Bool { code == 11000 || code == 11001 }
+    /// The server refused this one document and saying it again will not help: anything but a
+    /// duplicate key or a transient code (a stepped-down primary, a shutdown, ...), which are
+    /// retried with the batch.
+    public var refusesDocument: Bool { !isDuplicateKey && !asMongoError.isTransient }
+    public var asMongoError: MongoError { MongoError(kind: .server(code: code), code: code, domain: 0, message: message) }
 
     public init(index: Int, code: Int, message: String) {
         self.index = index

@@ -115,6 +115,23 @@ public struct MongoError: Error, CustomStringConvertible, Sendable {
         }
     }
 
+    /// Server codes that refuse one document for what it holds, not the database's state:
+    /// BadValue, DollarPrefixedFieldName, InvalidDBRef, EmptyFieldName, DottedFieldName,
+    /// DocumentValidationFailure, BSONObjectTooLarge, KeyTooLong. Retrying the same document
+    /// fails the same way, so it must not hold back the documents after it.
+    static let documentRefusedServerCodes: Set<Int> = [2, 52, 55, 56, 57, 121, 10334, 17280]
+
+    /// True when this error is about one document and retrying it cannot help: the server
+    /// refused what it holds, or it could not even be encoded (a NUL in a key, too large).
+    /// An outage, an authentication failure or an unknown server error is never this.
+    public var refusesDocument: Bool {
+        switch kind {
+        case .invalidArgument: true
+        case .server(let code): Self.documentRefusedServerCodes.contains(code) && !isTransient
+        default: false
+        }
+    }
+
     /// A unique index refused the write (E11000).
     public var isDuplicateKey: Bool {
         if case .server(let code) = kind { return code == 11000 || code == 11001 }

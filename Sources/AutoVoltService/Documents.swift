@@ -66,7 +66,8 @@ enum Documents {
         if let v = r.seq { doc["seq"] = .int64(v) }
         if let v = r.uptimeS { doc["uptime_s"] = .double(v) }
         if let v = r.fwVersion { doc["fw_version"] = .string(v) }
-        doc["extra"] = .document(BSONDocument(r.extra.members.map { ($0.key, BSON(json: $0.value)) }))
+        // Unknown keys are untrusted: stored in a form every MongoDB accepts (StoredKeys).
+        doc["extra"] = .document(BSONDocument(StoredKeys.storable(r.extra).members.map { ($0.key, BSON(json: $0.value)) }))
         return doc
     }
 
@@ -74,18 +75,24 @@ enum Documents {
 
     /// A rejected message. The `_id` is derived from the journal record (topic, bytes, receive
     /// time), so replaying the journal after a crash never records the same rejection twice.
+    /// A message the database refused keeps its whole payload: it was valid data, and `requeue`
+    /// stores it again from exactly these bytes.
     static func rejectedMessage(topic: String, payload: [UInt8], receivedAt: EpochMillis, rejection: Rejection,
                                 esp32Name: String?) -> BSONDocument {
+        let whole = rejection.reason == .storeRefused
         var hasher = SHA256()
         hasher.update(data: Array(topic.utf8))
         hasher.update(data: [0])
         hasher.update(data: payload)
         hasher.update(data: Array(String(receivedAt).utf8))
-        let id = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        var id = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        // A refused message has an id of its own: when `requeue` finds it rejected for another
+        // reason (a conflict), that rejection is recorded beside it before it is removed.
+        if whole { id += ":store_refused" }
         var doc: BSONDocument = [
             "_id": .string("r:\(id)"),
             "topic": .string(topic),
-            "payload": .string(payloadText(payload)),
+            "payload": .string(payloadText(payload, limit: whole ? payload.count : maxStoredPayload)),
             "payload_bytes": .int64(Int64(payload.count)),
             "reason": .string(rejection.reason.rawValue),
             "detail": .string(rejection.detail),
@@ -95,18 +102,18 @@ enum Documents {
         return doc
     }
 
-    /// At most 4 KiB of text. Invalid UTF-8 is kept as escaped text (`\xFF`) so the bytes the
+    /// At most `limit` bytes of text (4 KiB). Invalid UTF-8 is kept as escaped text (`\xFF`) so the bytes the
     /// device really sent can be read back.
-    static func payloadText(_ payload: [UInt8]) -> String {
-        let prefix = payload.prefix(maxStoredPayload)
+    static func payloadText(_ payload: [UInt8], limit: Int = maxStoredPayload) -> String {
+        let prefix = payload.prefix(limit)
         if let text = String(validating: prefix, as: UTF8.self) { return text }
         // Cut inside a multi-byte character at the 4 KiB boundary is not "invalid UTF-8".
-        if payload.count > maxStoredPayload, String(validating: payload, as: UTF8.self) != nil {
+        if payload.count > limit, String(validating: payload, as: UTF8.self) != nil {
             return String(decoding: prefix, as: UTF8.self)
         }
         var out = ""
         var index = prefix.startIndex
-        while index < prefix.endIndex, out.utf8.count < maxStoredPayload {
+        while index < prefix.endIndex, out.utf8.count < limit {
             let byte = prefix[index]
             let length = byte < 0x80 ? 1 : byte >> 5 == 0x6 ? 2 : byte >> 4 == 0xE ? 3 : byte >> 3 == 0x1E ? 4 : 0
             if length > 0, index + length <= prefix.endIndex,

@@ -50,7 +50,8 @@ actor HealthReporter {
         let overall: String
         if engine.fatal != nil || status.journalFull {
             overall = "error"
-        } else if status.mqttConnected && status.mongoReachable {
+        } else if status.mqttConnected && status.mongoReachable
+                    && (status.drainStalledForMillis ?? 0) <= IngestEngine.drainStallThreshold {
             overall = "ok"
         } else {
             overall = "degraded"
@@ -86,6 +87,7 @@ actor HealthReporter {
             ],
             "journal": [
                 "pending_records": status.journalPending,
+                "drain_stalled_seconds": status.drainStalledForMillis.map { Double($0) / 1000 } ?? NSNull(),
                 "bytes": status.journalBytes,
                 "max_bytes": status.journalMaxBytes,
                 "full": status.journalFull,
@@ -95,6 +97,7 @@ actor HealthReporter {
                 "events_inserted": status.totals.inserted,
                 "duplicates": status.totals.duplicates,
                 "rejected": status.totals.rejectedTotal,
+                "store_refused": status.totals.rejected[.storeRefused] ?? 0,
             ],
         ]
         let json = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data("{}".utf8)

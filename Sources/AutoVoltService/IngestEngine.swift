@@ -26,7 +26,13 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         public var journalPath: String
         public var totals: BatchOutcome
         public var drainLoopAt: EpochMillis
+        /// How long the journal has held messages without the drain storing any (nil: it is
+        /// empty or moving). Over `drainStallThreshold` the worker reports itself degraded.
+        public var drainStalledForMillis: EpochMillis?
     }
+
+    /// A drain that has not stored a batch for this long while messages wait is stalled.
+    public static let drainStallThreshold: EpochMillis = 30_000
 
     let config: WorkerConfig
     let journal: Journal
@@ -43,6 +49,8 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private var schemaReady = false
     private var totals = BatchOutcome()
     private var drainLoopAt: EpochMillis = nowMillis()
+    /// Last time the journal was empty or a batch left it.
+    private var drainProgressAt: EpochMillis = nowMillis()
     private var fatalError: Error?
     private var journalFullSince: EpochMillis?
     private let drainFinished = DispatchSemaphore(value: 0)
@@ -164,15 +172,18 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     public var fatal: Error? { stateLock.withLock { fatalError } }
 
     public var status: Status {
-        let (reachable, lastError, lastSuccess, totals, loopAt) = stateLock.withLock {
-            (mongoReachable, mongoLastError, mongoLastSuccessAt, self.totals, drainLoopAt)
+        let (reachable, lastError, lastSuccess, totals, loopAt, progressAt) = stateLock.withLock {
+            (mongoReachable, mongoLastError, mongoLastSuccessAt, self.totals, drainLoopAt, drainProgressAt)
         }
         let bytes = journal.usedBytes
+        let pending = journal.pendingRecords
+        let sinceProgress = Self.nowMillis() - progressAt
         return Status(
             mqttConnected: mqtt?.isConnected ?? false, mqttLastMessageAt: mqtt?.lastMessageAt, mqttLastError: mqtt?.lastError,
             mongoReachable: reachable, mongoLastError: lastError, mongoLastSuccessAt: lastSuccess,
-            journalPending: journal.pendingRecords, journalBytes: bytes, journalMaxBytes: journal.maxBytes,
-            journalFull: bytes >= journal.maxBytes, journalPath: journal.path, totals: totals, drainLoopAt: loopAt)
+            journalPending: pending, journalBytes: bytes, journalMaxBytes: journal.maxBytes,
+            journalFull: bytes >= journal.maxBytes, journalPath: journal.path, totals: totals, drainLoopAt: loopAt,
+            drainStalledForMillis: pending > 0 && sinceProgress > 0 ? sinceProgress : nil)
     }
 
     // MARK: MQTT thread
@@ -253,6 +264,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 let records = try journal.read(limit: config.batchSize)
                 updateJournalGauges()
                 if records.isEmpty {
+                    stateLock.withLock { drainProgressAt = Self.nowMillis() }
                     if stopping { break }
                     wakeup.wait(seconds: 1)
                     continue
@@ -267,7 +279,10 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                     metrics.ingestLatency.recordMilliseconds(max(0, now - record.receivedAt))
                 }
                 metrics.record(outcome)
-                stateLock.withLock { totals.add(outcome) }
+                stateLock.withLock {
+                    totals.add(outcome)
+                    drainProgressAt = now
+                }
                 if outcome.inserted > 0 { ledgerWakeup.signal() }
                 setMongo(reachable: true, error: nil)
                 backoff = 0.2
@@ -276,15 +291,24 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 stateLock.withLock { fatalError = conflict }
                 break
             } catch {
+                // A refused document never reaches here (IngestProcessor sets it aside); what does
+                // is an outage, to wait out, or something only a person can fix (authentication,
+                // an unknown server error), which is retried too but said loudly.
+                let transient = (error as? MongoError)?.isTransient ?? true
                 setMongo(reachable: false, error: "\(error)")
                 metrics.storeErrors.increment()
                 if stopping {
                     logger.warning("MongoDB unavailable during shutdown; the journal keeps the rest", metadata: ["error": "\(error)"])
                     break
                 }
-                logger.warning("cannot store to MongoDB; retrying", metadata: [
+                let metadata: Logger.Metadata = [
                     "error": "\(error)", "retry_in_s": "\(String(format: "%.1f", backoff))", "pending": "\(journal.pendingRecords)",
-                ])
+                ]
+                if transient {
+                    logger.warning("cannot store to MongoDB; retrying", metadata: metadata)
+                } else {
+                    logger.error("MongoDB refuses the batch for a reason that does not pass by itself; retrying", metadata: metadata)
+                }
                 wakeupSleep(backoff * Double.random(in: 0.8...1.2))
                 backoff = min(backoff * 2, 15)
             }

@@ -66,9 +66,45 @@ public final class IngestProcessor: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Throws only when the batch could not be stored as a whole (e.g. the database is down);
-    /// per-message problems are recorded in `rejected_messages`.
+    /// Throws only when the batch could not be stored as a whole for a reason that may pass (the
+    /// database is down, a primary stepped down, authentication failed): the caller retries.
+    /// Per-message problems are recorded in `rejected_messages`: what the decoder refuses with its
+    /// reason, and what the database refuses for good as `store_refused`, with the whole payload.
+    /// One such message never holds back the others: when a batch fails because of a document,
+    /// its messages are stored one by one and only the refused ones are set aside.
     public func process(_ messages: [InboundMessage]) throws(MongoError) -> BatchOutcome {
+        do {
+            return try processBatch(messages)
+        } catch where error.refusesDocument {
+            guard messages.count > 1 else { return try recordStoreRefused(messages[0], error) }
+            logger.error("the database refused a document of this batch; storing its messages one by one", metadata: [
+                "messages": "\(messages.count)", "error": "\(error)",
+            ])
+            var outcome = BatchOutcome()
+            for message in messages { outcome.add(try process([message])) }
+            return outcome
+        }
+    }
+
+    private func recordStoreRefused(_ message: InboundMessage, _ error: MongoError) throws(MongoError) -> BatchOutcome {
+        let name = (try? DeviceTopic.parse(message.topic).get())?.esp32Name
+        let rejection = Self.storeRefusal(code: error.code, message: error.message)
+        logger.error("message refused by the database; kept in rejected_messages as store_refused", metadata: [
+            "topic": "\(message.topic)", "esp32_name": "\(name ?? "-")", "error": "\(error)",
+        ])
+        try recordRejections([Documents.rejectedMessage(topic: message.topic, payload: message.payload,
+                                                         receivedAt: message.receivedAt, rejection: rejection, esp32Name: name)])
+        var outcome = BatchOutcome()
+        outcome.rejected[.storeRefused] = 1
+        outcome.storageErrors = 1
+        return outcome
+    }
+
+    static func storeRefusal(code: Int, message: String) -> Rejection {
+        Rejection(.storeRefused, "database refused the message (code \(code)): \(message)")
+    }
+
+    private func processBatch(_ messages: [InboundMessage]) throws(MongoError) -> BatchOutcome {
         var outcome = BatchOutcome()
         var events: [(message: InboundMessage, reading: TelemetryReading, document: BSONDocument)] = []
         var rejects: [BSONDocument] = []
@@ -142,31 +178,68 @@ public final class IngestProcessor: @unchecked Sendable {
                     }
                 }
             }
-            // Anything else the server refused per document is not the sender's fault and must not
-            // stall the pipeline: keep the message, with the server's words, where a person sees it.
-            for error in failed where !error.isDuplicateKey {
+            // A transient refusal (a primary stepping down mid-batch) is retried with the batch;
+            // the writes that went through are duplicates then.
+            if let transient = failed.first(where: { !$0.isDuplicateKey && !$0.refusesDocument }) {
+                throw transient.asMongoError
+            }
+            // Anything else the server refused per document must not stall the pipeline: keep the
+            // whole message, with the server's words, where a person sees it and can requeue it.
+            for error in failed where error.refusesDocument {
                 guard events.indices.contains(error.index) else { continue }
                 let message = events[error.index].message
                 outcome.storageErrors += 1
-                logger.error("event refused by the database", metadata: ["topic": "\(message.topic)", "error": "\(error.message)"])
+                outcome.rejected[.storeRefused, default: 0] += 1
+                logger.error("event refused by the database; kept in rejected_messages as store_refused", metadata: [
+                    "topic": "\(message.topic)", "esp32_name": "\(events[error.index].reading.esp32Name)",
+                    "code": "\(error.code)", "error": "\(error.message)",
+                ])
                 rejects.append(Documents.rejectedMessage(
                     topic: message.topic, payload: message.payload, receivedAt: message.receivedAt,
-                    rejection: Rejection(.wrongShape, "database refused the event: \(error.message)"),
+                    rejection: Self.storeRefusal(code: error.code, message: error.message),
                     esp32Name: events[error.index].reading.esp32Name))
             }
         }
 
-        if !rejects.isEmpty {
-            let result = try client.insertMany(rejects, into: Collections.rejectedMessages, ordered: false, writeConcern: writeConcern)
-            // A duplicate here is the same rejection recorded by an earlier, interrupted attempt.
-            if let error = result.writeErrors.first(where: { !$0.isDuplicateKey }) {
-                throw MongoError(kind: .server(code: error.code), code: error.code, domain: 0,
-                                 message: "cannot record rejected message: \(error.message)")
-            }
-        }
-
+        try recordRejections(rejects)
         try writePresence(presence)
         return outcome
+    }
+
+    /// Inserts rejection documents; a duplicate is the same rejection recorded by an earlier,
+    /// interrupted attempt. A rejection the database refuses is tried once more as a minimal
+    /// document (the payload as hex), and if even that is refused the message is logged whole.
+    private func recordRejections(_ rejects: [BSONDocument]) throws(MongoError) {
+        guard !rejects.isEmpty else { return }
+        let result = try client.insertMany(rejects, into: Collections.rejectedMessages, ordered: false, writeConcern: writeConcern)
+        if let transient = result.writeErrors.first(where: { !$0.isDuplicateKey && !$0.refusesDocument }) {
+            throw transient.asMongoError
+        }
+        for error in result.writeErrors where error.refusesDocument {
+            guard rejects.indices.contains(error.index) else { continue }
+            let original = rejects[error.index]
+            var minimal: BSONDocument = [:]
+            for key in ["_id", "topic", "reason", "received_at", "esp32_name", "payload_bytes"] {
+                if let value = original[key] { minimal[key] = value }
+            }
+            let payload = original["payload"]?.stringValue ?? ""
+            minimal["payload"] = .string("")
+            minimal["payload_hex"] = .string(payload.utf8.map { Self.hex($0) }.joined())
+            minimal["detail"] = .string("\(original["detail"]?.stringValue ?? "") (the rejection itself was refused, code \(error.code): \(error.message))")
+            do {
+                _ = try client.insertMany([minimal], into: Collections.rejectedMessages, ordered: false, writeConcern: writeConcern)
+                    .writeErrors.throwUnlessDuplicateKeys()
+            } catch where error.refusesDocument {
+                logger.critical("cannot record a rejected message; it is only in this log line", metadata: [
+                    "topic": "\(original["topic"]?.stringValue ?? "-")", "payload": "\(payload)", "error": "\(error)",
+                ])
+            }
+        }
+    }
+
+    private static func hex(_ byte: UInt8) -> String {
+        let digits = Array("0123456789abcdef")
+        return String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
     }
 
     private func resolve(_ name: String) -> DeviceInfo {

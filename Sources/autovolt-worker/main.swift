@@ -89,7 +89,7 @@ struct AutoVoltWorker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "autovolt-worker",
         abstract: "AutoVolt energy-metering ingestion: MQTT in, MongoDB out.",
-        subcommands: [Run.self, ReplayCommand.self, RebuildLedger.self, CostVersions.self, Recalculate.self, Reconcile.self, Summary.self, Timeline.self, DeviceBreakdown.self, Monthly.self])
+        subcommands: [Run.self, ReplayCommand.self, RequeueCommand.self, RebuildLedger.self, CostVersions.self, Recalculate.self, Reconcile.self, Summary.self, Timeline.self, DeviceBreakdown.self, Monthly.self])
 }
 
 struct Run: AsyncParsableCommand {
@@ -171,6 +171,56 @@ struct ReplayCommand: ParsableCommand {
         print(text)
         if summary.unparseable > 0 {
             throw fail("\(summary.unparseable) lines were not TOPIC PAYLOAD or TIME TOPIC PAYLOAD (see the log)", Exit.data)
+        }
+    }
+}
+
+struct RequeueCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "requeue",
+        abstract: "Store again the messages the database refused (reason store_refused), once the cause is fixed.",
+        discussion: """
+            Each message goes through the same pipeline as a live one: stored now, it leaves
+            rejected_messages; still refused, it stays. Duplicates collapse, so running it again is safe.
+            """)
+
+    @OptionGroup var options: ConfigOptions
+
+    @Option(help: "Which rejections to try again; only store_refused keeps whole payloads.")
+    var reason: String
+
+    @Option(help: "Only messages received at or after this local date (YYYY-MM-DD) or instant (ISO 8601).")
+    var since: String?
+
+    func validate() throws {
+        guard reason == RejectReason.storeRefused.rawValue else {
+            throw ValidationError("--reason must be store_refused (other rejections keep at most 4 KiB of their payload and are not valid messages)")
+        }
+        if let since, CivilDate(since) == nil, ISO8601.parseMillis(since) == nil {
+            throw ValidationError("--since \"\(since)\" is not a date YYYY-MM-DD or an ISO 8601 instant")
+        }
+    }
+
+    func run() throws {
+        let config = try options.load()
+        let logger = makeLogger(config)
+        var from: EpochMillis?
+        if let since {
+            if let date = CivilDate(since) {
+                from = LocalCalendar(timeZone: config.timeZone).startOfDay(date)
+            } else {
+                from = ISO8601.parseMillis(since)
+            }
+        }
+        do {
+            let s = try Requeue.run(config: config, since: from, logger: logger)
+            print("requeued \(s.examined) messages: \(s.stored) stored, \(s.duplicates) already stored, \(s.rejectedOtherwise) rejected for another reason, \(s.other) status or heartbeat applied, \(s.stillRefused) still refused")
+        } catch let error as ConfigError {
+            throw fail(error.description, Exit.config)
+        } catch let error as Schema.Conflict {
+            throw fail(error.description, Exit.config)
+        } catch {
+            throw fail("requeue failed: \(error)", Exit.failure)
         }
     }
 }

@@ -253,3 +253,19 @@ struct PresenceDecodingTests {
         #expect(reason("autovolt/lab-101/heartbeat", #"{"uptime_s":"long"}"#) == .wrongShape)
     }
 }
+
+@Suite("switch names and unknown keys")
+struct SwitchNameTests {
+    @Test func switchNamesFollowOneRule() throws {
+        _ = try telemetry(#"{"energy_wh_total":5,"switch_state":{"relay_16":true,"Fan-2":0}}"#)
+        for bad in [#""$where""#, #""a.b""#, #""\u0000""#, #""""#, #""lights front""#, "\"\(String(repeating: "x", count: 65))\""] {
+            #expect(reason("autovolt/lab-101/telemetry", #"{"energy_wh_total":5,"switch_state":{"# + bad + #":true}}"#) == .invalidSwitchState, "\(bad)")
+        }
+    }
+
+    @Test func unknownKeysOfAnyKindLeaveTheReadingValid() throws {
+        let r = try telemetry(#"{"energy_wh_total":5,"switch_state":[1],"extra":{"\u0000":2,"$where":"x","a.b":1},"$top":1}"#)
+        #expect(r.energyWhTotal == 5)
+        #expect(r.extra.members.map(\.key) == ["extra", "$top"])
+    }
+}

@@ -22,7 +22,8 @@ struct FirmwareContractTests {
     @Test func manifestCoversEveryRejectReason() {
         #expect(Self.examples.count > 20)
         let covered = Set(Self.examples.map(\.expect))
-        for reason in RejectReason.allCases where reason != .conflict {
+        // conflict and store_refused depend on what the database holds, not on the payload.
+        for reason in RejectReason.allCases where reason != .conflict && reason != .storeRefused {
             #expect(covered.contains(reason.rawValue), "no example for \(reason.rawValue)")
         }
     }

@@ -575,3 +575,23 @@ class LifecycleTests(unittest.TestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class RefuseTests(unittest.TestCase):
+    """--refuse and devMongoRefuse: a chosen document is refused for good (code 121)."""
+
+    def test_refused_document_alone_fails_and_rules_can_be_replaced(self):
+        server = Server('--refuse', 'events:name=bad')
+        try:
+            db = server.client()['t_refuse']
+            with self.assertRaises(errors.BulkWriteError) as ctx:
+                db.events.insert_many([{'name': 'a'}, {'name': 'bad'}, {'name': 'b'}], ordered=False)
+            details = ctx.exception.details
+            self.assertEqual(details['nInserted'], 2)
+            self.assertEqual([(e['index'], e['code']) for e in details['writeErrors']], [(1, 121)])
+            db.other.insert_one({'name': 'bad'})          # other collections are not affected
+            self.assertEqual(db.command({'devMongoRefuse': []})['rules'], 0)
+            db.events.insert_one({'name': 'bad'})
+            self.assertEqual(db.events.count_documents({}), 3)
+        finally:
+            self.assertEqual(server.stop(), 0)
