@@ -6,13 +6,15 @@
 ///
 /// The rule (firmware-contract/README.md, "Unknown keys"):
 /// `%`, `.` and NUL anywhere, and `$` as the first character, are written as `%` and two
-/// upper-case hex digits (`%25`, `%2E`, `%00`, `%24`); every other character is kept. So `mac`,
+/// upper-case hex digits (`%25`, `%2E`, `%00`, `%24`); every other character is kept; the empty
+/// key (libmongoc refuses it on insert) is stored as `%`. So `mac`,
 /// `rssi` or `relay_16` are stored as sent, `$where` as `%24where`, `a.b` as `a%2Eb`. Nested
 /// objects and arrays are stored the same way, to any depth the JSON reader allows. The mapping is
 /// one to one, and the JSON reader refuses an object with a key twice, so stored keys are unique.
 public enum StoredKeys {
     /// The stored form of one key (without the duplicate suffix).
     public static func escape(_ key: String) -> String {
+        if key.isEmpty { return "%" }
         var needsEscape = false
         for (offset, byte) in key.utf8.enumerated() where mustEscape(byte, first: offset == 0) {
             needsEscape = true
@@ -37,7 +39,9 @@ public enum StoredKeys {
     /// The key as sent, from its stored form (the inverse of `escape`); nil for text that
     /// `escape` cannot have produced.
     public static func unescape(_ stored: String) -> String? {
+        if stored == "%" { return "" }
         let bytes = Array(stored.utf8)
+        guard !bytes.isEmpty else { return nil }
         var out: [UInt8] = []
         var index = 0
         while index < bytes.count {

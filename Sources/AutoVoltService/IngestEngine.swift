@@ -369,7 +369,15 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                     ledgerWakeup.wait(seconds: 0.5)
                 }
             } catch {
-                logger.warning("ledger step failed; retrying", metadata: ["error": "\(error)", "retry_in_s": "\(String(format: "%.1f", backoff))"])
+                // Ledger and aggregate writes hold only what the worker derived, so a refusal is a
+                // fault of ours or of the database, never of one device: it is retried (skipping
+                // a step would lose energy), loudly when it will not pass by itself.
+                let metadata: Logger.Metadata = ["error": "\(error)", "retry_in_s": "\(String(format: "%.1f", backoff))"]
+                if (error as? MongoError)?.isTransient ?? true {
+                    logger.warning("ledger step failed; retrying", metadata: metadata)
+                } else {
+                    logger.error("ledger step refused by the database; retrying (this does not pass by itself)", metadata: metadata)
+                }
                 wakeupSleep(backoff)
                 backoff = min(backoff * 2, 15)
             }
