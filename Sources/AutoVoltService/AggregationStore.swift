@@ -49,7 +49,8 @@ public final class AggregationStore: @unchecked Sendable {
     static let historyCollection = "aggregate_history"
 
     let client: MongoClient
-    let registry: DeviceRegistry
+    // Replaced by the owning thread when the registry is reloaded (SIGHUP).
+    var registry: DeviceRegistry
     let timeZone: TimeZone
     let writeConcern: WriteConcern
     let logger: Logger

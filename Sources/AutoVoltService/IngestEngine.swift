@@ -69,6 +69,10 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private let testExitAtMessage = ProcessInfo.processInfo.environment["AUTOVOLT_TEST_EXIT_AT_MESSAGE"].flatMap(Int.init)
     private var messagesSeen = 0
     private var drainThread: Thread?
+    /// The device registry in force: the one loaded at start, replaced by `reloadRegistry()`.
+    /// Each stage compares `registryGeneration` with the one it last applied.
+    private var registry: DeviceRegistry
+    private var registryGeneration = 0
 
     /// The journal in AUTOVOLT_STATE_DIR; a directory that cannot hold one is a configuration
     /// error (exit 78), not an outage to retry.
@@ -84,6 +88,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     public init(config: WorkerConfig, logger: Logger) throws {
         self.config = config
         self.logger = logger
+        registry = config.devices
         journal = try Self.openJournal(config)
         do {
             client = try MongoClient(uri: config.mongoURI)
@@ -168,6 +173,37 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         }
     }
 
+    /// Reads `AUTOVOLT_DEVICES` again (SIGHUP, `systemctl reload`). A file that does not parse is
+    /// refused with one log line naming the problem, and the registry in force stays. New readings
+    /// use the new registry; the history keeps the classrooms it was stored with until
+    /// `rebuild-ledger` and `recalculate` apply the new one.
+    @discardableResult
+    public func reloadRegistry() -> Bool {
+        let path = config.devicesPath
+        let loaded: DeviceRegistry
+        do {
+            loaded = try DeviceRegistry.parse(toml: String(contentsOfFile: path, encoding: .utf8))
+        } catch let error as DeviceRegistry.ParseError {
+            logger.error("device registry not reloaded; keeping the one in force", metadata: ["path": "\(path)", "error": "\(error.message)"])
+            return false
+        } catch {
+            logger.error("device registry not reloaded; keeping the one in force", metadata: ["path": "\(path)", "error": "\(error.localizedDescription)"])
+            return false
+        }
+        stateLock.withLock {
+            registry = loaded
+            registryGeneration += 1
+        }
+        logger.notice("device registry reloaded", metadata: ["path": "\(path)", "devices": "\(loaded.devices.count)"])
+        wakeup.signal()
+        ledgerWakeup.signal()
+        return true
+    }
+
+    private var currentRegistry: (registry: DeviceRegistry, generation: Int) {
+        stateLock.withLock { (registry, registryGeneration) }
+    }
+
     /// Set when the drain loop hit something it cannot wait out (a foreign database).
     public var fatal: Error? { stateLock.withLock { fatalError } }
 
@@ -237,6 +273,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private func drainLoop() {
         let decoder = MessageDecoder(clockPolicy: config.clockPolicy)
         var processor: IngestProcessor?
+        var processorGeneration = -1
         var backoff = 0.2
         var draining = false
         while true {
@@ -254,12 +291,14 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                     logger.info("MongoDB schema ready", metadata: ["database": "\(client.databaseName)"])
                 }
                 let active: IngestProcessor
-                if let processor {
+                let (registry, generation) = currentRegistry
+                if let processor, processorGeneration == generation {
                     active = processor
                 } else {
-                    active = IngestProcessor(client: client, decoder: decoder, registry: config.devices,
-                                             writeConcern: try resolveWriteConcern(), logger: logger)
+                    active = IngestProcessor(client: client, decoder: decoder, registry: registry,
+                                             writeConcern: try processor?.writeConcern ?? resolveWriteConcern(), logger: logger)
                     processor = active
+                    processorGeneration = generation
                 }
                 let records = try journal.read(limit: config.batchSize)
                 updateJournalGauges()
@@ -322,6 +361,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     /// Separate from the drain so a slow derivation never holds back ingestion.
     private func ledgerLoop() {
         var backoff = 0.2
+        var appliedGeneration = 0
         while !stateLock.withLock({ stopRequested }) {
             guard schemaReady else {
                 ledgerWakeup.wait(seconds: 0.5)
@@ -332,7 +372,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 if let ledger {
                     store = ledger
                 } else {
-                    store = LedgerStore(client: client, registry: config.devices, timeZone: config.timeZone,
+                    store = LedgerStore(client: client, registry: currentRegistry.registry, timeZone: config.timeZone,
                                         writeConcern: try config.writeConcern.resolve(for: client),
                                         owner: "worker:\(config.mqtt.clientID)", policy: config.ledgerPolicy, logger: logger)
                     stateLock.withLock { ledger = store }
@@ -341,9 +381,15 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 if let existing = stateLock.withLock({ aggregates }) {
                     aggregation = existing
                 } else {
-                    aggregation = AggregationStore(client: client, registry: config.devices, timeZone: config.timeZone,
+                    aggregation = AggregationStore(client: client, registry: currentRegistry.registry, timeZone: config.timeZone,
                                                    writeConcern: store.writeConcern, logger: logger)
                     stateLock.withLock { aggregates = aggregation }
+                }
+                let (registry, generation) = currentRegistry
+                if generation != appliedGeneration {
+                    store.registry = registry
+                    aggregation.registry = registry
+                    appliedGeneration = generation
                 }
                 let now = Self.nowMillis()
                 // In batches: a batch costs the database the same few round trips as one device.
@@ -373,7 +419,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 // fault of ours or of the database, never of one device: it is retried (skipping
                 // a step would lose energy), loudly when it will not pass by itself.
                 let metadata: Logger.Metadata = ["error": "\(error)", "retry_in_s": "\(String(format: "%.1f", backoff))"]
-                if (error as? MongoError)?.isTransient ?? true {
+                if error.isTransient {
                     logger.warning("ledger step failed; retrying", metadata: metadata)
                 } else {
                     logger.error("ledger step refused by the database; retrying (this does not pass by itself)", metadata: metadata)
@@ -388,6 +434,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private func schedulerLoop() {
         let startedAt = clock.now()
         var scheduler: Scheduler?
+        var appliedGeneration = 0
         while !stateLock.withLock({ stopRequested }) {
             guard schemaReady, let aggregation = stateLock.withLock({ aggregates }) else {
                 schedulerWakeup.wait(seconds: 1)
@@ -395,13 +442,16 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             }
             do {
                 let active: Scheduler
+                let (registry, generation) = currentRegistry
+                if scheduler != nil, generation != appliedGeneration { scheduler = nil }
                 if let scheduler {
                     active = scheduler
                 } else {
+                    appliedGeneration = generation
                     let concern = try config.writeConcern.resolve(for: client)
                     active = Scheduler(client: client, schedule: Schedule(reconcileAt: config.reconcileAt), timeZone: config.timeZone,
                                        owner: "worker:\(config.mqtt.clientID)", aggregation: aggregation,
-                                       reconciler: Reconciler(client: client, registry: config.devices, timeZone: config.timeZone,
+                                       reconciler: Reconciler(client: client, registry: registry, timeZone: config.timeZone,
                                                               writeConcern: concern, logger: logger),
                                        writeConcern: concern, logger: logger, listeningSince: startedAt)
                     scheduler = active

@@ -28,7 +28,8 @@ public final class LedgerStore: @unchecked Sendable {
     static let dirtyDaysCollection = "ledger_dirty_days"
 
     let client: MongoClient
-    let registry: DeviceRegistry
+    // Replaced by the owning thread when the registry is reloaded (SIGHUP).
+    var registry: DeviceRegistry
     let timeZone: TimeZone
     let policy: LedgerPolicy
     let writeConcern: WriteConcern

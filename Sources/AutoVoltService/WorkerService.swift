@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Prometheus
 import ServiceLifecycle
+import UnixSignals
 
 /// The long-running worker: journal, MQTT, drain, systemd notifications, HTTP; stops gracefully
 /// on SIGTERM/SIGINT (pending acknowledgements flushed, the journal drained while MongoDB answers).
@@ -58,6 +59,13 @@ public final class WorkerService: Service, @unchecked Sendable {
                         logger.critical("HTTP server on \(host):\(port) failed: \(error)")
                         httpFailure.set("HTTP server on \(host):\(port) failed: \(error)")
                     }
+                }
+            }
+            // SIGHUP (`systemctl reload`): the device registry is read again.
+            group.addTask { [logger] in
+                for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                    logger.info("SIGHUP: reloading the device registry")
+                    await onThread { _ = engine.reloadRegistry() }
                 }
             }
             notifier.ready(status: "ingesting")

@@ -60,6 +60,7 @@ struct AutoVoltWorker: AsyncParsableCommand {
         sigemptyset(&signals)
         sigaddset(&signals, SIGTERM)
         sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGHUP)
         pthread_sigmask(SIG_UNBLOCK, &signals, nil)
         // Output piped into `head` and closed early must not kill us: writes then just fail.
         signal(SIGPIPE, SIG_IGN)
