@@ -50,7 +50,8 @@ def classify(topic, raw):
         if not is_num(e) or math.isnan(e) or math.isinf(e) or e < 0: return "invalid_energy", doc
         s = doc.get("switch_state")
         if isinstance(s, list): good = len(s) <= 32 and all(v in (0, 1) for v in s)  # True == 1 in Python
-        elif isinstance(s, dict): good = len(s) <= 32 and all(v in (0, 1) for v in s.values())
+        elif isinstance(s, dict): good = len(s) <= 32 and all(v in (0, 1) for v in s.values()) \
+            and all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", k) for k in s)
         else: good = False
         if not good: return "invalid_switch_state", doc
     if kind == "status" and doc.get("status") not in ("online", "offline"): return "invalid_status", doc
