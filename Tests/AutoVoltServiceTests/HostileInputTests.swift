@@ -2,6 +2,9 @@ import AutoVoltMongo
 @testable import AutoVoltService
 import AutoVoltTestSupport
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Testing
 
 /// Issue 9, section 1: one bad message never stops the others, and a valid one is never lost.
@@ -63,7 +66,8 @@ struct HostileInputTests {
     @Test func aRefusedDocumentIsKeptWholeAndRequeued() throws {
         let rig = try Rig()
         _ = try rig.client.runCommand(["devMongoRefuse": .array([.string("telemetry_events:esp32_name=lab-102")])])
-        try rig.startWorker()
+        let port = freeTCPPort()
+        try rig.startWorker(extra: ["AUTOVOLT_HTTP_ADDR": "127.0.0.1:\(port)"])
         let publisher = try rig.publisher()
         let padding = String(repeating: "p", count: 6000)   // more than the 4 KiB kept of other rejects
         let refused = ("autovolt/lab-102/telemetry",
@@ -75,6 +79,15 @@ struct HostileInputTests {
         #expect(rejected?["payload"]?.stringValue == refused.1)
         #expect(rejected?["esp32_name"]?.stringValue == "lab-102")
         #expect(rejected?["detail"]?.stringValue?.contains("121") == true, "\(String(describing: rejected))")
+
+        // Counted where the operator looks: /health and /metrics.
+        var fetched: Data?
+        _ = eventually { fetched = try? Data(contentsOf: URL(string: "http://127.0.0.1:\(port)/health")!); return fetched != nil }
+        let health = try #require(fetched)
+        let ingest = (try JSONSerialization.jsonObject(with: health) as? [String: Any])?["ingest"] as? [String: Any]
+        #expect(ingest?["store_refused"] as? Int == 1, "\(String(decoding: health, as: UTF8.self))")
+        let metrics = try #require(try? String(contentsOf: URL(string: "http://127.0.0.1:\(port)/metrics")!, encoding: .utf8))
+        #expect(metrics.contains(#"autovolt_messages_rejected_total{reason="store_refused"} 1"#), "\(metrics)")
 
         // Still refused: requeue leaves it where it is.
         let env = rig.environment
