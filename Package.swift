@@ -5,7 +5,7 @@ import PackageDescription
 // AutoVoltCore does no I/O; the adapters are thin wrappers over the C libraries.
 let package = Package(
     name: "autovolt-ingest",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "autovolt-worker", targets: ["autovolt-worker"]),
     ],

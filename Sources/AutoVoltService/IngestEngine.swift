@@ -46,9 +46,19 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private var mongoReachable = false
     private var mongoLastError: String?
     private var mongoLastSuccessAt: EpochMillis?
-    private var schemaReady = false
+    private var schemaIsReady = false
+    /// Written by the drain thread once the schema is checked, read by the other stages.
+    private var schemaReady: Bool {
+        get { stateLock.withLock { schemaIsReady } }
+        set { stateLock.withLock { schemaIsReady = newValue } }
+    }
     private var totals = BatchOutcome()
-    private var drainLoopAt: EpochMillis = nowMillis()
+    /// When each stage last went round its loop (the systemd watchdog follows it).
+    public let stages = StageMonitor(
+        now: nowMillis(),
+        silenceOverride: ProcessInfo.processInfo.environment["AUTOVOLT_TEST_STAGE_SILENCE_MS"].flatMap(EpochMillis.init))
+    /// Fault injection for the watchdog test only: this stage stops going round its loop.
+    private let testStalledStage = ProcessInfo.processInfo.environment["AUTOVOLT_TEST_STALL_STAGE"].flatMap(StageMonitor.Stage.init(rawValue:))
     /// Last time the journal was empty or a batch left it.
     private var drainProgressAt: EpochMillis = nowMillis()
     private var fatalError: Error?
@@ -208,9 +218,10 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     public var fatal: Error? { stateLock.withLock { fatalError } }
 
     public var status: Status {
-        let (reachable, lastError, lastSuccess, totals, loopAt, progressAt) = stateLock.withLock {
-            (mongoReachable, mongoLastError, mongoLastSuccessAt, self.totals, drainLoopAt, drainProgressAt)
+        let (reachable, lastError, lastSuccess, totals, progressAt) = stateLock.withLock {
+            (mongoReachable, mongoLastError, mongoLastSuccessAt, self.totals, drainProgressAt)
         }
+        let loopAt = stages.lastBeat(.drain)
         let bytes = journal.usedBytes
         let pending = journal.pendingRecords
         let sinceProgress = Self.nowMillis() - progressAt
@@ -277,10 +288,9 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         var backoff = 0.2
         var draining = false
         while true {
-            let stopping = stateLock.withLock { () -> Bool in
-                drainLoopAt = Self.nowMillis()
-                return stopRequested
-            }
+            stallIfTesting(.drain)
+            stages.beat(.drain, now: Self.nowMillis())
+            let stopping = stateLock.withLock { stopRequested }
             if stopping && !draining {
                 draining = true
             }
@@ -363,6 +373,8 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         var backoff = 0.2
         var appliedGeneration = 0
         while !stateLock.withLock({ stopRequested }) {
+            stallIfTesting(.ledger)
+            stages.beat(.ledger, now: Self.nowMillis())
             guard schemaReady else {
                 ledgerWakeup.wait(seconds: 0.5)
                 continue
@@ -400,6 +412,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                     defer { stateLock.withLock { ledgerBusy = false } }
                     for batch in batches {
                         if stateLock.withLock({ stopRequested }) { break }
+                        stages.beat(.ledger, now: Self.nowMillis())
                         let results = try store.advance(batch, now: Self.nowMillis())
                         if results.values.contains(where: { if case .done = $0 { true } else { false } }) { progressed = true }
                     }
@@ -436,6 +449,8 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         var scheduler: Scheduler?
         var appliedGeneration = 0
         while !stateLock.withLock({ stopRequested }) {
+            stallIfTesting(.scheduler)
+            stages.beat(.scheduler, now: Self.nowMillis())
             guard schemaReady, let aggregation = stateLock.withLock({ aggregates }) else {
                 schedulerWakeup.wait(seconds: 1)
                 continue
@@ -466,6 +481,11 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
 
     public var ledgerCounters: LedgerStore.Counters? { stateLock.withLock { ledger?.snapshot } }
     public var ledgerIsProcessing: Bool { stateLock.withLock { ledgerBusy } }
+
+    private func stallIfTesting(_ stage: StageMonitor.Stage) {
+        guard stage == testStalledStage else { return }
+        while !stateLock.withLock({ stopRequested }) { Thread.sleep(forTimeInterval: 0.1) }
+    }
 
     private func wakeupSleep(_ seconds: Double) {
         // Sleep in slices so a stop request is noticed promptly.

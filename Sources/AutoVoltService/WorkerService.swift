@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Prometheus
 import ServiceLifecycle
+import Synchronization
 import UnixSignals
 
 /// The long-running worker: journal, MQTT, drain, systemd notifications, HTTP; stops gracefully
@@ -69,17 +70,21 @@ public final class WorkerService: Service, @unchecked Sendable {
                 }
             }
             notifier.ready(status: "ingesting")
-            // Watchdog pings only while the drain thread is alive and looping.
+            // Watchdog pings only while every stage (drain, ledger, scheduler) is alive and looping.
             var lastPing = ContinuousClock.now
             while !Task.isShuttingDownGracefully, !Task.isCancelled, engine.fatal == nil, httpFailure.message == nil {
                 try? await Task.sleep(for: .milliseconds(200))
                 if let interval = notifier.watchdogInterval, ContinuousClock.now - lastPing >= interval {
-                    let loopAge = IngestEngine.nowMillis() - engine.status.drainLoopAt
-                    if loopAge < 60_000 {
+                    let stalled = engine.stages.stalled(now: IngestEngine.nowMillis())
+                    if stalled.isEmpty {
                         notifier.watchdog()
                         lastPing = .now
                     } else {
-                        logger.error("drain loop stalled; withholding the systemd watchdog ping", metadata: ["stalled_ms": "\(loopAge)"])
+                        for (stage, silent) in stalled {
+                            logger.error("\(stage.rawValue) stage stalled; withholding the systemd watchdog ping",
+                                         metadata: ["stage": "\(stage.rawValue)", "stalled_ms": "\(silent)"])
+                        }
+                        lastPing = .now   // say it once per interval, not every 200 ms
                     }
                 }
             }
@@ -119,9 +124,8 @@ public struct WorkerFailure: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
-final class FailureBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: String?
-    func set(_ message: String) { lock.withLock { stored = message } }
-    var message: String? { lock.withLock { stored } }
+final class FailureBox: Sendable {
+    private let stored = Mutex<String?>(nil)
+    func set(_ message: String) { stored.withLock { $0 = message } }
+    var message: String? { stored.withLock { $0 } }
 }
