@@ -100,11 +100,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         self.logger = logger
         registry = config.devices
         journal = try Self.openJournal(config)
-        do {
-            client = try MongoClient(uri: config.mongoURI)
-        } catch {
-            throw ConfigError("AUTOVOLT_MONGODB_URI", error.message)
-        }
+        client = try Database.connect(config)
         let pending = journal.pendingRecords
         if pending > 0 {
             logger.notice("journal holds messages from before the last stop; storing them first", metadata: ["pending": "\(pending)"])

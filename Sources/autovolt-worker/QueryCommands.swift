@@ -23,9 +23,9 @@ private func runQuery<T>(_ config: WorkerConfig, _ command: String, _ body: (Mon
     _ = makeLogger(config)
     let client: MongoClient
     do {
-        client = try MongoClient(uri: config.mongoURI)
+        client = try Database.connect(config)
     } catch {
-        throw fail(ConfigError("AUTOVOLT_MONGODB_URI", error.message).description, Exit.config)
+        throw fail(error.description, Exit.config)
     }
     defer { client.close() }
     do {
