@@ -42,7 +42,8 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private var mqtt: MQTTSource?
     private let wakeup = Wakeup()
     private let stateLock = NSLock()
-    private var stopRequested = false
+    /// Stages asked to finish.
+    private var stopping: Set<StageMonitor.Stage> = []
     private var mongoReachable = false
     private var mongoLastError: String?
     private var mongoLastSuccessAt: EpochMillis?
@@ -63,22 +64,16 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private var drainProgressAt: EpochMillis = nowMillis()
     private var fatalError: Error?
     private var journalFullSince: EpochMillis?
-    private let drainFinished = DispatchSemaphore(value: 0)
-    private let ledgerFinished = DispatchSemaphore(value: 0)
     private let ledgerWakeup = Wakeup()
-    private var ledgerThread: Thread?
     private var ledger: LedgerStore?
     private var ledgerBusy = false
     private var aggregates: AggregationStore?
-    private var schedulerThread: Thread?
-    private let schedulerFinished = DispatchSemaphore(value: 0)
     private let schedulerWakeup = Wakeup()
     let clock: WorkerClock = SystemClock()
     /// Fault injection for the delivery tests only (docs/delivery.md): the process exits inside
     /// the MQTT callback, before journaling, when this many messages have arrived.
     private let testExitAtMessage = ProcessInfo.processInfo.environment["AUTOVOLT_TEST_EXIT_AT_MESSAGE"].flatMap(Int.init)
     private var messagesSeen = 0
-    private var drainThread: Thread?
     /// The device registry in force: the one loaded at start, replaced by `reloadRegistry()`.
     /// Each stage compares `registryGeneration` with the one it last applied.
     private var registry: DeviceRegistry
@@ -122,61 +117,49 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         }
     }
 
-    /// Starts the drain thread and the MQTT client.
-    public func start() throws {
-        let thread = Thread { [self] in
+    // MARK: Stages (run by WorkerStages as services of one ServiceGroup)
+
+    /// Runs one stage's loop on the calling thread until `requestStop(stage)`; blocking, so the
+    /// caller gives it a thread of its own.
+    public func runStage(_ stage: StageMonitor.Stage) {
+        switch stage {
+        case .drain:
             drainLoop()
-            drainFinished.signal()
+            let left = journal.pendingRecords
+            if left > 0 {
+                logger.notice("stopped with messages still in the journal; they are stored at the next start", metadata: ["pending": "\(left)"])
+            }
+        case .ledger: ledgerLoop()
+        case .scheduler: schedulerLoop()
         }
-        thread.name = "autovolt-drain"
-        drainThread = thread
-        thread.start()
+    }
 
-        let ledgerThread = Thread { [self] in
-            ledgerLoop()
-            ledgerFinished.signal()
+    /// Asks a stage to finish: the drain first stores what the journal holds while the database
+    /// answers; the others stop at their next step.
+    public func requestStop(_ stage: StageMonitor.Stage) {
+        stateLock.withLock { _ = stopping.insert(stage) }
+        switch stage {
+        case .drain: wakeup.signal()
+        case .ledger: ledgerWakeup.signal()
+        case .scheduler: schedulerWakeup.signal()
         }
-        ledgerThread.name = "autovolt-ledger"
-        self.ledgerThread = ledgerThread
-        ledgerThread.start()
+    }
 
-        let schedulerThread = Thread { [self] in
-            schedulerLoop()
-            schedulerFinished.signal()
-        }
-        schedulerThread.name = "autovolt-scheduler"
-        self.schedulerThread = schedulerThread
-        schedulerThread.start()
+    private func isStopping(_ stage: StageMonitor.Stage) -> Bool { stateLock.withLock { stopping.contains(stage) } }
 
+    /// Connects to the broker; messages flow into the journal from libmosquitto's thread.
+    public func startMQTT() throws {
         let source = try MQTTSource(settings: config.mqtt, handler: self, logger: logger)
         source.onConnectionChange = { [metrics] connected in metrics.mqttConnected.record(connected ? 1 : 0) }
-        mqtt = source
+        stateLock.withLock { mqtt = source }
         source.start()
     }
 
-    /// Graceful stop: stop taking messages (pending PUBACKs are flushed), then store what the
-    /// journal holds while the database answers, for at most `drainTimeout` seconds.
-    public func stop(drainTimeout: Double = 10) {
-        // If the MQTT thread is held in `receive` (journal full or failing), it is not waited for:
-        // its message was never acknowledged, so the broker delivers it again after a restart.
-        mqtt?.stop(timeout: 5)
-        stateLock.withLock { stopRequested = true }
-        wakeup.signal()
-        if drainThread != nil {
-            _ = drainFinished.wait(timeout: .now() + drainTimeout + 6)
-        }
-        ledgerWakeup.signal()
-        schedulerWakeup.signal()
-        if ledgerThread != nil {
-            _ = ledgerFinished.wait(timeout: .now() + 10)
-        }
-        if schedulerThread != nil {
-            _ = schedulerFinished.wait(timeout: .now() + 5)
-        }
-        let left = journal.pendingRecords
-        if left > 0 {
-            logger.notice("stopped with messages still in the journal; they are stored at the next start", metadata: ["pending": "\(left)"])
-        }
+    /// Stops taking messages; pending PUBACKs are flushed. If the MQTT thread is held in
+    /// `receive` (journal full or failing), it is not waited for: its message was never
+    /// acknowledged, so the broker delivers it again after a restart.
+    public func stopMQTT() {
+        stateLock.withLock { mqtt }?.stop(timeout: 5)
     }
 
     /// Reads `AUTOVOLT_DEVICES` again (SIGHUP, `systemctl reload`). A file that does not parse is
@@ -218,11 +201,12 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             (mongoReachable, mongoLastError, mongoLastSuccessAt, self.totals, drainProgressAt)
         }
         let loopAt = stages.lastBeat(.drain)
+        let source = stateLock.withLock { mqtt }
         let bytes = journal.usedBytes
         let pending = journal.pendingRecords
         let sinceProgress = Self.nowMillis() - progressAt
         return Status(
-            mqttConnected: mqtt?.isConnected ?? false, mqttLastMessageAt: mqtt?.lastMessageAt, mqttLastError: mqtt?.lastError,
+            mqttConnected: source?.isConnected ?? false, mqttLastMessageAt: source?.lastMessageAt, mqttLastError: source?.lastError,
             mongoReachable: reachable, mongoLastError: lastError, mongoLastSuccessAt: lastSuccess,
             journalPending: pending, journalBytes: bytes, journalMaxBytes: journal.maxBytes,
             journalFull: bytes >= journal.maxBytes, journalPath: journal.path, totals: totals, drainLoopAt: loopAt,
@@ -286,7 +270,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         while true {
             stallIfTesting(.drain)
             stages.beat(.drain, now: Self.nowMillis())
-            let stopping = stateLock.withLock { stopRequested }
+            let stopping = isStopping(.drain)
             if stopping && !draining {
                 draining = true
             }
@@ -354,7 +338,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 } else {
                     logger.error("MongoDB refuses the batch for a reason that does not pass by itself; retrying", metadata: metadata)
                 }
-                wakeupSleep(backoff * Double.random(in: 0.8...1.2))
+                wakeupSleep(backoff * Double.random(in: 0.8...1.2), .drain)
                 backoff = min(backoff * 2, 15)
             }
         }
@@ -368,7 +352,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private func ledgerLoop() {
         var backoff = 0.2
         var appliedGeneration = 0
-        while !stateLock.withLock({ stopRequested }) {
+        while !isStopping(.ledger) {
             stallIfTesting(.ledger)
             stages.beat(.ledger, now: Self.nowMillis())
             guard schemaReady else {
@@ -407,7 +391,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                     stateLock.withLock { ledgerBusy = true }
                     defer { stateLock.withLock { ledgerBusy = false } }
                     for batch in batches {
-                        if stateLock.withLock({ stopRequested }) { break }
+                        if isStopping(.ledger) { break }
                         stages.beat(.ledger, now: Self.nowMillis())
                         let results = try store.advance(batch, now: Self.nowMillis())
                         if results.values.contains(where: { if case .done = $0 { true } else { false } }) { progressed = true }
@@ -433,7 +417,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 } else {
                     logger.error("ledger step refused by the database; retrying (this does not pass by itself)", metadata: metadata)
                 }
-                wakeupSleep(backoff)
+                wakeupSleep(backoff, .ledger)
                 backoff = min(backoff * 2, 15)
             }
         }
@@ -444,7 +428,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         let startedAt = clock.now()
         var scheduler: Scheduler?
         var appliedGeneration = 0
-        while !stateLock.withLock({ stopRequested }) {
+        while !isStopping(.scheduler) {
             stallIfTesting(.scheduler)
             stages.beat(.scheduler, now: Self.nowMillis())
             guard schemaReady, let aggregation = stateLock.withLock({ aggregates }) else {
@@ -480,13 +464,13 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
 
     private func stallIfTesting(_ stage: StageMonitor.Stage) {
         guard stage == testStalledStage else { return }
-        while !stateLock.withLock({ stopRequested }) { Thread.sleep(forTimeInterval: 0.1) }
+        while !isStopping(stage) { Thread.sleep(forTimeInterval: 0.1) }
     }
 
-    private func wakeupSleep(_ seconds: Double) {
+    private func wakeupSleep(_ seconds: Double, _ stage: StageMonitor.Stage) {
         // Sleep in slices so a stop request is noticed promptly.
         let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline, !stateLock.withLock({ stopRequested }) {
+        while Date() < deadline, !isStopping(stage) {
             Thread.sleep(forTimeInterval: min(0.1, max(0, deadline.timeIntervalSinceNow)))
         }
     }
