@@ -211,7 +211,21 @@ public final class IngestProcessor: @unchecked Sendable {
     /// document (the payload as hex), and if even that is refused the message is logged whole.
     private func recordRejections(_ rejects: [BSONDocument]) throws(MongoError) {
         guard !rejects.isEmpty else { return }
-        let result = try client.insertMany(rejects, into: Collections.rejectedMessages, ordered: false, writeConcern: writeConcern)
+        let result: InsertManyResult
+        do {
+            result = try client.insertMany(rejects, into: Collections.rejectedMessages, ordered: false, writeConcern: writeConcern)
+        } catch where error.refusesDocument {
+            // One rejection could not even be sent (e.g. encoded): record the others one by one.
+            guard rejects.count == 1 else {
+                for reject in rejects { try recordRejections([reject]) }
+                return
+            }
+            logger.critical("cannot record a rejected message; it is only in this log line", metadata: [
+                "topic": "\(rejects[0]["topic"]?.stringValue ?? "-")", "payload": "\(rejects[0]["payload"]?.stringValue ?? "")",
+                "error": "\(error)",
+            ])
+            return
+        }
         if let transient = result.writeErrors.first(where: { !$0.isDuplicateKey && !$0.refusesDocument }) {
             throw transient.asMongoError
         }
