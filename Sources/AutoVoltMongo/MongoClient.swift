@@ -601,12 +601,13 @@ public final class MongoClient: @unchecked Sendable {
     /// All matching documents (the cursor is drained, following `getMore`s).
     public func find(_ collection: String, filter: BSONDocument, sort: BSONDocument? = nil,
                      projection: BSONDocument? = nil, limit: Int? = nil,
-                     skip: Int? = nil) throws(MongoError) -> [BSONDocument] {
+                     skip: Int? = nil, maxTimeMS: Int? = nil) throws(MongoError) -> [BSONDocument] {
         var o = BSONDocument()
         if let sort { o["sort"] = .document(sort) }
         if let projection { o["projection"] = .document(projection) }
         if let limit { o["limit"] = .int64(Int64(limit)) }
         if let skip { o["skip"] = .int64(Int64(skip)) }
+        if let ms = try Self.maxTimeMS(maxTimeMS) { o["maxTimeMS"] = .int64(Int64(ms)) }
         let f = try filter.makeBSON()
         let opts = try o.makeBSON()
         return try withCollection(collection) { (coll) throws(MongoError) -> [BSONDocument] in
@@ -619,19 +620,21 @@ public final class MongoClient: @unchecked Sendable {
         try find(collection, filter: filter, sort: sort, projection: projection, limit: 1).first
     }
 
-    public func aggregate(_ collection: String, pipeline: [BSONDocument]) throws(MongoError) -> [BSONDocument] {
+    public func aggregate(_ collection: String, pipeline: [BSONDocument], maxTimeMS: Int? = nil) throws(MongoError) -> [BSONDocument] {
         let p = try (["pipeline": .array(pipeline.map { .document($0) })] as BSONDocument).makeBSON()
+        let opts = try Self.maxTimeMS(maxTimeMS).map { (ms) throws(MongoError) -> OwnedBSON in try (["maxTimeMS": .int64(Int64(ms))] as BSONDocument).makeBSON() }
         return try withCollection(collection) { (coll) throws(MongoError) -> [BSONDocument] in
-            try Self.drain(mongoc_collection_aggregate(coll, MONGOC_QUERY_NONE, p.pointer, nil, nil))
+            try Self.drain(mongoc_collection_aggregate(coll, MONGOC_QUERY_NONE, p.pointer, opts?.pointer, nil))
         }
     }
 
-    public func countDocuments(_ collection: String, filter: BSONDocument) throws(MongoError) -> Int {
+    public func countDocuments(_ collection: String, filter: BSONDocument, maxTimeMS: Int? = nil) throws(MongoError) -> Int {
         let f = try filter.makeBSON()
+        let opts = try Self.maxTimeMS(maxTimeMS).map { (ms) throws(MongoError) -> OwnedBSON in try (["maxTimeMS": .int64(Int64(ms))] as BSONDocument).makeBSON() }
         return try withCollection(collection) { (coll) throws(MongoError) -> Int in
             let reply = ReplyBSON()
             var error = bson_error_t()
-            let n = mongoc_collection_count_documents(coll, f.pointer, nil, nil, reply.pointer, &error)
+            let n = mongoc_collection_count_documents(coll, f.pointer, opts?.pointer, nil, reply.pointer, &error)
             guard n >= 0 else { throw MongoError(bsonError: error, reply: reply.document) }
             return Int(n)
         }
@@ -700,6 +703,52 @@ extension MongoError {
         if case .server(let code) = kind {
             return code == 26 || message.contains("ns not found") || message.contains("ns does not exist")
         }
+        return false
+    }
+}
+
+// MARK: - Operation deadlines
+
+extension MongoClient {
+    private static let deadlineKey = "AutoVoltMongo.operationDeadline"
+
+    /// Runs `body` (blocking, on the calling thread) with a deadline for every read issued from
+    /// this thread inside it: `find`, `aggregate` and `countDocuments` send the time left as
+    /// `maxTimeMS` (the server stops the query), and one started after the deadline throws
+    /// MaxTimeMSExpired (server code 50) without reaching the server. Like the drivers'
+    /// client-side operation timeout, so that a query made of several commands keeps to one
+    /// budget. An explicit `maxTimeMS` argument wins.
+    public static func withDeadline<T>(_ deadline: ContinuousClock.Instant,
+                                       _ body: () throws(MongoError) -> T) throws(MongoError) -> T {
+        let dictionary = Thread.current.threadDictionary
+        let previous = dictionary[deadlineKey]
+        dictionary[deadlineKey] = DeadlineBox(deadline)
+        defer { dictionary[deadlineKey] = previous }
+        return try body()
+    }
+
+    private final class DeadlineBox: NSObject {
+        let deadline: ContinuousClock.Instant
+        init(_ deadline: ContinuousClock.Instant) { self.deadline = deadline }
+    }
+
+    /// The `maxTimeMS` to send: the explicit one, else what is left of this thread's deadline.
+    static func maxTimeMS(_ explicit: Int?) throws(MongoError) -> Int? {
+        if let explicit { return max(1, explicit) }
+        guard let box = Thread.current.threadDictionary[deadlineKey] as? DeadlineBox else { return nil }
+        let left = ContinuousClock.now.duration(to: box.deadline).components
+        let ms = left.seconds * 1000 + left.attoseconds / 1_000_000_000_000_000
+        guard ms > 0 else {
+            throw MongoError(kind: .server(code: 50), code: 50, domain: 0, message: "operation exceeded time limit (deadline passed)")
+        }
+        return Int(ms)
+    }
+}
+
+extension MongoError {
+    /// The server stopped the operation at its `maxTimeMS` (MaxTimeMSExpired, 50).
+    public var isTimeLimitExceeded: Bool {
+        if case .server(let code) = kind { return code == 50 }
         return false
     }
 }

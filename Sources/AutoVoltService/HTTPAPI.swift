@@ -10,14 +10,14 @@ import Logging
 /// `GET device-breakdown?date=&classroom=`, `GET monthly?month=&classroom=`. They answer the same
 /// JSON as the CLI's `--json` (`AnalyticsQueries`); a bad parameter is 400 `{"error": ...}`, a
 /// database failure 503 `{"error": ...}`. MongoDB work runs on the executor's threads, never on
-/// the cooperative pool.
+/// the cooperative pool, within `QueryRunner`'s admission limit and deadline.
 enum PowerAnalyticsAPI {
     static let prefix = "/api/power-analytics"
 
-    static func register(on router: Router<BasicRequestContext>, executor: MongoExecutor, config: WorkerConfig, logger: Logger) {
+    static func register(on router: Router<BasicRequestContext>, runner: QueryRunner, config: WorkerConfig, logger: Logger) {
         router.get("\(prefix)/summary") { request, _ -> Response in
             let q = request.uri.queryParameters
-            return await answer(executor: executor, logger: logger, route: "summary") { () throws(AnalyticsParameterError) in
+            return await answer(runner: runner, logger: logger, route: "summary") { () throws(AnalyticsParameterError) in
                 try AnalyticsQueries.summaryParameters(classroom: q["classroom"].map(String.init), date: q["date"].map(String.init))
             } query: { client, parameters throws(MongoError) in
                 try AnalyticsQueries.summary(client: client, config: config, parameters: parameters)
@@ -25,7 +25,7 @@ enum PowerAnalyticsAPI {
         }
         router.get("\(prefix)/timeline") { request, _ -> Response in
             let q = request.uri.queryParameters
-            return await answer(executor: executor, logger: logger, route: "timeline") { () throws(AnalyticsParameterError) in
+            return await answer(runner: runner, logger: logger, route: "timeline") { () throws(AnalyticsParameterError) in
                 try AnalyticsQueries.timelineParameters(classroom: q["classroom"].map(String.init), start: q["start"].map(String.init),
                                                         end: q["end"].map(String.init), bucket: q["bucket"].map(String.init),
                                                         timeZone: config.timeZone)
@@ -35,7 +35,7 @@ enum PowerAnalyticsAPI {
         }
         router.get("\(prefix)/device-breakdown") { request, _ -> Response in
             let q = request.uri.queryParameters
-            return await answer(executor: executor, logger: logger, route: "device-breakdown") { () throws(AnalyticsParameterError) in
+            return await answer(runner: runner, logger: logger, route: "device-breakdown") { () throws(AnalyticsParameterError) in
                 try AnalyticsQueries.deviceBreakdownParameters(classroom: q["classroom"].map(String.init), date: q["date"].map(String.init))
             } query: { client, parameters throws(MongoError) in
                 try AnalyticsQueries.deviceBreakdown(client: client, config: config, parameters: parameters)
@@ -43,7 +43,7 @@ enum PowerAnalyticsAPI {
         }
         router.get("\(prefix)/monthly") { request, _ -> Response in
             let q = request.uri.queryParameters
-            return await answer(executor: executor, logger: logger, route: "monthly") { () throws(AnalyticsParameterError) in
+            return await answer(runner: runner, logger: logger, route: "monthly") { () throws(AnalyticsParameterError) in
                 try AnalyticsQueries.monthlyParameters(classroom: q["classroom"].map(String.init), month: q["month"].map(String.init))
             } query: { client, parameters throws(MongoError) in
                 try AnalyticsQueries.monthly(client: client, config: config, parameters: parameters)
@@ -55,10 +55,11 @@ enum PowerAnalyticsAPI {
         // `jsonResponse(status:body:)` and `errorResponse(_:_:)` below give the same JSON shapes.
     }
 
-    /// Parses, runs the query on the executor, and answers its JSON; 400 for bad parameters,
+    /// Parses, runs the query through the runner (admission limit, deadline), and answers its
+    /// JSON; 400 for bad parameters, 503 with `Retry-After` when saturated or past the deadline,
     /// 503 when MongoDB fails.
     static func answer<Parameters: Sendable, Result: Encodable & Sendable>(
-        executor: MongoExecutor, logger: Logger, route: String,
+        runner: QueryRunner, logger: Logger, route: String,
         parse: () throws(AnalyticsParameterError) -> Parameters,
         query: @escaping @Sendable (MongoClient, Parameters) throws(MongoError) -> Result
     ) async -> Response {
@@ -68,13 +69,19 @@ enum PowerAnalyticsAPI {
         } catch {
             return errorResponse(.badRequest, error.message)
         }
-        do {
-            let result = try await executor.run { client throws(MongoError) -> Result in try query(client, parameters) }
+        switch await runner.run({ client throws(MongoError) -> Result in try query(client, parameters) }) {
+        case .value(let result):
             return jsonResponse(status: .ok, body: AnalyticsQueries.json(result))
-        } catch let error as MongoError {
+        case .saturated:
+            logger.warning("power-analytics query refused: too many queries", metadata: ["route": "\(route)"])
+            return QueryRunner.unavailable("too many queries in progress; retry later")
+        case .timedOut:
+            logger.warning("power-analytics query timed out", metadata: ["route": "\(route)", "timeout": "\(runner.timeout)"])
+            return QueryRunner.unavailable("query did not finish within \(runner.timeout); retry later")
+        case .failed(let error as MongoError):
             logger.warning("power-analytics query failed", metadata: ["route": "\(route)", "error": "\(error)"])
             return errorResponse(.serviceUnavailable, "database unavailable: \(error)")
-        } catch {
+        case .failed(let error):
             logger.warning("power-analytics query failed", metadata: ["route": "\(route)", "error": "\(error)"])
             return errorResponse(.internalServerError, "\(error)")
         }

@@ -27,18 +27,19 @@ enum AccountingAPI {
         enum CodingKeys: String, CodingKey { case start, end, classroom, esp32Name = "esp32_name" }
     }
 
-    static func register(on router: Router<BasicRequestContext>, executor: MongoExecutor, config: WorkerConfig, logger: Logger) {
+    static func register(on router: Router<BasicRequestContext>, executor: MongoExecutor, runner: QueryRunner,
+                         config: WorkerConfig, logger: Logger) {
         let base = "/api/power-analytics"
         let concern = WriteConcernBox()
 
         router.get("\(base)/cost-versions") { _, _ -> Response in
-            do {
-                let versions = try await executor.run { client throws(MongoError) -> [TariffDocument] in
-                    try store(client, config, concern, logger).listTariffs().map { TariffDocument($0, timeZone: config.timeZone) }
-                }
-                return json(.ok, versions)
-            } catch {
-                return problem(.serviceUnavailable, "database unavailable: \(error)")
+            switch await runner.run({ client throws(MongoError) -> [TariffDocument] in
+                try store(client, config, concern, logger).listTariffs().map { TariffDocument($0, timeZone: config.timeZone) }
+            }) {
+            case .value(let versions): return json(.ok, versions)
+            case .saturated: return QueryRunner.unavailable("too many queries in progress; retry later")
+            case .timedOut: return QueryRunner.unavailable("query did not finish within \(runner.timeout); retry later")
+            case .failed(let error): return problem(.serviceUnavailable, "database unavailable: \(error)")
             }
         }
 
@@ -102,14 +103,15 @@ enum AccountingAPI {
         guard let token = config.apiToken else {
             return problem(.forbidden, "write endpoints are disabled: set AUTOVOLT_API_TOKEN_FILE")
         }
-        guard request.headers[.authorization] == "Bearer \(token)" else {
+        // Constant time: how long the comparison takes says nothing about the token.
+        guard constantTimeEquals(request.headers[.authorization] ?? "", "Bearer \(token)") else {
             return problem(.unauthorized, "missing or wrong bearer token")
         }
         return nil
     }
 
     static func data(of request: Request) async throws -> Data {
-        var buffer = try await request.body.collect(upTo: 64 * 1024)
+        var buffer = try await request.body.collect(upTo: HTTPLimits.maxBodyBytes)
         return Data(buffer.readBytes(length: buffer.readableBytes) ?? [])
     }
 

@@ -6,18 +6,24 @@ import Logging
 import Prometheus
 
 /// `GET /health` and `GET /metrics` (contract section 7).
+///
+/// Health never queues behind the analytics queries: it has an executor (one thread) of its
+/// own for its few counts, which are cached and refreshed in the background, and it waits at
+/// most `HealthReporter.waitBudget` for a refresh. `/metrics` never touches the database.
 enum HTTPServer {
     static func application(host: String, port: Int, engine: IngestEngine, executor: MongoExecutor,
+                            queries: QueryRunner, healthExecutor: MongoExecutor,
                             registry: PrometheusCollectorRegistry?, logger: Logger) -> some ApplicationProtocol {
         let router = Router()
-        let health = HealthReporter(engine: engine, executor: executor)
+        router.add(middleware: RequestBoundsMiddleware())
+        let health = HealthReporter(engine: engine, executor: healthExecutor)
         router.get("/health") { _, _ -> Response in
             let report = await health.report()
             return Response(status: report.httpStatus, headers: [.contentType: "application/json"],
                             body: .init(byteBuffer: ByteBuffer(bytes: report.json)))
         }
-        PowerAnalyticsAPI.register(on: router, executor: executor, config: engine.config, logger: logger)
-        AccountingAPI.register(on: router, executor: executor, config: engine.config, logger: logger)
+        PowerAnalyticsAPI.register(on: router, runner: queries, config: engine.config, logger: logger)
+        AccountingAPI.register(on: router, executor: executor, runner: queries, config: engine.config, logger: logger)
         router.get("/metrics") { _, _ -> Response in
             let text = registry?.emitToString() ?? ""
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
@@ -28,23 +34,84 @@ enum HTTPServer {
     }
 }
 
-/// Builds the health document; database counts are cached briefly so a busy dashboard does not
-/// turn into a load on MongoDB.
+/// Builds the health document. Its database figures (counts, last reconciliation) are cached
+/// for `freshFor`; a stale cache is refreshed in the background on the health executor, and a
+/// request waits at most `waitBudget` for it, else answers with the previous figures (or nulls
+/// before the first): health answers quickly even when the database is slow.
 actor HealthReporter {
+    static let freshFor: Duration = .seconds(5)
+    static let waitBudget: Duration = .milliseconds(100)
+    /// maxTimeMS of each count: a slow database ends the refresh instead of pinning the thread.
+    static let countTimeMS = 2000
+
+    struct Figures: Sendable {
+        let counts: [String: Int]
+        let lastRun: LastRun?
+    }
+
     let engine: IngestEngine
     let executor: MongoExecutor
-    private var cachedCounts: (at: Date, counts: [String: Int])?
+    private var cached: (at: ContinuousClock.Instant, figures: Figures)?
+    private var refreshing: Task<Figures?, Never>?
 
     init(engine: IngestEngine, executor: MongoExecutor) {
         self.engine = engine
         self.executor = executor
     }
 
+    private func databaseFigures() async -> Figures? {
+        if let cached, cached.at.duration(to: .now) < Self.freshFor { return cached.figures }
+        let refresh: Task<Figures?, Never>
+        if let refreshing {
+            refresh = refreshing
+        } else {
+            let executor = self.executor
+            refresh = Task { [weak self] in
+                let figures = await Self.load(executor)
+                await self?.finished(figures)
+                return figures
+            }
+            refreshing = refresh
+        }
+        let first = FirstOffer<Figures?>()
+        Task { first.offer(await refresh.value) }
+        let timer = Task {
+            try? await Task.sleep(for: Self.waitBudget)
+            first.offer(nil)
+        }
+        let fresh = await first.wait()
+        timer.cancel()
+        return fresh ?? cached?.figures
+    }
+
+    private func finished(_ figures: Figures?) {
+        if let figures { cached = (.now, figures) }
+        refreshing = nil
+    }
+
+    private static func load(_ executor: MongoExecutor) async -> Figures? {
+        let hourAgo = IngestEngine.nowMillis() - 3_600_000
+        let ms = countTimeMS
+        return try? await executor.run { client throws(MongoError) -> Figures in
+            let counts = [
+                "total_events": try client.countDocuments(Collections.telemetryEvents, filter: [:], maxTimeMS: ms),
+                "unprocessed_events": try client.countDocuments(Collections.telemetryEvents, filter: ["processed": false], maxTimeMS: ms),
+                "events_last_hour": try client.countDocuments(Collections.telemetryEvents, filter: ["received_at": ["$gte": .millis(hourAgo)]], maxTimeMS: ms),
+                "online_devices": try client.countDocuments(Collections.deviceStatus, filter: ["online": true], maxTimeMS: ms),
+            ]
+            let lastRun = try MongoClient.withDeadline(ContinuousClock.now + .milliseconds(ms)) { () throws(MongoError) -> LastRun? in
+                try Reconciler.lastReconciliation(client).map { LastRun(at: $0.at, runID: $0.runID) }
+            }
+            return Figures(counts: counts, lastRun: lastRun)
+        }
+    }
+
     func report() async -> (httpStatus: HTTPResponse.Status, json: Data) {
         let status = engine.status
         let ledger = engine.ledgerCounters
-        let lastRun = status.mongoReachable ? await lastReconciliation() : nil
-        let counts = status.mongoReachable ? await databaseCounts() : nil
+        let figures = status.mongoReachable ? await databaseFigures() : nil
+        let lastRun = figures?.lastRun
+        let counts = figures?.counts
         func iso(_ millis: EpochMillis?) -> Any { millis.map { ISO8601.format($0) } ?? NSNull() }
         func count(_ key: String) -> Any { counts?[key] ?? NSNull() }
         let overall: String
@@ -104,32 +171,6 @@ actor HealthReporter {
         return (overall == "error" ? .serviceUnavailable : .ok, json)
     }
 
-    private var cachedLastRun: (at: Date, value: (at: EpochMillis, runID: String)?)?
-
-    private func lastReconciliation() async -> (at: EpochMillis, runID: String)? {
-        if let cached = cachedLastRun, Date().timeIntervalSince(cached.at) < 5 { return cached.value }
-        let found = try? await executor.run { client throws(MongoError) -> LastRun? in
-            try Reconciler.lastReconciliation(client).map { LastRun(at: $0.at, runID: $0.runID) }
-        }
-        let value = found.flatMap { $0 }.map { ($0.at, $0.runID) }
-        cachedLastRun = (Date(), value)
-        return value
-    }
-
-    private func databaseCounts() async -> [String: Int]? {
-        if let cached = cachedCounts, Date().timeIntervalSince(cached.at) < 5 { return cached.counts }
-        let hourAgo = IngestEngine.nowMillis() - 3_600_000
-        let counts = try? await executor.run { client throws(MongoError) -> [String: Int] in
-            [
-                "total_events": try client.countDocuments(Collections.telemetryEvents, filter: [:]),
-                "unprocessed_events": try client.countDocuments(Collections.telemetryEvents, filter: ["processed": false]),
-                "events_last_hour": try client.countDocuments(Collections.telemetryEvents, filter: ["received_at": ["$gte": .millis(hourAgo)]]),
-                "online_devices": try client.countDocuments(Collections.deviceStatus, filter: ["online": true]),
-            ]
-        }
-        if let counts { cachedCounts = (Date(), counts) }
-        return counts
-    }
 }
 
 struct LastRun: Sendable {

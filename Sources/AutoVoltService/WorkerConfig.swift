@@ -40,6 +40,12 @@ public struct WorkerConfig: Sendable {
     public var batchSize: Int
     /// How long a dip waits for the next reading before it settles as a reset (ledger rule 3).
     public var dipTimeoutMillis: Int64
+    /// HTTP read queries (`/api/power-analytics/...`): at most this many run at once,
+    public var httpQueryConcurrency: Int = 4
+    /// at most this many wait for a slot (beyond: 503 with Retry-After),
+    public var httpQueryQueue: Int = 32
+    /// and each answers within this deadline (queue wait included; maxTimeMS on the server).
+    public var httpQueryTimeoutMillis: Int64 = 10_000
     /// Things worth a log line at start-up (e.g. a missing default registry).
     public var warnings: [String] = []
 
@@ -101,6 +107,7 @@ public struct WorkerConfig: Sendable {
         "AUTOVOLT_TIMEZONE", "AUTOVOLT_MAX_CLOCK_LAG", "AUTOVOLT_RECONCILE_AT", "AUTOVOLT_HTTP_ADDR",
         "AUTOVOLT_API_TOKEN_FILE", "AUTOVOLT_STATE_DIR", "AUTOVOLT_DEVICES", "AUTOVOLT_LOG_LEVEL", "AUTOVOLT_LOG_FORMAT",
         "AUTOVOLT_JOURNAL_MAX_BYTES", "AUTOVOLT_JOURNAL_SYNC", "AUTOVOLT_BATCH_SIZE", "AUTOVOLT_DIP_TIMEOUT",
+        "AUTOVOLT_HTTP_QUERY_CONCURRENCY", "AUTOVOLT_HTTP_QUERY_QUEUE", "AUTOVOLT_HTTP_QUERY_TIMEOUT",
     ]
 
     /// Validates `values` (variable name to text). `readFile` is injected so tests need no files.
@@ -263,6 +270,13 @@ public struct WorkerConfig: Sendable {
             throw ConfigError("AUTOVOLT_DIP_TIMEOUT", "\"\(dipText)\" is not a duration of at least 1s such as 5m")
         }
         dipTimeoutMillis = dip
+        httpQueryConcurrency = try Self.integer(value("AUTOVOLT_HTTP_QUERY_CONCURRENCY") ?? "4", "AUTOVOLT_HTTP_QUERY_CONCURRENCY", 1...64)
+        httpQueryQueue = try Self.integer(value("AUTOVOLT_HTTP_QUERY_QUEUE") ?? "32", "AUTOVOLT_HTTP_QUERY_QUEUE", 0...10_000)
+        let queryTimeoutText = value("AUTOVOLT_HTTP_QUERY_TIMEOUT") ?? "10s"
+        guard let queryTimeout = Self.parseDuration(queryTimeoutText), (100...600_000).contains(queryTimeout) else {
+            throw ConfigError("AUTOVOLT_HTTP_QUERY_TIMEOUT", "\"\(queryTimeoutText)\" is not a duration between 100ms and 10m such as 10s")
+        }
+        httpQueryTimeoutMillis = queryTimeout
     }
 
     // MARK: Parsers

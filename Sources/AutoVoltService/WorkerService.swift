@@ -19,10 +19,19 @@ public enum WorkerService {
             try engine.checkSchemaIfReachable()
             return engine
         }
+        // Three executors, so that nothing HTTP does waits behind something else: the write
+        // routes (recalculate, tariffs), the read queries (as many threads as may run at once,
+        // behind an admission gate with a bounded queue and a deadline), and /health's counts.
         let executor = MongoExecutor(client: engine.client, threads: 2)
+        let queryExecutor = MongoExecutor(client: engine.client, threads: config.httpQueryConcurrency)
+        let healthExecutor = MongoExecutor(client: engine.client, threads: 1)
+        let queries = QueryRunner(executor: queryExecutor,
+                                  gate: AdmissionGate(maxConcurrent: config.httpQueryConcurrency, maxQueued: config.httpQueryQueue),
+                                  timeout: .milliseconds(config.httpQueryTimeoutMillis))
         var http: (any Service)?
         if let (host, port) = config.httpAddress {
             let app = HTTPServer.application(host: host, port: port, engine: engine, executor: executor,
+                                             queries: queries, healthExecutor: healthExecutor,
                                              registry: registry, logger: logger)
             http = HTTPStage(app: app, address: "\(host):\(port)", logger: logger)
         }
@@ -38,13 +47,18 @@ public enum WorkerService {
             },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
+        func shutdownExecutors() async {
+            await executor.shutdown()
+            await queryExecutor.shutdown()
+            await healthExecutor.shutdown()
+        }
         do {
             try await group.run()
         } catch {
-            await executor.shutdown()
+            await shutdownExecutors()
             throw error
         }
-        await executor.shutdown()
+        await shutdownExecutors()
         logger.info("autovolt-worker stopped", metadata: ["journal_pending": "\(engine.status.journalPending)"])
     }
 }

@@ -13,9 +13,10 @@ final class Rig: @unchecked Sendable {
     let clientID = "worker-\(UUID().uuidString.prefix(8))"
     var workers: [WorkerProcess] = []
 
-    init(shippedBrokerConfig: Bool = false, users: [String: String] = [:], mongoData: URL? = nil) throws {
+    init(shippedBrokerConfig: Bool = false, users: [String: String] = [:], mongoData: URL? = nil,
+         mongoArguments: [String] = []) throws {
         broker = try MosquittoBroker(shippedConfig: shippedBrokerConfig, users: users)
-        mongo = try DevMongoServer(dataFile: mongoData)
+        mongo = try DevMongoServer(dataFile: mongoData, extraArguments: mongoArguments)
         client = try MongoClient(uri: mongo.uri(database: database))
         stateDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("autovolt-state-\(UUID().uuidString)")
     }

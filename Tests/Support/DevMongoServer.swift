@@ -54,6 +54,8 @@ public final class DevMongoServer: @unchecked Sendable {
     public private(set) var port: Int
     public let dataFile: URL?
     public let replicaSetName: String?
+    /// More command-line options, e.g. `["--delay", "COLL:MS"]`.
+    public let extraArguments: [String]
 
     private let lock = NSLock()
     private var process: Process?
@@ -63,10 +65,11 @@ public final class DevMongoServer: @unchecked Sendable {
     /// Starts the server and waits (up to `timeout`) for its
     /// `dev-mongo listening on 127.0.0.1:PORT` line.
     public init(port: Int = 0, dataFile: URL? = nil, replicaSetName: String? = nil,
-                timeout: TimeInterval = 20) throws {
+                extraArguments: [String] = [], timeout: TimeInterval = 20) throws {
         self.port = port
         self.dataFile = dataFile
         self.replicaSetName = replicaSetName
+        self.extraArguments = extraArguments
         try start(timeout: timeout)
     }
 
@@ -96,6 +99,7 @@ public final class DevMongoServer: @unchecked Sendable {
         var args = ["--port", String(port)]
         if let dataFile { args += ["--data", dataFile.path] }
         if let replicaSetName { args += ["--replset", replicaSetName] }
+        args += extraArguments
 
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/python3")

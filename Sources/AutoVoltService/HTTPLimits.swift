@@ -1,0 +1,221 @@
+import AutoVoltMongo
+import Foundation
+import Hummingbird
+
+/// Bounds of the HTTP interface: request sizes, query parameters, and admission of the
+/// database-backed read queries (contract section 7; README "Operating").
+enum HTTPLimits {
+    /// Request bodies (the POST routes): larger is 413.
+    static let maxBodyBytes = 64 * 1024
+    /// The whole request target (path and query): longer is 414.
+    static let maxTargetBytes = 4096
+    /// Query parameters per request, and the length of each value: more or longer is 400.
+    static let maxQueryParameters = 16
+    static let maxQueryValueBytes = 256
+    /// What a 503 of a saturated or timed-out query tells the client to wait, in seconds.
+    static let retryAfterSeconds = 1
+}
+
+/// Refuses over-long request targets, too many or too long query parameters and bodies
+/// announced larger than `HTTPLimits.maxBodyBytes`, before any route runs. (Bodies without a
+/// Content-Length are still cut at the limit when collected.)
+struct RequestBoundsMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context,
+                next: (Request, Context) async throws -> Response) async throws -> Response {
+        if request.uri.string.utf8.count > HTTPLimits.maxTargetBytes {
+            return PowerAnalyticsAPI.errorResponse(.uriTooLong, "request target longer than \(HTTPLimits.maxTargetBytes) bytes")
+        }
+        let parameters = request.uri.queryParameters
+        if parameters.count > HTTPLimits.maxQueryParameters {
+            return PowerAnalyticsAPI.errorResponse(.badRequest, "more than \(HTTPLimits.maxQueryParameters) query parameters")
+        }
+        for (name, value) in parameters where value.utf8.count > HTTPLimits.maxQueryValueBytes || name.utf8.count > 64 {
+            return PowerAnalyticsAPI.errorResponse(
+                .badRequest, "query parameter \(String(name.prefix(64)).debugDescription) is longer than \(HTTPLimits.maxQueryValueBytes) bytes")
+        }
+        if let length = request.headers[.contentLength], let n = Int(length), n > HTTPLimits.maxBodyBytes {
+            return PowerAnalyticsAPI.errorResponse(.contentTooLarge, "request body larger than \(HTTPLimits.maxBodyBytes) bytes")
+        }
+        return try await next(request, context)
+    }
+}
+
+/// Admission for the database-backed queries: at most `maxConcurrent` run at once, at most
+/// `maxQueued` wait (first come, first served) until their deadline; beyond that a request is
+/// refused at once. Holding a slot until the MongoDB call really ends (also after its HTTP
+/// answer timed out) keeps a slow database from collecting ever more blocked calls.
+final class AdmissionGate: @unchecked Sendable {
+    enum Outcome: Sendable { case admitted, saturated, timedOut }
+
+    let maxConcurrent: Int
+    let maxQueued: Int
+    private let lock = NSLock()
+    private var running = 0
+    private var nextID: UInt64 = 0
+    private var waiters: [(id: UInt64, continuation: CheckedContinuation<Bool?, Never>)] = []
+
+    init(maxConcurrent: Int, maxQueued: Int) {
+        self.maxConcurrent = max(1, maxConcurrent)
+        self.maxQueued = max(0, maxQueued)
+    }
+
+    /// Waits for a slot until `deadline`. `.admitted` must be followed by one `release()`.
+    func acquire(deadline: ContinuousClock.Instant) async -> Outcome {
+        let id: UInt64 = lock.withLock { nextID += 1; return nextID }
+        let admitted: Bool? = await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Bool?, Never>) in
+                lock.lock()
+                if running < maxConcurrent {
+                    running += 1
+                    lock.unlock()
+                    continuation.resume(returning: true)
+                } else if waiters.count >= maxQueued {
+                    lock.unlock()
+                    continuation.resume(returning: nil)
+                } else {
+                    waiters.append((id, continuation))
+                    lock.unlock()
+                    Task { [self] in
+                        try? await Task.sleep(until: deadline, clock: .continuous)
+                        expire(id)
+                    }
+                }
+            }
+        } onCancel: {
+            expire(id)
+        }
+        switch admitted {
+        case true?: return .admitted
+        case false?: return .timedOut
+        case nil: return .saturated
+        }
+    }
+
+    /// Hands the slot to the longest waiter, or frees it.
+    func release() {
+        lock.lock()
+        if waiters.isEmpty {
+            running -= 1
+            lock.unlock()
+        } else {
+            let next = waiters.removeFirst()
+            lock.unlock()
+            next.continuation.resume(returning: true)
+        }
+    }
+
+    /// (running, queued), for tests and logs.
+    var load: (running: Int, queued: Int) { lock.withLock { (running, waiters.count) } }
+
+    private func expire(_ id: UInt64) {
+        lock.lock()
+        guard let index = waiters.firstIndex(where: { $0.id == id }) else { lock.unlock(); return }
+        let waiter = waiters.remove(at: index)
+        lock.unlock()
+        waiter.continuation.resume(returning: false)
+    }
+}
+
+/// The first of several offered values; later offers are dropped.
+final class FirstOffer<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T?
+    private var done = false
+    private var continuation: CheckedContinuation<T, Never>?
+
+    func offer(_ offered: T) {
+        lock.lock()
+        guard !done else { lock.unlock(); return }
+        done = true
+        if let continuation {
+            self.continuation = nil
+            lock.unlock()
+            continuation.resume(returning: offered)
+        } else {
+            value = offered
+            lock.unlock()
+        }
+    }
+
+    func wait() async -> T {
+        await withCheckedContinuation { continuation in
+            lock.lock()
+            if let value {
+                lock.unlock()
+                continuation.resume(returning: value)
+            } else {
+                self.continuation = continuation
+                lock.unlock()
+            }
+        }
+    }
+}
+
+/// Runs database-backed HTTP work within the admission gate and a per-request deadline.
+struct QueryRunner: Sendable {
+    enum Outcome<T: Sendable>: Sendable {
+        case value(T)
+        case failed(any Error)
+        /// No slot free and the wait queue full.
+        case saturated
+        /// The deadline passed (waiting for a slot, on the server: maxTimeMS, or waiting for the answer).
+        case timedOut
+    }
+
+    let executor: MongoExecutor
+    let gate: AdmissionGate
+    let timeout: Duration
+
+    /// `body` runs on the executor's thread under `MongoClient.withDeadline`, so each read it
+    /// makes carries the time left as `maxTimeMS`. The answer does not wait past the deadline
+    /// (plus a little for the server's own timeout to arrive first), even when the database hangs.
+    func run<T: Sendable>(_ body: @escaping @Sendable (MongoClient) throws(MongoError) -> T) async -> Outcome<T> {
+        let deadline = ContinuousClock.now + timeout
+        switch await gate.acquire(deadline: deadline) {
+        case .saturated: return .saturated
+        case .timedOut: return .timedOut
+        case .admitted: break
+        }
+        let first = FirstOffer<Outcome<T>>()
+        let executor = self.executor, gate = self.gate
+        Task {
+            let outcome: Outcome<T>
+            do {
+                let value = try await executor.run { client throws(MongoError) -> T in
+                    try MongoClient.withDeadline(deadline) { () throws(MongoError) -> T in try body(client) }
+                }
+                outcome = .value(value)
+            } catch let error as MongoError where error.isTimeLimitExceeded {
+                outcome = .timedOut
+            } catch {
+                outcome = .failed(error)
+            }
+            gate.release()
+            first.offer(outcome)
+        }
+        let timer = Task {
+            try? await Task.sleep(until: deadline + .milliseconds(250), clock: .continuous)
+            first.offer(.timedOut)
+        }
+        let outcome = await first.wait()
+        timer.cancel()
+        return outcome
+    }
+
+    /// The 503 of a saturated or timed-out query, with `Retry-After`.
+    static func unavailable(_ message: String) -> Response {
+        var response = PowerAnalyticsAPI.errorResponse(.serviceUnavailable, message)
+        response.headers[.retryAfter] = "\(HTTPLimits.retryAfterSeconds)"
+        return response
+    }
+}
+
+/// Compares two secrets in time that depends on their lengths only, not on where they differ.
+func constantTimeEquals(_ a: some StringProtocol, _ b: some StringProtocol) -> Bool {
+    let x = Array(a.utf8), y = Array(b.utf8)
+    var difference = UInt8(truncatingIfNeeded: x.count ^ y.count) | (x.count == y.count ? 0 : 1)
+    for i in 0..<max(x.count, y.count) {
+        difference |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+    }
+    return difference == 0
+}
