@@ -45,10 +45,10 @@ struct HTTPHealthTests {
         return Answer(status: http?.statusCode ?? 0, headers: fields, body: data)
     }
 
-    static func waitForHTTP(_ session: URLSession, _ port: Int, timeout: Double = 30) async -> Bool {
+    static func waitForHTTP(_ session: URLSession, _ port: Int, path: String = "/health", timeout: Double = 30) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if let answer = try? await call(session, port, "/health"), answer.status != 0 { return true }
+            if let answer = try? await call(session, port, path), answer.status != 0 { return true }
             try? await Task.sleep(for: .milliseconds(50))
         }
         return false
@@ -74,9 +74,10 @@ struct HTTPHealthTests {
         let port = freeTCPPort()
         try rig.startWorker(extra: ["AUTOVOLT_HTTP_ADDR": "127.0.0.1:\(port)", "AUTOVOLT_HTTP_QUERY_TIMEOUT": "60s"])
         let probe = Self.session(connections: 2)
-        #expect(await Self.waitForHTTP(probe, port))
-        // Warm: one connection open and the health figures cached once, as on a running system.
-        #expect(try await Self.call(probe, port, "/health").status == 200)
+        #expect(await Self.waitForHTTP(probe, port, path: "/metrics"))
+        // A connection open (through /metrics, which leaves the health figures uncached: the
+        // first probe under load must fetch them from the database).
+        #expect(try await Self.call(probe, port, "/metrics").status == 200)
 
         let load = Self.session()
         let completions = Completions()
@@ -304,6 +305,7 @@ struct HTTPHealthTests {
             "AUTOVOLT_HTTP_ADDR": "127.0.0.1:\(listener.port)", "AUTOVOLT_LOG_LEVEL": "critical",
         ]) { $1 }, timeout: 60)
         #expect(result.status != 0, "\(result.stderr)")
+        print("taken port: exit \(result.status), stderr: \(result.stderr)")
         let lines = result.stderr.split(separator: "\n").filter { !$0.isEmpty }
         let named = lines.filter { $0.contains("127.0.0.1:\(listener.port)") }
         #expect(!named.isEmpty, "\(result.stderr)")
