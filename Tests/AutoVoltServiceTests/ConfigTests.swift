@@ -67,6 +67,9 @@ struct ConfigTests {
         #expect(try config(["AUTOVOLT_MAX_CLOCK_LAG": "90s"]).clockPolicy.maxLagMillis == 90_000)
         #expect(try config(["AUTOVOLT_JOURNAL_MAX_BYTES": "2GiB"]).journalMaxBytes == 2 << 30)
         #expect(try config(["AUTOVOLT_HTTP_ADDR": "off"]).httpAddress == nil)
+        let defaults = try config([:])
+        #expect(defaults.httpQueryConcurrency == 4 && defaults.httpQueryQueue == 32 && defaults.httpQueryTimeoutMillis == 10_000)
+        #expect(try config(["AUTOVOLT_HTTP_QUERY_TIMEOUT": "1500ms"]).httpQueryTimeoutMillis == 1500)
     }
 
     @Test(arguments: [
@@ -92,6 +95,9 @@ struct ConfigTests {
         (["AUTOVOLT_MAX_CLOCK_LAG": "1e300d"], "AUTOVOLT_MAX_CLOCK_LAG"),
         (["AUTOVOLT_JOURNAL_MAX_BYTES": "9999999999999G"], "AUTOVOLT_JOURNAL_MAX_BYTES"),
         (["AUTOVOLT_DIP_TIMEOUT": "0s"], "AUTOVOLT_DIP_TIMEOUT"),
+        (["AUTOVOLT_HTTP_QUERY_CONCURRENCY": "0"], "AUTOVOLT_HTTP_QUERY_CONCURRENCY"),
+        (["AUTOVOLT_HTTP_QUERY_QUEUE": "-1"], "AUTOVOLT_HTTP_QUERY_QUEUE"),
+        (["AUTOVOLT_HTTP_QUERY_TIMEOUT": "10ms"], "AUTOVOLT_HTTP_QUERY_TIMEOUT"),
     ])
     func badValuesNameTheirVariable(values: [String: String], variable: String) {
         let error = configError(values, files: ["/bad.toml": "[[device]]\nesp32_name = 3\n", "/empty": " \n"])

@@ -595,3 +595,25 @@ class RefuseTests(unittest.TestCase):
             self.assertEqual(db.events.count_documents({}), 3)
         finally:
             self.assertEqual(server.stop(), 0)
+
+
+class DelayTests(unittest.TestCase):
+    """--delay COLL:MS: slow reads on COLL, others not held up; maxTimeMS is honoured (code 50)."""
+
+    def test_delayed_reads_honour_max_time_ms(self):
+        server = Server('--delay', 'slow:400')
+        try:
+            db = server.client()['t_delay']
+            db.slow.insert_one({'a': 1})
+            db.fast.insert_one({'a': 1})
+            started = time.monotonic()
+            self.assertEqual(len(list(db.slow.find({}))), 1)
+            self.assertGreaterEqual(time.monotonic() - started, 0.4)
+            started = time.monotonic()
+            self.assertEqual(len(list(db.fast.find({}))), 1)
+            self.assertLess(time.monotonic() - started, 0.4)
+            with self.assertRaises(errors.ExecutionTimeout) as ctx:
+                list(db.slow.find({}).max_time_ms(100))
+            self.assertEqual(ctx.exception.code, 50)
+        finally:
+            self.assertEqual(server.stop(), 0)
