@@ -45,6 +45,21 @@ struct HTTPHealthTests {
         return Answer(status: http?.statusCode ?? 0, headers: fields, body: data)
     }
 
+    /// A GET on the calling thread (URLSession's threads do the work); (status, milliseconds).
+    static func blockingGet(_ session: URLSession, _ url: URL) -> (Int, Double) {
+        final class Box: @unchecked Sendable { var status = 0 }
+        let box = Box()
+        let done = DispatchSemaphore(value: 0)
+        let begin = ContinuousClock.now
+        session.dataTask(with: url) { _, response, _ in
+            box.status = (response as? HTTPURLResponse)?.statusCode ?? 0
+            done.signal()
+        }.resume()
+        done.wait()
+        let elapsed = ContinuousClock.now - begin
+        return (box.status, Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)
+    }
+
     static func waitForHTTP(_ session: URLSession, _ port: Int, path: String = "/health", timeout: Double = 30) async -> Bool {
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
@@ -79,35 +94,44 @@ struct HTTPHealthTests {
         // first probe under load must fetch them from the database).
         #expect(try await Self.call(probe, port, "/metrics").status == 200)
 
+        // The load and the probes run on URLSession's and a thread of their own, not as Swift
+        // tasks: other suites' blocking waits can starve the test process's cooperative pool,
+        // which would then measure the test, not the worker.
         let load = Self.session()
         let completions = Completions()
         let started = ContinuousClock.now
         let requests = 20
-        let tasks = (0..<requests).map { _ in
-            Task {
-                let begin = ContinuousClock.now
-                let answer = try? await Self.call(load, port, "/api/power-analytics/timeline?start=2026-11-05&end=2026-11-06")
-                let seconds = Double((ContinuousClock.now - begin).components.attoseconds) / 1e18
-                    + Double((ContinuousClock.now - begin).components.seconds)
-                completions.add(answer?.status ?? 0, seconds, answer?.headers["retry-after"], answer?.text ?? "")
-            }
-        }
-        // Probe /health until every timeline request has answered; count the probes made while
-        // at least half of them were still waiting (the analytics executor busy, its queue full).
-        var underLoad: [Double] = []
-        while completions.count < requests, ContinuousClock.now - started < .seconds(120) {
-            let pendingBefore = requests - completions.count
+        let timeline = try #require(URL(string: "http://127.0.0.1:\(port)/api/power-analytics/timeline?start=2026-11-05&end=2026-11-06"))
+        for _ in 0..<requests {
             let begin = ContinuousClock.now
-            let answer = try await Self.call(probe, port, "/health")
-            let elapsed = ContinuousClock.now - begin
-            #expect(answer.status == 200)
-            let pendingAfter = requests - completions.count
-            if pendingBefore >= requests / 2 && pendingAfter >= requests / 2 {
-                underLoad.append(Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15)
-            }
-            try await Task.sleep(for: .milliseconds(20))  // pacing between probes, not a wait for a state
+            load.dataTask(with: timeline) { data, response, _ in
+                let elapsed = ContinuousClock.now - begin
+                completions.add((response as? HTTPURLResponse)?.statusCode ?? 0,
+                                Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
+                                nil, String(decoding: data ?? Data(), as: UTF8.self))
+            }.resume()
         }
-        for task in tasks { await task.value }
+        // Probe /health until every timeline request has answered; keep the probes made while
+        // at least half of them were still waiting (the analytics threads busy, the queue full).
+        let health = try #require(URL(string: "http://127.0.0.1:\(port)/health"))
+        let probes: [(ms: Double, status: Int, underLoad: Bool)] = await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                var probes: [(ms: Double, status: Int, underLoad: Bool)] = []
+                while completions.count < requests, ContinuousClock.now - started < .seconds(120) {
+                    let pendingBefore = requests - completions.count
+                    let (status, ms) = Self.blockingGet(probe, health)
+                    let pendingAfter = requests - completions.count
+                    probes.append((ms, status, pendingBefore >= requests / 2 && pendingAfter >= requests / 2))
+                    Thread.sleep(forTimeInterval: 0.02)  // pacing between probes, not a wait for a state
+                }
+                continuation.resume(returning: probes)
+            }
+        }
+        #expect(probes.allSatisfy { $0.status == 200 }, "\(probes)")
+        let underLoad = probes.filter(\.underLoad).map(\.ms)
+        while completions.count < requests, ContinuousClock.now - started < .seconds(150) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
         let total = ContinuousClock.now - started
 
         let answers = completions.all
