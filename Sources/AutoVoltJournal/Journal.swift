@@ -37,6 +37,21 @@ public final class Journal: @unchecked Sendable {
     private var pageSize: Int64 = 4096
     private var usedBytesCache: Int64 = 0
     private var appendsSinceSizeCheck = 0
+    private var beginStatement: OpaquePointer?
+    private var commitStatement: OpaquePointer?
+    private var rollbackStatement: OpaquePointer?
+    /// Messages staged by `stage` and not yet committed (see `commitStaged`): one reusable byte
+    /// buffer and fixed-size entries, so staging allocates nothing once the buffers have grown.
+    /// Touched only by the thread that stages and commits (the MQTT thread).
+    private var stagedBytes: [UInt8] = []
+    private var staged: [StagedEntry] = []
+    private struct StagedEntry {
+        var receivedAt: Int64
+        var retained: Bool
+        var topicStart: Int
+        var topicCount: Int
+        var payloadCount: Int
+    }
 
     /// `mkdir -p` with the system's words on failure ("Not a directory", "Permission denied"),
     /// not Foundation's "The operation could not be completed".
@@ -73,6 +88,12 @@ public final class Journal: @unchecked Sendable {
                                isUnusableLocation: [SQLITE_CANTOPEN, SQLITE_PERM, SQLITE_READONLY, SQLITE_AUTH].contains(rc & 0xff))
         }
         do {
+            // One connection per journal, and only this process opens the file: exclusive locking
+            // takes SQLite's file locks once instead of fcntl lock/unlock calls around every
+            // transaction, and keeps the WAL index in heap memory instead of a shared -shm
+            // mapping. Set before the first access to the WAL. A second process opening the same
+            // journal (a second worker on one state directory) gets "database is locked".
+            try execute("PRAGMA locking_mode=EXCLUSIVE")
             try execute("PRAGMA journal_mode=WAL")
             try execute("PRAGMA synchronous=\(sync == .full ? "FULL" : "NORMAL")")
             try execute("PRAGMA busy_timeout=5000")
@@ -87,6 +108,9 @@ public final class Journal: @unchecked Sendable {
             insertStatement = try prepare("INSERT INTO inbox(received_at, retained, topic, payload) VALUES (?, ?, ?, ?)")
             selectStatement = try prepare("SELECT id, received_at, retained, topic, payload FROM inbox WHERE id > ? ORDER BY id LIMIT ?")
             deleteStatement = try prepare("DELETE FROM inbox WHERE id <= ?")
+            beginStatement = try prepare("BEGIN IMMEDIATE")
+            commitStatement = try prepare("COMMIT")
+            rollbackStatement = try prepare("ROLLBACK")
             pending = Int(try scalar("SELECT count(*) FROM inbox"))
             pageSize = try scalar("PRAGMA page_size")
             usedBytesCache = try computeUsedBytes()
@@ -101,7 +125,12 @@ public final class Journal: @unchecked Sendable {
     public func close() {
         lock.lock()
         defer { lock.unlock() }
-        for statement in [insertStatement, selectStatement, deleteStatement] { sqlite3_finalize(statement) }
+        for statement in [insertStatement, selectStatement, deleteStatement, beginStatement, commitStatement, rollbackStatement] {
+            sqlite3_finalize(statement)
+        }
+        beginStatement = nil
+        commitStatement = nil
+        rollbackStatement = nil
         insertStatement = nil
         selectStatement = nil
         deleteStatement = nil
@@ -117,19 +146,105 @@ public final class Journal: @unchecked Sendable {
     public func append(topic: String, payload: UnsafeRawBufferPointer, receivedAt: Int64, retained: Bool) throws(JournalError) -> Int64 {
         lock.lock()
         defer { lock.unlock() }
+        guard db != nil else { throw JournalError(message: "journal is closed") }
+        var topic = topic
+        let result: Result<Int64, JournalError> = topic.withUTF8 { topicBytes in
+            Result { () throws(JournalError) -> Int64 in
+                try insertCounting(topic: UnsafeRawBufferPointer(topicBytes), payload: payload, receivedAt: receivedAt, retained: retained)
+            }
+        }
+        return try result.get()
+    }
+
+    /// Keeps a copy of one message for the next `commitStaged`; nothing is durable yet. The
+    /// caller must not let the broker see an acknowledgement for it before `commitStaged`
+    /// succeeded (the MQTT thread commits before it writes the PUBACKs; docs/delivery.md).
+    /// Call `stage` and `commitStaged` from one thread.
+    public func stage(topic: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, receivedAt: Int64, retained: Bool) {
+        let start = stagedBytes.count
+        stagedBytes.append(contentsOf: topic)
+        stagedBytes.append(contentsOf: payload)
+        staged.append(StagedEntry(receivedAt: receivedAt, retained: retained, topicStart: start,
+                                  topicCount: topic.count, payloadCount: payload.count))
+    }
+
+    public func stage(topic: String, payload: UnsafeRawBufferPointer, receivedAt: Int64, retained: Bool) {
+        var topic = topic
+        topic.withUTF8 { stage(topic: UnsafeRawBufferPointer($0), payload: payload, receivedAt: receivedAt, retained: retained) }
+    }
+
+    /// Messages staged and not yet committed.
+    public var stagedCount: Int { staged.count }
+    /// Bytes of topic and payload staged and not yet committed.
+    public var stagedByteCount: Int { stagedBytes.count }
+
+    /// Commits everything staged since the last commit in one transaction (one WAL write for
+    /// the batch instead of one per message). When this returns without throwing, every staged
+    /// message survives a crash of the process; on an error nothing of the batch is committed
+    /// and it stays staged for the next call.
+    public func commitStaged() throws(JournalError) {
+        if staged.isEmpty { return }
+        lock.lock()
+        defer { lock.unlock() }
+        guard db != nil, let begin = beginStatement, let commit = commitStatement else {
+            throw JournalError(message: "journal is closed")
+        }
+        try step(begin, "begin")
+        var inserted = 0
+        var failure: JournalError? = stagedBytes.withUnsafeBytes { bytes -> JournalError? in
+            for entry in staged {
+                let topic = UnsafeRawBufferPointer(rebasing: bytes[entry.topicStart ..< entry.topicStart + entry.topicCount])
+                let payloadStart = entry.topicStart + entry.topicCount
+                let payload = UnsafeRawBufferPointer(rebasing: bytes[payloadStart ..< payloadStart + entry.payloadCount])
+                do throws(JournalError) {
+                    _ = try insertCounting(topic: topic, payload: payload, receivedAt: entry.receivedAt, retained: entry.retained)
+                } catch {
+                    return error
+                }
+                inserted += 1
+            }
+            return nil
+        }
+        if failure == nil {
+            do throws(JournalError) { try step(commit, "commit") } catch { failure = error }
+        }
+        if let failure {
+            if let rollback = rollbackStatement {
+                _ = sqlite3_step(rollback)
+                _ = sqlite3_reset(rollback)
+            }
+            // insertCounting counted the rows of the failed batch: take them back.
+            pending -= inserted
+            throw failure
+        }
+        staged.removeAll(keepingCapacity: true)
+        stagedBytes.removeAll(keepingCapacity: true)
+    }
+
+    private func step(_ statement: OpaquePointer, _ what: String) throws(JournalError) {
+        defer { sqlite3_reset(statement) }
+        guard sqlite3_step(statement) == SQLITE_DONE else {
+            throw JournalError(message: "\(what) failed: \(String(cString: sqlite3_errmsg(db)))")
+        }
+    }
+
+    /// One INSERT (its own transaction unless one is open); call with the lock held.
+    private func insertCounting(topic: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, receivedAt: Int64, retained: Bool) throws(JournalError) -> Int64 {
         guard let statement = insertStatement, let db else { throw JournalError(message: "journal is closed") }
-        defer { sqlite3_reset(statement); sqlite3_clear_bindings(statement) }
+        defer { sqlite3_reset(statement) }
         sqlite3_bind_int64(statement, 1, receivedAt)
         sqlite3_bind_int(statement, 2, retained ? 1 : 0)
-        sqlite3_bind_text(statement, 3, topic, -1, SQLITE_TRANSIENT)
-        // A zero-length payload must still bind as an empty blob, not NULL.
-        let base = payload.baseAddress ?? UnsafeRawPointer(bitPattern: 1)
-        sqlite3_bind_blob(statement, 4, base, Int32(payload.count), SQLITE_TRANSIENT)
+        // SQLITE_STATIC: the bytes outlive the step (they are reset before the caller's buffers go).
+        // A zero-length value must still bind as empty text / an empty blob, not NULL.
+        let empty = UnsafeRawPointer(bitPattern: 1)
+        let topicBase = (topic.baseAddress ?? empty).map { $0.assumingMemoryBound(to: CChar.self) }
+        sqlite3_bind_text(statement, 3, topicBase, Int32(topic.count), SQLITE_STATIC)
+        sqlite3_bind_blob(statement, 4, payload.baseAddress ?? empty, Int32(payload.count), SQLITE_STATIC)
         let rc = sqlite3_step(statement)
         guard rc == SQLITE_DONE else { throw JournalError(message: "append failed: \(String(cString: sqlite3_errmsg(db)))") }
         pending += 1
         appendsSinceSizeCheck += 1
-        usedBytesCache += Int64(payload.count + topic.utf8.count + 24)
+        usedBytesCache += Int64(payload.count + topic.count + 24)
         return sqlite3_last_insert_rowid(db)
     }
 
@@ -259,3 +374,5 @@ public struct JournalError: Error, Sendable, CustomStringConvertible {
 
 /// SQLite's SQLITE_TRANSIENT (a macro Swift cannot import): copy the bound value.
 let SQLITE_TRANSIENT = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+/// SQLite's SQLITE_STATIC: the bound value stays valid until the statement is reset.
+let SQLITE_STATIC: sqlite3_destructor_type? = nil

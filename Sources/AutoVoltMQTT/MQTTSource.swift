@@ -2,11 +2,20 @@ import CMosquitto
 import Foundation
 import Logging
 
-/// Receives each message on the MQTT thread. When `receive` returns, the message must be durable:
-/// the QoS 1 PUBACK is written to the socket only after it returns (see docs/delivery.md). It may
-/// block (for a journal commit, or while the journal is full); the broker then holds what it has.
+/// Receives each message on the MQTT thread. The messages given to `receive` must be durable when
+/// the next `flush` returns: the MQTT thread calls `flush` after every read of the socket and
+/// before it writes anything, so no PUBACK of a message reaches the broker before that `flush`
+/// has returned (see docs/delivery.md). A handler may make each message durable in `receive`
+/// itself (the default `flush` does nothing) or batch them and commit in `flush`. Both may block
+/// (for a journal commit, or while the journal is full); the broker then holds what it has.
 public protocol MQTTMessageHandler: AnyObject, Sendable {
     func receive(topic: String, payload: UnsafeRawBufferPointer, retained: Bool)
+    /// Makes every message given to `receive` since the last `flush` durable.
+    func flush()
+}
+
+extension MQTTMessageHandler {
+    public func flush() {}
 }
 
 public struct MQTTSettings: Sendable {
@@ -185,14 +194,14 @@ public final class MQTTSource: @unchecked Sendable {
             // Drive the session until it fails or we are asked to stop.
             var loopRC = MOSQ_ERR_SUCCESS.rawValue
             while !isStopping {
-                loopRC = mosquitto_loop(mosq, 200, 1)
+                loopRC = pump(mosq, timeoutMillis: 200)
                 if loopRC != MOSQ_ERR_SUCCESS.rawValue { break }
                 if isConnected { delay = settings.reconnectMinDelay }
             }
             if isStopping {
                 mosquitto_disconnect(mosq)
                 // Flush queued PUBACKs and the DISCONNECT.
-                for _ in 0..<10 where mosquitto_loop(mosq, 50, 1) == MOSQ_ERR_SUCCESS.rawValue {}
+                for _ in 0..<10 where pump(mosq, timeoutMillis: 50) == MOSQ_ERR_SUCCESS.rawValue {}
                 break
             }
             setConnected(false)
@@ -203,6 +212,47 @@ public final class MQTTSource: @unchecked Sendable {
             delay = min(delay * 2, settings.reconnectMaxDelay)
         }
         setConnected(false)
+    }
+
+    /// Most messages read from the socket before their batch is handed to `flush`.
+    static let maxBatch = 256
+
+    /// One turn of the client loop, what `mosquitto_loop` does with the read and the write
+    /// split apart: wait for the socket, read every message it holds (up to `maxBatch`; each one
+    /// goes through `on_message`, and with the threaded handle its PUBACK is only queued), call
+    /// the handler's `flush`, and only then write the queued packets. So a PUBACK never reaches
+    /// the socket before the message it acknowledges was flushed, and one flush (one journal
+    /// commit) serves every message that arrived together. `mosquitto_loop_read` and
+    /// `mosquitto_loop_write` close the socket and call `on_disconnect` on errors themselves.
+    private func pump(_ mosq: OpaquePointer, timeoutMillis: Int32) -> Int32 {
+        let socket = mosquitto_socket(mosq)
+        guard socket >= 0 else { return MOSQ_ERR_NO_CONN.rawValue }
+        var fd = pollfd(fd: socket, events: Int16(POLLIN) | (mosquitto_want_write(mosq) ? Int16(POLLOUT) : 0), revents: 0)
+        let ready = poll(&fd, 1, timeoutMillis)
+        if ready < 0 { return errno == EINTR ? MOSQ_ERR_SUCCESS.rawValue : MOSQ_ERR_ERRNO.rawValue }
+        if ready > 0 && fd.revents & Int16(POLLIN | POLLHUP | POLLERR) != 0 {
+            var rc = MOSQ_ERR_SUCCESS.rawValue
+            var reads = 0
+            while reads < Self.maxBatch {
+                rc = mosquitto_loop_read(mosq, 1)
+                reads += 1
+                guard rc == MOSQ_ERR_SUCCESS.rawValue, mosquitto_socket(mosq) >= 0 else { break }
+                // More bytes waiting? (errno cannot tell: libmosquitto's wake-up write to its
+                // socket pair, which this loop does not read, fails with EAGAIN once it is full.)
+                var more = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+                if poll(&more, 1, 0) <= 0 { break }
+            }
+            // Before anything is written: every PUBACK queued by the reads above goes out only
+            // after this returns.
+            handler.flush()
+            noteBatchReceived()
+            if rc != MOSQ_ERR_SUCCESS.rawValue || mosquitto_socket(mosq) < 0 { return rc }
+        }
+        if mosquitto_want_write(mosq) {
+            let rc = mosquitto_loop_write(mosq, 1)
+            if rc != MOSQ_ERR_SUCCESS.rawValue || mosquitto_socket(mosq) < 0 { return rc }
+        }
+        return mosquitto_loop_misc(mosq)
     }
 
     private func connect(_ mosq: OpaquePointer) -> Int32 {
@@ -290,6 +340,15 @@ public final class MQTTSource: @unchecked Sendable {
         let topic = String(cString: topicPointer)
         let payload = UnsafeRawBufferPointer(start: message.payload, count: Int(max(0, message.payloadlen)))
         handler.receive(topic: topic, payload: payload, retained: message.retain)
+        receivedSinceFlush = true
+    }
+
+    /// Set on the MQTT thread by `didReceive`; `lastMessageAt` is updated once per batch.
+    private var receivedSinceFlush = false
+
+    private func noteBatchReceived() {
+        guard receivedSinceFlush else { return }
+        receivedSinceFlush = false
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         state.withLock { lastMessageAtMillis = now }
     }

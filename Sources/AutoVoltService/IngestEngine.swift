@@ -78,6 +78,10 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     /// Each stage compares `registryGeneration` with the one it last applied.
     private var registry: DeviceRegistry
     private var registryGeneration = 0
+    /// Fault injection for the delivery tests only: the process exits in the MQTT thread's
+    /// flush, before committing a batch, at the N-th non-empty flush.
+    private let testExitAtFlush = ProcessInfo.processInfo.environment["AUTOVOLT_TEST_EXIT_AT_FLUSH"].flatMap(Int.init)
+    private var flushesSeen = 0
 
     /// The journal in AUTOVOLT_STATE_DIR; a directory that cannot hold one is a configuration
     /// error (exit 78), not an outage to retry.
@@ -215,9 +219,8 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
 
     // MARK: MQTT thread
 
-    /// Makes the message durable before returning (and so before the PUBACK). If the journal
-    /// cannot take it (full, or a disk error) we wait here: the broker keeps the message queued
-    /// for our persistent session, and nothing unacknowledged is ever lost.
+    /// Stages the message in the journal; `flush` commits it before its PUBACK can be written
+    /// (MQTTSource calls `flush` after each read of the socket, before any write).
     public func receive(topic: String, payload: UnsafeRawBufferPointer, retained: Bool) {
         let receivedAt = Self.nowMillis()
         metrics.received(topic: topic)
@@ -225,18 +228,31 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             messagesSeen += 1
             if messagesSeen >= exitAt { _exit(86) }
         }
+        journal.stage(topic: topic, payload: payload, receivedAt: receivedAt, retained: retained)
+    }
+
+    /// Makes the staged messages durable (one commit for the batch) before returning, and so
+    /// before their PUBACKs. If the journal cannot take them (full, or a disk error) we wait
+    /// here: the broker keeps the messages queued for our persistent session, and nothing
+    /// unacknowledged is ever lost.
+    public func flush() {
+        if journal.stagedCount == 0 { return }
+        if let exitAt = testExitAtFlush {
+            flushesSeen += 1
+            if flushesSeen >= exitAt { _exit(87) }
+        }
         var delay = 0.1
         while true {
             if journal.isFull {
                 reportJournalFull()
             } else {
                 do {
-                    try journal.append(topic: topic, payload: payload, receivedAt: receivedAt, retained: retained)
+                    try journal.commitStaged()
                     wakeup.signal()
                     return
                 } catch {
-                    logger.error("cannot write to the journal; holding the message unacknowledged", metadata: [
-                        "topic": "\(topic)", "error": "\(error)",
+                    logger.error("cannot write to the journal; holding the messages unacknowledged", metadata: [
+                        "staged": "\(journal.stagedCount)", "error": "\(error)",
                     ])
                 }
             }

@@ -1,3 +1,4 @@
+import Foundation
 import AutoVoltCore
 import Metrics
 
@@ -32,9 +33,25 @@ final class WorkerMetrics: Sendable {
         })
     }
 
+    /// The kind is the topic's last level, found on the UTF-8 bytes (no split, no substring
+    /// allocation: this runs for every message on the MQTT thread).
     func received(topic: String) {
-        let kind = topic.split(separator: "/").last.flatMap { MessageKind(rawValue: String($0)) } ?? .telemetry
-        received[kind]?.increment()
+        received[Self.kind(ofTopic: topic)]?.increment()
+    }
+
+    static func kind(ofTopic topic: String) -> MessageKind {
+        var topic = topic
+        return topic.withUTF8 { bytes -> MessageKind in
+            var start = bytes.count
+            while start > 0 && bytes[start - 1] != UInt8(ascii: "/") { start -= 1 }
+            let last = UnsafeBufferPointer(rebasing: bytes[start...])
+            func equals(_ word: StaticString) -> Bool {
+                word.utf8CodeUnitCount == last.count && memcmp(word.utf8Start, last.baseAddress!, last.count) == 0
+            }
+            if equals("status") { return .status }
+            if equals("heartbeat") { return .heartbeat }
+            return .telemetry
+        }
     }
 
     func record(_ outcome: BatchOutcome) {

@@ -66,4 +66,43 @@ struct JournalTests {
     @Test func unwritableDirectoryIsAClearError() {
         #expect(throws: JournalError.self) { try Journal(directory: "/proc/autovolt-cannot-write-here") }
     }
+
+    @Test func stagedMessagesAreInvisibleUntilCommittedThenInOrder() throws {
+        let directory = temporaryDirectory()
+        do {
+            let journal = try Journal(directory: directory)
+            try journal.append(topic: "autovolt/a/telemetry", payload: Array("first".utf8), receivedAt: 1, retained: false)
+            for i in 0..<3 {
+                Array("p\(i)".utf8).withUnsafeBytes {
+                    journal.stage(topic: "autovolt/d\(i)/status", payload: $0, receivedAt: Int64(10 + i), retained: i == 1)
+                }
+            }
+            [UInt8]().withUnsafeBytes { journal.stage(topic: "", payload: $0, receivedAt: 20, retained: false) }
+            #expect(journal.stagedCount == 4)
+            #expect(journal.pendingRecords == 1)
+            #expect(try journal.read(limit: 10).count == 1)
+            try journal.commitStaged()
+            #expect(journal.stagedCount == 0)
+            #expect(journal.pendingRecords == 5)
+            try journal.commitStaged()          // nothing staged: no-op
+            journal.close()
+        }
+        // Committed means on disk: a new connection sees the batch.
+        let reopened = try Journal(directory: directory)
+        let records = try reopened.read(limit: 10)
+        #expect(records.map(\.topic) == ["autovolt/a/telemetry", "autovolt/d0/status", "autovolt/d1/status", "autovolt/d2/status", ""])
+        #expect(records.map(\.payload) == [Array("first".utf8), Array("p0".utf8), Array("p1".utf8), Array("p2".utf8), []])
+        #expect(records.map(\.receivedAt) == [1, 10, 11, 12, 20])
+        #expect(records.map(\.retained) == [false, false, true, false, false])
+    }
+
+    @Test func stagedMessagesThatWereNeverCommittedAreNotInTheJournal() throws {
+        let directory = temporaryDirectory()
+        do {
+            let journal = try Journal(directory: directory)
+            [UInt8](repeating: 1, count: 3).withUnsafeBytes { journal.stage(topic: "t", payload: $0, receivedAt: 1, retained: false) }
+            journal.close()
+        }
+        #expect(try Journal(directory: directory).pendingRecords == 0)
+    }
 }

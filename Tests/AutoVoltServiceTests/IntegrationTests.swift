@@ -194,6 +194,23 @@ struct IntegrationTests {
         #expect(try rig.client.findOne("telemetry_events", filter: ["energy_wh_total": 1049.0]) != nil, "message 50 was lost")
     }
 
+    @Test func crashBeforeABatchIsCommittedLosesNothing() throws {
+        let rig = try Rig()
+        // The MQTT thread stages a socket read's messages and commits them in one transaction
+        // before it writes their PUBACKs. This worker dies in that flush, before the commit, on
+        // its 3rd batch: the batch's messages were never acknowledged and must come back.
+        try rig.startWorker().stop()
+        let dying = WorkerProcess(environment: rig.environment)
+        try dying.start(extraEnvironment: ["AUTOVOLT_TEST_EXIT_AT_FLUSH": "3"])
+        rig.workers.append(dying)
+        #expect(dying.waitUntilConnected())
+        let publisher = try rig.publisher()
+        try publisher.publish((0..<200).map { reading("lab-101", $0) })
+        #expect(dying.waitForExit(timeout: 20) == 87)
+        try rig.startWorker()
+        #expect(rig.waitForCount("telemetry_events", 200))
+    }
+
     @Test func databaseOutageDuringABurstLosesNothing() throws {
         let rig = try Rig()
         let worker = try rig.startWorker()
