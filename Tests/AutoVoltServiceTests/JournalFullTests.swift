@@ -3,8 +3,9 @@ import AutoVoltTestSupport
 import Foundation
 import Testing
 
-@Suite("a full journal end to end", .serialized)
-struct JournalFullTests {
+// In the serialized integration suite: each of these blocks a thread of the 2-core cooperative
+// pool while it waits, and running them beside the other suites starved the HTTP timing tests.
+extension IntegrationTests {
     /// The database is away and the journal (1 MiB, the smallest allowed) fills up: the worker
     /// stops taking messages, the broker holds the rest for its session, and once the database is
     /// back every message arrives exactly once.

@@ -49,8 +49,9 @@ final class NotifySocket: @unchecked Sendable {
     func count(_ line: String) -> Int { messages.filter { $0.split(separator: "\n").contains(Substring(line)) }.count }
 }
 
-@Suite("systemd notify: READY, WATCHDOG and STOPPING over NOTIFY_SOCKET", .serialized)
-struct SystemdNotifyTests {
+// In the serialized integration suite: each of these blocks a thread of the 2-core cooperative
+// pool while it waits, and running them beside the other suites starved the HTTP timing tests.
+extension IntegrationTests {
     @Test func readyThenWatchdogPingsThenStoppingOnSigterm() throws {
         let rig = try Rig()
         let socket = try NotifySocket()

@@ -46,8 +46,9 @@ struct TestCertificates {
     }
 }
 
-@Suite("mqtts:// end to end", .serialized)
-struct TLSTests {
+// In the serialized integration suite: each of these blocks a thread of the 2-core cooperative
+// pool while it waits, and running them beside the other suites starved the HTTP timing tests.
+extension IntegrationTests {
     @Test func aReadingPublishedOverTLSIsStored() throws {
         let certificates = try TestCertificates()
         let rig = try Rig(brokerTLS: .init(caFile: certificates.ca, certFile: certificates.serverCert,
