@@ -12,31 +12,14 @@ public enum Replay {
         public var description: String { "line \(line): \(message)" }
     }
 
-    /// Parses `TOPIC PAYLOAD` (`mosquitto_sub -v`) or `TIME TOPIC PAYLOAD` (`-F '%I %t %p'` or
-    /// `'%U %t %p'`). TIME is ISO 8601 or unix seconds (fractions allowed) and stands for the
-    /// receive time; without it the receive time is now. Blank lines and `#` comments are skipped.
-    public static func parse(line text: Substring, number: Int, now: EpochMillis) -> Result<InboundMessage?, LineError> {
-        var line = text
-        if line.hasSuffix("\r") { line = line.dropLast() }
-        if line.allSatisfy(\.isWhitespace) || line.hasPrefix("#") { return .success(nil) }
-        func split(_ s: Substring) -> (Substring, Substring) {
-            guard let space = s.firstIndex(of: " ") else { return (s, "") }
-            return (s[..<space], s[s.index(after: space)...])
+    /// One capture line (`CaptureLine.parse`): `TOPIC PAYLOAD` or `TIME TOPIC PAYLOAD`; blank
+    /// lines and `#` comments are skipped.
+    public static func parse(line: some Collection<UInt8>, number: Int, now: EpochMillis) -> Result<InboundMessage?, LineError> {
+        switch CaptureLine.parse(line, now: now) {
+        case .success(nil): return .success(nil)
+        case .success(let parsed?): return .success(InboundMessage(topic: parsed.topic, payload: parsed.payload, receivedAt: parsed.receivedAt))
+        case .failure(let error): return .failure(LineError(line: number, message: error.message))
         }
-        var (first, rest) = split(line)
-        var receivedAt = now
-        if !first.hasPrefix(DeviceTopic.prefix + "/") {
-            if let seconds = Double(first), seconds.isFinite, seconds > 0, seconds < 1e15 {
-                receivedAt = seconds > ClockPolicy.millisecondsThreshold ? Int64(seconds) : Int64((seconds * 1000).rounded())
-            } else if let millis = ISO8601.parseMillis(String(first)) {
-                receivedAt = millis
-            } else {
-                return .failure(LineError(line: number, message: "expected TOPIC PAYLOAD or TIME TOPIC PAYLOAD, got \"\(line.prefix(60))\""))
-            }
-            (first, rest) = split(rest)
-            guard !first.isEmpty else { return .failure(LineError(line: number, message: "no topic after the time")) }
-        }
-        return .success(InboundMessage(topic: String(first), payload: Array(rest.utf8), receivedAt: receivedAt))
     }
 
     public struct Summary: Sendable {
@@ -65,17 +48,9 @@ public enum Replay {
         func handle(_ lineData: Data) throws {
             lineNumber += 1
             summary.lines += 1
-            let text = String(decoding: lineData, as: UTF8.self)
-            switch parse(line: Substring(text), number: lineNumber, now: IngestEngine.nowMillis()) {
+            switch parse(line: lineData, number: lineNumber, now: IngestEngine.nowMillis()) {
             case .success(nil): break
-            case .success(var message?):
-                // Keep the payload's bytes exactly as captured (invalid UTF-8 included).
-                if let topicEnd = lineData.firstRange(of: Data(message.topic.utf8)) {
-                    var payload = lineData[topicEnd.upperBound...]
-                    if payload.first == UInt8(ascii: " ") { payload = payload.dropFirst() }
-                    if payload.last == UInt8(ascii: "\r") { payload = payload.dropLast() }
-                    message.payload = Array(payload)
-                }
+            case .success(let message?):
                 summary.messages += 1
                 batch.append(message)
                 if batch.count >= config.batchSize { try flush() }

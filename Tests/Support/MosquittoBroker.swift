@@ -7,13 +7,31 @@ import Glibc
 ///
 /// With `shippedConfig: true` it runs `config/mosquitto/autovolt.conf` and its ACL, rewritten
 /// only for the port and paths, and a password file with `users` (made with `mosquitto_passwd`).
+/// With `tls` its one listener speaks MQTT over TLS only (the default configuration otherwise).
 public final class MosquittoBroker: @unchecked Sendable {
+    /// PEM files for a TLS listener.
+    public struct TLSFiles: Sendable {
+        public var caFile: String
+        public var certFile: String
+        public var keyFile: String
+        /// Clients must present a certificate signed by `caFile`.
+        public var requireClientCertificate: Bool
+
+        public init(caFile: String, certFile: String, keyFile: String, requireClientCertificate: Bool = true) {
+            self.caFile = caFile
+            self.certFile = certFile
+            self.keyFile = keyFile
+            self.requireClientCertificate = requireClientCertificate
+        }
+    }
+
     public let port: Int
     public let directory: URL
     private var process: Process?
     private let configFile: URL
 
-    public init(shippedConfig: Bool = false, users: [String: String] = [:], persistence: Bool = true) throws {
+    public init(shippedConfig: Bool = false, users: [String: String] = [:], persistence: Bool = true,
+                tls: TLSFiles? = nil) throws {
         port = freeTCPPort()
         directory = FileManager.default.temporaryDirectory.appendingPathComponent("autovolt-mosquitto-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -43,6 +61,13 @@ public final class MosquittoBroker: @unchecked Sendable {
                 "persistence_location \(directory.path)/", "autosave_interval 1", "max_queued_messages 1000000",
                 "max_inflight_messages 100", "log_dest stderr",
             ]
+        }
+        if let tls {
+            guard let listener = lines.firstIndex(where: { $0.hasPrefix("listener ") }) else {
+                throw DevMongoServerError(description: "the broker configuration has no listener line")
+            }
+            lines.insert(contentsOf: ["cafile \(tls.caFile)", "certfile \(tls.certFile)", "keyfile \(tls.keyFile)",
+                                      "require_certificate \(tls.requireClientCertificate)"], at: listener + 1)
         }
         try lines.joined(separator: "\n").write(to: configFile, atomically: true, encoding: .utf8)
         try start()

@@ -1,6 +1,19 @@
 import CMosquitto
 import Foundation
 
+/// PEM files for a publisher that connects over TLS (`certFile`/`keyFile`: a client certificate).
+public struct TLSClientFiles: Sendable {
+    public var caFile: String
+    public var certFile: String?
+    public var keyFile: String?
+
+    public init(caFile: String, certFile: String? = nil, keyFile: String? = nil) {
+        self.caFile = caFile
+        self.certFile = certFile
+        self.keyFile = keyFile
+    }
+}
+
 /// A QoS 1 publisher that waits for every PUBACK (mosquitto_pub -l may exit before delivering
 /// everything, so tests that count messages cannot rely on it).
 public final class TestPublisher: @unchecked Sendable {
@@ -12,13 +25,20 @@ public final class TestPublisher: @unchecked Sendable {
     private static let libraryInit: Void = { mosquitto_lib_init() }()
 
     public init(port: Int, clientID: String = "test-publisher-\(UUID().uuidString.prefix(8))",
-                username: String? = nil, password: String? = nil) throws {
+                username: String? = nil, password: String? = nil, tls: TLSClientFiles? = nil) throws {
         _ = Self.libraryInit
         guard let mosq = mosquitto_new(clientID, true, nil) else { throw DevMongoServerError(description: "mosquitto_new failed") }
         handle = mosq
         mosquitto_user_data_set(mosq, Unmanaged.passUnretained(self).toOpaque())
         mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, Int32(MQTT_PROTOCOL_V311))
         if let username { mosquitto_username_pw_set(mosq, username, password) }
+        if let tls {
+            let rc = mosquitto_tls_set(mosq, tls.caFile, nil, tls.certFile, tls.keyFile, nil)
+            guard rc == MOSQ_ERR_SUCCESS.rawValue else {
+                mosquitto_destroy(mosq)
+                throw DevMongoServerError(description: "publisher TLS settings: \(String(cString: mosquitto_strerror(rc)))")
+            }
+        }
         mosquitto_publish_callback_set(mosq) { _, userdata, _ in
             guard let userdata else { return }
             let publisher = Unmanaged<TestPublisher>.fromOpaque(userdata).takeUnretainedValue()
