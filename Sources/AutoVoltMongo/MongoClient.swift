@@ -653,6 +653,7 @@ public final class MongoClient: @unchecked Sendable {
         if let sort { o["sort"] = .document(sort) }
         if let projection { o["projection"] = .document(projection) }
         o["batchSize"] = .int64(Int64(max(1, batchSize)))
+        if let ms = try Self.maxTimeMS(nil) { o["maxTimeMS"] = .int64(Int64(ms)) }
         let f = try filter.makeBSON()
         let opts = try o.makeBSON()
         try withCollection(collection) { (coll) throws(MongoError) in
@@ -664,7 +665,9 @@ public final class MongoClient: @unchecked Sendable {
     public func aggregateBatches(_ collection: String, pipeline: [BSONDocument], batchSize: Int = 1000,
                                  _ body: ([BSONDocument]) throws(MongoError) -> Void) throws(MongoError) {
         let p = try (["pipeline": .array(pipeline.map { .document($0) })] as BSONDocument).makeBSON()
-        let opts = try (["batchSize": .int64(Int64(max(1, batchSize)))] as BSONDocument).makeBSON()
+        var o: BSONDocument = ["batchSize": .int64(Int64(max(1, batchSize)))]
+        if let ms = try Self.maxTimeMS(nil) { o["maxTimeMS"] = .int64(Int64(ms)) }
+        let opts = try o.makeBSON()
         try withCollection(collection) { (coll) throws(MongoError) in
             try Self.drain(mongoc_collection_aggregate(coll, MONGOC_QUERY_NONE, p.pointer, opts.pointer, nil), batchSize: batchSize, body)
         }
