@@ -1,3 +1,5 @@
+import Foundation
+
 /// Daily and monthly figures from live ledger entries (contract rules 7 and 8). Pure.
 public struct DailyFigures: Sendable, Equatable {
     public var date: CivilDate
@@ -16,10 +18,13 @@ public struct DailyFigures: Sendable, Equatable {
     /// Time covered by more than one live entry. Live entries never overlap (ledger rules), so
     /// anything above zero is a defect the reconciliation reports.
     public var overlapMillis: Int64
+    /// Billable Wh per local hour of the day (23, 24 or 25 of them: `Aggregator.localHours`),
+    /// each entry split pro rata by time at hour boundaries; sums to `energyWh`.
+    public var hourlyWh: [Double]
 
     public init(date: CivilDate, esp32Name: String, classroom: String, energyWh: Double, cost: Double?, currency: String?,
                 costVersionIDs: [String], coverage: Double, confidence: [Confidence: Int], entries: Int, unpricedWh: Double,
-                overlapMillis: Int64 = 0) {
+                overlapMillis: Int64 = 0, hourlyWh: [Double] = []) {
         self.date = date
         self.esp32Name = esp32Name
         self.classroom = classroom
@@ -32,6 +37,7 @@ public struct DailyFigures: Sendable, Equatable {
         self.entries = entries
         self.unpricedWh = unpricedWh
         self.overlapMillis = overlapMillis
+        self.hourlyWh = hourlyWh
     }
 }
 
@@ -66,11 +72,15 @@ public enum Aggregator {
         var usedOrder: [Int] = []
         var covered: Int64 = 0
         var counts = [0, 0, 0] // Confidence.allCases order
+        let hours = localHours(dayStart: dayStart, dayEnd: dayEnd, calendar: &calendar)
+        var hourly = [Double](repeating: 0, count: max(0, hours.count - 1))
+        var hourCursor = 0
         for entry in entries {
             covered += max(0, min(entry.end, dayEnd) - max(entry.start, dayStart))
             counts[entry.confidence.rank] += 1
             guard entry.billable else { continue }
             energy += entry.deltaWh
+            spreadOverHours(entry, hours: hours, into: &hourly, cursor: &hourCursor)
             book.forEachPiece(energyWh: entry.deltaWh, start: entry.start, end: entry.end) { segment, share in
                 let rate = book.rates[segment]
                 if rate.isNaN {
@@ -97,7 +107,58 @@ public enum Aggregator {
             date: date, esp32Name: esp32Name, classroom: classroom, energyWh: energy,
             cost: unpriced > 1e-9 ? nil : cost, currency: currency, costVersionIDs: ids,
             coverage: min(1, Double(max(0, covered - overlap)) / dayLength), confidence: confidence, entries: entries.count,
-            unpricedWh: unpriced, overlapMillis: overlap)
+            unpricedWh: unpriced, overlapMillis: overlap, hourlyWh: hourly)
+    }
+
+    /// The local hours of the day [dayStart, dayEnd) as instants where each begins, plus
+    /// `dayEnd` last: 24 hours, or 23 / 25 on a daylight-saving day (the same wall-clock hours
+    /// as the hourly timeline's buckets). A day that is not a whole number of hours long (a
+    /// zone that shifted by 30 minutes) has a shorter first or last hour.
+    public static func localHours(dayStart: EpochMillis, dayEnd: EpochMillis, calendar: inout LocalCalendar) -> [EpochMillis] {
+        var bounds = Breakdown.buckets(from: dayStart, to: dayEnd, size: .hour, calendar: &calendar).map(\.start)
+        bounds.append(dayEnd)
+        return bounds
+    }
+
+    /// Adds an entry's energy to the hours it spans, in proportion to the time it spends in each
+    /// (the same rule as the split at midnight); the part outside the day, which a ledger entry
+    /// does not have, is shared over the part inside so that the hours always sum to the day.
+    /// An entry of no duration (or none inside the day) counts in the hour of its start, clamped
+    /// to the day. `cursor` remembers the last hour found: entries come ordered, so the search
+    /// mostly starts where it is.
+    static func spreadOverHours(_ entry: AggregateEntry, hours: [EpochMillis], into hourly: inout [Double], cursor: inout Int) {
+        let count = hourly.count
+        guard count > 0, let dayStart = hours.first, let dayEnd = hours.last else { return }
+        let start = max(entry.start, dayStart), end = min(entry.end, dayEnd)
+        func hourIndex(_ instant: EpochMillis) -> Int {
+            if cursor < count, hours[cursor] <= instant, instant < hours[cursor + 1] { return cursor }
+            var low = 0, high = count - 1
+            while low < high {
+                let mid = (low + high + 1) / 2
+                if hours[mid] <= instant { low = mid } else { high = mid - 1 }
+            }
+            return low
+        }
+        guard end > start else {
+            cursor = hourIndex(min(max(entry.start, dayStart), dayEnd - 1))
+            hourly[cursor] += entry.deltaWh
+            return
+        }
+        let duration = Double(end - start)
+        var index = hourIndex(start)
+        var remaining = entry.deltaWh
+        while index < count, hours[index] < end {
+            let pieceEnd = min(hours[index + 1], end)
+            if pieceEnd >= end {
+                hourly[index] += remaining // the last piece takes the rest: the pieces sum exactly
+                break
+            }
+            let piece = entry.deltaWh * Double(pieceEnd - max(hours[index], start)) / duration
+            hourly[index] += piece
+            remaining -= piece
+            index += 1
+        }
+        cursor = min(index, count - 1)
     }
 
     /// Milliseconds of the day covered by more than one entry (counted once per extra entry).

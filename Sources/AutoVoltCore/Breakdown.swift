@@ -284,6 +284,40 @@ public enum Breakdown {
         }
     }
 
+    // MARK: A device-day from the ledger
+
+    /// A device-day's figures from its live ledger entries, for a day not aggregated yet (the
+    /// device-breakdown fallback): energy of the billable entries, the fraction of the local day
+    /// [dayStart, dayEnd) the entries cover, and the entries by confidence (an entry without a
+    /// readable confidence counts as low). The cost stays unknown: pricing is the aggregation's.
+    public struct LedgerDay: Sendable, Equatable {
+        public var energyWh = 0.0
+        public var coveredMillis: Int64 = 0
+        public var high = 0
+        public var medium = 0
+        public var low = 0
+        public var entries = 0
+
+        public init() {}
+
+        public mutating func add(start: EpochMillis, end: EpochMillis, energyWh energy: Double, billable: Bool,
+                                 confidence: Confidence?, dayStart: EpochMillis, dayEnd: EpochMillis) {
+            entries += 1
+            coveredMillis += max(0, min(end, dayEnd) - max(start, dayStart))
+            switch confidence {
+            case .high?: high += 1
+            case .medium?: medium += 1
+            case .low?, nil: low += 1
+            }
+            if billable { energyWh += energy }
+        }
+
+        /// Covered fraction of the day, at most 1.
+        public func coverage(dayStart: EpochMillis, dayEnd: EpochMillis) -> Double {
+            min(1, Double(coveredMillis) / Double(max(1, dayEnd - dayStart)))
+        }
+    }
+
     // MARK: Changes
 
     /// `current - previous`, and that as a percentage of `previous` (nil when `previous` is 0);

@@ -331,6 +331,33 @@ public final class MongoClient: @unchecked Sendable {
         return out
     }
 
+    /// Hands a cursor's documents to `body` in batches of at most `batchSize`, then destroys it;
+    /// a cursor error goes through the funnel. Holds one batch at a time.
+    private static func drain(_ cursor: OpaquePointer?, batchSize: Int,
+                              _ body: ([BSONDocument]) throws(MongoError) -> Void) throws(MongoError) {
+        guard let cursor else {
+            throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "libmongoc returned no cursor")
+        }
+        defer { mongoc_cursor_destroy(cursor) }
+        let size = max(1, batchSize)
+        var batch: [BSONDocument] = []
+        batch.reserveCapacity(min(size, 1024))
+        var current: OpaquePointer? = nil
+        while mongoc_cursor_next(cursor, &current) {
+            if let current { batch.append(try BSONDocument(copying: current)) }
+            if batch.count >= size {
+                try body(batch)
+                batch.removeAll(keepingCapacity: true)
+            }
+        }
+        var error = bson_error_t()
+        var reply: OpaquePointer? = nil
+        if mongoc_cursor_error_document(cursor, &error, &reply) {
+            throw MongoError(bsonError: error, reply: reply.flatMap { try? BSONDocument(copying: $0) })
+        }
+        if !batch.isEmpty { try body(batch) }
+    }
+
     private static func writeErrors(in reply: BSONDocument) -> [WriteError] {
         (reply["writeErrors"]?.arrayValue ?? []).compactMap { value in
             guard let e = value.documentValue else { return nil }
@@ -612,6 +639,37 @@ public final class MongoClient: @unchecked Sendable {
         let opts = try o.makeBSON()
         return try withCollection(collection) { (coll) throws(MongoError) -> [BSONDocument] in
             try Self.drain(mongoc_collection_find_with_opts(coll, f.pointer, opts.pointer, nil))
+        }
+    }
+
+    /// The matching documents in batches of at most `batchSize`, handed to `body` as the cursor
+    /// delivers them: memory stays at one batch however many documents match. `body` runs on the
+    /// calling thread with the cursor open (keep it short, and do no MongoDB call from it with a
+    /// pool of one client). An error from `body` or the cursor ends the iteration and is thrown.
+    public func forEachBatch(_ collection: String, filter: BSONDocument, sort: BSONDocument? = nil,
+                             projection: BSONDocument? = nil, batchSize: Int = 1000,
+                             _ body: ([BSONDocument]) throws(MongoError) -> Void) throws(MongoError) {
+        var o = BSONDocument()
+        if let sort { o["sort"] = .document(sort) }
+        if let projection { o["projection"] = .document(projection) }
+        o["batchSize"] = .int64(Int64(max(1, batchSize)))
+        if let ms = try Self.maxTimeMS(nil) { o["maxTimeMS"] = .int64(Int64(ms)) }
+        let f = try filter.makeBSON()
+        let opts = try o.makeBSON()
+        try withCollection(collection) { (coll) throws(MongoError) in
+            try Self.drain(mongoc_collection_find_with_opts(coll, f.pointer, opts.pointer, nil), batchSize: batchSize, body)
+        }
+    }
+
+    /// An aggregation's results in batches of at most `batchSize` (see `forEachBatch`).
+    public func aggregateBatches(_ collection: String, pipeline: [BSONDocument], batchSize: Int = 1000,
+                                 _ body: ([BSONDocument]) throws(MongoError) -> Void) throws(MongoError) {
+        let p = try (["pipeline": .array(pipeline.map { .document($0) })] as BSONDocument).makeBSON()
+        var o: BSONDocument = ["batchSize": .int64(Int64(max(1, batchSize)))]
+        if let ms = try Self.maxTimeMS(nil) { o["maxTimeMS"] = .int64(Int64(ms)) }
+        let opts = try o.makeBSON()
+        try withCollection(collection) { (coll) throws(MongoError) in
+            try Self.drain(mongoc_collection_aggregate(coll, MONGOC_QUERY_NONE, p.pointer, opts.pointer, nil), batchSize: batchSize, body)
         }
     }
 

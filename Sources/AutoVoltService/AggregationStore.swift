@@ -242,6 +242,7 @@ public final class AggregationStore: @unchecked Sendable {
                 "entries": .int64(Int64(figures.entries)),
                 "unpriced_wh": .double(figures.unpricedWh),
                 "overlap_ms": .int64(figures.overlapMillis),
+                "hourly_wh": .array(figures.hourlyWh.map { .double($0) }),
                 "complete": .bool(now >= dayEnd + closeDelayMillis),
             ]
             return Figures(id: "\(date)|\(name)", key: date.description, name: name, classroom: classroom, fields: fields)

@@ -474,20 +474,13 @@ public enum AnalyticsQueries {
                 }
             }
         }
-        if p.bucket == .hour || !partialDays.isEmpty {
-            let dates: BSON = p.bucket == .hour
-                ? ["$gte": .string(calendar.date(of: p.start).description), "$lte": .string(calendar.date(of: p.end - 1).description)]
-                : ["$in": .array(partialDays.map { .string($0) })]
-            let filter = scoped(["date": dates, "superseded_by": .document(liveEntry), "billable": true,
-                                 "start_ts": ["$lt": .datetime(Date(timeIntervalSince1970: Double(p.end) / 1000))],
-                                 "end_ts": ["$gte": .datetime(Date(timeIntervalSince1970: Double(p.start) / 1000))]], p.classroom)
-            let docs = try client.find(Collections.ledgers, filter: filter, projection: ["start_ts": 1, "end_ts": 1, "delta_wh": 1])
-            let intervals = docs.compactMap { doc -> Breakdown.Interval? in
-                guard let start = millis(doc["start_ts"]), let end = millis(doc["end_ts"]),
-                      let energy = doc["delta_wh"]?.doubleValue else { return nil }
-                return Breakdown.Interval(start: start, end: end, energyWh: energy)
-            }
-            for (index, energy) in Breakdown.spread(intervals, over: buckets).enumerated() { totals[index] += energy }
+        if p.bucket == .hour {
+            try hourlyTotals(client: client, parameters: p, buckets: buckets, calendar: &calendar, into: &totals)
+        } else if !partialDays.isEmpty {
+            let filter = scoped(["date": ["$in": .array(partialDays.map { .string($0) })], "superseded_by": .document(liveEntry),
+                                 "billable": true, "start_ts": ["$lt": .datetime(date(p.end))],
+                                 "end_ts": ["$gte": .datetime(date(p.start))]], p.classroom)
+            try spreadEntries(client: client, filter: filter, buckets: buckets, into: &totals) { _ in true }
         }
         let total = totals.reduce(0, +)
         return TimelineResult(
@@ -499,7 +492,102 @@ public enum AnalyticsQueries {
             })
     }
 
+    static func date(_ millis: EpochMillis) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
+
+    /// Live billable ledger entries matching `filter`, read in batches and spread over `buckets`;
+    /// only the buckets `counts` accepts are added to `totals`. Memory: one batch.
+    static func spreadEntries(client: MongoClient, filter: BSONDocument, buckets: [Breakdown.Bucket], into totals: inout [Double],
+                              counts: (Int) -> Bool) throws(MongoError) {
+        try client.forEachBatch(Collections.ledgers, filter: filter, projection: ["start_ts": 1, "end_ts": 1, "delta_wh": 1],
+                                batchSize: 2000) { (docs) throws(MongoError) in
+            let intervals = docs.compactMap { doc -> Breakdown.Interval? in
+                guard let start = millis(doc["start_ts"]), let end = millis(doc["end_ts"]),
+                      let energy = doc["delta_wh"]?.doubleValue else { return nil }
+                return Breakdown.Interval(start: start, end: end, energyWh: energy)
+            }
+            for (index, energy) in Breakdown.spread(intervals, over: buckets).enumerated() where energy != 0 && counts(index) {
+                totals[index] += energy
+            }
+        }
+    }
+
+    /// Hourly buckets from the daily aggregates' `hourly_wh` (one number per local hour, the
+    /// entries split by time at hour boundaries exactly as `Breakdown.spread` splits them), so a
+    /// campus month is one small document per device-day instead of millions of entries. The
+    /// ledger is still read, in batches, where an aggregate cannot answer: device-days without an
+    /// aggregate with `hourly_wh` (not aggregated yet, or aggregated before `hourly_wh` existed),
+    /// device-days the ledger changed since (`ledger_dirty_days`), and the clipped hours at the
+    /// ends of a range that does not start or end on a whole local hour.
+    static func hourlyTotals(client: MongoClient, parameters p: TimelineParameters, buckets: [Breakdown.Bucket],
+                             calendar: inout LocalCalendar, into totals: inout [Double]) throws(MongoError) {
+        guard !buckets.isEmpty else { return }
+        let firstDate = calendar.date(of: p.start), lastDate = calendar.date(of: p.end - 1)
+        let dates = (firstDate.daysSinceEpoch...max(firstDate.daysSinceEpoch, lastDate.daysSinceEpoch)).map(CivilDate.init(daysSinceEpoch:))
+        // The local hours of each date, and which buckets are such whole hours.
+        var hoursOf: [String: [EpochMillis]] = [:]
+        var hourEnd: [EpochMillis: EpochMillis] = [:]
+        for day in dates {
+            let start = calendar.startOfDay(day), end = calendar.startOfDay(CivilDate(daysSinceEpoch: day.daysSinceEpoch + 1))
+            let hours = Aggregator.localHours(dayStart: start, dayEnd: end, calendar: &calendar)
+            hoursOf[day.description] = hours
+            for i in hours.indices.dropLast() { hourEnd[hours[i]] = hours[i + 1] }
+        }
+        var wholeBucket: [EpochMillis: Int] = [:]
+        var clipped: [Int] = []
+        for (index, bucket) in buckets.enumerated() {
+            if hourEnd[bucket.start] == bucket.end { wholeBucket[bucket.start] = index } else { clipped.append(index) }
+        }
+        let dateRange: BSON = ["$gte": .string(firstDate.description), "$lte": .string(lastDate.description)]
+        var dirty = Set<String>()
+        try client.forEachBatch(LedgerStore.dirtyDaysCollection, filter: ["date": dateRange],
+                                projection: ["esp32_name": 1, "date": 1]) { (docs) throws(MongoError) in
+            for doc in docs {
+                if let name = doc["esp32_name"]?.stringValue, let day = doc["date"]?.stringValue { dirty.insert("\(name)|\(day)") }
+            }
+        }
+        // Whole hours from the aggregates that can answer for their device-day.
+        var covered: [String: Set<String>] = [:]
+        try client.forEachBatch(Collections.dailyAggregates, filter: scoped(["date": dateRange, "hourly_wh": ["$exists": true]], p.classroom),
+                                projection: ["esp32_name": 1, "date": 1, "hourly_wh": 1], batchSize: 500) { (docs) throws(MongoError) in
+            for doc in docs {
+                guard let name = doc["esp32_name"]?.stringValue, let day = doc["date"]?.stringValue,
+                      !dirty.contains("\(name)|\(day)"), let hours = hoursOf[day],
+                      let values = doc["hourly_wh"]?.arrayValue, values.count == hours.count - 1 else { continue }
+                let hourly = values.map { $0.doubleValue ?? .nan }
+                guard !hourly.contains(where: \.isNaN) else { continue }
+                covered[day, default: []].insert(name)
+                for i in hourly.indices where hourly[i] != 0 {
+                    if let index = wholeBucket[hours[i]] { totals[index] += hourly[i] }
+                }
+            }
+        }
+        let live: BSONDocument = ["superseded_by": .document(liveEntry), "billable": true,
+                                  "start_ts": ["$lt": .datetime(date(p.end))], "end_ts": ["$gte": .datetime(date(p.start))]]
+        let clippedSet = Set(clipped)
+        // Whole hours of the device-days no aggregate answered for, from the ledger.
+        for day in dates {
+            var filter = live
+            filter["date"] = .string(day.description)
+            if let names = covered[day.description], !names.isEmpty {
+                filter["esp32_name"] = ["$nin": .array(names.sorted().map { .string($0) })]
+            }
+            try spreadEntries(client: client, filter: scoped(filter, p.classroom), buckets: buckets, into: &totals) { !clippedSet.contains($0) }
+        }
+        // Clipped hours at the ends, from the ledger of every device.
+        for index in clipped {
+            let bucket = buckets[index]
+            var filter: BSONDocument = ["superseded_by": .document(liveEntry), "billable": true,
+                                        "start_ts": ["$lt": .datetime(date(bucket.end))], "end_ts": ["$gte": .datetime(date(bucket.start))]]
+            filter["date"] = ["$gte": .string(calendar.date(of: bucket.start).description),
+                              "$lte": .string(calendar.date(of: bucket.end - 1).description)]
+            try spreadEntries(client: client, filter: scoped(filter, p.classroom), buckets: buckets, into: &totals) { $0 == index }
+        }
+    }
+
     // MARK: device-breakdown
+
+    /// Devices whose day of entries device-breakdown holds at once.
+    static let devicesPerRead = 20
 
     /// Per device of a local day: energy, cost, coverage and confidence (from its daily aggregate,
     /// or from the ledger when there is none yet), and its energy per switch: each live billable
@@ -509,14 +597,23 @@ public enum AnalyticsQueries {
     public static func deviceBreakdown(client: MongoClient, config: WorkerConfig,
                                        parameters p: DeviceBreakdownParameters) throws(MongoError) -> DeviceBreakdownResult {
         let dateText = p.date.description
-        let aggregates = try client.find(Collections.dailyAggregates, filter: scoped(["date": .string(dateText)], p.classroom))
-        let entries = try client.find(
-            Collections.ledgers, filter: scoped(["date": .string(dateText), "superseded_by": .document(liveEntry)], p.classroom),
-            projection: ["esp32_name": 1, "classroom": 1, "start_ts": 1, "end_ts": 1, "delta_wh": 1, "billable": 1,
-                         "quality.confidence": 1, "source_events": 1])
         let calendar = LocalCalendar(timeZone: config.timeZone)
         let dayStart = calendar.startOfDay(p.date)
         let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: p.date.daysSinceEpoch + 1))
+        // One aggregate per device of the day, and the names of the devices with entries that day
+        // (grouped by the database): both grow with the devices, not with the readings.
+        var aggregateByDevice: [String: BSONDocument] = [:]
+        try client.forEachBatch(Collections.dailyAggregates, filter: scoped(["date": .string(dateText)], p.classroom),
+                                projection: ["hourly_wh": 0], batchSize: 500) { (docs) throws(MongoError) in
+            for doc in docs { if let name = doc["esp32_name"]?.stringValue { aggregateByDevice[name] = doc } }
+        }
+        var names = Set(aggregateByDevice.keys)
+        try client.aggregateBatches(Collections.ledgers, pipeline: [
+            ["$match": .document(scoped(["date": .string(dateText), "superseded_by": .document(liveEntry)], p.classroom))],
+            ["$group": ["_id": "$esp32_name"]],
+        ]) { (docs) throws(MongoError) in
+            for doc in docs { if let name = doc["_id"]?.stringValue { names.insert(name) } }
+        }
 
         struct Entry {
             var start: EpochMillis
@@ -526,77 +623,84 @@ public enum AnalyticsQueries {
             var confidence: Confidence?
             var startEvent: String?
         }
-        var byDevice: [String: (classroom: String, entries: [Entry])] = [:]
-        for doc in entries {
-            guard let name = doc["esp32_name"]?.stringValue, let start = millis(doc["start_ts"]),
-                  let end = millis(doc["end_ts"]) else { continue }
-            let entry = Entry(start: start, end: end, energyWh: doc["delta_wh"]?.doubleValue ?? 0,
-                              billable: doc["billable"]?.boolValue ?? false,
-                              confidence: doc["quality"]?.documentValue?["confidence"]?.stringValue.flatMap(Confidence.init(rawValue:)),
-                              startEvent: doc["source_events"]?.arrayValue?.first?.stringValue)
-            byDevice[name, default: (doc["classroom"]?.stringValue ?? DeviceInfo.unassignedClassroom, [])].entries.append(entry)
-        }
-
-        // The switch state of each interval's start reading.
-        let wanted = Set(byDevice.values.flatMap { $0.entries.filter { $0.billable && $0.energyWh > 0 }.compactMap(\.startEvent) })
-        let states = try switchStates(client: client, hashes: wanted, devices: Array(byDevice.keys),
-                                      from: dayStart - 3 * 3_600_000, to: dayEnd)
-
-        var aggregateByDevice: [String: BSONDocument] = [:]
-        for doc in aggregates { if let name = doc["esp32_name"]?.stringValue { aggregateByDevice[name] = doc } }
         var total = CostSum()
         var devices: [DeviceDayBreakdown] = []
-        for name in Set(aggregateByDevice.keys).union(byDevice.keys) {
-            let ledger = byDevice[name]?.entries ?? []
-            let info = config.devices.resolve(name)
-            var switchTotals = Breakdown.SwitchTotals(switches: info.switches)
-            for entry in ledger where entry.billable {
-                switchTotals.add(energyWh: entry.energyWh, durationMillis: entry.end - entry.start,
-                                 state: entry.startEvent.flatMap { states[$0] })
-            }
-            let ledgerWh = switchTotals.totalWh
-            func share(_ energy: Double) -> Double { ledgerWh > 0 ? fraction(energy / ledgerWh) : 0 }
-            let switches = info.switches.indices.map { i in
-                SwitchBreakdown(name: info.switches[i].name, ratedW: info.switches[i].ratedW,
-                                energyWh: wh(switchTotals.energyWh[i]), kwh: kwh(switchTotals.energyWh[i]),
-                                share: share(switchTotals.energyWh[i]),
-                                onHours: Breakdown.rounded(Double(switchTotals.onMillis[i]) / 3_600_000, 3))
-            }
-            let unattributed = Unattributed(energyWh: wh(switchTotals.unattributedWh), kwh: kwh(switchTotals.unattributedWh),
-                                            share: share(switchTotals.unattributedWh))
-            var row: DeviceDayBreakdown
-            if let doc = aggregateByDevice[name] {
-                total.add(doc)
-                let energy = doc["energy_wh"]?.doubleValue ?? 0
-                let counts = doc["confidence"]?.documentValue
-                row = DeviceDayBreakdown(
-                    esp32Name: name, classroom: doc["classroom"]?.stringValue ?? byDevice[name]?.classroom ?? info.classroom,
-                    source: "aggregate", kwh: kwh(energy), energyWh: wh(energy), cost: money(doc["cost"]?.doubleValue),
-                    currency: doc["currency"]?.stringValue, coverage: fraction(doc["coverage"]?.doubleValue ?? 0),
-                    confidence: ConfidenceCounts(high: counts?["high"]?.intValue ?? 0, medium: counts?["medium"]?.intValue ?? 0,
-                                                 low: counts?["low"]?.intValue ?? 0),
-                    entries: doc["entries"]?.intValue ?? ledger.count, complete: doc["complete"]?.boolValue,
-                    ledgerWh: wh(ledgerWh), switches: switches, unattributed: unattributed)
-            } else {
-                // Not aggregated yet: the same figures from the ledger, with the cost unknown.
-                var covered: EpochMillis = 0
-                var counts = ConfidenceCounts()
-                for entry in ledger {
-                    covered += max(0, min(entry.end, dayEnd) - max(entry.start, dayStart))
-                    switch entry.confidence {
-                    case .high?: counts.high += 1
-                    case .medium?: counts.medium += 1
-                    case .low?, nil: counts.low += 1
-                    }
+        // The entries (and their start readings' switch states) of a few devices at a time: a
+        // device-day is at most a few thousand entries, so memory stays at `devicesPerRead` of them.
+        let sortedNames = names.sorted()
+        for first in stride(from: 0, to: sortedNames.count, by: Self.devicesPerRead) {
+            let chunk = Array(sortedNames[first..<min(first + Self.devicesPerRead, sortedNames.count)])
+            var byDevice: [String: (classroom: String, entries: [Entry])] = [:]
+            try client.forEachBatch(
+                Collections.ledgers,
+                filter: scoped(["date": .string(dateText), "superseded_by": .document(liveEntry),
+                                "esp32_name": ["$in": .array(chunk.map { .string($0) })]], p.classroom),
+                projection: ["esp32_name": 1, "classroom": 1, "start_ts": 1, "end_ts": 1, "delta_wh": 1, "billable": 1,
+                             "quality.confidence": 1, "source_events": 1], batchSize: 2000) { (docs) throws(MongoError) in
+                for doc in docs {
+                    guard let name = doc["esp32_name"]?.stringValue, let start = millis(doc["start_ts"]),
+                          let end = millis(doc["end_ts"]) else { continue }
+                    let entry = Entry(start: start, end: end, energyWh: doc["delta_wh"]?.doubleValue ?? 0,
+                                      billable: doc["billable"]?.boolValue ?? false,
+                                      confidence: doc["quality"]?.documentValue?["confidence"]?.stringValue.flatMap(Confidence.init(rawValue:)),
+                                      startEvent: doc["source_events"]?.arrayValue?.first?.stringValue)
+                    byDevice[name, default: (doc["classroom"]?.stringValue ?? DeviceInfo.unassignedClassroom, [])].entries.append(entry)
                 }
-                total.add(["energy_wh": .double(ledgerWh), "cost": .null])
-                row = DeviceDayBreakdown(
-                    esp32Name: name, classroom: byDevice[name]?.classroom ?? info.classroom, source: "ledger",
-                    kwh: kwh(ledgerWh), energyWh: wh(ledgerWh), cost: nil, currency: nil,
-                    coverage: fraction(min(1, Double(covered) / Double(max(1, dayEnd - dayStart)))), confidence: counts,
-                    entries: ledger.count, complete: nil, ledgerWh: wh(ledgerWh), switches: switches, unattributed: unattributed)
             }
-            devices.append(row)
+
+            // The switch state of each interval's start reading.
+            let wanted = Set(byDevice.values.flatMap { $0.entries.filter { $0.billable && $0.energyWh > 0 }.compactMap(\.startEvent) })
+            let states = try switchStates(client: client, hashes: wanted, devices: Array(byDevice.keys),
+                                          from: dayStart - 3 * 3_600_000, to: dayEnd)
+
+            for name in chunk {
+                let ledger = byDevice[name]?.entries ?? []
+                let info = config.devices.resolve(name)
+                var switchTotals = Breakdown.SwitchTotals(switches: info.switches)
+                for entry in ledger where entry.billable {
+                    switchTotals.add(energyWh: entry.energyWh, durationMillis: entry.end - entry.start,
+                                     state: entry.startEvent.flatMap { states[$0] })
+                }
+                let ledgerWh = switchTotals.totalWh
+                func share(_ energy: Double) -> Double { ledgerWh > 0 ? fraction(energy / ledgerWh) : 0 }
+                let switches = info.switches.indices.map { i in
+                    SwitchBreakdown(name: info.switches[i].name, ratedW: info.switches[i].ratedW,
+                                    energyWh: wh(switchTotals.energyWh[i]), kwh: kwh(switchTotals.energyWh[i]),
+                                    share: share(switchTotals.energyWh[i]),
+                                    onHours: Breakdown.rounded(Double(switchTotals.onMillis[i]) / 3_600_000, 3))
+                }
+                let unattributed = Unattributed(energyWh: wh(switchTotals.unattributedWh), kwh: kwh(switchTotals.unattributedWh),
+                                                share: share(switchTotals.unattributedWh))
+                var row: DeviceDayBreakdown
+                if let doc = aggregateByDevice[name] {
+                    total.add(doc)
+                    let energy = doc["energy_wh"]?.doubleValue ?? 0
+                    let counts = doc["confidence"]?.documentValue
+                    row = DeviceDayBreakdown(
+                        esp32Name: name, classroom: doc["classroom"]?.stringValue ?? byDevice[name]?.classroom ?? info.classroom,
+                        source: "aggregate", kwh: kwh(energy), energyWh: wh(energy), cost: money(doc["cost"]?.doubleValue),
+                        currency: doc["currency"]?.stringValue, coverage: fraction(doc["coverage"]?.doubleValue ?? 0),
+                        confidence: ConfidenceCounts(high: counts?["high"]?.intValue ?? 0, medium: counts?["medium"]?.intValue ?? 0,
+                                                     low: counts?["low"]?.intValue ?? 0),
+                        entries: doc["entries"]?.intValue ?? ledger.count, complete: doc["complete"]?.boolValue,
+                        ledgerWh: wh(ledgerWh), switches: switches, unattributed: unattributed)
+                } else {
+                    // Not aggregated yet: the same figures from the ledger (Breakdown.LedgerDay), with the cost unknown.
+                    var day = Breakdown.LedgerDay()
+                    for entry in ledger {
+                        day.add(start: entry.start, end: entry.end, energyWh: entry.energyWh, billable: entry.billable,
+                                confidence: entry.confidence, dayStart: dayStart, dayEnd: dayEnd)
+                    }
+                    total.add(["energy_wh": .double(day.energyWh), "cost": .null])
+                    row = DeviceDayBreakdown(
+                        esp32Name: name, classroom: byDevice[name]?.classroom ?? info.classroom, source: "ledger",
+                        kwh: kwh(day.energyWh), energyWh: wh(day.energyWh), cost: nil, currency: nil,
+                        coverage: fraction(day.coverage(dayStart: dayStart, dayEnd: dayEnd)),
+                        confidence: ConfidenceCounts(high: day.high, medium: day.medium, low: day.low),
+                        entries: day.entries, complete: nil, ledgerWh: wh(ledgerWh), switches: switches, unattributed: unattributed)
+                }
+                devices.append(row)
+            }
         }
         devices.sort { ($0.classroom, $0.esp32Name) < ($1.classroom, $1.esp32Name) }
         return DeviceBreakdownResult(date: dateText, scope: p.classroom ?? "campus", kwh: kwh(total.energyWh),
@@ -619,11 +723,11 @@ public enum AnalyticsQueries {
                 if let state = switchState(doc["switch_state"]) { states[hash] = state }
             }
         }
-        take(try client.find(Collections.telemetryEvents,
-                             filter: ["esp32_name": ["$in": .array(devices.sorted().map { .string($0) })],
-                                      "device_ts": ["$gte": .datetime(Date(timeIntervalSince1970: Double(from) / 1000)),
-                                                    "$lt": .datetime(Date(timeIntervalSince1970: Double(to) / 1000))]],
-                             projection: ["event_hash": 1, "switch_state": 1]))
+        try client.forEachBatch(Collections.telemetryEvents,
+                                filter: ["esp32_name": ["$in": .array(devices.sorted().map { .string($0) })],
+                                         "device_ts": ["$gte": .datetime(Date(timeIntervalSince1970: Double(from) / 1000)),
+                                                       "$lt": .datetime(Date(timeIntervalSince1970: Double(to) / 1000))]],
+                                projection: ["event_hash": 1, "switch_state": 1], batchSize: 2000) { (docs) throws(MongoError) in take(docs) }
         let missing = hashes.subtracting(found).sorted()
         var index = 0
         while index < missing.count {

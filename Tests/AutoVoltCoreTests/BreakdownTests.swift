@@ -214,3 +214,23 @@ struct BreakdownTests {
         #expect(Breakdown.rounded(-0.0001, 3).sign == .plus)
     }
 }
+
+@Suite("device-breakdown fallback from the ledger")
+struct LedgerDayTests {
+    @Test func aDayNotAggregatedYetIsSummedFromItsEntries() {
+        let start = nov5, end = nov5 + 24 * hour
+        var day = Breakdown.LedgerDay()
+        day.add(start: start, end: start + 6 * hour, energyWh: 600, billable: true, confidence: .high, dayStart: start, dayEnd: end)
+        day.add(start: start + 6 * hour, end: start + 12 * hour, energyWh: 900, billable: false, confidence: .low, dayStart: start, dayEnd: end)
+        day.add(start: start + 12 * hour, end: start + 12 * hour, energyWh: 5, billable: true, confidence: .medium, dayStart: start, dayEnd: end)
+        day.add(start: start + 13 * hour, end: start + 14 * hour, energyWh: 1, billable: true, confidence: nil, dayStart: start, dayEnd: end)
+        #expect(day.energyWh == 606)
+        #expect(day.entries == 4 && day.high == 1 && day.medium == 1 && day.low == 2)
+        #expect(day.coverage(dayStart: start, dayEnd: end) == 13.0 / 24)
+        // Time outside the day does not count, and coverage never exceeds 1.
+        var over = Breakdown.LedgerDay()
+        over.add(start: start - hour, end: end + hour, energyWh: 1, billable: true, confidence: .high, dayStart: start, dayEnd: end)
+        over.add(start: start, end: end, energyWh: 1, billable: true, confidence: .high, dayStart: start, dayEnd: end)
+        #expect(over.coverage(dayStart: start, dayEnd: end) == 1)
+    }
+}

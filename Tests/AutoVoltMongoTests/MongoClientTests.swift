@@ -142,6 +142,37 @@ import Testing
         #expect(try client.countDocuments("many", filter: ["even": false]) == 125)
     }
 
+    @Test func forEachBatchHandsTheCursorOverInBoundedBatches() throws {
+        let docs: [BSONDocument] = (0..<250).map { ["n": .int64(Int64($0)), "even": .bool($0 % 2 == 0)] }
+        _ = try client.insertMany(docs, into: "batches", ordered: true, writeConcern: majority)
+        var sizes: [Int] = []
+        var seen: [Int64] = []
+        try client.forEachBatch("batches", filter: [:], sort: ["n": 1], projection: ["n": 1, "_id": 0], batchSize: 40) { batch in
+            sizes.append(batch.count)
+            seen += batch.compactMap { $0["n"]?.int64Value }
+        }
+        #expect(sizes == [40, 40, 40, 40, 40, 40, 10])
+        #expect(seen == (0..<250).map(Int64.init))
+        var none = 0
+        try client.forEachBatch("batches", filter: ["n": -1]) { _ in none += 1 }
+        #expect(none == 0, "no batch for no documents")
+        // An error thrown by the closure ends the iteration and comes out.
+        var calls = 0
+        #expect(throws: MongoError.self) {
+            try client.forEachBatch("batches", filter: [:], batchSize: 100) { (_) throws(MongoError) in
+                calls += 1
+                throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "stop")
+            }
+        }
+        #expect(calls == 1)
+        var groups: [String] = []
+        try client.aggregateBatches("batches", pipeline: [["$group": ["_id": "$even", "n": ["$sum": 1]]]], batchSize: 1) { batch in
+            #expect(batch.count == 1)
+            groups += batch.map { "\($0["_id"]?.boolValue ?? false)=\($0["n"]?.int64Value ?? 0)" }
+        }
+        #expect(groups.sorted() == ["false=125", "true=125"])
+    }
+
     @Test func aggregateGroup() throws {
         let docs: [BSONDocument] = [
             ["room": "CSE-301", "wh": 10.5], ["room": "CSE-301", "wh": 4.5], ["room": "LAB-1", "wh": 1.0],

@@ -3,6 +3,7 @@ import AutoVoltMongo
 import AutoVoltService
 import AutoVoltTestSupport
 import Foundation
+import Logging
 import Testing
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -230,6 +231,55 @@ struct QueryTests {
         let json = queryJSON(AnalyticsQueries.json(hours))
         #expect(json["time_zone"] as? String == "Asia/Kolkata")
         #expect((json["buckets"] as? [[String: Any]])?.first?["energy_wh"] as? Double == 110)
+    }
+
+    /// `hourly_wh` of the daily aggregates answers an hourly timeline with the same figures as
+    /// spreading the ledger entries; a device-day the ledger changed since, one without
+    /// `hourly_wh`, and the clipped hours at the ends are read from the ledger.
+    @Test func hourlyTimelineFromAggregatesEqualsTheLedger() throws {
+        let f = try QueryFixture()
+        func timeline(_ classroom: String?, _ start: String, _ end: String) throws -> [Double] {
+            try AnalyticsQueries.timeline(client: f.client, config: f.config, parameters: AnalyticsQueries.timelineParameters(
+                classroom: classroom, start: start, end: end, bucket: "hour", timeZone: f.config.timeZone)).buckets.map(\.energyWh)
+        }
+        let ranges: [(String?, String, String)] = [
+            (nil, "2026-11-01T10:00:00+05:30", "2026-11-01T12:00:00+05:30"),
+            ("CSE-301", "2026-11-01T23:00:00+05:30", "2026-11-02T01:00:00+05:30"),
+            (nil, "2026-11-01T10:30:00+05:30", "2026-11-02T00:15:00+05:30"),
+            (nil, "2026-11-01", "2026-11-02"),
+        ]
+        // The fixture's aggregates have no hourly_wh: the ledger answers.
+        let before = try ranges.map { try timeline($0.0, $0.1, $0.2) }
+        #expect(before[0] == [110, 40])
+        let store = AggregationStore(client: f.client, registry: f.config.devices, timeZone: f.config.timeZone,
+                                     writeConcern: .acknowledged, logger: Logger(label: "test"))
+        _ = try store.recalculate(start: CivilDate("2026-10-30")!, end: CivilDate("2026-11-05")!, classroom: nil, esp32Name: nil,
+                                  now: ISO8601.parseMillis("2026-11-10T00:00:00+05:30")!)
+        let doc = try #require(try f.client.findOne(Collections.dailyAggregates, filter: ["esp32_name": "lab-101", "date": "2026-11-01"]))
+        let values = doc["hourly_wh"]?.arrayValue ?? []
+        let hourly = values.compactMap { $0.doubleValue }
+        #expect(hourly.count == 24)
+        #expect(abs(hourly.reduce(0, +) - (doc["energy_wh"]?.doubleValue ?? -1)) < 1e-9)
+        for (range, expected) in zip(ranges, before) {
+            #expect(try timeline(range.0, range.1, range.2) == expected, "\(range)")
+        }
+        // The aggregates do answer: a changed hour shows ...
+        var changed = hourly
+        changed[10] += 1000
+        _ = try f.client.updateOne(Collections.dailyAggregates, filter: ["_id": doc["_id"] ?? .null],
+                                   update: ["$set": ["hourly_wh": .array(changed.map { .double($0) })]], upsert: false,
+                                   writeConcern: .acknowledged)
+        #expect(try timeline(nil, ranges[0].1, ranges[0].2) == [before[0][0] + 1000, before[0][1]])
+        // ... until the ledger marks the device-day dirty: then its entries answer.
+        _ = try f.client.insertMany([["_id": "lab-101|2026-11-01", "esp32_name": "lab-101", "date": "2026-11-01", "classroom": "CSE-301",
+                                      "dirty_at": .datetime(Date())]], into: "ledger_dirty_days", ordered: true, writeConcern: .acknowledged)
+        #expect(try timeline(nil, ranges[0].1, ranges[0].2) == before[0])
+        // An aggregate whose hours do not fit the day (or are missing) is not used either.
+        _ = try f.client.updateOne(Collections.dailyAggregates, filter: ["esp32_name": "lab-102", "date": "2026-11-01"],
+                                   update: ["$set": ["hourly_wh": [1, 2, 3]]], upsert: false, writeConcern: .acknowledged)
+        for (range, expected) in zip(ranges, before) {
+            #expect(try timeline(range.0, range.1, range.2) == expected, "\(range)")
+        }
     }
 
     @Test func deviceBreakdownSharesEnergyAmongTheSwitchesOn() throws {
