@@ -13,9 +13,13 @@ extension IntegrationTests {
         let rig = try Rig()
         rig.mongo.kill()
         let worker = try rig.startWorker(extra: ["AUTOVOLT_JOURNAL_MAX_BYTES": "1MiB"])
-        // ~200 bytes a message in the journal: 1 MiB takes about 5,000.
-        let total = 9000
-        let messages = (0..<total).map { reading("lab-10\($0 % 5)", $0) }
+        // 2 KB a message: 1 MiB takes about 500; few messages keep the load on the machine low.
+        let total = 1200
+        let note = String(repeating: "n", count: 2000)
+        let messages = (0..<total).map { i -> (topic: String, payload: String) in
+            let r = reading("lab-10\(i % 5)", i)
+            return (r.topic, String(r.payload.dropLast()) + #","note":"\#(note)"}"#)
+        }
         try rig.publisher().publish(messages, timeout: 120)
         #expect(eventually(timeout: 60) { worker.log.contains("JOURNAL FULL") }, "\(worker.log.suffix(2000))")
         // Full: what is not in the journal is still at the broker, not acknowledged by the worker.
