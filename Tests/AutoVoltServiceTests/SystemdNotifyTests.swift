@@ -71,6 +71,28 @@ extension IntegrationTests {
         #expect(!messages[stopping...].contains { $0.contains("WATCHDOG=1") }, "\(messages)")
     }
 
+    /// A stage that stops going round its loop stops the pings (systemd then restarts the
+    /// worker): the ledger is held by a test hook, and between two "stalled" log lines, one per
+    /// watchdog interval, no WATCHDOG=1 arrives, while the other stages still store readings.
+    @Test func noWatchdogPingWhileAStageIsStalled() throws {
+        let rig = try Rig()
+        let socket = try NotifySocket()
+        let worker = try rig.startWorker(extra: [
+            "NOTIFY_SOCKET": socket.path, "WATCHDOG_USEC": "400000",
+            "AUTOVOLT_TEST_STALL_STAGE": "ledger", "AUTOVOLT_TEST_STAGE_SILENCE_MS": "1000",
+        ])
+        let stalledLine = "ledger stage stalled; withholding the systemd watchdog ping"
+        func stalledLogs() -> Int { worker.log.components(separatedBy: stalledLine).count - 1 }
+        #expect(eventually(timeout: 20) { stalledLogs() >= 1 }, "\(worker.log)")
+        let pingsAtFirst = socket.count("WATCHDOG=1")
+        #expect(eventually(timeout: 20) { stalledLogs() >= 3 }, "\(worker.log)")
+        #expect(socket.count("WATCHDOG=1") == pingsAtFirst, "\(socket.messages)")
+        // Ingestion itself goes on: only the held stage is stalled.
+        try rig.publisher().publish([reading("lab-101", 1)])
+        #expect(rig.waitForCount("telemetry_events", 1))
+        #expect(worker.stop() == 0)
+    }
+
     @Test func withoutWatchdogUsecThereAreNoPings() throws {
         let rig = try Rig()
         let socket = try NotifySocket()
