@@ -13,8 +13,14 @@ func printJSON<T: Encodable>(_ value: T) {
 
 /// Runs a one-shot database command with the CLI's exit statuses.
 func withDatabase<T>(_ config: WorkerConfig, _ what: String, _ body: (Database) throws -> T) throws -> T {
+    try reportingFailures(what) { try body(try Database.open(config)) }
+}
+
+/// The CLI's exit statuses for a one-shot command: a configuration problem or a foreign database
+/// is 78, anything else `WHAT failed: ...` and 1; each one line on stderr.
+func reportingFailures<T>(_ what: String, _ body: () throws -> T) throws -> T {
     do {
-        return try body(try Database.open(config))
+        return try body()
     } catch let error as ConfigError {
         throw fail(error.description, Exit.config)
     } catch let error as Schema.Conflict {

@@ -153,16 +153,7 @@ struct ReplayCommand: ParsableCommand {
             }
             input = handle
         }
-        let summary: Replay.Summary
-        do {
-            summary = try Replay.run(input: input, config: config, logger: logger)
-        } catch let error as ConfigError {
-            throw fail(error.description, Exit.config)
-        } catch let error as Schema.Conflict {
-            throw fail(error.description, Exit.config)
-        } catch {
-            throw fail("replay failed: \(error)", Exit.failure)
-        }
+        let summary = try reportingFailures("replay") { try Replay.run(input: input, config: config, logger: logger) }
         let o = summary.outcome
         var text = "replayed \(summary.messages) messages from \(summary.lines) lines: \(o.inserted) stored, \(o.duplicates) duplicates, \(o.rejectedTotal) rejected"
         if !o.rejected.isEmpty {
@@ -213,16 +204,8 @@ struct RequeueCommand: ParsableCommand {
                 from = ISO8601.parseMillis(since)
             }
         }
-        do {
-            let s = try Requeue.run(config: config, since: from, logger: logger)
-            print("requeued \(s.examined) messages: \(s.stored) stored, \(s.duplicates) already stored, \(s.rejectedOtherwise) rejected for another reason, \(s.other) status or heartbeat applied, \(s.stillRefused) still refused")
-        } catch let error as ConfigError {
-            throw fail(error.description, Exit.config)
-        } catch let error as Schema.Conflict {
-            throw fail(error.description, Exit.config)
-        } catch {
-            throw fail("requeue failed: \(error)", Exit.failure)
-        }
+        let s = try reportingFailures("requeue") { try Requeue.run(config: config, since: from, logger: logger) }
+        print("requeued \(s.examined) messages: \(s.stored) stored, \(s.duplicates) already stored, \(s.rejectedOtherwise) rejected for another reason, \(s.other) status or heartbeat applied, \(s.stillRefused) still refused")
     }
 }
 
@@ -260,16 +243,8 @@ struct RebuildLedger: ParsableCommand {
         let logger = makeLogger(config)
         var dates: ClosedRange<CivilDate>?
         if let s = start.flatMap(CivilDate.init), let e = end.flatMap(CivilDate.init) { dates = s...e }
-        do {
-            let summary = try LedgerRebuild.run(config: config, device: esp32Name, dates: dates, logger: logger)
-            print("rebuilt \(summary.devices) devices: \(summary.inserted) entries inserted, \(summary.superseded) superseded")
-        } catch let error as ConfigError {
-            throw fail(error.description, Exit.config)
-        } catch let error as Schema.Conflict {
-            throw fail(error.description, Exit.config)
-        } catch {
-            throw fail("rebuild failed: \(error)", Exit.failure)
-        }
+        let summary = try reportingFailures("rebuild") { try LedgerRebuild.run(config: config, device: esp32Name, dates: dates, logger: logger) }
+        print("rebuilt \(summary.devices) devices: \(summary.inserted) entries inserted, \(summary.superseded) superseded")
     }
 }
 
