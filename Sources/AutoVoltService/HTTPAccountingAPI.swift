@@ -62,7 +62,7 @@ enum AccountingAPI {
                 let result = try await executor.run { client throws(MongoError) -> AggregationStore.TariffChange in
                     try store(client, config, concern, logger).addTariff(
                         costPerKwh: body.costPerKwh, currency: currency, effectiveFrom: instant, classroom: body.classroom,
-                        notes: body.notes, now: LedgerStore.nowMillis())
+                        notes: body.notes, now: SystemClock.nowMillis())
                 }
                 return json(.created, result)
             } catch {
@@ -85,7 +85,7 @@ enum AccountingAPI {
             do {
                 let changes = try await executor.run { client throws(MongoError) -> [AggregateChange] in
                     try store(client, config, concern, logger).recalculate(
-                        start: start, end: end, classroom: body.classroom, esp32Name: body.esp32Name, now: LedgerStore.nowMillis())
+                        start: start, end: end, classroom: body.classroom, esp32Name: body.esp32Name, now: SystemClock.nowMillis())
                 }
                 return json(.ok, RecalculationReport(changes))
             } catch {

@@ -90,7 +90,7 @@ actor HealthReporter {
     }
 
     private static func load(_ executor: MongoExecutor) async -> Figures? {
-        let hourAgo = IngestEngine.nowMillis() - 3_600_000
+        let hourAgo = SystemClock.nowMillis() - 3_600_000
         let ms = countTimeMS
         return try? await executor.run { client throws(MongoError) -> Figures in
             let counts = [
@@ -125,7 +125,7 @@ actor HealthReporter {
         }
         let body: [String: Any] = [
             "status": overall,
-            "timestamp": ISO8601.format(IngestEngine.nowMillis()),
+            "timestamp": ISO8601.format(SystemClock.nowMillis()),
             "telemetry": [
                 "total_events": count("total_events"),
                 "unprocessed_events": count("unprocessed_events"),

@@ -56,12 +56,12 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private var totals = BatchOutcome()
     /// When each stage last went round its loop (the systemd watchdog follows it).
     public let stages = StageMonitor(
-        now: nowMillis(),
+        now: SystemClock.nowMillis(),
         silenceOverride: ProcessInfo.processInfo.environment["AUTOVOLT_TEST_STAGE_SILENCE_MS"].flatMap(EpochMillis.init))
     /// Fault injection for the watchdog test only: this stage stops going round its loop.
     private let testStalledStage = ProcessInfo.processInfo.environment["AUTOVOLT_TEST_STALL_STAGE"].flatMap(StageMonitor.Stage.init(rawValue:))
     /// Last time the journal was empty or a batch left it.
-    private var drainProgressAt: EpochMillis = nowMillis()
+    private var drainProgressAt: EpochMillis = SystemClock.nowMillis()
     private var fatalError: Error?
     private var journalFullSince: EpochMillis?
     private let ledgerWakeup = Wakeup()
@@ -208,7 +208,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         let source = stateLock.withLock { mqtt }
         let bytes = journal.usedBytes
         let pending = journal.pendingRecords
-        let sinceProgress = Self.nowMillis() - progressAt
+        let sinceProgress = SystemClock.nowMillis() - progressAt
         return Status(
             mqttConnected: source?.isConnected ?? false, mqttLastMessageAt: source?.lastMessageAt, mqttLastError: source?.lastError,
             mongoReachable: reachable, mongoLastError: lastError, mongoLastSuccessAt: lastSuccess,
@@ -222,7 +222,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     /// Stages the message in the journal; `flush` commits it before its PUBACK can be written
     /// (MQTTSource calls `flush` after each read of the socket, before any write).
     public func receive(topic: String, payload: UnsafeRawBufferPointer, retained: Bool) {
-        let receivedAt = Self.nowMillis()
+        let receivedAt = SystemClock.nowMillis()
         metrics.received(topic: topic)
         if let exitAt = testExitAtMessage {
             messagesSeen += 1
@@ -262,7 +262,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     }
 
     private func reportJournalFull() {
-        let now = Self.nowMillis()
+        let now = SystemClock.nowMillis()
         let shouldLog: Bool = stateLock.withLock {
             if let since = journalFullSince, now - since < 30_000 { return false }
             journalFullSince = now
@@ -285,7 +285,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         var draining = false
         while true {
             stallIfTesting(.drain)
-            stages.beat(.drain, now: Self.nowMillis())
+            stages.beat(.drain, now: SystemClock.nowMillis())
             let stopping = isStopping(.drain)
             if stopping && !draining {
                 draining = true
@@ -309,7 +309,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 let records = try journal.read(limit: config.batchSize)
                 updateJournalGauges()
                 if records.isEmpty {
-                    stateLock.withLock { drainProgressAt = Self.nowMillis() }
+                    stateLock.withLock { drainProgressAt = SystemClock.nowMillis() }
                     if stopping { break }
                     wakeup.wait(seconds: 1)
                     continue
@@ -319,7 +319,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 }
                 let outcome = try active.process(messages)
                 if let last = records.last { try journal.remove(through: last.id) }
-                let now = Self.nowMillis()
+                let now = SystemClock.nowMillis()
                 for record in records {
                     metrics.ingestLatency.recordMilliseconds(max(0, now - record.receivedAt))
                 }
@@ -370,7 +370,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         var appliedGeneration = 0
         while !isStopping(.ledger) {
             stallIfTesting(.ledger)
-            stages.beat(.ledger, now: Self.nowMillis())
+            stages.beat(.ledger, now: SystemClock.nowMillis())
             guard schemaReady else {
                 ledgerWakeup.wait(seconds: 0.5)
                 continue
@@ -399,7 +399,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                     aggregation.registry = registry
                     appliedGeneration = generation
                 }
-                let now = Self.nowMillis()
+                let now = SystemClock.nowMillis()
                 // In batches: a batch costs the database the same few round trips as one device.
                 let batches = try store.workBatches(now: now)
                 var progressed = false
@@ -408,14 +408,14 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                     defer { stateLock.withLock { ledgerBusy = false } }
                     for batch in batches {
                         if isStopping(.ledger) { break }
-                        stages.beat(.ledger, now: Self.nowMillis())
-                        let results = try store.advance(batch, now: Self.nowMillis())
+                        stages.beat(.ledger, now: SystemClock.nowMillis())
+                        let results = try store.advance(batch, now: SystemClock.nowMillis())
                         if results.values.contains(where: { if case .done = $0 { true } else { false } }) { progressed = true }
                     }
                     metrics.recordLedger(store.snapshot)
                 }
                 // Days whose ledger changed: today's figures move during the day.
-                let recomputed = try aggregation.processDirtyDays(now: Self.nowMillis())
+                let recomputed = try aggregation.processDirtyDays(now: SystemClock.nowMillis())
                 backoff = 0.2
                 if batches.isEmpty && recomputed == 0 {
                     ledgerWakeup.wait(seconds: 1)
@@ -446,7 +446,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         var appliedGeneration = 0
         while !isStopping(.scheduler) {
             stallIfTesting(.scheduler)
-            stages.beat(.scheduler, now: Self.nowMillis())
+            stages.beat(.scheduler, now: SystemClock.nowMillis())
             guard schemaReady, let aggregation = stateLock.withLock({ aggregates }) else {
                 schedulerWakeup.wait(seconds: 1)
                 continue
@@ -506,12 +506,11 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         let changed: Bool = stateLock.withLock {
             let was = mongoReachable
             mongoReachable = reachable
-            if reachable { mongoLastSuccessAt = Self.nowMillis() } else { mongoLastError = error }
+            if reachable { mongoLastSuccessAt = SystemClock.nowMillis() } else { mongoLastError = error }
             return was != reachable
         }
         metrics.mongoReachable.record(reachable ? 1 : 0)
         if changed && reachable { logger.info("MongoDB reachable", metadata: ["database": "\(client.databaseName)"]) }
     }
 
-    static func nowMillis() -> EpochMillis { Int64((Date().timeIntervalSince1970 * 1000).rounded()) }
 }

@@ -423,7 +423,7 @@ public final class LedgerStore: @unchecked Sendable {
     /// before it leaves the tail unvouched for, and the next step asks the ledger instead).
     private func releaseLeases(_ held: [HeldState], tails: [String: Tail], pendingDips: [String: EpochMillis]) throws(MongoError) {
         guard !held.isEmpty else { return }
-        let derivedAt = BSON.millis(Self.nowMillis())
+        let derivedAt = BSON.millis(SystemClock.nowMillis())
         let operations: [WriteModel] = held.map { state in
             var set: BSONDocument = ["last_derived_at": derivedAt]
             var unset: BSONDocument = ["lease_owner": "", "lease_until": ""]
@@ -504,7 +504,6 @@ public final class LedgerStore: @unchecked Sendable {
     }
 
     static func millis(_ date: Date) -> EpochMillis { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
-    static func nowMillis() -> EpochMillis { millis(Date()) }
 }
 
 extension LedgerWindow {
@@ -543,7 +542,7 @@ public enum LedgerRebuild {
         }
         var summary = Summary()
         for name in names {
-            let result = try store.rebuild(name, dates: dates, now: LedgerStore.nowMillis())
+            let result = try store.rebuild(name, dates: dates, now: SystemClock.nowMillis())
             summary.devices += 1
             summary.inserted += result.inserted
             summary.superseded += result.superseded

@@ -358,7 +358,6 @@ public enum AnalyticsQueries {
         value?.dateValue.map { EpochMillis(($0.timeIntervalSince1970 * 1000).rounded()) }
     }
 
-    static func nowMillis() -> EpochMillis { EpochMillis((Date().timeIntervalSince1970 * 1000).rounded()) }
 
     static func wh(_ v: Double) -> Double { Breakdown.rounded(v, 3) }
     static func kwh(_ v: Double) -> Double { Breakdown.rounded(v / 1000, 6) }
@@ -401,7 +400,7 @@ public enum AnalyticsQueries {
                                    projection: ["date": 1, "esp32_name": 1, "classroom": 1, "energy_wh": 1, "cost": 1,
                                                 "currency": 1, "coverage": 1, "unpriced_wh": 1])
         var calendar = LocalCalendar(timeZone: config.timeZone)
-        let today = calendar.date(of: now ?? nowMillis())
+        let today = calendar.date(of: now ?? SystemClock.nowMillis())
         let latest = docs.compactMap { $0["date"]?.stringValue.flatMap(CivilDate.init) }.max()
         let elapsed = p.period.elapsedDays(today: today, latestData: latest)
 

@@ -167,7 +167,7 @@ public struct Reconciler: Sendable {
             let result = try client.bulkWrite(Collections.reviewTickets, operations: operations, ordered: false, writeConcern: writeConcern)
             opened = result.upsertedCount
         }
-        let finished = LedgerStore.nowMillis()
+        let finished = SystemClock.nowMillis()
         let report = Report(runID: runID, date: day, startedAt: ISO8601.format(now), finishedAt: ISO8601.format(max(finished, now)),
                             status: findings.isEmpty ? "ok" : "anomalies", devicesChecked: devices.count, anomalies: findings,
                             missingHeartbeats: missingHeartbeats, aggregateMismatches: mismatches, ticketsOpened: opened)
@@ -221,15 +221,6 @@ public struct Reconciler: Sendable {
     }
 }
 
-/// Time, injected so tests can run a whole night in milliseconds.
-public protocol WorkerClock: Sendable {
-    func now() -> EpochMillis
-}
-
-public struct SystemClock: WorkerClock {
-    public init() {}
-    public func now() -> EpochMillis { LedgerStore.nowMillis() }
-}
 
 /// The in-process scheduler: closes yesterday shortly after local midnight and reconciles it at
 /// `AUTOVOLT_RECONCILE_AT`. Runs are recorded in `scheduler_runs`, so a worker that was down
@@ -299,7 +290,7 @@ public final class Scheduler: @unchecked Sendable {
                                           upsert: false, writeConcern: writeConcern)
                 throw error
             }
-            var set: BSONDocument = ["status": "done", "finished_at": .millis(max(now, LedgerStore.nowMillis()))]
+            var set: BSONDocument = ["status": "done", "finished_at": .millis(max(now, SystemClock.nowMillis()))]
             if let runID { set["run_id"] = .string(runID) }
             _ = try client.updateOne(Self.runsCollection, filter: ["_id": .string(job.id), "owner": .string(owner)],
                                      update: ["$set": .document(set), "$unset": ["lease_until": ""]], upsert: false, writeConcern: writeConcern)

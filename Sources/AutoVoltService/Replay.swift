@@ -48,7 +48,7 @@ public enum Replay {
         func handle(_ lineData: Data) throws {
             lineNumber += 1
             summary.lines += 1
-            switch parse(line: lineData, number: lineNumber, now: IngestEngine.nowMillis()) {
+            switch parse(line: lineData, number: lineNumber, now: SystemClock.nowMillis()) {
             case .success(nil): break
             case .success(let message?):
                 summary.messages += 1

@@ -95,7 +95,7 @@ struct SupervisorStage: Service {
         notifier.ready(status: "ingesting")
         if let interval = notifier.watchdogInterval {
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
-                let stalled = engine.stages.stalled(now: IngestEngine.nowMillis())
+                let stalled = engine.stages.stalled(now: SystemClock.nowMillis())
                 if stalled.isEmpty {
                     notifier.watchdog()
                 } else {
