@@ -44,6 +44,7 @@ struct RequestBoundsMiddleware<Context: RequestContext>: RouterMiddleware {
 /// `maxQueued` wait (first come, first served) until their deadline; beyond that a request is
 /// refused at once. Holding a slot until the MongoDB call really ends (also after its HTTP
 /// answer timed out) keeps a slow database from collecting ever more blocked calls.
+// @unchecked: every mutable field is read and written only under `lock`.
 final class AdmissionGate: @unchecked Sendable {
     enum Outcome: Sendable { case admitted, saturated, timedOut }
 
@@ -117,6 +118,7 @@ final class AdmissionGate: @unchecked Sendable {
 }
 
 /// The first of several offered values; later offers are dropped.
+// @unchecked: every mutable field is read and written only under `lock`.
 final class FirstOffer<T: Sendable>: @unchecked Sendable {
     private let lock = NSLock()
     private var value: T?

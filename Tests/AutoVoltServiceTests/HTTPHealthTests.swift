@@ -47,6 +47,7 @@ struct HTTPHealthTests {
 
     /// A GET on the calling thread (URLSession's threads do the work); (status, milliseconds).
     static func blockingGet(_ session: URLSession, _ url: URL) -> (Int, Double) {
+        // @unchecked: written by URLSession's callback before `done.signal()`, read after `done.wait()`.
         final class Box: @unchecked Sendable { var status = 0 }
         let box = Box()
         let done = DispatchSemaphore(value: 0)
@@ -69,6 +70,7 @@ struct HTTPHealthTests {
         return false
     }
 
+    // @unchecked: `answers` is read and written only under `lock`.
     final class Completions: @unchecked Sendable {
         private let lock = NSLock()
         private var answers: [(status: Int, seconds: Double, retryAfter: String?, error: String)] = []

@@ -6,6 +6,7 @@ import Glibc
 #endif
 
 /// A datagram socket bound where `NOTIFY_SOCKET` points, as systemd's is; collects what arrives.
+// @unchecked: `received` only under `lock`; the socket is immutable and recv() is thread-safe.
 final class NotifySocket: @unchecked Sendable {
     let path: String
     private let fd: Int32
