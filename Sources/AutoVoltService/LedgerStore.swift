@@ -133,7 +133,7 @@ public final class LedgerStore: @unchecked Sendable {
         let held = try acquireLeases(names, now: now)
         guard !held.isEmpty else { return results }
         do {
-            let outcome = try derive(held, now: now, rebuildRange: nil, rebuild: false)
+            let outcome = try derive(held, now: now)
             try releaseLeases(held, tails: outcome.tails, pendingDips: outcome.pendingDips)
             for state in held { results[state.name] = .done(newEvents: outcome.newEvents[state.name] ?? 0) }
             return results
@@ -144,9 +144,16 @@ public final class LedgerStore: @unchecked Sendable {
         }
     }
 
-    /// Re-derives a device from all its events (after a rule change or a fix). With a date range,
-    /// only entries of those local dates are replaced.
-    public func rebuild(_ name: String, dates: ClosedRange<CivilDate>?, now: EpochMillis) throws(MongoError) -> (inserted: Int, superseded: Int) {
+    /// Re-derives a device from all its events (after a rule change, a registry change or a
+    /// fix). With a date range, only entries of those local dates are replaced.
+    ///
+    /// Works a window of `windowReadings` readings at a time (`LedgerRebuildWindow`), so memory
+    /// stays at one window for a device-year, and renews the device's lease before each window,
+    /// so a long rebuild keeps it from the live workers. Each window's writes are final and its
+    /// events marked processed only once they are, so an interrupted rebuild leaves a ledger that
+    /// is rebuilt up to some time and as before after it; running it again finishes it.
+    public func rebuild(_ name: String, dates: ClosedRange<CivilDate>?, now: EpochMillis,
+                        windowReadings: Int = 20_000) throws(MongoError) -> (inserted: Int, superseded: Int) {
         var attempts = 0
         var held = try acquireLeases([name], now: now)
         while held.isEmpty {
@@ -155,12 +162,64 @@ public final class LedgerStore: @unchecked Sendable {
                 throw MongoError(kind: .server(code: 0), code: 0, domain: 0, message: "device \(name) is held by another worker")
             }
             Thread.sleep(forTimeInterval: 0.1)
-            held = try acquireLeases([name], now: now)
+            held = try acquireLeases([name], now: SystemClock.nowMillis())
         }
         do {
-            let outcome = try derive(held, now: now, rebuildRange: dates, rebuild: true)
-            try releaseLeases(held, tails: outcome.tails, pendingDips: outcome.pendingDips)
-            return (outcome.inserted, outcome.superseded)
+            let device = registry.resolve(name)
+            var inserted = 0, superseded = 0
+            var from: EpochMillis? = nil
+            var size = max(2, windowReadings)
+            var tail: Tail? = nil
+            var pendingDip: EpochMillis? = nil
+            while true {
+                let windowNow = SystemClock.nowMillis()
+                try renewLease(name, now: windowNow)
+                var filter: BSONDocument = ["esp32_name": .string(name)]
+                if let from { filter["device_ts"] = ["$gte": .millis(from)] }
+                var projection = Self.readingProjection
+                projection["processed"] = 1
+                let docs = try client.find(Collections.telemetryEvents, filter: filter, sort: ["device_ts": 1, "_id": 1],
+                                           projection: projection, limit: size + 1)
+                let isLast = docs.count <= size
+                let window = Array(docs.prefix(size))
+                let readings = Self.readings(of: window)
+                var calendar = LocalCalendar(timeZone: timeZone)
+                guard let result = LedgerRebuildWindow.derive(readings, isLast: isLast, device: device, calendar: &calendar,
+                                                              policy: policy, now: windowNow) else {
+                    size *= 2 // nothing final yet in so few readings (a window of nothing but falls)
+                    continue
+                }
+                var stretch: BSONDocument = [:]
+                if let from { stretch["$gte"] = .millis(from) }
+                if let next = result.next { stretch["$lt"] = .millis(next) }
+                var stored = try liveEntries(of: name, extra: stretch.isEmpty ? [:] : ["start_ts": .document(stretch)])
+                var derived = result.entries
+                if let dates {
+                    derived = derived.filter { dates.contains($0.date) }
+                    stored = stored.filter { CivilDate($0.dateText).map(dates.contains) ?? false }
+                }
+                let change = LedgerDiff.plan(stored: stored, derived: derived)
+                try write([(device, change)], now: windowNow)
+                inserted += change.inserting.count
+                superseded += change.superseding.count
+                // The events this window made final, and not yet marked: marked after their entries.
+                let done = window.filter { doc in
+                    doc["processed"]?.boolValue != true
+                        && (result.next.map { next in doc["device_ts"]?.dateValue.map(Self.millis).map { $0 < next } ?? false } ?? true)
+                }.compactMap { $0["_id"] }
+                try markProcessed(done)
+                guard let next = result.next else {
+                    if dates == nil && (!result.entries.isEmpty || from == nil) {
+                        tail = Tail(last: LedgerWindow.intervals(of: result.entries).last)
+                    }
+                    pendingDip = LedgerDeriver.pendingDipUntil(readings, derived: result.entries, policy: policy)
+                    break
+                }
+                from = next
+                size = max(2, windowReadings)
+            }
+            try releaseLeases(held, tails: tail.map { [name: $0] } ?? [:], pendingDips: pendingDip.map { [name: $0] } ?? [:])
+            return (inserted, superseded)
         } catch {
             try? releaseLeases(held, tails: [:], pendingDips: [:])
             throw error
@@ -192,8 +251,7 @@ public final class LedgerStore: @unchecked Sendable {
         var restart: EpochMillis?
     }
 
-    private func derive(_ held: [HeldState], now: EpochMillis, rebuildRange: ClosedRange<CivilDate>?,
-                        rebuild: Bool) throws(MongoError) -> DeriveOutcome {
+    private func derive(_ held: [HeldState], now: EpochMillis) throws(MongoError) -> DeriveOutcome {
         let names = held.map(\.name)
         let unprocessed = try client.find(Collections.telemetryEvents,
                                           filter: ["esp32_name": Self.oneOf(names), "processed": false],
@@ -206,27 +264,25 @@ public final class LedgerStore: @unchecked Sendable {
             lock.withLock { counters.lastLagMillis = max(0, now - oldest) }
         }
 
-        // Where each device starts again: the whole history for a rebuild; else the start of the
-        // interval before the first one the new readings touch (LedgerWindow). The common case,
-        // readings after everything derived so far, is answered by the tail the last step
-        // recorded; anything else (late data, an interrupted step) asks the ledger.
+        // Where each device starts again: the start of the interval before the first one the new
+        // readings touch (LedgerWindow). The common case, readings after everything derived so
+        // far, is answered by the tail the last step recorded; anything else (late data, an
+        // interrupted step) asks the ledger.
         var plans: [Plan] = []
         for state in held {
             var plan = Plan(state: state, device: registry.resolve(state.name))
             let docs = newByDevice[state.name] ?? []
             plan.newIDs = docs.compactMap { $0["_id"] }
-            if !rebuild {
-                let earliest = docs.compactMap { $0["device_ts"]?.dateValue.map(Self.millis) }.min()
-                if let tail = state.trustedTail, earliest.map({ $0 > (tail.last?.end ?? .min) }) ?? true {
-                    plan.restart = tail.last?.start
-                } else if let earliest {
-                    let nearby = try liveEntries([(state.name, nil)], extra: ["end_ts": ["$gte": .millis(earliest)]], sort: ["start_ts": 1], limit: 64)
-                    let before = try liveEntries([(state.name, nil)], extra: ["end_ts": ["$lt": .millis(earliest)]], sort: ["start_ts": -1], limit: 8)
-                    plan.restart = LedgerWindow.restartPoint(intervals: LedgerWindow.intervals(of: before + nearby), earliestNewReading: earliest)
-                } else {
-                    // Nothing new: only a pending dip may need settling.
-                    plan.restart = LedgerWindow.intervals(of: try liveEntries([(state.name, nil)], extra: [:], sort: ["start_ts": -1], limit: 8)).last?.start
-                }
+            let earliest = docs.compactMap { $0["device_ts"]?.dateValue.map(Self.millis) }.min()
+            if let tail = state.trustedTail, earliest.map({ $0 > (tail.last?.end ?? .min) }) ?? true {
+                plan.restart = tail.last?.start
+            } else if let earliest {
+                let nearby = try liveEntries(of: state.name, extra: ["end_ts": ["$gte": .millis(earliest)]], sort: ["start_ts": 1], limit: 64)
+                let before = try liveEntries(of: state.name, extra: ["end_ts": ["$lt": .millis(earliest)]], sort: ["start_ts": -1], limit: 8)
+                plan.restart = LedgerWindow.restartPoint(intervals: LedgerWindow.intervals(of: before + nearby), earliestNewReading: earliest)
+            } else {
+                // Nothing new: only a pending dip may need settling.
+                plan.restart = LedgerWindow.intervals(of: try liveEntries(of: state.name, extra: [:], sort: ["start_ts": -1], limit: 8)).last?.start
             }
             plans.append(plan)
         }
@@ -239,67 +295,68 @@ public final class LedgerStore: @unchecked Sendable {
                                          return .document(clause)
                                      })],
                                      sort: ["esp32_name": 1, "device_ts": 1, "_id": 1],
-                                     projection: ["esp32_name": 1, "event_hash": 1, "device_ts": 1, "energy_wh_total": 1, "boot_id": 1,
-                                                  "seq": 1, "clock": 1, "power_w": 1])
-        var readingsByDevice: [String: [LedgerReading]] = [:]
+                                     projection: Self.readingProjection)
+        var eventsByDevice: [String: [BSONDocument]] = [:]
         for event in events {
-            guard let name = event["esp32_name"]?.stringValue, let hash = event["event_hash"]?.stringValue,
-                  let time = event["device_ts"]?.dateValue.map(Self.millis), let energy = event["energy_wh_total"]?.doubleValue else { continue }
+            if let name = event["esp32_name"]?.stringValue { eventsByDevice[name, default: []].append(event) }
+        }
+        var storedByDevice: [String: [StoredLedgerEntry]] = [:]
+        for entry in try liveEntries(plans.map { ($0.state.name, $0.restart) }, extra: [:], sort: nil, limit: nil) {
+            storedByDevice[entry.esp32Name, default: []].append(entry)
+        }
+
+        var outcome = DeriveOutcome()
+        var changes: [(DeviceInfo, LedgerChange)] = []
+        for plan in plans {
+            let name = plan.state.name
+            let readings = Self.readings(of: eventsByDevice[name] ?? [])
+            var calendar = LocalCalendar(timeZone: timeZone)
+            let derived = LedgerDeriver.derive(readings, device: plan.device, calendar: &calendar, policy: policy, now: now)
+            // The tail is known when the derivation reached the end of the device's ledger:
+            // always, except when everything after the restart point went away (the live entries
+            // before it are then not looked at).
+            if !derived.isEmpty || plan.restart == nil {
+                outcome.tails[name] = Tail(last: LedgerWindow.intervals(of: derived).last)
+            }
+            if let until = LedgerDeriver.pendingDipUntil(readings, derived: derived, policy: policy) {
+                outcome.pendingDips[name] = until
+            }
+            changes.append((plan.device, LedgerDiff.plan(stored: storedByDevice[name] ?? [], derived: derived)))
+            outcome.newEvents[name] = plan.newIDs.count
+        }
+        try write(changes, now: now)
+        let newIDs = plans.flatMap(\.newIDs)
+        try markProcessed(newIDs)
+        outcome.inserted = changes.reduce(0) { $0 + $1.1.inserting.count }
+        outcome.superseded = changes.reduce(0) { $0 + $1.1.superseding.count }
+        return outcome
+    }
+
+    static let readingProjection: BSONDocument = ["esp32_name": 1, "event_hash": 1, "device_ts": 1, "energy_wh_total": 1, "boot_id": 1,
+                                                  "seq": 1, "clock": 1, "power_w": 1]
+
+    /// One device's stored events (in device-time order, `readingProjection`) as readings.
+    static func readings(of events: [BSONDocument]) -> [LedgerReading] {
+        var readings: [LedgerReading] = []
+        readings.reserveCapacity(events.count)
+        for event in events {
+            guard let hash = event["event_hash"]?.stringValue, let time = event["device_ts"]?.dateValue.map(Self.millis),
+                  let energy = event["energy_wh_total"]?.doubleValue else { continue }
             // Two readings at the same instant (only possible with receiver clocks): keep the first.
-            if let last = readingsByDevice[name]?.last, last.time == time { continue }
-            readingsByDevice[name, default: []].append(LedgerReading(
+            if let last = readings.last, last.time == time { continue }
+            readings.append(LedgerReading(
                 eventHash: hash, time: time, energyWh: energy, bootID: event["boot_id"]?.stringValue,
                 seq: event["seq"]?.int64Value, clock: event["clock"]?.stringValue == "receiver" ? .receiver : .device,
                 powerW: event["power_w"]?.doubleValue))
         }
-        var oldByDevice: [String: [LiveEntry]] = [:]
-        for entry in try liveEntries(plans.map { ($0.state.name, $0.restart) }, extra: [:], sort: nil, limit: nil) {
-            oldByDevice[entry.esp32Name, default: []].append(entry)
-        }
+        return readings
+    }
 
-        var outcome = DeriveOutcome()
-        var toInsert: [LedgerEntry] = []
-        var toSupersede: [(entry: LiveEntry, replacement: String)] = []
-        var dirty: [String: (name: String, date: String, classroom: String)] = [:]
-        for plan in plans {
-            let name = plan.state.name
-            let readings = readingsByDevice[name] ?? []
-            var calendar = LocalCalendar(timeZone: timeZone)
-            var derived = LedgerDeriver.derive(readings, device: plan.device, calendar: &calendar, policy: policy, now: now)
-            var settledCalendar = LocalCalendar(timeZone: timeZone)
-            let settled = LedgerDeriver.derive(readings, device: plan.device, calendar: &settledCalendar, policy: policy, now: .max)
-            let pendingDipUntil = settled.count != derived.count ? (readings.last?.time).map { $0 + policy.pendingDipTimeoutMillis } : nil
-
-            var old = oldByDevice[name] ?? []
-            if let range = rebuildRange {
-                derived = derived.filter { range.contains($0.date) }
-                old = old.filter { CivilDate($0.dateText).map(range.contains) ?? false }
-            }
-            // The tail is known when the derivation reached the end of the device's ledger:
-            // always, except for a rebuild of some dates, or when everything after the restart
-            // point went away (the live entries before it are then not looked at).
-            if rebuildRange == nil && (!derived.isEmpty || plan.restart == nil) {
-                outcome.tails[name] = Tail(last: LedgerWindow.intervals(of: derived).last)
-            }
-            if let pendingDipUntil { outcome.pendingDips[name] = pendingDipUntil }
-
-            let oldIDs = Set(old.map(\.id))
-            let newByID = Dictionary(derived.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
-            let inserting = derived.filter { !oldIDs.contains($0.id) }
-            let superseding = old.filter { newByID[$0.id] == nil }
-            toInsert += inserting
-            for entry in superseding {
-                // Each replaced entry points at a new entry over the same time, when there is one.
-                let replacement = derived.first { $0.start <= entry.start && $0.end > entry.start }?.id ?? "rederived"
-                toSupersede.append((entry, replacement))
-            }
-            // Days whose totals changed: re-aggregated later (AggregationStore reads this collection).
-            for date in Set(inserting.map(\.date.description) + superseding.map(\.dateText)) {
-                dirty["\(name)|\(date)"] = (name, date, plan.device.classroom)
-            }
-            outcome.newEvents[name] = plan.newIDs.count
-        }
-
+    /// Writes the planned changes: new entries, supersessions, dirty days (AggregationStore
+    /// re-aggregates them) and tickets, each one bulk write however many devices.
+    private func write(_ changes: [(device: DeviceInfo, change: LedgerChange)], now: EpochMillis) throws(MongoError) {
+        let toInsert = changes.flatMap(\.change.inserting)
+        let toSupersede = changes.flatMap(\.change.superseding)
         if !toInsert.isEmpty {
             let nowDate = BSON.millis(now)
             let insert = try client.insertMany(toInsert.map { Self.document($0, createdAt: nowDate) }, into: Collections.ledgers,
@@ -320,6 +377,10 @@ public final class LedgerStore: @unchecked Sendable {
             }
             try client.bulkWrite(Collections.ledgers, operations: operations, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
         }
+        var dirty: [String: (name: String, date: String, classroom: String)] = [:]
+        for (device, change) in changes {
+            for date in change.dirtyDates { dirty["\(device.esp32Name)|\(date)"] = (device.esp32Name, date, device.classroom) }
+        }
         if !dirty.isEmpty {
             let operations: [WriteModel] = dirty.sorted { $0.key < $1.key }.map { key, day in
                 .updateOne(filter: ["_id": .string(key)],
@@ -329,16 +390,8 @@ public final class LedgerStore: @unchecked Sendable {
             }
             try client.bulkWrite(Self.dirtyDaysCollection, operations: operations, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
         }
-        let newIDs = plans.flatMap(\.newIDs)
-        if !newIDs.isEmpty {
-            _ = try client.updateMany(Collections.telemetryEvents, filter: ["_id": ["$in": .array(newIDs)]],
-                                      update: ["$set": ["processed": true]], writeConcern: writeConcern)
-        }
-        outcome.inserted = toInsert.count
-        outcome.superseded = toSupersede.count
         let resets = toInsert.filter { $0.isResetMarker && $0.part == 0 }.count
         lock.withLock {
-            counters.eventsProcessed += newIDs.count
             counters.entriesCreated += toInsert.count
             counters.entriesSuperseded += toSupersede.count
             counters.resetsDetected += resets
@@ -350,7 +403,15 @@ public final class LedgerStore: @unchecked Sendable {
                 "start": "\(ISO8601.format(entry.start))", "end": "\(ISO8601.format(entry.end))",
             ])
         }
-        return outcome
+    }
+
+    /// Marks events as in the ledger (after their entries are written: a crash in between
+    /// leaves them unprocessed, and the next step derives them again, writing nothing twice).
+    private func markProcessed(_ ids: [BSON]) throws(MongoError) {
+        guard !ids.isEmpty else { return }
+        _ = try client.updateMany(Collections.telemetryEvents, filter: ["_id": ["$in": .array(ids)]],
+                                  update: ["$set": ["processed": true]], writeConcern: writeConcern)
+        lock.withLock { counters.eventsProcessed += ids.count }
     }
 
     private func openTickets(for entries: [LedgerEntry], now: EpochMillis) throws(MongoError) {
@@ -419,6 +480,18 @@ public final class LedgerStore: @unchecked Sendable {
         return acquired.compactMap { byName[$0] }
     }
 
+    /// Extends a held lease (a rebuild holds one for longer than `leaseMillis`). Throws when the
+    /// lease was lost: it expired and another worker took the device, so this one must stop.
+    private func renewLease(_ name: String, now: EpochMillis) throws(MongoError) {
+        let result = try client.updateOne(Self.stateCollection, filter: ["_id": .string(name), "lease_owner": .string(owner)],
+                                          update: ["$set": ["lease_until": .millis(now + leaseMillis)]], upsert: false,
+                                          writeConcern: writeConcern)
+        guard result.matchedCount == 1 else {
+            throw MongoError(kind: .server(code: 0), code: 0, domain: 0,
+                             message: "lost the lease on device \(name) (it expired and another worker holds it); run the rebuild again")
+        }
+    }
+
     /// Gives the devices back, recording each one's tail (the state update comes last: a crash
     /// before it leaves the tail unvouched for, and the next step asks the ledger instead).
     private func releaseLeases(_ held: [HeldState], tails: [String: Tail], pendingDips: [String: EpochMillis]) throws(MongoError) {
@@ -451,19 +524,15 @@ public final class LedgerStore: @unchecked Sendable {
 
     // MARK: Documents
 
-    struct LiveEntry {
-        var id: String
-        var esp32Name: String
-        var start: EpochMillis
-        var end: EpochMillis
-        var dateText: String
-        var sourceEvents: [String]
+    /// Live entries of one device, and `extra` conditions.
+    private func liveEntries(of name: String, extra: BSONDocument, sort: BSONDocument? = nil, limit: Int? = nil) throws(MongoError) -> [StoredLedgerEntry] {
+        try liveEntries([(name, nil)], extra: extra, sort: sort, limit: limit)
     }
 
     /// Live entries of the given devices (each from its own start time, when it has one), and
     /// `extra` conditions: one query however many devices.
     private func liveEntries(_ devices: [(name: String, from: EpochMillis?)], extra: BSONDocument, sort: BSONDocument?,
-                             limit: Int?) throws(MongoError) -> [LiveEntry] {
+                             limit: Int?) throws(MongoError) -> [StoredLedgerEntry] {
         guard !devices.isEmpty else { return [] }
         let clauses: [BSON] = devices.map { device in
             var clause: BSONDocument = ["esp32_name": .string(device.name)]
@@ -478,8 +547,8 @@ public final class LedgerStore: @unchecked Sendable {
             .compactMap { doc in
                 guard let id = doc["_id"]?.stringValue, let name = doc["esp32_name"]?.stringValue,
                       let start = doc["start_ts"]?.dateValue, let end = doc["end_ts"]?.dateValue else { return nil }
-                return LiveEntry(id: id, esp32Name: name, start: Self.millis(start), end: Self.millis(end), dateText: doc["date"]?.stringValue ?? "",
-                                 sourceEvents: doc["source_events"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+                return StoredLedgerEntry(id: id, esp32Name: name, start: Self.millis(start), end: Self.millis(end), dateText: doc["date"]?.stringValue ?? "",
+                                         sourceEvents: doc["source_events"]?.arrayValue?.compactMap(\.stringValue) ?? [])
             }
     }
 
@@ -506,19 +575,6 @@ public final class LedgerStore: @unchecked Sendable {
     static func millis(_ date: Date) -> EpochMillis { Int64((date.timeIntervalSince1970 * 1000).rounded()) }
 }
 
-extension LedgerWindow {
-    /// Intervals of stored entries (parts merged by their source events).
-    static func intervals(of entries: [LedgerStore.LiveEntry]) -> [Interval] {
-        var byPair: [String: Interval] = [:]
-        for e in entries {
-            let key = e.sourceEvents.joined(separator: ",")
-            let existing = byPair[key]
-            byPair[key] = Interval(start: min(existing?.start ?? e.start, e.start), end: max(existing?.end ?? e.end, e.end))
-        }
-        return byPair.values.sorted { $0.start < $1.start }
-    }
-}
-
 /// `autovolt-worker rebuild-ledger`: re-derives devices from their immutable events.
 public enum LedgerRebuild {
     public struct Summary: Sendable {
@@ -527,7 +583,8 @@ public enum LedgerRebuild {
         public var superseded = 0
     }
 
-    public static func run(config: WorkerConfig, device: String?, dates: ClosedRange<CivilDate>?, logger: Logger) throws -> Summary {
+    public static func run(config: WorkerConfig, device: String?, dates: ClosedRange<CivilDate>?, windowReadings: Int = 20_000,
+                           logger: Logger) throws -> Summary {
         let database = try Database.open(config)
         let client = database.client
         let store = LedgerStore(client: client, registry: config.devices, timeZone: config.timeZone,
@@ -542,7 +599,7 @@ public enum LedgerRebuild {
         }
         var summary = Summary()
         for name in names {
-            let result = try store.rebuild(name, dates: dates, now: SystemClock.nowMillis())
+            let result = try store.rebuild(name, dates: dates, now: SystemClock.nowMillis(), windowReadings: windowReadings)
             summary.devices += 1
             summary.inserted += result.inserted
             summary.superseded += result.superseded

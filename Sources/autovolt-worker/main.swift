@@ -215,7 +215,9 @@ struct RebuildLedger: ParsableCommand {
         abstract: "Re-derive the ledger from the stored events (after a rule change or a fix).",
         discussion: """
             Events are the source of truth: entries that the rules now derive differently are marked
-            superseded_by and the new ones inserted; nothing is deleted. Safe while workers run.
+            superseded_by and the new ones inserted; nothing is deleted. Safe while workers run: the
+            device's lease keeps them off it, renewed for every window. An interrupted rebuild leaves
+            the ledger rebuilt up to some time; run it again to finish.
             """)
 
     @OptionGroup var options: ConfigOptions
@@ -229,7 +231,11 @@ struct RebuildLedger: ParsableCommand {
     @Option(help: "Last local date (YYYY-MM-DD), inclusive.")
     var end: String?
 
+    @Option(help: "Readings re-derived at a time: memory stays at one window of them.")
+    var window: Int = 20_000
+
     func validate() throws {
+        if window < 2 { throw ValidationError("--window must be at least 2 readings") }
         if (start == nil) != (end == nil) { throw ValidationError("--start and --end go together") }
         if let start, CivilDate(start) == nil { throw ValidationError("--start \"\(start)\" is not a date YYYY-MM-DD") }
         if let end, CivilDate(end) == nil { throw ValidationError("--end \"\(end)\" is not a date YYYY-MM-DD") }
@@ -243,7 +249,7 @@ struct RebuildLedger: ParsableCommand {
         let logger = makeLogger(config)
         var dates: ClosedRange<CivilDate>?
         if let s = start.flatMap(CivilDate.init), let e = end.flatMap(CivilDate.init) { dates = s...e }
-        let summary = try reportingFailures("rebuild") { try LedgerRebuild.run(config: config, device: esp32Name, dates: dates, logger: logger) }
+        let summary = try reportingFailures("rebuild") { try LedgerRebuild.run(config: config, device: esp32Name, dates: dates, windowReadings: window, logger: logger) }
         print("rebuilt \(summary.devices) devices: \(summary.inserted) entries inserted, \(summary.superseded) superseded")
     }
 }

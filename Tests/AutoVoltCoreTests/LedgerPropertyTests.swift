@@ -184,3 +184,57 @@ struct LedgerPropertyTests {
         #expect(Double(high) / Double(entries.count) >= 0.95)
     }
 }
+
+/// `rebuild-ledger` re-derives a window of readings at a time; whatever the window size, the
+/// entries it keeps add up to exactly the derivation over the whole history.
+@Suite("ledger rebuild windows")
+struct LedgerRebuildWindowTests {
+    /// The rebuild loop of LedgerStore.rebuild, without the database.
+    static func rebuildInWindows(_ readings: [LedgerReading], size: Int, now: EpochMillis) -> [LedgerEntry] {
+        var entries: [LedgerEntry] = []
+        var from = 0
+        var window = size
+        while true {
+            let end = min(readings.count, from + window)
+            var calendar = LocalCalendar(timeZone: kolkata)
+            guard let result = LedgerRebuildWindow.derive(Array(readings[from..<end]), isLast: end == readings.count,
+                                                          device: LedgerPropertyTests.fleetDevice, calendar: &calendar, now: now) else {
+                window *= 2
+                continue
+            }
+            entries += result.entries
+            guard let next = result.next else { return entries }
+            let restart = readings.firstIndex { $0.time >= next } ?? readings.count
+            #expect(restart > from, "a window made no progress")
+            from = restart
+            window = size
+        }
+    }
+
+    @Test func windowsGiveTheWholeDerivation() async {
+        await propertyCheck(count: 200, input: Gen.int64(in: 0...Int64.max)) { seed in
+            let scenario = Scenario(seed: seed, start: t0, count: 300, device: LedgerPropertyTests.fleetDevice)
+            let size = 2 + Int(UInt64(bitPattern: seed) % 40)
+            // `now` right after the last reading: a trailing dip still waits, in both.
+            let now = (scenario.readings.last?.time ?? 0) + 1_000
+            var calendar = LocalCalendar(timeZone: kolkata)
+            let whole = LedgerDeriver.derive(scenario.readings, device: LedgerPropertyTests.fleetDevice, calendar: &calendar, now: now)
+            let windowed = Self.rebuildInWindows(scenario.readings, size: size, now: now)
+            #expect(windowed.map(\.id) == whole.map(\.id), "seed \(seed), window \(size)")
+        }
+    }
+
+    /// A stretch of nothing but falls has no final interval in a small window: it is read again larger.
+    @Test func aWindowOfFallsGrows() {
+        let readings: [LedgerReading] = (0..<12).map { (i: Int) -> LedgerReading in
+            let energy: Double = i % 2 == 0 ? 1_000 + Double(i) : 10
+            return LedgerReading(eventHash: "f\(i)", time: t0 + EpochMillis(i) * 30_000, energyWh: energy)
+        }
+        var calendar = LocalCalendar(timeZone: kolkata)
+        #expect(LedgerRebuildWindow.derive(Array(readings[0..<2]), isLast: false, device: LedgerPropertyTests.fleetDevice,
+                                           calendar: &calendar, now: .max) == nil)
+        var whole = LocalCalendar(timeZone: kolkata)
+        #expect(Self.rebuildInWindows(readings, size: 2, now: .max).map(\.id)
+            == LedgerDeriver.derive(readings, device: LedgerPropertyTests.fleetDevice, calendar: &whole).map(\.id))
+    }
+}

@@ -130,6 +130,59 @@ struct LedgerIntegrationTests {
         #expect(bad.status == 64)
     }
 
+    /// A rebuild in windows of a few readings (glitch, rollback, reset and a gap over midnight
+    /// land on window edges) gives exactly the derivation over the whole history.
+    @Test func rebuildInSmallWindowsEqualsTheWholeDerivation() throws {
+        let rig = try Rig()
+        let worker = try rig.startWorker()
+        var readings: [(device: String, second: Int, energy: Double)] = []
+        var energy = 5_000.0
+        for i in 0..<36 {
+            // A day's gap after the 12th reading: the interval over it is split at local midnight.
+            let second = i < 12 ? -90_000 + 30 * i : -3_000 + 30 * i
+            switch i {
+            case 5: readings.append(("lab-102", second, 7)) // a glitch: the next reading is back above
+            case 15: energy -= 20; readings.append(("lab-102", second, energy)) // a rollback
+            case 22: energy = 3; readings.append(("lab-102", second, energy)) // a reset
+            default: energy += 11; readings.append(("lab-102", second, energy))
+            }
+        }
+        try rig.publisher().publish(readings.map { telemetryPayload($0.device, second: $0.second, energy: $0.energy) })
+        #expect(rig.waitForLedger(expectedEntries(readings)))
+        #expect(worker.stop() == 0)
+
+        // The device moved: every entry is derived anew, in windows of 3 and of 4 readings.
+        let registryFile = rig.stateDirectory.deletingLastPathComponent().appendingPathComponent("registry-\(UUID().uuidString).toml")
+        try "[[device]]\nesp32_name = \"lab-102\"\nclassroom = \"MOVED-2\"\n".write(to: registryFile, atomically: true, encoding: .utf8)
+        var environment = rig.environment
+        environment["AUTOVOLT_DEVICES"] = registryFile.path
+        var moved = registry.resolve("lab-102")
+        moved.classroom = "MOVED-2"
+        let ledgerReadings = readings.map { r in
+            LedgerReading(eventHash: EventHash.compute(esp32Name: r.device, timestampAsSent: String(baseTime + r.second), energyWhTotal: r.energy),
+                          time: EpochMillis(baseTime + r.second) * 1000, energyWh: r.energy, bootID: "b1")
+        }
+        var calendar = LocalCalendar(timeZone: TimeZone(identifier: "Asia/Kolkata")!)
+        let whole = LedgerDeriver.derive(ledgerReadings, device: moved, calendar: &calendar)
+        #expect(Set(whole.map(\.date)).count == 2, "the history spans two local dates")
+        let run = try WorkerProcess.runToCompletion(["rebuild-ledger", "--esp32-name", "lab-102", "--window", "3"], environment: environment)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(rig.liveLedgerIDs() == Set(whole.map(\.id)))
+        #expect(rig.count("device_consumption_ledgers", ["superseded_by": ["$exists": false], "classroom": "MOVED-2"]) == whole.count)
+        let again = try WorkerProcess.runToCompletion(["rebuild-ledger", "--esp32-name", "lab-102", "--window", "4"], environment: environment)
+        #expect(again.stdout.contains("0 entries inserted, 0 superseded"), "\(again.stdout) \(again.stderr)")
+        #expect(rig.liveLedgerIDs() == Set(whole.map(\.id)))
+        // The lease is given back, and the live worker goes on from the rebuilt tail.
+        let next = [("lab-102", 3_000, energy + 50)]
+        let restarted = try rig.startWorker(extra: ["AUTOVOLT_DEVICES": registryFile.path])
+        try rig.publisher().publish(next.map { telemetryPayload($0.0, second: $0.1, energy: $0.2) })
+        let all = ledgerReadings + [LedgerReading(eventHash: EventHash.compute(esp32Name: "lab-102", timestampAsSent: String(baseTime + 3_000), energyWhTotal: energy + 50),
+                                                  time: EpochMillis(baseTime + 3_000) * 1000, energyWh: energy + 50, bootID: "b1")]
+        var calendar2 = LocalCalendar(timeZone: TimeZone(identifier: "Asia/Kolkata")!)
+        #expect(rig.waitForLedger(Set(LedgerDeriver.derive(all, device: moved, calendar: &calendar2).map(\.id))))
+        #expect(restarted.stop() == 0)
+    }
+
     @Test func aTrailingDipSettlesAsAResetAfterTheTimeout() throws {
         let rig = try Rig()
         // 12 s: the first step must still see the dip waiting, on a loaded machine too.
