@@ -43,7 +43,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // Helpers for tests only: start real mosquitto and scripts/dev-mongo on free ports.
-        .target(name: "AutoVoltTestSupport", dependencies: ["CMosquitto"], path: "Tests/Support"),
+        .target(name: "AutoVoltTestSupport", dependencies: ["CMosquitto", "AutoVoltMongo"], path: "Tests/Support"),
         .target(name: "AutoVoltService", dependencies: [
             "AutoVoltCore", "AutoVoltJournal", "AutoVoltMQTT", "AutoVoltMongo",
             .product(name: "Crypto", package: "swift-crypto"),

@@ -625,14 +625,17 @@ public final class MongoClient: @unchecked Sendable {
 
     // MARK: Reads
 
-    /// All matching documents (the cursor is drained, following `getMore`s).
+    /// At most `limit` matching documents, as one array. The limit is required so that no
+    /// array grows with the data: pass the bound the query has (a page size, or the number of
+    /// ids asked for), and use `forEachBatch` for anything that has none.
     public func find(_ collection: String, filter: BSONDocument, sort: BSONDocument? = nil,
-                     projection: BSONDocument? = nil, limit: Int? = nil,
+                     projection: BSONDocument? = nil, limit: Int,
                      skip: Int? = nil, maxTimeMS: Int? = nil) throws(MongoError) -> [BSONDocument] {
+        guard limit > 0 else { return [] }
         var o = BSONDocument()
         if let sort { o["sort"] = .document(sort) }
         if let projection { o["projection"] = .document(projection) }
-        if let limit { o["limit"] = .int64(Int64(limit)) }
+        o["limit"] = .int64(Int64(limit))
         if let skip { o["skip"] = .int64(Int64(skip)) }
         if let ms = try Self.maxTimeMS(maxTimeMS) { o["maxTimeMS"] = .int64(Int64(ms)) }
         let f = try filter.makeBSON()
@@ -647,13 +650,13 @@ public final class MongoClient: @unchecked Sendable {
     /// calling thread with the cursor open (keep it short, and do no MongoDB call from it with a
     /// pool of one client). An error from `body` or the cursor ends the iteration and is thrown.
     public func forEachBatch(_ collection: String, filter: BSONDocument, sort: BSONDocument? = nil,
-                             projection: BSONDocument? = nil, batchSize: Int = 1000,
+                             projection: BSONDocument? = nil, batchSize: Int = 1000, maxTimeMS: Int? = nil,
                              _ body: ([BSONDocument]) throws(MongoError) -> Void) throws(MongoError) {
         var o = BSONDocument()
         if let sort { o["sort"] = .document(sort) }
         if let projection { o["projection"] = .document(projection) }
         o["batchSize"] = .int64(Int64(max(1, batchSize)))
-        if let ms = try Self.maxTimeMS(nil) { o["maxTimeMS"] = .int64(Int64(ms)) }
+        if let ms = try Self.maxTimeMS(maxTimeMS) { o["maxTimeMS"] = .int64(Int64(ms)) }
         let f = try filter.makeBSON()
         let opts = try o.makeBSON()
         try withCollection(collection) { (coll) throws(MongoError) in
@@ -662,11 +665,11 @@ public final class MongoClient: @unchecked Sendable {
     }
 
     /// An aggregation's results in batches of at most `batchSize` (see `forEachBatch`).
-    public func aggregateBatches(_ collection: String, pipeline: [BSONDocument], batchSize: Int = 1000,
+    public func aggregateBatches(_ collection: String, pipeline: [BSONDocument], batchSize: Int = 1000, maxTimeMS: Int? = nil,
                                  _ body: ([BSONDocument]) throws(MongoError) -> Void) throws(MongoError) {
         let p = try (["pipeline": .array(pipeline.map { .document($0) })] as BSONDocument).makeBSON()
         var o: BSONDocument = ["batchSize": .int64(Int64(max(1, batchSize)))]
-        if let ms = try Self.maxTimeMS(nil) { o["maxTimeMS"] = .int64(Int64(ms)) }
+        if let ms = try Self.maxTimeMS(maxTimeMS) { o["maxTimeMS"] = .int64(Int64(ms)) }
         let opts = try o.makeBSON()
         try withCollection(collection) { (coll) throws(MongoError) in
             try Self.drain(mongoc_collection_aggregate(coll, MONGOC_QUERY_NONE, p.pointer, opts.pointer, nil), batchSize: batchSize, body)
@@ -676,14 +679,6 @@ public final class MongoClient: @unchecked Sendable {
     public func findOne(_ collection: String, filter: BSONDocument, sort: BSONDocument? = nil,
                         projection: BSONDocument? = nil) throws(MongoError) -> BSONDocument? {
         try find(collection, filter: filter, sort: sort, projection: projection, limit: 1).first
-    }
-
-    public func aggregate(_ collection: String, pipeline: [BSONDocument], maxTimeMS: Int? = nil) throws(MongoError) -> [BSONDocument] {
-        let p = try (["pipeline": .array(pipeline.map { .document($0) })] as BSONDocument).makeBSON()
-        let opts = try Self.maxTimeMS(maxTimeMS).map { (ms) throws(MongoError) -> OwnedBSON in try (["maxTimeMS": .int64(Int64(ms))] as BSONDocument).makeBSON() }
-        return try withCollection(collection) { (coll) throws(MongoError) -> [BSONDocument] in
-            try Self.drain(mongoc_collection_aggregate(coll, MONGOC_QUERY_NONE, p.pointer, opts?.pointer, nil))
-        }
     }
 
     public func countDocuments(_ collection: String, filter: BSONDocument, maxTimeMS: Int? = nil) throws(MongoError) -> Int {

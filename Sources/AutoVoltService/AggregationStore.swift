@@ -26,14 +26,30 @@ public struct AggregateChange: Sendable, Encodable, Equatable {
 }
 
 /// What `recalculate` answers (CLI `--json` and HTTP): how many aggregates were recalculated,
-/// each with a new version, and those whose figures changed.
+/// each with a new version, how many of them changed figures, and those changes, listed up to
+/// `listedChanges` (a tariff change can reach every aggregate of years: the counts are whole,
+/// the list is for reading, and memory stays the same however many there are).
 public struct RecalculationReport: Sendable, Encodable {
-    public var recalculated: Int
-    public var changed: [AggregateChange]
+    public static let listedChanges = 1_000
+    public var recalculated = 0
+    public var changedCount = 0
+    public var changed: [AggregateChange] = []
 
-    public init(_ recalculated: [AggregateChange]) {
-        self.recalculated = recalculated.count
-        changed = recalculated.filter(\.figuresChanged)
+    enum CodingKeys: String, CodingKey {
+        case recalculated, changed
+        case changedCount = "changed_count"
+    }
+
+    public init() {}
+
+    public init(_ recalculated: [AggregateChange]) { add(recalculated) }
+
+    mutating func add(_ changes: [AggregateChange]) {
+        recalculated += changes.count
+        for change in changes where change.figuresChanged {
+            changedCount += 1
+            if changed.count < Self.listedChanges { changed.append(change) }
+        }
     }
 }
 
@@ -69,8 +85,13 @@ public final class AggregationStore: @unchecked Sendable {
 
     // MARK: Tariffs
 
+    /// Every tariff version: pricing needs the whole book (a few documents per tariff change).
     public func listTariffs() throws(MongoError) -> [Tariff] {
-        try client.find(Collections.costVersions, filter: [:], sort: ["effective_from": 1, "created_at": 1]).compactMap(Self.tariff)
+        var tariffs: [Tariff] = []
+        try client.forEachBatch(Collections.costVersions, filter: [:], sort: ["effective_from": 1, "created_at": 1]) { batch in
+            tariffs += batch.compactMap(Self.tariff)
+        }
+        return tariffs
     }
 
     public func tariffBook() throws(MongoError) -> TariffBook { TariffBook(try listTariffs()) }
@@ -79,11 +100,18 @@ public final class AggregationStore: @unchecked Sendable {
         public var tariff: TariffDocument
         /// How many aggregates were recalculated (each got a new version).
         public var recalculated: Int
-        /// Those whose figures changed.
+        /// How many of them changed figures, and those changes (up to `RecalculationReport.listedChanges`).
+        public var changedCount: Int
         public var changes: [AggregateChange]
+
+        enum CodingKeys: String, CodingKey {
+            case tariff, recalculated, changes
+            case changedCount = "changed_count"
+        }
     }
 
-    /// Adds a version (never edits one) and recalculates every day and month it reaches.
+    /// Adds a version (never edits one) and recalculates every day and month it reaches, a page
+    /// of days at a time in date order (each month once, when its last page is done).
     public func addTariff(costPerKwh: Double, currency: String, effectiveFrom: EpochMillis, classroom: String?, notes: String?,
                           now: EpochMillis) throws(MongoError) -> TariffChange {
         let id = "tv-\(ISO8601.format(now).filter(\.isNumber).prefix(17))-\(UUID().uuidString.prefix(6).lowercased())"
@@ -94,54 +122,67 @@ public final class AggregationStore: @unchecked Sendable {
         let firstDate = calendar.date(of: effectiveFrom)
         var filter: BSONDocument = ["date": ["$gte": .string(firstDate.description)]]
         if let classroom { filter["classroom"] = .string(classroom) }
-        let affected = try client.find(Collections.dailyAggregates, filter: filter, projection: ["date": 1, "esp32_name": 1])
-        let pairs = affected.compactMap { doc -> (String, CivilDate)? in
-            guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue.flatMap(CivilDate.init) else { return nil }
-            return (name, date)
+        var run = Recalculation(tariffs: try tariffBook())
+        // A daily aggregate's _id is "date|esp32_name": pages in _id order are in date order.
+        var after: String?
+        while true {
+            var page = filter
+            if let after { page["_id"] = ["$gt": .string(after)] }
+            let docs = try client.find(Collections.dailyAggregates, filter: page, sort: ["_id": 1], projection: ["date": 1, "esp32_name": 1],
+                                       limit: Self.pageSize)
+            try run.days(docs.compactMap { doc -> (String, CivilDate)? in
+                guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue.flatMap(CivilDate.init) else { return nil }
+                return (name, date)
+            }, store: self, now: now)
+            guard docs.count == Self.pageSize, let last = docs.last?["_id"]?.stringValue else { break }
+            after = last
         }
-        let recalculated = try recompute(pairs, now: now)
-        let changes = recalculated.filter(\.figuresChanged)
+        try run.finish(store: self, now: now)
+        let report = run.report
         logger.notice("tariff added", metadata: [
             "id": "\(id)", "cost_per_kwh": "\(costPerKwh)", "currency": "\(currency)", "effective_from": "\(ISO8601.format(effectiveFrom))",
-            "classroom": "\(classroom ?? "all")", "aggregates_recalculated": "\(recalculated.count)", "aggregates_changed": "\(changes.count)",
+            "classroom": "\(classroom ?? "all")", "aggregates_recalculated": "\(report.recalculated)", "aggregates_changed": "\(report.changedCount)",
         ])
-        for change in changes where change.oldCost != change.newCost {
+        for change in report.changed where change.oldCost != change.newCost {
             logger.notice("cost recalculated", metadata: [
                 "esp32_name": "\(change.esp32Name)", "\(change.kind)": "\(change.key)",
                 "old_cost": "\(change.oldCost.map { "\($0)" } ?? "null")", "new_cost": "\(change.newCost.map { "\($0)" } ?? "null")",
             ])
         }
-        return TariffChange(tariff: TariffDocument(tariff, timeZone: timeZone), recalculated: recalculated.count, changes: changes)
+        return TariffChange(tariff: TariffDocument(tariff, timeZone: timeZone), recalculated: report.recalculated,
+                            changedCount: report.changedCount, changes: report.changed)
     }
+
+    static let pageSize = 1_000
 
     // MARK: Recalculation
 
-    /// Rebuilds the aggregates of the local dates `start...end` (inclusive) from the ledger.
+    /// Rebuilds the aggregates of the local dates `start...end` (inclusive) from the ledger, a
+    /// date at a time (the devices of one date, found by the database), each month once.
     public func recalculate(start: CivilDate, end: CivilDate, classroom: String?, esp32Name: String?,
-                            now: EpochMillis) throws(MongoError) -> [AggregateChange] {
-        var filter: BSONDocument = ["date": ["$gte": .string(start.description), "$lte": .string(end.description)],
-                                    "superseded_by": ["$exists": false]]
-        if let classroom { filter["classroom"] = .string(classroom) }
-        if let esp32Name { filter["esp32_name"] = .string(esp32Name) }
-        var pairs = Set<String>()
-        for doc in try client.aggregate(Collections.ledgers, pipeline: [
-            ["$match": .document(filter)], ["$group": ["_id": ["d": "$date", "n": "$esp32_name"]]],
-        ]) {
-            if let key = doc["_id"]?.documentValue, let d = key["d"]?.stringValue, let n = key["n"]?.stringValue { pairs.insert("\(n)|\(d)") }
+                            now: EpochMillis) throws(MongoError) -> RecalculationReport {
+        var run = Recalculation(tariffs: try tariffBook())
+        guard start <= end else { return run.report }
+        for day in start.daysSinceEpoch...end.daysSinceEpoch {
+            let date = CivilDate(daysSinceEpoch: day)
+            var filter: BSONDocument = ["date": .string(date.description), "superseded_by": ["$exists": false]]
+            if let classroom { filter["classroom"] = .string(classroom) }
+            if let esp32Name { filter["esp32_name"] = .string(esp32Name) }
+            var names = Set<String>()
+            try client.aggregateBatches(Collections.ledgers, pipeline: [["$match": .document(filter)], ["$group": ["_id": "$esp32_name"]]]) { batch in
+                for doc in batch { if let name = doc["_id"]?.stringValue { names.insert(name) } }
+            }
+            // Days that have an aggregate but no entries any more must go to zero too.
+            var aggregateFilter: BSONDocument = ["date": .string(date.description)]
+            if let classroom { aggregateFilter["classroom"] = .string(classroom) }
+            if let esp32Name { aggregateFilter["esp32_name"] = .string(esp32Name) }
+            try client.forEachBatch(Collections.dailyAggregates, filter: aggregateFilter, projection: ["esp32_name": 1]) { batch in
+                for doc in batch { if let name = doc["esp32_name"]?.stringValue { names.insert(name) } }
+            }
+            try run.days(names.sorted().map { ($0, date) }, store: self, now: now)
         }
-        // Days that have an aggregate but no entries any more must go to zero too.
-        var aggregateFilter: BSONDocument = ["date": ["$gte": .string(start.description), "$lte": .string(end.description)]]
-        if let classroom { aggregateFilter["classroom"] = .string(classroom) }
-        if let esp32Name { aggregateFilter["esp32_name"] = .string(esp32Name) }
-        for doc in try client.find(Collections.dailyAggregates, filter: aggregateFilter, projection: ["date": 1, "esp32_name": 1]) {
-            if let d = doc["date"]?.stringValue, let n = doc["esp32_name"]?.stringValue { pairs.insert("\(n)|\(d)") }
-        }
-        let list = pairs.sorted().compactMap { key -> (String, CivilDate)? in
-            let parts = key.split(separator: "|", maxSplits: 1).map(String.init)
-            guard parts.count == 2, let date = CivilDate(parts[1]) else { return nil }
-            return (parts[0], date)
-        }
-        return try recompute(list, now: now)
+        try run.finish(store: self, now: now)
+        return run.report
     }
 
     /// Days the ledger changed (`ledger_dirty_days`), oldest mark first; each is removed once
@@ -153,7 +194,9 @@ public final class AggregationStore: @unchecked Sendable {
             guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue.flatMap(CivilDate.init) else { return nil }
             return (name, date)
         }
-        _ = try recompute(pairs, now: now, history: .closedPeriodsOnly)
+        var run = Recalculation(tariffs: try tariffBook(), history: .closedPeriodsOnly)
+        try run.days(pairs, store: self, now: now)
+        try run.finish(store: self, now: now)
         // Each mark goes unless the ledger marked the day again meanwhile.
         let done: [WriteModel] = dirty.compactMap { doc -> WriteModel? in
             guard let id = doc["_id"], let at = doc["dirty_at"] else { return nil }
@@ -165,7 +208,7 @@ public final class AggregationStore: @unchecked Sendable {
 
     /// The day close: every device with entries or an aggregate that day is recomputed, now
     /// `complete`.
-    public func closeDay(_ date: CivilDate, now: EpochMillis) throws(MongoError) -> [AggregateChange] {
+    public func closeDay(_ date: CivilDate, now: EpochMillis) throws(MongoError) -> RecalculationReport {
         try recalculate(start: date, end: date, classroom: nil, esp32Name: nil, now: now)
     }
 
@@ -178,55 +221,73 @@ public final class AggregationStore: @unchecked Sendable {
         case closedPeriodsOnly
     }
 
-    /// Recomputes the given (device, date) pairs and then their months, in batches: a batch of
-    /// days or months costs the database the same few round trips as one.
-    func recompute(_ pairs: [(String, CivilDate)], now: EpochMillis, history: History = .always) throws(MongoError) -> [AggregateChange] {
-        guard !pairs.isEmpty else { return [] }
-        let tariffs = try tariffBook()
-        var changes: [AggregateChange] = []
-        // Days in small batches: a whole day of a device can be 2,880 entries.
-        for start in stride(from: 0, to: pairs.count, by: Self.dayBatchSize) {
-            changes += try recomputeDays(Array(pairs[start..<min(start + Self.dayBatchSize, pairs.count)]), tariffs: tariffs, now: now, history: history)
-        }
-        var months: [String: Set<String>] = [:]
-        for (name, date) in pairs { months[Aggregator.monthKey(date), default: []].insert(name) }
-        for month in months.keys.sorted() {
-            let names = months[month, default: []].sorted()
-            for start in stride(from: 0, to: names.count, by: Self.monthBatchSize) {
-                changes += try recomputeMonths(month, names: Array(names[start..<min(start + Self.monthBatchSize, names.count)]), now: now,
-                                             history: history)
+    /// One recalculation: days handed in date order, each month recomputed once after its
+    /// days (when the days move past it, or at the end), in batches: a batch of days or months
+    /// costs the database the same few round trips as one. Holds one month's device names and
+    /// the report, however many days it reaches.
+    struct Recalculation {
+        let tariffs: TariffBook
+        var history: History = .always
+        var report = RecalculationReport()
+        /// Months whose days changed and that are not recomputed yet: month -> device names.
+        var pendingMonths: [String: Set<String>] = [:]
+
+        mutating func days(_ pairs: [(String, CivilDate)], store: AggregationStore, now: EpochMillis) throws(MongoError) {
+            for start in stride(from: 0, to: pairs.count, by: AggregationStore.dayBatchSize) {
+                let batch = Array(pairs[start..<min(start + AggregationStore.dayBatchSize, pairs.count)])
+                report.add(try store.recomputeDays(batch, tariffs: tariffs, now: now, history: history))
+            }
+            for (name, date) in pairs { pendingMonths[Aggregator.monthKey(date), default: []].insert(name) }
+            // Days arrive in date order: the months before the last day's have all their days.
+            if let last = pairs.map(\.1).max() {
+                let current = Aggregator.monthKey(last)
+                for month in pendingMonths.keys.sorted() where month < current { try flush(month, store: store, now: now) }
             }
         }
-        return changes
+
+        mutating func finish(store: AggregationStore, now: EpochMillis) throws(MongoError) {
+            for month in pendingMonths.keys.sorted() { try flush(month, store: store, now: now) }
+        }
+
+        private mutating func flush(_ month: String, store: AggregationStore, now: EpochMillis) throws(MongoError) {
+            let names = (pendingMonths.removeValue(forKey: month) ?? []).sorted()
+            for start in stride(from: 0, to: names.count, by: AggregationStore.monthBatchSize) {
+                report.add(try store.recomputeMonths(month, names: Array(names[start..<min(start + AggregationStore.monthBatchSize, names.count)]),
+                                                     now: now, history: history))
+            }
+        }
     }
 
     static let dayBatchSize = 50
     static let monthBatchSize = 200
 
-    private func recomputeDays(_ pairs: [(String, CivilDate)], tariffs: TariffBook, now: EpochMillis,
+    fileprivate func recomputeDays(_ pairs: [(String, CivilDate)], tariffs: TariffBook, now: EpochMillis,
                                history: History) throws(MongoError) -> [AggregateChange] {
         var seen = Set<String>()
         let pairs = pairs.filter { seen.insert("\($0.0)|\($0.1)").inserted }
         guard !pairs.isEmpty else { return [] }
         let clauses: [BSON] = pairs.map { ["esp32_name": .string($0.0), "date": .string($0.1.description)] }
-        let docs = try client.find(Collections.ledgers, filter: ["$or": .array(clauses), "superseded_by": ["$exists": false]],
-                                   projection: ["esp32_name": 1, "date": 1, "start_ts": 1, "end_ts": 1, "delta_wh": 1, "billable": 1,
-                                                "quality": 1, "classroom": 1])
-        var byDay: [String: [BSONDocument]] = [:]
-        for doc in docs {
-            guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue else { continue }
-            byDay["\(name)|\(date)", default: []].append(doc)
+        // A day's figures need all its entries (2,880 a day per device at most): the batch of
+        // days bounds them. Kept as the small AggregateEntry, not as documents.
+        var byDay: [String: (entries: [AggregateEntry], classroom: String?)] = [:]
+        try client.forEachBatch(Collections.ledgers, filter: ["$or": .array(clauses), "superseded_by": ["$exists": false]],
+                                projection: ["esp32_name": 1, "date": 1, "start_ts": 1, "end_ts": 1, "delta_wh": 1, "billable": 1,
+                                             "quality": 1, "classroom": 1]) { batch in
+            for doc in batch {
+                guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue,
+                      let start = doc["start_ts"]?.dateValue, let end = doc["end_ts"]?.dateValue, let delta = doc["delta_wh"]?.doubleValue else { continue }
+                let confidence = doc["quality"]?.documentValue?["confidence"]?.stringValue.flatMap(Confidence.init) ?? .low
+                let key = "\(name)|\(date)"
+                byDay[key, default: ([], nil)].entries.append(AggregateEntry(start: LedgerStore.millis(start), end: LedgerStore.millis(end), deltaWh: delta,
+                                                                            billable: doc["billable"]?.boolValue ?? false, confidence: confidence))
+                if byDay[key]?.classroom == nil { byDay[key]?.classroom = doc["classroom"]?.stringValue }
+            }
         }
         var calendar = LocalCalendar(timeZone: timeZone)
         let items = pairs.map { name, date in
-            let docs = byDay["\(name)|\(date)"] ?? []
-            let entries = docs.compactMap { doc -> AggregateEntry? in
-                guard let start = doc["start_ts"]?.dateValue, let end = doc["end_ts"]?.dateValue, let delta = doc["delta_wh"]?.doubleValue else { return nil }
-                let confidence = doc["quality"]?.documentValue?["confidence"]?.stringValue.flatMap(Confidence.init) ?? .low
-                return AggregateEntry(start: LedgerStore.millis(start), end: LedgerStore.millis(end), deltaWh: delta,
-                                      billable: doc["billable"]?.boolValue ?? false, confidence: confidence)
-            }
-            let classroom = docs.first?["classroom"]?.stringValue ?? registry.resolve(name).classroom
+            let day = byDay["\(name)|\(date)"]
+            let entries = day?.entries ?? []
+            let classroom = day?.classroom ?? registry.resolve(name).classroom
             let figures = Aggregator.daily(date: date, esp32Name: name, classroom: classroom, entries: entries, tariffs: tariffs, calendar: &calendar)
             let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
             let fields: BSONDocument = [
@@ -250,10 +311,10 @@ public final class AggregationStore: @unchecked Sendable {
         return try store(Collections.dailyAggregates, kind: "daily", items, now: now, history: history)
     }
 
-    private func recomputeMonths(_ month: String, names: [String], now: EpochMillis, history: History) throws(MongoError) -> [AggregateChange] {
+    fileprivate func recomputeMonths(_ month: String, names: [String], now: EpochMillis, history: History) throws(MongoError) -> [AggregateChange] {
         let days = try client.find(Collections.dailyAggregates, filter: [
             "esp32_name": LedgerStore.oneOf(names), "date": ["$gte": .string("\(month)-01"), "$lte": .string("\(month)-31")],
-        ], sort: ["date": 1])
+        ], sort: ["date": 1], limit: names.count * 31)
         var byDevice: [String: [BSONDocument]] = [:]
         for doc in days { if let name = doc["esp32_name"]?.stringValue { byDevice[name, default: []].append(doc) } }
         let items = names.map { name in
@@ -297,7 +358,7 @@ public final class AggregationStore: @unchecked Sendable {
                        history keep: History) throws(MongoError) -> [AggregateChange] {
         guard !items.isEmpty else { return [] }
         var existing: [String: BSONDocument] = [:]
-        for doc in try client.find(collection, filter: ["_id": ["$in": .array(items.map { .string($0.id) })]]) {
+        for doc in try client.find(collection, filter: ["_id": ["$in": .array(items.map { .string($0.id) })]], limit: items.count) {
             if let id = doc["_id"]?.stringValue { existing[id] = doc }
         }
         beforeVersionedWrite?()
@@ -326,7 +387,7 @@ public final class AggregationStore: @unchecked Sendable {
         // Someone else wrote some of them meanwhile: find which of ours applied, redo the rest.
         var applied = Set<String>()
         for doc in try client.find(collection, filter: ["_id": ["$in": .array(items.map { .string($0.id) })], "write_id": .string(writeID)],
-                                   projection: ["_id": 1]) {
+                                   projection: ["_id": 1], limit: items.count) {
             if let id = doc["_id"]?.stringValue { applied.insert(id) }
         }
         let replacedIDs = items.filter { !applied.contains($0.id) }.map { item -> BSON in
@@ -334,7 +395,7 @@ public final class AggregationStore: @unchecked Sendable {
         }
         if !replacedIDs.isEmpty {
             for doc in try client.find(Self.historyCollection, filter: ["_id": ["$in": .array(replacedIDs)], "write_id": .string(writeID)],
-                                       projection: ["aggregate_id": 1]) {
+                                       projection: ["aggregate_id": 1], limit: replacedIDs.count) {
                 if let id = doc["aggregate_id"]?.stringValue { applied.insert(id) }
             }
         }

@@ -83,11 +83,11 @@ enum AccountingAPI {
             guard start <= end else { return problem(.badRequest, "end is before start") }
             guard end.daysSinceEpoch - start.daysSinceEpoch <= 366 else { return problem(.badRequest, "at most 366 days at a time") }
             do {
-                let changes = try await executor.run { client throws(MongoError) -> [AggregateChange] in
+                let report = try await executor.run { client throws(MongoError) -> RecalculationReport in
                     try store(client, config, concern, logger).recalculate(
                         start: start, end: end, classroom: body.classroom, esp32Name: body.esp32Name, now: SystemClock.nowMillis())
                 }
-                return json(.ok, RecalculationReport(changes))
+                return json(.ok, report)
             } catch {
                 return problem(.serviceUnavailable, "database unavailable: \(error)")
             }

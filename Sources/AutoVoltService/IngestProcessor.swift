@@ -156,7 +156,7 @@ public final class IngestProcessor: @unchecked Sendable {
                 let candidates = duplicateIndexes.compactMap { events.indices.contains($0) ? events[$0] : nil }
                 let ids = candidates.map { BSON.string(Documents.eventID($0.reading)) }
                 let stored = try client.find(Collections.telemetryEvents, filter: ["_id": ["$in": .array(ids)]],
-                                             projection: ["energy_wh_total": 1, "event_hash": 1])
+                                             projection: ["energy_wh_total": 1, "event_hash": 1], limit: ids.count)
                 var storedEnergy: [String: Double] = [:]
                 for doc in stored {
                     if let id = doc["_id"]?.stringValue, let energy = doc["energy_wh_total"]?.doubleValue { storedEnergy[id] = energy }

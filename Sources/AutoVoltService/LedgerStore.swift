@@ -165,64 +165,79 @@ public final class LedgerStore: @unchecked Sendable {
             held = try acquireLeases([name], now: SystemClock.nowMillis())
         }
         do {
-            let device = registry.resolve(name)
-            var inserted = 0, superseded = 0
-            var from: EpochMillis? = nil
-            var size = max(2, windowReadings)
-            var tail: Tail? = nil
-            var pendingDip: EpochMillis? = nil
-            while true {
-                let windowNow = SystemClock.nowMillis()
-                try renewLease(name, now: windowNow)
-                var filter: BSONDocument = ["esp32_name": .string(name)]
-                if let from { filter["device_ts"] = ["$gte": .millis(from)] }
-                var projection = Self.readingProjection
-                projection["processed"] = 1
-                let docs = try client.find(Collections.telemetryEvents, filter: filter, sort: ["device_ts": 1, "_id": 1],
-                                           projection: projection, limit: size + 1)
-                let isLast = docs.count <= size
-                let window = Array(docs.prefix(size))
-                let readings = Self.readings(of: window)
-                var calendar = LocalCalendar(timeZone: timeZone)
-                guard let result = LedgerRebuildWindow.derive(readings, isLast: isLast, device: device, calendar: &calendar,
-                                                              policy: policy, now: windowNow) else {
-                    size *= 2 // nothing final yet in so few readings (a window of nothing but falls)
-                    continue
-                }
-                var stretch: BSONDocument = [:]
-                if let from { stretch["$gte"] = .millis(from) }
-                if let next = result.next { stretch["$lt"] = .millis(next) }
-                var stored = try liveEntries(of: name, extra: stretch.isEmpty ? [:] : ["start_ts": .document(stretch)])
-                var derived = result.entries
-                if let dates {
-                    derived = derived.filter { dates.contains($0.date) }
-                    stored = stored.filter { CivilDate($0.dateText).map(dates.contains) ?? false }
-                }
-                let change = LedgerDiff.plan(stored: stored, derived: derived)
-                try write([(device, change)], now: windowNow)
-                inserted += change.inserting.count
-                superseded += change.superseding.count
-                // The events this window made final, and not yet marked: marked after their entries.
-                let done = window.filter { doc in
-                    doc["processed"]?.boolValue != true
-                        && (result.next.map { next in doc["device_ts"]?.dateValue.map(Self.millis).map { $0 < next } ?? false } ?? true)
-                }.compactMap { $0["_id"] }
-                try markProcessed(done)
-                guard let next = result.next else {
-                    if dates == nil && (!result.entries.isEmpty || from == nil) {
-                        tail = Tail(last: LedgerWindow.intervals(of: result.entries).last)
-                    }
-                    pendingDip = LedgerDeriver.pendingDipUntil(readings, derived: result.entries, policy: policy)
-                    break
-                }
-                from = next
-                size = max(2, windowReadings)
-            }
-            try releaseLeases(held, tails: tail.map { [name: $0] } ?? [:], pendingDips: pendingDip.map { [name: $0] } ?? [:])
-            return (inserted, superseded)
+            let outcome = try deriveInWindows(name, from: nil, dates: dates, windowReadings: windowReadings)
+            try releaseLeases(held, tails: outcome.tail.map { [name: $0] } ?? [:], pendingDips: outcome.pendingDip.map { [name: $0] } ?? [:])
+            return (outcome.inserted, outcome.superseded)
         } catch {
             try? releaseLeases(held, tails: [:], pendingDips: [:])
             throw error
+        }
+    }
+
+    struct WindowedOutcome {
+        var inserted = 0
+        var superseded = 0
+        var eventsProcessed = 0
+        var tail: Tail?
+        var pendingDip: EpochMillis?
+    }
+
+    /// Re-derives one held device from `start` (nil: its first reading) to its last reading, a
+    /// window of readings at a time (`LedgerRebuildWindow`): a rebuild, or a live step with a
+    /// backlog too large for one read. With `dates`, only entries of those dates are replaced.
+    private func deriveInWindows(_ name: String, from start: EpochMillis?, dates: ClosedRange<CivilDate>?,
+                                 windowReadings: Int) throws(MongoError) -> WindowedOutcome {
+        let device = registry.resolve(name)
+        var outcome = WindowedOutcome()
+        var from = start
+        var size = max(2, windowReadings)
+        while true {
+            let windowNow = SystemClock.nowMillis()
+            try renewLease(name, now: windowNow)
+            var filter: BSONDocument = ["esp32_name": .string(name)]
+            if let from { filter["device_ts"] = ["$gte": .millis(from)] }
+            var projection = Self.readingProjection
+            projection["processed"] = 1
+            let docs = try client.find(Collections.telemetryEvents, filter: filter, sort: ["device_ts": 1, "_id": 1],
+                                       projection: projection, limit: size + 1)
+            let isLast = docs.count <= size
+            let window = Array(docs.prefix(size))
+            let readings = Self.readings(of: window)
+            var calendar = LocalCalendar(timeZone: timeZone)
+            guard let result = LedgerRebuildWindow.derive(readings, isLast: isLast, device: device, calendar: &calendar,
+                                                          policy: policy, now: windowNow) else {
+                size *= 2 // nothing final yet in so few readings (a window of nothing but falls)
+                continue
+            }
+            var stretch: BSONDocument = [:]
+            if let from { stretch["$gte"] = .millis(from) }
+            if let next = result.next { stretch["$lt"] = .millis(next) }
+            var stored = try liveEntries(of: name, extra: stretch.isEmpty ? [:] : ["start_ts": .document(stretch)])
+            var derived = result.entries
+            if let dates {
+                derived = derived.filter { dates.contains($0.date) }
+                stored = stored.filter { CivilDate($0.dateText).map(dates.contains) ?? false }
+            }
+            let change = LedgerDiff.plan(stored: stored, derived: derived)
+            try write([(device, change)], now: windowNow)
+            outcome.inserted += change.inserting.count
+            outcome.superseded += change.superseding.count
+            // The events this window made final, and not yet marked: marked after their entries.
+            let done = window.filter { doc in
+                doc["processed"]?.boolValue != true
+                    && (result.next.map { next in doc["device_ts"]?.dateValue.map(Self.millis).map { $0 < next } ?? false } ?? true)
+            }.compactMap { $0["_id"] }
+            try markProcessed(done)
+            outcome.eventsProcessed += done.count
+            guard let next = result.next else {
+                if dates == nil && (!result.entries.isEmpty || from == nil) {
+                    outcome.tail = Tail(last: LedgerWindow.intervals(of: result.entries).last)
+                }
+                outcome.pendingDip = LedgerDeriver.pendingDipUntil(readings, derived: result.entries, policy: policy)
+                return outcome
+            }
+            from = next
+            size = max(2, windowReadings)
         }
     }
 
@@ -251,11 +266,21 @@ public final class LedgerStore: @unchecked Sendable {
         var restart: EpochMillis?
     }
 
+    /// Most events and readings one batched step reads; a backlog beyond them (a week offline,
+    /// a broker replay) is derived a window at a time instead (`deriveInWindows`). Set by the
+    /// owner before the store is shared (tests make them small to take the windowed path).
+    struct StepLimits {
+        var events = 20_000
+        var readings = 40_000
+    }
+    var stepLimits = StepLimits()
+
     private func derive(_ held: [HeldState], now: EpochMillis) throws(MongoError) -> DeriveOutcome {
         let names = held.map(\.name)
         let unprocessed = try client.find(Collections.telemetryEvents,
                                           filter: ["esp32_name": Self.oneOf(names), "processed": false],
-                                          projection: ["esp32_name": 1, "device_ts": 1, "received_at": 1])
+                                          projection: ["esp32_name": 1, "device_ts": 1, "received_at": 1], limit: stepLimits.events + 1)
+        if unprocessed.count > stepLimits.events { return try deriveBacklog(held, now: now) }
         var newByDevice: [String: [BSONDocument]] = [:]
         for doc in unprocessed {
             if let name = doc["esp32_name"]?.stringValue { newByDevice[name, default: []].append(doc) }
@@ -264,26 +289,12 @@ public final class LedgerStore: @unchecked Sendable {
             lock.withLock { counters.lastLagMillis = max(0, now - oldest) }
         }
 
-        // Where each device starts again: the start of the interval before the first one the new
-        // readings touch (LedgerWindow). The common case, readings after everything derived so
-        // far, is answered by the tail the last step recorded; anything else (late data, an
-        // interrupted step) asks the ledger.
         var plans: [Plan] = []
         for state in held {
             var plan = Plan(state: state, device: registry.resolve(state.name))
             let docs = newByDevice[state.name] ?? []
             plan.newIDs = docs.compactMap { $0["_id"] }
-            let earliest = docs.compactMap { $0["device_ts"]?.dateValue.map(Self.millis) }.min()
-            if let tail = state.trustedTail, earliest.map({ $0 > (tail.last?.end ?? .min) }) ?? true {
-                plan.restart = tail.last?.start
-            } else if let earliest {
-                let nearby = try liveEntries(of: state.name, extra: ["end_ts": ["$gte": .millis(earliest)]], sort: ["start_ts": 1], limit: 64)
-                let before = try liveEntries(of: state.name, extra: ["end_ts": ["$lt": .millis(earliest)]], sort: ["start_ts": -1], limit: 8)
-                plan.restart = LedgerWindow.restartPoint(intervals: LedgerWindow.intervals(of: before + nearby), earliestNewReading: earliest)
-            } else {
-                // Nothing new: only a pending dip may need settling.
-                plan.restart = LedgerWindow.intervals(of: try liveEntries(of: state.name, extra: [:], sort: ["start_ts": -1], limit: 8)).last?.start
-            }
+            plan.restart = try restartPoint(state, earliestNew: docs.compactMap { $0["device_ts"]?.dateValue.map(Self.millis) }.min())
             plans.append(plan)
         }
 
@@ -295,7 +306,8 @@ public final class LedgerStore: @unchecked Sendable {
                                          return .document(clause)
                                      })],
                                      sort: ["esp32_name": 1, "device_ts": 1, "_id": 1],
-                                     projection: Self.readingProjection)
+                                     projection: Self.readingProjection, limit: stepLimits.readings + 1)
+        if events.count > stepLimits.readings { return try deriveBacklog(held, now: now) }
         var eventsByDevice: [String: [BSONDocument]] = [:]
         for event in events {
             if let name = event["esp32_name"]?.stringValue { eventsByDevice[name, default: []].append(event) }
@@ -329,6 +341,47 @@ public final class LedgerStore: @unchecked Sendable {
         try markProcessed(newIDs)
         outcome.inserted = changes.reduce(0) { $0 + $1.1.inserting.count }
         outcome.superseded = changes.reduce(0) { $0 + $1.1.superseding.count }
+        return outcome
+    }
+
+    /// Where a device's derivation starts again: the start of the interval before the first one
+    /// the new readings touch (LedgerWindow). The common case, readings after everything derived
+    /// so far, is answered by the tail the last step recorded; anything else (late data, an
+    /// interrupted step) asks the ledger. nil: from the device's first reading.
+    private func restartPoint(_ state: HeldState, earliestNew earliest: EpochMillis?) throws(MongoError) -> EpochMillis? {
+        if let tail = state.trustedTail, earliest.map({ $0 > (tail.last?.end ?? .min) }) ?? true {
+            return tail.last?.start
+        } else if let earliest {
+            let nearby = try liveEntries(of: state.name, extra: ["end_ts": ["$gte": .millis(earliest)]], sort: ["start_ts": 1], limit: 64)
+            let before = try liveEntries(of: state.name, extra: ["end_ts": ["$lt": .millis(earliest)]], sort: ["start_ts": -1], limit: 8)
+            return LedgerWindow.restartPoint(intervals: LedgerWindow.intervals(of: before + nearby), earliestNewReading: earliest)
+        } else {
+            // Nothing new: only a pending dip may need settling.
+            return LedgerWindow.intervals(of: try liveEntries(of: state.name, extra: [:], sort: ["start_ts": -1], limit: 8)).last?.start
+        }
+    }
+
+    /// A step whose devices have more new events or readings than one read takes: each device
+    /// from its restart point, a window at a time.
+    private func deriveBacklog(_ held: [HeldState], now: EpochMillis) throws(MongoError) -> DeriveOutcome {
+        var outcome = DeriveOutcome()
+        for state in held {
+            let first = try client.findOne(Collections.telemetryEvents, filter: ["esp32_name": .string(state.name), "processed": false],
+                                           sort: ["device_ts": 1], projection: ["device_ts": 1, "received_at": 1])
+            if let received = first?["received_at"]?.dateValue.map(Self.millis) {
+                lock.withLock { counters.lastLagMillis = max(counters.lastLagMillis, now - received) }
+            }
+            let restart = try restartPoint(state, earliestNew: first?["device_ts"]?.dateValue.map(Self.millis))
+            let windowed = try deriveInWindows(state.name, from: restart, dates: nil, windowReadings: stepLimits.events)
+            if let tail = windowed.tail { outcome.tails[state.name] = tail }
+            if let until = windowed.pendingDip { outcome.pendingDips[state.name] = until }
+            outcome.newEvents[state.name] = windowed.eventsProcessed
+            outcome.inserted += windowed.inserted
+            outcome.superseded += windowed.superseded
+        }
+        logger.info("ledger: backlog derived in windows", metadata: [
+            "devices": "\(held.count)", "events": "\(outcome.newEvents.values.reduce(0, +))", "inserted": "\(outcome.inserted)",
+        ])
         return outcome
     }
 
@@ -466,7 +519,7 @@ public final class LedgerStore: @unchecked Sendable {
         let acquired = names.indices.filter { !refused.contains($0) }.map { names[$0] }
         guard !acquired.isEmpty else { return [] }
         let states = try client.find(Self.stateCollection, filter: ["_id": Self.oneOf(acquired), "lease_owner": .string(owner)],
-                                     projection: ["version": 1, "tail_version": 1, "tail_start": 1, "tail_end": 1])
+                                     projection: ["version": 1, "tail_version": 1, "tail_start": 1, "tail_end": 1], limit: acquired.count)
         var byName: [String: HeldState] = [:]
         for doc in states {
             guard let name = doc["_id"]?.stringValue, let version = doc["version"]?.int64Value else { continue }
@@ -542,14 +595,22 @@ public final class LedgerStore: @unchecked Sendable {
         var query: BSONDocument = devices.count == 1 ? (clauses[0].documentValue ?? [:]) : ["$or": .array(clauses)]
         query["superseded_by"] = ["$exists": false]
         for (key, value) in extra { query[key] = value }
-        return try client.find(Collections.ledgers, filter: query, sort: sort,
-                               projection: ["esp32_name": 1, "start_ts": 1, "end_ts": 1, "date": 1, "source_events": 1], limit: limit)
-            .compactMap { doc in
-                guard let id = doc["_id"]?.stringValue, let name = doc["esp32_name"]?.stringValue,
-                      let start = doc["start_ts"]?.dateValue, let end = doc["end_ts"]?.dateValue else { return nil }
-                return StoredLedgerEntry(id: id, esp32Name: name, start: Self.millis(start), end: Self.millis(end), dateText: doc["date"]?.stringValue ?? "",
-                                         sourceEvents: doc["source_events"]?.arrayValue?.compactMap(\.stringValue) ?? [])
-            }
+        let projection: BSONDocument = ["esp32_name": 1, "start_ts": 1, "end_ts": 1, "date": 1, "source_events": 1]
+        func stored(_ doc: BSONDocument) -> StoredLedgerEntry? {
+            guard let id = doc["_id"]?.stringValue, let name = doc["esp32_name"]?.stringValue,
+                  let start = doc["start_ts"]?.dateValue, let end = doc["end_ts"]?.dateValue else { return nil }
+            return StoredLedgerEntry(id: id, esp32Name: name, start: Self.millis(start), end: Self.millis(end), dateText: doc["date"]?.stringValue ?? "",
+                                     sourceEvents: doc["source_events"]?.arrayValue?.compactMap(\.stringValue) ?? [])
+        }
+        if let limit {
+            return try client.find(Collections.ledgers, filter: query, sort: sort, projection: projection, limit: limit).compactMap(stored)
+        }
+        // No limit: the stretch a step or a window re-derives, which its readings bound.
+        var entries: [StoredLedgerEntry] = []
+        try client.forEachBatch(Collections.ledgers, filter: query, sort: sort, projection: projection) { batch in
+            entries += batch.compactMap(stored)
+        }
+        return entries
     }
 
     static func document(_ e: LedgerEntry, createdAt: BSON) -> BSONDocument {
@@ -594,8 +655,12 @@ public enum LedgerRebuild {
         if let device {
             names = [device]
         } else {
-            let grouped = try client.aggregate(Collections.telemetryEvents, pipeline: [["$group": ["_id": "$esp32_name"]]])
-            names = grouped.compactMap { $0["_id"]?.stringValue }.sorted()
+            // One name per device (the campus, not its history).
+            var found: [String] = []
+            try client.aggregateBatches(Collections.telemetryEvents, pipeline: [["$group": ["_id": "$esp32_name"]]]) { batch in
+                found += batch.compactMap { $0["_id"]?.stringValue }
+            }
+            names = found.sorted()
         }
         var summary = Summary()
         for name in names {

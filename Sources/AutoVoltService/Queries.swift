@@ -4,346 +4,12 @@ import Foundation
 
 // The read queries of the contract (section 7 paths, section 1 CLI commands): `summary`,
 // `timeline`, `device-breakdown` and `monthly`. The CLI and the HTTP API parse their parameters
-// with the same functions here and print the same JSON (`AnalyticsQueries.json`).
-
-/// A bad query parameter: HTTP 400 `{"error": message}`, CLI exit 64 with the message.
-public struct AnalyticsParameterError: Error, Sendable, Equatable, CustomStringConvertible {
-    public let message: String
-    public init(_ message: String) { self.message = message }
-    public var description: String { message }
-}
-
-/// Encodes an optional as JSON `null` instead of leaving the key out.
-@propertyWrapper
-public struct NullEncoded<Value: Encodable & Sendable & Equatable>: Encodable, Sendable, Equatable {
-    public var wrappedValue: Value?
-    public init(wrappedValue: Value?) { self.wrappedValue = wrappedValue }
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        if let wrappedValue { try container.encode(wrappedValue) } else { try container.encodeNil() }
-    }
-}
-
-// MARK: - Results (snake_case JSON)
-
-public struct ConfidenceCounts: Encodable, Sendable, Equatable {
-    public var high = 0
-    public var medium = 0
-    public var low = 0
-
-    public init(high: Int = 0, medium: Int = 0, low: Int = 0) {
-        self.high = high
-        self.medium = medium
-        self.low = low
-    }
-}
-
-public struct SummaryResult: Encodable, Sendable, Equatable {
-    /// The classroom, or `"campus"`.
-    public var scope: String
-    /// `YYYY-MM-DD` or `YYYY-MM`, as asked.
-    public var period: String
-    /// `day` or `month`.
-    public var periodType: String
-    public var startDate: String
-    public var endDate: String
-    public var kwh: Double
-    public var energyWh: Double
-    /// Null when some of the energy has no known cost (no tariff, or several currencies).
-    @NullEncoded public var cost: Double?
-    @NullEncoded public var currency: String?
-    /// Devices with a daily aggregate in the period.
-    public var devices: Int
-    /// Mean daily coverage of those devices over the period's days so far (a day without an
-    /// aggregate counts as uncovered).
-    public var coverage: Double
-    /// Days of the period that have aggregates.
-    public var days: Int
-    /// Days of the period that have begun (the denominator of `coverage`).
-    public var daysElapsed: Int
-    /// Per classroom; only for the campus.
-    public var byClassroom: [ClassroomSummary]?
-
-    enum CodingKeys: String, CodingKey {
-        case scope, period, periodType = "period_type", startDate = "start_date", endDate = "end_date", kwh
-        case energyWh = "energy_wh", cost, currency, devices, coverage, days, daysElapsed = "days_elapsed"
-        case byClassroom = "by_classroom"
-    }
-}
-
-public struct ClassroomSummary: Encodable, Sendable, Equatable {
-    public var classroom: String
-    public var kwh: Double
-    public var energyWh: Double
-    @NullEncoded public var cost: Double?
-    @NullEncoded public var currency: String?
-    public var devices: Int
-    public var coverage: Double
-    public var days: Int
-
-    enum CodingKeys: String, CodingKey {
-        case classroom, kwh, energyWh = "energy_wh", cost, currency, devices, coverage, days
-    }
-}
-
-public struct TimelineResult: Encodable, Sendable, Equatable {
-    public var scope: String
-    /// The range, ISO 8601 UTC instants, [start, end).
-    public var start: String
-    public var end: String
-    public var timeZone: String
-    /// `hour` or `day`.
-    public var bucket: String
-    public var kwh: Double
-    public var energyWh: Double
-    public var buckets: [TimelineBucket]
-
-    enum CodingKeys: String, CodingKey {
-        case scope, start, end, timeZone = "time_zone", bucket, kwh, energyWh = "energy_wh", buckets
-    }
-}
-
-public struct TimelineBucket: Encodable, Sendable, Equatable {
-    /// The local hour (`2026-11-01T10:00+05:30`) or date (`2026-11-01`).
-    public var label: String
-    /// The part of the bucket inside the range, ISO 8601 UTC instants.
-    public var start: String
-    public var end: String
-    public var energyWh: Double
-    public var kwh: Double
-
-    enum CodingKeys: String, CodingKey { case label, start, end, energyWh = "energy_wh", kwh }
-}
-
-public struct DeviceBreakdownResult: Encodable, Sendable, Equatable {
-    public var date: String
-    public var scope: String
-    public var kwh: Double
-    public var energyWh: Double
-    @NullEncoded public var cost: Double?
-    @NullEncoded public var currency: String?
-    public var devices: [DeviceDayBreakdown]
-
-    enum CodingKeys: String, CodingKey { case date, scope, kwh, energyWh = "energy_wh", cost, currency, devices }
-}
-
-public struct DeviceDayBreakdown: Encodable, Sendable, Equatable {
-    public var esp32Name: String
-    public var classroom: String
-    /// `aggregate` (energy, cost, coverage and confidence from `daily_aggregates`) or `ledger`
-    /// (no aggregate yet: figures from the live ledger entries, cost null).
-    public var source: String
-    public var kwh: Double
-    public var energyWh: Double
-    @NullEncoded public var cost: Double?
-    @NullEncoded public var currency: String?
-    public var coverage: Double
-    public var confidence: ConfidenceCounts
-    public var entries: Int
-    @NullEncoded public var complete: Bool?
-    /// Billable energy of the live ledger entries of the day: what the switch shares add up to.
-    public var ledgerWh: Double
-    public var switches: [SwitchBreakdown]
-    public var unattributed: Unattributed
-
-    enum CodingKeys: String, CodingKey {
-        case esp32Name = "esp32_name", classroom, source, kwh, energyWh = "energy_wh", cost, currency, coverage
-        case confidence, entries, complete, ledgerWh = "ledger_wh", switches, unattributed
-    }
-}
-
-public struct SwitchBreakdown: Encodable, Sendable, Equatable {
-    public var name: String
-    @NullEncoded public var ratedW: Double?
-    public var energyWh: Double
-    public var kwh: Double
-    /// Fraction of the device's ledger energy of the day.
-    public var share: Double
-    /// Hours it was on (by the start readings of the day's intervals).
-    public var onHours: Double
-
-    enum CodingKeys: String, CodingKey {
-        case name, ratedW = "rated_w", energyWh = "energy_wh", kwh, share, onHours = "on_hours"
-    }
-}
-
-public struct Unattributed: Encodable, Sendable, Equatable {
-    public var energyWh: Double
-    public var kwh: Double
-    public var share: Double
-
-    enum CodingKeys: String, CodingKey { case energyWh = "energy_wh", kwh, share }
-}
-
-public struct MonthlyResult: Encodable, Sendable, Equatable {
-    public var month: String
-    public var previousMonth: String
-    public var scope: String
-    public var total: MonthComparison
-    public var classrooms: [MonthComparison]
-
-    enum CodingKeys: String, CodingKey { case month, previousMonth = "previous_month", scope, total, classrooms }
-}
-
-public struct MonthComparison: Encodable, Sendable, Equatable {
-    /// The classroom, or the scope for the total.
-    public var classroom: String
-    public var current: MonthFigures
-    public var previous: MonthFigures
-    public var change: MonthChange
-}
-
-public struct MonthFigures: Encodable, Sendable, Equatable {
-    public var kwh: Double
-    public var energyWh: Double
-    @NullEncoded public var cost: Double?
-    @NullEncoded public var currency: String?
-    public var devices: Int
-
-    enum CodingKeys: String, CodingKey { case kwh, energyWh = "energy_wh", cost, currency, devices }
-}
-
-public struct MonthChange: Encodable, Sendable, Equatable {
-    public var kwh: Double
-    public var energyWh: Double
-    /// Null when the previous month's energy is 0.
-    @NullEncoded public var energyPercent: Double?
-    /// Null when either month's cost is unknown.
-    @NullEncoded public var cost: Double?
-    @NullEncoded public var costPercent: Double?
-
-    enum CodingKeys: String, CodingKey {
-        case kwh, energyWh = "energy_wh", energyPercent = "energy_percent", cost, costPercent = "cost_percent"
-    }
-}
+// with the same functions (QueryParameters.swift, which declares AnalyticsQueries) and print the
+// same JSON (the result types and `AnalyticsQueries.json`, QueryResults.swift).
 
 // MARK: - Queries
 
-public enum AnalyticsQueries {
-    /// The longest timeline range, in days, and the longest with hourly buckets.
-    public static let maxTimelineDays = 93
-    public static let maxHourlyTimelineDays = 31
-    /// Up to this range, in days, a timeline defaults to hourly buckets.
-    public static let hourlyDefaultDays = 2
-
-    // MARK: Parameters
-
-    public struct SummaryParameters: Sendable, Equatable {
-        public var classroom: String?
-        public var period: Breakdown.Period
-    }
-
-    public struct TimelineParameters: Sendable, Equatable {
-        public var classroom: String?
-        public var start: EpochMillis
-        public var end: EpochMillis
-        public var bucket: Breakdown.BucketSize
-    }
-
-    public struct DeviceBreakdownParameters: Sendable, Equatable {
-        public var classroom: String?
-        public var date: CivilDate
-    }
-
-    public struct MonthlyParameters: Sendable, Equatable {
-        public var classroom: String?
-        public var month: Breakdown.Month
-    }
-
-    static func given(_ text: String?) -> String? {
-        guard let trimmed = text?.trimmingCharacters(in: .whitespaces), !trimmed.isEmpty else { return nil }
-        return trimmed
-    }
-
-    /// `date`: `YYYY-MM-DD` (a local day) or `YYYY-MM` (a local month); `classroom` empty or
-    /// absent means the campus.
-    public static func summaryParameters(classroom: String?, date: String?) throws(AnalyticsParameterError) -> SummaryParameters {
-        guard let date = given(date) else {
-            throw AnalyticsParameterError("date is required: YYYY-MM-DD (a day) or YYYY-MM (a month)")
-        }
-        guard let period = Breakdown.Period(date) else {
-            throw AnalyticsParameterError("date \"\(date)\" is not YYYY-MM-DD (a day) or YYYY-MM (a month)")
-        }
-        return SummaryParameters(classroom: given(classroom), period: period)
-    }
-
-    /// `start` and `end`: ISO 8601 instants with an offset, or local dates `YYYY-MM-DD` (a start
-    /// date means its local midnight, an end date the end of that day). `bucket`: `hour` or
-    /// `day`; by default hours up to two days, days beyond.
-    public static func timelineParameters(classroom: String?, start: String?, end: String?, bucket: String?,
-                                          timeZone: TimeZone) throws(AnalyticsParameterError) -> TimelineParameters {
-        var calendar = LocalCalendar(timeZone: timeZone)
-        let from = try bound(start, name: "start", isEnd: false, calendar: &calendar)
-        let to = try bound(end, name: "end", isEnd: true, calendar: &calendar)
-        guard from.millis < to.millis else {
-            // An end date means the end of that day: reaching back to the start is "after" too.
-            let empty = from.millis == to.millis && !to.isDate
-            throw AnalyticsParameterError(empty ? "start equals end: the range is empty" : "start is after end")
-        }
-        let day: EpochMillis = 86_400_000
-        let slack: EpochMillis = 3_600_000  // a daylight-saving day is 25 hours
-        let size: Breakdown.BucketSize
-        if let text = given(bucket) {
-            guard let parsed = Breakdown.BucketSize(rawValue: text.lowercased()) else {
-                throw AnalyticsParameterError("bucket \"\(text)\" is not hour or day")
-            }
-            size = parsed
-        } else {
-            size = to.millis - from.millis <= EpochMillis(hourlyDefaultDays) * day + slack ? .hour : .day
-        }
-        let limit = size == .hour ? maxHourlyTimelineDays : maxTimelineDays
-        if to.millis - from.millis > EpochMillis(limit) * day + slack {
-            let days = Double(to.millis - from.millis) / Double(day)
-            throw AnalyticsParameterError(
-                "the range is \(String(format: "%.1f", days)) days; at most \(limit) are allowed\(size == .hour ? " with hourly buckets (use bucket=day)" : "")")
-        }
-        return TimelineParameters(classroom: given(classroom), start: from.millis, end: to.millis, bucket: size)
-    }
-
-    static func bound(_ text: String?, name: String, isEnd: Bool,
-                      calendar: inout LocalCalendar) throws(AnalyticsParameterError) -> (millis: EpochMillis, isDate: Bool) {
-        let example = "an ISO 8601 instant such as 2026-11-01T10:00:00+05:30, or a local date YYYY-MM-DD"
-        guard let text = given(text) else { throw AnalyticsParameterError("\(name) is required: \(example)") }
-        if text.utf8.count == 10, case .day(let date)? = Breakdown.Period(text) {
-            return (calendar.startOfDay(isEnd ? CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1) : date), true)
-        }
-        if let millis = ISO8601.parseMillis(text) { return (millis, false) }
-        // 2026-11-01T10:00+05:30 (no seconds, as the timeline's labels are written).
-        let bytes = Array(text.utf8)
-        if bytes.count > 16, bytes[13] == UInt8(ascii: ":"), bytes[16] != UInt8(ascii: ":"),
-           let millis = ISO8601.parseMillis(String(decoding: bytes[..<16] + Array(":00".utf8) + bytes[16...], as: UTF8.self)) {
-            return (millis, false)
-        }
-        if bytes.count >= 16, bytes.count <= 19, bytes[10] == UInt8(ascii: "T") || bytes[10] == UInt8(ascii: " ") {
-            throw AnalyticsParameterError("\(name) \"\(text)\" has no UTC offset: add Z or +05:30 style, or give a date YYYY-MM-DD")
-        }
-        throw AnalyticsParameterError("\(name) \"\(text)\" is not \(example)")
-    }
-
-    public static func deviceBreakdownParameters(classroom: String?, date: String?) throws(AnalyticsParameterError) -> DeviceBreakdownParameters {
-        guard let text = given(date) else { throw AnalyticsParameterError("date is required: a local date YYYY-MM-DD") }
-        guard text.utf8.count == 10, case .day(let day)? = Breakdown.Period(text) else {
-            throw AnalyticsParameterError("date \"\(text)\" is not a date YYYY-MM-DD")
-        }
-        return DeviceBreakdownParameters(classroom: given(classroom), date: day)
-    }
-
-    public static func monthlyParameters(classroom: String?, month: String?) throws(AnalyticsParameterError) -> MonthlyParameters {
-        guard let text = given(month) else { throw AnalyticsParameterError("month is required: YYYY-MM") }
-        guard let parsed = Breakdown.Month(text) else { throw AnalyticsParameterError("month \"\(text)\" is not YYYY-MM") }
-        return MonthlyParameters(classroom: given(classroom), month: parsed)
-    }
-
-    // MARK: JSON
-
-    /// The JSON of a result, as the HTTP API sends it and `--json` prints it.
-    public static func json<T: Encodable>(_ value: T, pretty: Bool = false) -> Data {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
-        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "Infinity", negativeInfinity: "-Infinity", nan: "NaN")
-        return (try? encoder.encode(value)) ?? Data(#"{"error":"the result could not be encoded"}"#.utf8)
-    }
-
+extension AnalyticsQueries {
     // MARK: Helpers
 
     static let liveEntry: BSONDocument = ["$exists": false]
@@ -396,13 +62,8 @@ public enum AnalyticsQueries {
         let first = p.period.firstDay, last = p.period.lastDay
         let dateFilter: BSON = first == last ? .string(first.description)
             : ["$gte": .string(first.description), "$lte": .string(last.description)]
-        let docs = try client.find(Collections.dailyAggregates, filter: scoped(["date": dateFilter], p.classroom),
-                                   projection: ["date": 1, "esp32_name": 1, "classroom": 1, "energy_wh": 1, "cost": 1,
-                                                "currency": 1, "coverage": 1, "unpriced_wh": 1])
         var calendar = LocalCalendar(timeZone: config.timeZone)
         let today = calendar.date(of: now ?? SystemClock.nowMillis())
-        let latest = docs.compactMap { $0["date"]?.stringValue.flatMap(CivilDate.init) }.max()
-        let elapsed = p.period.elapsedDays(today: today, latestData: latest)
 
         struct Group {
             var sum = CostSum()
@@ -416,14 +77,22 @@ public enum AnalyticsQueries {
             if let date = doc["date"]?.stringValue { group.dates.insert(date) }
             group.coverage += min(1, max(0, doc["coverage"]?.doubleValue ?? 0))
         }
-        func meanCoverage(_ group: Group) -> Double {
-            group.devices.isEmpty ? 0 : fraction(min(1, group.coverage / Double(group.devices.count * elapsed)))
-        }
         var total = Group()
         var byClassroom: [String: Group] = [:]
-        for doc in docs {
-            add(doc, to: &total)
-            add(doc, to: &byClassroom[doc["classroom"]?.stringValue ?? DeviceInfo.unassignedClassroom, default: Group()])
+        var latest: CivilDate?
+        // One device-day per document: read in batches, so a campus month is never one array.
+        try client.forEachBatch(Collections.dailyAggregates, filter: scoped(["date": dateFilter], p.classroom),
+                                projection: ["date": 1, "esp32_name": 1, "classroom": 1, "energy_wh": 1, "cost": 1,
+                                             "currency": 1, "coverage": 1, "unpriced_wh": 1], batchSize: 2000) { (docs) throws(MongoError) in
+            for doc in docs {
+                if let date = doc["date"]?.stringValue.flatMap(CivilDate.init), latest.map({ date > $0 }) ?? true { latest = date }
+                add(doc, to: &total)
+                add(doc, to: &byClassroom[doc["classroom"]?.stringValue ?? DeviceInfo.unassignedClassroom, default: Group()])
+            }
+        }
+        let elapsed = p.period.elapsedDays(today: today, latestData: latest)
+        func meanCoverage(_ group: Group) -> Double {
+            group.devices.isEmpty ? 0 : fraction(min(1, group.coverage / Double(group.devices.count * elapsed)))
         }
         let classrooms: [ClassroomSummary]? = p.classroom != nil ? nil : byClassroom.keys.sorted().map { name in
             let g = byClassroom[name]!
@@ -463,13 +132,14 @@ public enum AnalyticsQueries {
         if !wholeDays.isEmpty {
             let match = scoped(["date": ["$in": .array(wholeDays.keys.sorted().map { .string($0) })],
                                 "superseded_by": .document(liveEntry), "billable": true], p.classroom)
-            let groups = try client.aggregate(Collections.ledgers, pipeline: [
+            try client.aggregateBatches(Collections.ledgers, pipeline: [
                 ["$match": .document(match)],
                 ["$group": ["_id": "$date", "energy_wh": ["$sum": "$delta_wh"]]],
-            ])
-            for group in groups {
-                if let date = group["_id"]?.stringValue, let index = wholeDays[date] {
-                    totals[index] += group["energy_wh"]?.doubleValue ?? 0
+            ]) { (groups) throws(MongoError) in
+                for group in groups {
+                    if let date = group["_id"]?.stringValue, let index = wholeDays[date] {
+                        totals[index] += group["energy_wh"]?.doubleValue ?? 0
+                    }
                 }
             }
         }
@@ -732,7 +402,7 @@ public enum AnalyticsQueries {
         while index < missing.count {
             let chunk = missing[index..<min(index + 500, missing.count)]
             take(try client.find(Collections.telemetryEvents, filter: ["event_hash": ["$in": .array(chunk.map { .string($0) })]],
-                                 projection: ["event_hash": 1, "switch_state": 1]))
+                                 projection: ["event_hash": 1, "switch_state": 1], limit: chunk.count))
             index += 500
         }
         return states
@@ -768,17 +438,13 @@ public enum AnalyticsQueries {
     /// month's energy and cost, and the change.
     public static func monthly(client: MongoClient, config: WorkerConfig, parameters p: MonthlyParameters) throws(MongoError) -> MonthlyResult {
         let current = p.month.description, previous = p.month.previous.description
-        let docs = try client.find(Collections.monthlyAggregates,
-                                   filter: scoped(["month": ["$in": [.string(current), .string(previous)]]], p.classroom),
-                                   projection: ["month": 1, "esp32_name": 1, "classroom": 1, "energy_wh": 1, "cost": 1,
-                                                "currency": 1, "unpriced_wh": 1])
         struct Side {
             var sum = CostSum()
             var devices = Set<String>()
         }
         var sides: [String: (current: Side, previous: Side)] = [:]
         var total = (current: Side(), previous: Side())
-        for doc in docs {
+        func take(_ doc: BSONDocument) {
             let classroom = doc["classroom"]?.stringValue ?? DeviceInfo.unassignedClassroom
             let name = doc["esp32_name"]?.stringValue ?? ""
             let isCurrent = doc["month"]?.stringValue == current
@@ -793,6 +459,12 @@ public enum AnalyticsQueries {
                 add(&sides[classroom, default: (Side(), Side())].previous)
                 add(&total.previous)
             }
+        }
+        try client.forEachBatch(Collections.monthlyAggregates,
+                                filter: scoped(["month": ["$in": [.string(current), .string(previous)]]], p.classroom),
+                                projection: ["month": 1, "esp32_name": 1, "classroom": 1, "energy_wh": 1, "cost": 1,
+                                             "currency": 1, "unpriced_wh": 1], batchSize: 2000) { (docs) throws(MongoError) in
+            for doc in docs { take(doc) }
         }
         func figures(_ side: Side) -> MonthFigures {
             MonthFigures(kwh: kwh(side.sum.energyWh), energyWh: wh(side.sum.energyWh), cost: money(side.sum.costValue),

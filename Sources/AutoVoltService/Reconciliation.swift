@@ -66,36 +66,42 @@ public struct Reconciler: Sendable {
         let live: BSONDocument = ["date": .string(day), "superseded_by": ["$exists": false]]
         var billable = live
         billable["billable"] = true
-        for group in try client.aggregate(Collections.ledgers, pipeline: [
+        try client.aggregateBatches(Collections.ledgers, pipeline: [
             ["$match": .document(billable)], ["$group": ["_id": "$esp32_name", "wh": ["$sum": "$delta_wh"]]],
-        ]) {
-            guard let name = group["_id"]?.stringValue else { continue }
-            ledger[name, default: DeviceDay()].billableWh = group["wh"]?.doubleValue ?? 0
+        ]) { (groups) throws(MongoError) in
+            for group in groups {
+                guard let name = group["_id"]?.stringValue else { continue }
+                ledger[name, default: DeviceDay()].billableWh = group["wh"]?.doubleValue ?? 0
+            }
         }
         var flagged = live
         flagged["quality.reasons"] = ["$in": ["counter_reset", "glitch_skipped", "implausible_power", "long_gap"]]
-        for doc in try client.find(Collections.ledgers, filter: flagged, projection: ["esp32_name": 1, "quality": 1, "part": 1]) {
-            // A midnight-split interval counts once, by its first part.
-            guard let name = doc["esp32_name"]?.stringValue, (doc["part"]?.int64Value ?? 0) == 0 else { continue }
-            let reasons = doc["quality"]?.documentValue?["reasons"]?.arrayValue?.compactMap(\.stringValue) ?? []
-            var entry = ledger[name] ?? DeviceDay()
-            if reasons.contains("counter_reset") { entry.resets += 1 }
-            if reasons.contains("glitch_skipped") { entry.glitches += 1 }
-            if reasons.contains("implausible_power") { entry.implausible += 1 }
-            if reasons.contains("long_gap") { entry.longGaps += 1 }
-            ledger[name] = entry
+        try client.forEachBatch(Collections.ledgers, filter: flagged,
+                                projection: ["esp32_name": 1, "quality": 1, "part": 1]) { (docs) throws(MongoError) in
+            for doc in docs {
+                // A midnight-split interval counts once, by its first part.
+                guard let name = doc["esp32_name"]?.stringValue, (doc["part"]?.int64Value ?? 0) == 0 else { continue }
+                let reasons = doc["quality"]?.documentValue?["reasons"]?.arrayValue?.compactMap { $0.stringValue } ?? []
+                var entry = ledger[name] ?? DeviceDay()
+                if reasons.contains("counter_reset") { entry.resets += 1 }
+                if reasons.contains("glitch_skipped") { entry.glitches += 1 }
+                if reasons.contains("implausible_power") { entry.implausible += 1 }
+                if reasons.contains("long_gap") { entry.longGaps += 1 }
+                ledger[name] = entry
+            }
         }
         var aggregates: [String: BSONDocument] = [:]
-        for doc in try client.find(Collections.dailyAggregates, filter: ["date": .string(day)],
-                                   projection: ["esp32_name": 1, "energy_wh": 1, "cost": 1, "overlap_ms": 1]) {
-            if let name = doc["esp32_name"]?.stringValue { aggregates[name] = doc }
+        // One document per device of the day (as the dictionaries below): bounded by the campus.
+        try client.forEachBatch(Collections.dailyAggregates, filter: ["date": .string(day)],
+                                projection: ["esp32_name": 1, "energy_wh": 1, "cost": 1, "overlap_ms": 1]) { (docs) throws(MongoError) in
+            for doc in docs { if let name = doc["esp32_name"]?.stringValue { aggregates[name] = doc } }
         }
         let dayRange: BSON = ["$gte": .millis(dayStart), "$lt": .millis(dayEnd)]
         var unprocessed: [String: Int] = [:]
-        for group in try client.aggregate(Collections.telemetryEvents, pipeline: [
+        try client.aggregateBatches(Collections.telemetryEvents, pipeline: [
             ["$match": ["processed": false, "device_ts": dayRange]], ["$group": ["_id": "$esp32_name", "n": ["$sum": 1]]],
-        ]) {
-            if let name = group["_id"]?.stringValue { unprocessed[name] = group["n"]?.intValue ?? 0 }
+        ]) { (groups) throws(MongoError) in
+            for group in groups { if let name = group["_id"]?.stringValue { unprocessed[name] = group["n"]?.intValue ?? 0 } }
         }
         // Silent all day: one indexed probe (esp32_name, device_ts) per registered device.
         var silent = Set<String>()
@@ -105,8 +111,8 @@ public struct Reconciler: Sendable {
             if any == nil { silent.insert(name) }
         }
         var statuses: [String: BSONDocument] = [:]
-        for doc in try client.find(Collections.deviceStatus, filter: [:]) {
-            if let name = doc["esp32_name"]?.stringValue { statuses[name] = doc }
+        try client.forEachBatch(Collections.deviceStatus, filter: [:]) { (docs) throws(MongoError) in
+            for doc in docs { if let name = doc["esp32_name"]?.stringValue { statuses[name] = doc } }
         }
 
         let devices = Set(registry.devices.keys).union(ledger.keys).union(aggregates.keys).union(unprocessed.keys).sorted()
@@ -269,7 +275,7 @@ public final class Scheduler: @unchecked Sendable {
         }
         guard !candidates.isEmpty else { return [] }
         let done = Set(try client.find(Self.runsCollection, filter: ["_id": ["$in": .array(candidates.map { .string($0.id) })], "status": "done"],
-                                       projection: ["_id": 1]).compactMap { $0["_id"]?.stringValue })
+                                       projection: ["_id": 1], limit: candidates.count).compactMap { $0["_id"]?.stringValue })
         var ran: [ScheduledJob] = []
         for job in candidates where !done.contains(job.id) {
             guard try acquire(job, now: now) else { continue }
@@ -278,9 +284,9 @@ public final class Scheduler: @unchecked Sendable {
             do {
                 switch job.kind {
                 case .dayClose:
-                    let report = RecalculationReport(try aggregation.closeDay(job.date, now: now))
+                    let report = try aggregation.closeDay(job.date, now: now)
                     logger.info("day closed", metadata: ["date": "\(job.date)", "aggregates_recalculated": "\(report.recalculated)",
-                                                         "aggregates_changed": "\(report.changed.count)"])
+                                                         "aggregates_changed": "\(report.changedCount)"])
                 case .reconcile:
                     runID = try reconciler.run(date: job.date, now: now).runID
                 }

@@ -81,8 +81,9 @@ struct CostVersions: ParsableCommand {
             if json { return printJSON(result) }
             let t = result.tariff
             print("added \(t.id): \(t.costPerKwh) \(t.currency)/kWh from \(t.effectiveFrom) for \(t.classroom ?? "all classrooms")")
-            print("\(result.recalculated) aggregates recalculated (each a new version), \(result.changes.count) with changed figures")
+            print("\(result.recalculated) aggregates recalculated (each a new version), \(result.changedCount) with changed figures")
             changeLines(result.changes).forEach { print($0) }
+            if result.changedCount > result.changes.count { print("(first \(result.changes.count) changes listed)") }
         }
     }
 
@@ -130,15 +131,15 @@ struct Recalculate: ParsableCommand {
         let config = try options.load()
         let logger = makeLogger(config)
         guard let s = CivilDate(start), let e = CivilDate(end) else { throw ExitCode(64) }
-        let changes = try withDatabase(config, "recalculate") { db in
+        let report = try withDatabase(config, "recalculate") { db in
             try AggregationStore(client: db.client, registry: config.devices, timeZone: config.timeZone,
                                  writeConcern: db.writeConcern, logger: logger)
                 .recalculate(start: s, end: e, classroom: classroom, esp32Name: esp32Name, now: Int64(Date().timeIntervalSince1970 * 1000))
         }
-        let report = RecalculationReport(changes)
         if json { return printJSON(report) }
-        print("recalculated \(start)...\(end): \(report.recalculated) aggregates (each a new version), \(report.changed.count) with changed figures")
+        print("recalculated \(start)...\(end): \(report.recalculated) aggregates (each a new version), \(report.changedCount) with changed figures")
         changeLines(report.changed).forEach { print($0) }
+        if report.changedCount > report.changed.count { print("(first \(report.changed.count) changes listed)") }
     }
 }
 

@@ -28,8 +28,10 @@ struct AggregationBatchTests {
                                            writeConcern: .acknowledged)
             _ = try? other.recalculate(start: day, end: day, classroom: nil, esp32Name: nil, now: later + 1)
         }
-        let changes = try rig.aggregation.recalculate(start: day, end: day, classroom: nil, esp32Name: nil, now: later + 2)
-        #expect(changes.contains { $0.kind == "daily" && $0.key == "2026-11-05" && $0.version == 3 && $0.oldCost == 6 })
+        let report = try rig.aggregation.recalculate(start: day, end: day, classroom: nil, esp32Name: nil, now: later + 2)
+        let dailyChange = report.changed.first { $0.kind == "daily" && $0.key == "2026-11-05" }
+        #expect(dailyChange?.version == 3)
+        #expect(dailyChange?.oldCost == 6)
         let stored = try #require(try rig.daily("lab-101", "2026-11-05"))
         #expect(stored["version"]?.int64Value == 3)
         #expect(stored["cost"]?.doubleValue == 3) // this worker's figures (300 Wh at 10), written last
