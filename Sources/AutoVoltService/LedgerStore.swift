@@ -269,9 +269,12 @@ public final class LedgerStore: @unchecked Sendable {
     /// Most events and readings one batched step reads; a backlog beyond them (a week offline,
     /// a broker replay) is derived a window at a time instead (`deriveInWindows`). Set by the
     /// owner before the store is shared (tests make them small to take the windowed path).
+    /// `writeChunk`: most documents one insert or bulk write carries, so the BSON of a whole
+    /// window is never in memory at once.
     struct StepLimits {
         var events = 20_000
         var readings = 40_000
+        var writeChunk = 2_000
     }
     var stepLimits = StepLimits()
 
@@ -406,25 +409,29 @@ public final class LedgerStore: @unchecked Sendable {
     }
 
     /// Writes the planned changes: new entries, supersessions, dirty days (AggregationStore
-    /// re-aggregates them) and tickets, each one bulk write however many devices.
+    /// re-aggregates them) and tickets, in bulk writes of up to `stepLimits.writeChunk` however many devices.
+    /// Every write is idempotent, so a crash between two chunks leaves nothing a rerun would not fix.
     private func write(_ changes: [(device: DeviceInfo, change: LedgerChange)], now: EpochMillis) throws(MongoError) {
         let toInsert = changes.flatMap(\.change.inserting)
         let toSupersede = changes.flatMap(\.change.superseding)
-        if !toInsert.isEmpty {
-            let nowDate = BSON.millis(now)
-            let insert = try client.insertMany(toInsert.map { Self.document($0, createdAt: nowDate) }, into: Collections.ledgers,
+        let nowDate = BSON.millis(now)
+        for start in stride(from: 0, to: toInsert.count, by: stepLimits.writeChunk) {
+            let chunk = toInsert[start..<min(start + stepLimits.writeChunk, toInsert.count)]
+            let insert = try client.insertMany(chunk.map { Self.document($0, createdAt: nowDate) }, into: Collections.ledgers,
                                                ordered: false, writeConcern: writeConcern)
             try insert.writeErrors.throwUnlessDuplicateKeys()
             // An entry derived again after it had been superseded (a race, or a rebuild) is live again.
-            let duplicates = insert.writeErrors.filter(\.isDuplicateKey).compactMap { toInsert.indices.contains($0.index) ? toInsert[$0.index].id : nil }
+            let duplicates = insert.writeErrors.filter(\.isDuplicateKey).compactMap { error in
+                chunk.indices.contains(start + error.index) ? chunk[start + error.index].id : nil
+            }
             if !duplicates.isEmpty {
                 _ = try client.updateMany(Collections.ledgers, filter: ["_id": ["$in": .array(duplicates.map { .string($0) })]],
                                           update: ["$unset": ["superseded_by": "", "superseded_at": ""]], writeConcern: writeConcern)
             }
-            try openTickets(for: toInsert, now: now)
         }
-        if !toSupersede.isEmpty {
-            let operations: [WriteModel] = toSupersede.map { item in
+        if !toInsert.isEmpty { try openTickets(for: toInsert, now: now) }
+        for start in stride(from: 0, to: toSupersede.count, by: stepLimits.writeChunk) {
+            let operations: [WriteModel] = toSupersede[start..<min(start + stepLimits.writeChunk, toSupersede.count)].map { item in
                 .updateOne(filter: ["_id": .string(item.entry.id), "superseded_by": ["$exists": false]],
                            update: ["$set": ["superseded_by": .string(item.replacement), "superseded_at": .millis(now)]], upsert: false)
             }

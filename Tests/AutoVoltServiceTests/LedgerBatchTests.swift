@@ -70,6 +70,28 @@ struct LedgerBatchTests {
         #expect(try rig.client.countDocuments(Collections.telemetryEvents, filter: ["processed": false]) == 0)
     }
 
+    /// A rebuild that derives entries which exist but were superseded (the registry moved a
+    /// device and moved it back) makes exactly those live again, written a few at a time.
+    @Test func entriesDerivedAgainAfterBeingSupersededAreLiveAgain() throws {
+        let rig = try AccountingRig()
+        rig.ledger.stepLimits.writeChunk = 3
+        var energy = 500.0
+        let readings: [(time: EpochMillis, energy: Double)] = (0..<12).map { i in
+            energy += i == 6 ? -400 : 7 // one reset among them
+            return (day5 + EpochMillis(i) * 300_000, energy)
+        }
+        try rig.ingest("lab-101", readings, now: day5 + oneHour)
+        let original = try rig.liveLedger()
+        #expect(original.count >= 11)
+        rig.ledger.registry = DeviceRegistry(devices: [DeviceInfo(esp32Name: "lab-101", classroom: "MOVED")])
+        _ = try rig.ledger.rebuild("lab-101", dates: nil, now: day5 + 2 * oneHour)
+        #expect(Set(try rig.liveLedger().keys).isDisjoint(with: original.keys), "every entry derived anew for the new classroom")
+        rig.ledger.registry = rig.registry
+        let back = try rig.ledger.rebuild("lab-101", dates: nil, now: day5 + 3 * oneHour)
+        #expect(back.inserted == original.count)
+        #expect(try rig.liveLedger() == original)
+    }
+
     @Test func aBacklogIsCutIntoBatchesOfAboutBatchEventsEvents() throws {
         let rig = try AccountingRig()
         var docs: [BSONDocument] = []
