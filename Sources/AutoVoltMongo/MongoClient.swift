@@ -1,5 +1,6 @@
 import CMongoc
 import Foundation
+import Synchronization
 import NIOPosix
 
 // MARK: - Options and results
@@ -176,30 +177,22 @@ public enum MongoLog {
 
     public typealias Handler = @Sendable (_ level: Level, _ domain: String, _ message: String) -> Void
 
-    private final class Box: @unchecked Sendable {
-        let lock = NSLock()
-        var handler: Handler = { level, domain, message in
-            guard level <= .warning else { return }
-            // write(2), not FileHandle.write, which traps when stderr is a closed pipe.
-            var line = "libmongoc \(level) [\(domain)]: \(message)\n"
-            line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
-        }
-    }
-    private static let box = Box()
+    private static let handler = Mutex<Handler>({ level, domain, message in
+        guard level <= .warning else { return }
+        // write(2), not FileHandle.write, which traps when stderr is a closed pipe.
+        var line = "libmongoc \(level) [\(domain)]: \(message)\n"
+        line.withUTF8 { _ = write(2, $0.baseAddress, $0.count) }
+    })
 
     /// Replaces the handler (process-wide). It is called on libmongoc's threads; keep it quick.
     public static func setHandler(_ handler: @escaping Handler) {
         _ = mongocInitialised
-        box.lock.lock()
-        box.handler = handler
-        box.lock.unlock()
+        Self.handler.withLock { $0 = handler }
     }
 
     fileprivate static func emit(_ level: Level, _ domain: String, _ message: String) {
-        box.lock.lock()
-        let handler = box.handler
-        box.lock.unlock()
-        handler(level, domain, message)
+        let current = handler.withLock { $0 }
+        current(level, domain, message)
     }
 }
 

@@ -1,6 +1,7 @@
 import AutoVoltCore
 import AutoVoltMongo
 import Foundation
+import Synchronization
 import Hummingbird
 import Logging
 
@@ -54,7 +55,7 @@ enum AccountingAPI {
             guard body.costPerKwh.isFinite, body.costPerKwh >= 0 else { return problem(.badRequest, "cost_per_kwh must be a number >= 0") }
             let currency = (body.currency ?? "INR").uppercased()
             guard currency.count == 3, currency.allSatisfy(\.isLetter) else { return problem(.badRequest, "currency must be a 3-letter code") }
-            var calendar = LocalCalendar(timeZone: config.timeZone)
+            let calendar = LocalCalendar(timeZone: config.timeZone)
             guard let instant = CivilDate(body.effectiveFrom).map({ calendar.startOfDay($0) }) ?? ISO8601.parseMillis(body.effectiveFrom) else {
                 return problem(.badRequest, "effective_from \"\(body.effectiveFrom)\" is not YYYY-MM-DD or an ISO 8601 instant")
             }
@@ -128,14 +129,13 @@ enum AccountingAPI {
 }
 
 /// The resolved write concern, looked up once.
-final class WriteConcernBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: WriteConcern?
+final class WriteConcernBox: Sendable {
+    private let value = Mutex<WriteConcern?>(nil)
 
     func resolve(_ setting: WorkerConfig.WriteConcernSetting, _ client: MongoClient) throws(MongoError) -> WriteConcern {
-        if let value = lock.withLock({ value }) { return value }
+        if let known = value.withLock({ $0 }) { return known }
         let resolved = try setting.resolve(for: client)
-        lock.withLock { value = resolved }
+        value.withLock { $0 = resolved }
         return resolved
     }
 }

@@ -1,5 +1,6 @@
 import AutoVoltMongo
 import Foundation
+import Synchronization
 import Hummingbird
 
 /// Bounds of the HTTP interface: request sizes, query parameters, and admission of the
@@ -118,37 +119,37 @@ final class AdmissionGate: @unchecked Sendable {
 }
 
 /// The first of several offered values; later offers are dropped.
-// @unchecked: every mutable field is read and written only under `lock`.
-final class FirstOffer<T: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: T?
-    private var done = false
-    private var continuation: CheckedContinuation<T, Never>?
+final class FirstOffer<T: Sendable>: Sendable {
+    private struct State {
+        var value: T?
+        var done = false
+        var continuation: CheckedContinuation<T, Never>?
+    }
+    private let state = Mutex(State())
 
     func offer(_ offered: T) {
-        lock.lock()
-        guard !done else { lock.unlock(); return }
-        done = true
-        if let continuation {
-            self.continuation = nil
-            lock.unlock()
-            continuation.resume(returning: offered)
-        } else {
-            value = offered
-            lock.unlock()
+        // The continuation is resumed outside the lock.
+        let waiting: CheckedContinuation<T, Never>?? = state.withLock { state in
+            guard !state.done else { return nil }
+            state.done = true
+            guard let continuation = state.continuation else {
+                state.value = offered
+                return .some(nil)
+            }
+            state.continuation = nil
+            return .some(continuation)
         }
+        if case let continuation?? = waiting { continuation.resume(returning: offered) }
     }
 
     func wait() async -> T {
         await withCheckedContinuation { continuation in
-            lock.lock()
-            if let value {
-                lock.unlock()
-                continuation.resume(returning: value)
-            } else {
-                self.continuation = continuation
-                lock.unlock()
+            let ready: T? = state.withLock { state in
+                if let value = state.value { return value }
+                state.continuation = continuation
+                return nil
             }
+            if let ready { continuation.resume(returning: ready) }
         }
     }
 }

@@ -2,6 +2,7 @@ import AutoVoltCore
 import AutoVoltMongo
 import Foundation
 import Logging
+import Synchronization
 
 /// Keeps `device_consumption_ledgers` equal to the pure derivation over each device's stored
 /// events (docs/ledger.md).
@@ -13,6 +14,8 @@ import Logging
 /// at any point leaves events unprocessed, and the next step re-derives the same result.
 ///
 /// Blocking: call from a dedicated thread.
+// @unchecked: the counters are behind Mutexes; `registry` and `stepLimits` are written only by
+// the thread that owns the store, between steps (a reload), or before it is shared (tests).
 public final class LedgerStore: @unchecked Sendable {
     public struct Counters: Sendable {
         public var eventsProcessed = 0
@@ -36,9 +39,8 @@ public final class LedgerStore: @unchecked Sendable {
     let owner: String
     let logger: Logger
     let leaseMillis: Int64 = 30_000
-    private let lock = NSLock()
-    private var counters = Counters()
-    private var lastDipCheck: EpochMillis?
+    private let counters = Mutex(Counters())
+    private let lastDipCheck = Mutex<EpochMillis?>(nil)
     static let dipCheckIntervalMillis: EpochMillis = 2_000
 
     /// `owner` names the lease holder. The worker uses its MQTT client id, which is fixed and
@@ -54,7 +56,7 @@ public final class LedgerStore: @unchecked Sendable {
         self.owner = owner
     }
 
-    public var snapshot: Counters { lock.withLock { counters } }
+    public var snapshot: Counters { counters.withLock { $0 } }
 
     // MARK: Finding work
 
@@ -81,7 +83,7 @@ public final class LedgerStore: @unchecked Sendable {
         }
         // Dips wait minutes to settle: looking every couple of seconds is plenty, and spares
         // the database a range query on every pass of a busy loop.
-        let lookForDips = lock.withLock {
+        let lookForDips = lastDipCheck.withLock { lastDipCheck in
             if let last = lastDipCheck, now >= last, now - last < Self.dipCheckIntervalMillis { return false }
             lastDipCheck = now
             return true
@@ -138,7 +140,7 @@ public final class LedgerStore: @unchecked Sendable {
             for state in held { results[state.name] = .done(newEvents: outcome.newEvents[state.name] ?? 0) }
             return results
         } catch {
-            lock.withLock { counters.errors += 1 }
+            counters.withLock { $0.errors += 1 }
             try? releaseLeases(held, tails: [:], pendingDips: [:])
             throw error
         }
@@ -289,7 +291,7 @@ public final class LedgerStore: @unchecked Sendable {
             if let name = doc["esp32_name"]?.stringValue { newByDevice[name, default: []].append(doc) }
         }
         if let oldest = unprocessed.compactMap({ $0["received_at"]?.dateValue.map(Self.millis) }).min() {
-            lock.withLock { counters.lastLagMillis = max(0, now - oldest) }
+            counters.withLock { $0.lastLagMillis = max(0, now - oldest) }
         }
 
         var plans: [Plan] = []
@@ -372,7 +374,7 @@ public final class LedgerStore: @unchecked Sendable {
             let first = try client.findOne(Collections.telemetryEvents, filter: ["esp32_name": .string(state.name), "processed": false],
                                            sort: ["device_ts": 1], projection: ["device_ts": 1, "received_at": 1])
             if let received = first?["received_at"]?.dateValue.map(Self.millis) {
-                lock.withLock { counters.lastLagMillis = max(counters.lastLagMillis, now - received) }
+                counters.withLock { $0.lastLagMillis = max($0.lastLagMillis, now - received) }
             }
             let restart = try restartPoint(state, earliestNew: first?["device_ts"]?.dateValue.map(Self.millis))
             let windowed = try deriveInWindows(state.name, from: restart, dates: nil, windowReadings: stepLimits.events)
@@ -451,7 +453,7 @@ public final class LedgerStore: @unchecked Sendable {
             try client.bulkWrite(Self.dirtyDaysCollection, operations: operations, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
         }
         let resets = toInsert.filter { $0.isResetMarker && $0.part == 0 }.count
-        lock.withLock {
+        counters.withLock { counters in
             counters.entriesCreated += toInsert.count
             counters.entriesSuperseded += toSupersede.count
             counters.resetsDetected += resets
@@ -471,7 +473,7 @@ public final class LedgerStore: @unchecked Sendable {
         guard !ids.isEmpty else { return }
         _ = try client.updateMany(Collections.telemetryEvents, filter: ["_id": ["$in": .array(ids)]],
                                   update: ["$set": ["processed": true]], writeConcern: writeConcern)
-        lock.withLock { counters.eventsProcessed += ids.count }
+        counters.withLock { $0.eventsProcessed += ids.count }
     }
 
     private func openTickets(for entries: [LedgerEntry], now: EpochMillis) throws(MongoError) {

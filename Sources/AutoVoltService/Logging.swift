@@ -1,5 +1,6 @@
 import AutoVoltCore
 import Foundation
+import Synchronization
 import Logging
 
 /// One line per event, for `journalctl`: `LEVEL message key=value ...` (text) or a JSON object.
@@ -8,7 +9,8 @@ public struct WorkerLogHandler: LogHandler {
     public var logLevel: Logger.Level
     let label: String
     let json: Bool
-    private static let lock = NSLock()
+    /// One line at a time on stderr, from every thread.
+    private static let writing = Mutex(())
 
     public init(label: String, level: Logger.Level, json: Bool) {
         self.label = label
@@ -35,7 +37,7 @@ public struct WorkerLogHandler: LogHandler {
             let fields = all.sorted { $0.key < $1.key }.map { "\($0.key)=\(Self.quote("\($0.value)"))" }.joined(separator: " ")
             line = "\(Self.timestamp()) \(level.rawValue.uppercased()) \(message)\(fields.isEmpty ? "" : " " + fields)"
         }
-        Self.lock.withLock { StandardStreams.err(line + "\n") }
+        Self.writing.withLock { _ in StandardStreams.err(line + "\n") }
     }
 
     static func quote(_ value: String) -> String {

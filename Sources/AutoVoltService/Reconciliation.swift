@@ -1,6 +1,7 @@
 import AutoVoltCore
 import AutoVoltMongo
 import Foundation
+import Synchronization
 import Logging
 import Metrics
 
@@ -54,7 +55,7 @@ public struct Reconciler: Sendable {
 
     public func run(date: CivilDate, now: EpochMillis) throws(MongoError) -> Report {
         let runID = "recon-\(date)-\(ISO8601.format(now).filter(\.isNumber).prefix(14))-\(UUID().uuidString.prefix(4).lowercased())"
-        var calendar = LocalCalendar(timeZone: timeZone)
+        let calendar = LocalCalendar(timeZone: timeZone)
         let dayStart = calendar.startOfDay(date)
         let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
         let day = date.description
@@ -231,7 +232,7 @@ public struct Reconciler: Sendable {
 /// The in-process scheduler: closes yesterday shortly after local midnight and reconciles it at
 /// `AUTOVOLT_RECONCILE_AT`. Runs are recorded in `scheduler_runs`, so a worker that was down
 /// catches up on start, and a lease on the run document means two workers never run a job twice.
-public final class Scheduler: @unchecked Sendable {
+public final class Scheduler: Sendable {
     static let runsCollection = "scheduler_runs"
 
     let client: MongoClient
@@ -245,8 +246,7 @@ public final class Scheduler: @unchecked Sendable {
     let leaseMillis: Int64 = 15 * 60_000
     /// When this worker started: a job that comes due after it always runs.
     let listeningSince: EpochMillis
-    private let lock = NSLock()
-    private var firstReceivedAt: EpochMillis?
+    private let firstReceivedAt = Mutex<EpochMillis?>(nil)
 
     public init(client: MongoClient, schedule: Schedule, timeZone: TimeZone, owner: String, aggregation: AggregationStore,
                 reconciler: Reconciler, writeConcern: WriteConcern, logger: Logger, listeningSince: EpochMillis) {
@@ -309,11 +309,11 @@ public final class Scheduler: @unchecked Sendable {
     /// When this database received its first reading; asked once, then remembered (the scheduler
     /// ticks every 30 s, and the answer only moves if events expire two years later).
     private func firstReceived() throws(MongoError) -> EpochMillis? {
-        if let known = lock.withLock({ firstReceivedAt }) { return known }
+        if let known = firstReceivedAt.withLock({ $0 }) { return known }
         guard let first = try client.findOne(Collections.telemetryEvents, filter: [:], sort: ["received_at": 1],
                                              projection: ["received_at": 1])?["received_at"]?.dateValue else { return nil }
         let millis = LedgerStore.millis(first)
-        lock.withLock { firstReceivedAt = millis }
+        firstReceivedAt.withLock { $0 = millis }
         return millis
     }
 

@@ -1,13 +1,14 @@
 import Foundation
+import Synchronization
 
 /// Wakes a waiting thread; many signals before a wait coalesce into one wake-up.
-final class Wakeup: @unchecked Sendable {
-    private let lock = NSLock()
+final class Wakeup: Sendable {
     private let semaphore = DispatchSemaphore(value: 0)
-    private var pending = false
+    /// A signal is in the semaphore and not yet taken by a wait.
+    private let pending = Mutex(false)
 
     func signal() {
-        let shouldSignal: Bool = lock.withLock {
+        let shouldSignal = pending.withLock { pending in
             defer { pending = true }
             return !pending
         }
@@ -17,6 +18,6 @@ final class Wakeup: @unchecked Sendable {
     /// Returns early when signalled.
     func wait(seconds: Double) {
         _ = semaphore.wait(timeout: .now() + seconds)
-        lock.withLock { pending = false }
+        pending.withLock { $0 = false }
     }
 }

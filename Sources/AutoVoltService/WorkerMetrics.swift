@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import AutoVoltCore
 import Metrics
 
@@ -22,7 +23,8 @@ final class WorkerMetrics: Sendable {
     let resetsDetected = Counter(label: "autovolt_resets_detected_total")
     let ledgerLag = Gauge(label: "autovolt_ledger_lag_seconds")
     let ledgerEventsProcessed = Counter(label: "autovolt_ledger_events_processed_total")
-    private let ledgerSeen = LockedCounters()
+    /// The ledger counters at the last `recordLedger`, to publish their growth.
+    private let ledgerSeen = Mutex(LedgerStore.Counters())
 
     init() {
         received = Dictionary(uniqueKeysWithValues: MessageKind.allCases.map {
@@ -63,17 +65,13 @@ final class WorkerMetrics: Sendable {
 
 import Foundation
 
-final class LockedCounters: @unchecked Sendable {
-    let lock = NSLock()
-    var last = LedgerStore.Counters()
-}
 
 extension WorkerMetrics {
     /// Publishes the ledger counters' growth since the last call.
     func recordLedger(_ counters: LedgerStore.Counters) {
-        let previous: LedgerStore.Counters = ledgerSeen.lock.withLock {
-            defer { ledgerSeen.last = counters }
-            return ledgerSeen.last
+        let previous = ledgerSeen.withLock { last in
+            defer { last = counters }
+            return last
         }
         resetsDetected.increment(by: max(0, counters.resetsDetected - previous.resetsDetected))
         ledgerEventsProcessed.increment(by: max(0, counters.eventsProcessed - previous.eventsProcessed))

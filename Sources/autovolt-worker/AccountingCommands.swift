@@ -70,7 +70,7 @@ struct CostVersions: ParsableCommand {
         func run() throws {
             let config = try options.load()
             let logger = makeLogger(config)
-            var calendar = LocalCalendar(timeZone: config.timeZone)
+            let calendar = LocalCalendar(timeZone: config.timeZone)
             let instant = CivilDate(effectiveFrom).map { calendar.startOfDay($0) } ?? ISO8601.parseMillis(effectiveFrom) ?? 0
             let result = try withDatabase(config, "cost-versions add") { db in
                 try AggregationStore(client: db.client, registry: config.devices, timeZone: config.timeZone,
