@@ -44,9 +44,12 @@ public struct LedgerReading: Sendable, Hashable {
     public var seq: Int64?
     public var clock: ClockSource
     public var powerW: Double?
+    /// Time since the device booted, in milliseconds: its `uptime_s`, or a timestamp it sent that
+    /// is an uptime (`millis()`), when it sent one. Going down means it rebooted (rule 3).
+    public var uptimeMillis: Int64?
 
     public init(eventHash: String, time: EpochMillis, energyWh: Double, bootID: String? = nil, seq: Int64? = nil,
-                clock: ClockSource = .device, powerW: Double? = nil) {
+                clock: ClockSource = .device, powerW: Double? = nil, uptimeMillis: Int64? = nil) {
         self.eventHash = eventHash
         self.time = time
         self.energyWh = energyWh
@@ -54,6 +57,26 @@ public struct LedgerReading: Sendable, Hashable {
         self.seq = seq
         self.clock = clock
         self.powerW = powerW
+        self.uptimeMillis = uptimeMillis
+    }
+
+    /// Whether the device rebooted between `earlier` and `later` (contract rule 3): a different
+    /// `boot_id`, a lower `seq`/`sequence_no` (it counts per boot), or a lower uptime. Evidence
+    /// needs both readings to carry the same kind of field; none is no evidence.
+    public static func rebooted(between earlier: LedgerReading, and later: LedgerReading) -> Bool {
+        if let a = earlier.bootID, let b = later.bootID, a != b { return true }
+        if let a = earlier.seq, let b = later.seq, b < a { return true }
+        if let a = earlier.uptimeMillis, let b = later.uptimeMillis, b < a { return true }
+        return false
+    }
+
+    /// The uptime in a timestamp as sent: a plain number that, read as the contract reads
+    /// timestamps, lies before 2020, is the firmware guide's `millis()` (milliseconds since boot).
+    public static func uptimeMillis(timestampAsSent text: String?) -> Int64? {
+        guard let text, let value = Double(text), value.isFinite, value >= 0 else { return nil }
+        let asEpochMillis = value > ClockPolicy.millisecondsThreshold ? value : value * 1000
+        guard asEpochMillis < Double(ClockPolicy.epoch2020Millis) else { return nil }
+        return Int64(value.rounded())
     }
 }
 
@@ -101,7 +124,7 @@ public enum LedgerDeriver {
         var index = 1
         while index < readings.count {
             let reading = readings[index]
-            let rebooted = anchor.bootID != nil && reading.bootID != nil && anchor.bootID != reading.bootID
+            let rebooted = LedgerReading.rebooted(between: anchor, and: reading)
             if reading.energyWh >= anchor.energyWh {
                 var reasons: [LedgerReason] = []
                 if rebooted { reasons.append(.reboot) }
@@ -112,13 +135,17 @@ public enum LedgerDeriver {
                 continue
             }
             // The counter fell. Rule 3 first: a single low reading followed by one back at or above
-            // the previous level is a glitch (unless a new boot explains the fall).
+            // the previous level is a glitch, unless there is evidence of a reboot between the
+            // previous reading and the low one. A reboot after the low reading does not explain
+            // the fall: it belongs to the interval over the glitch (517298 -> 517104 -> 517298 on a
+            // new boot is 0 Wh, not a reset and 194 Wh).
             if !rebooted, index + 1 < readings.count {
                 let next = readings[index + 1]
-                let nextRebooted = next.bootID != nil && anchor.bootID != nil && next.bootID != anchor.bootID
-                if next.energyWh >= anchor.energyWh && !nextRebooted {
-                    emit(from: anchor, to: next, delta: next.energyWh - anchor.energyWh, resetMarker: false,
-                         reasons: [.glitchSkipped], device: device, calendar: &calendar, policy: policy, into: &entries)
+                if next.energyWh >= anchor.energyWh {
+                    let nextRebooted = LedgerReading.rebooted(between: anchor, and: next)
+                    emit(from: anchor, to: next, delta: next.energyWh - anchor.energyWh, resetMarker: nextRebooted,
+                         reasons: nextRebooted ? [.glitchSkipped, .reboot] : [.glitchSkipped],
+                         device: device, calendar: &calendar, policy: policy, into: &entries)
                     anchor = next
                     index += 2
                     continue

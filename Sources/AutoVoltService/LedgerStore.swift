@@ -391,7 +391,7 @@ public final class LedgerStore: @unchecked Sendable {
     }
 
     static let readingProjection: BSONDocument = ["esp32_name": 1, "event_hash": 1, "device_ts": 1, "energy_wh_total": 1, "boot_id": 1,
-                                                  "seq": 1, "clock": 1, "power_w": 1]
+                                                  "seq": 1, "clock": 1, "power_w": 1, "uptime_s": 1, "timestamp_sent": 1]
 
     /// One device's stored events (in device-time order, `readingProjection`) as readings.
     static func readings(of events: [BSONDocument]) -> [LedgerReading] {
@@ -405,7 +405,9 @@ public final class LedgerStore: @unchecked Sendable {
             readings.append(LedgerReading(
                 eventHash: hash, time: time, energyWh: energy, bootID: event["boot_id"]?.stringValue,
                 seq: event["seq"]?.int64Value, clock: event["clock"]?.stringValue == "receiver" ? .receiver : .device,
-                powerW: event["power_w"]?.doubleValue))
+                powerW: event["power_w"]?.doubleValue,
+                uptimeMillis: event["uptime_s"]?.doubleValue.map { Int64(($0 * 1000).rounded()) }
+                    ?? LedgerReading.uptimeMillis(timestampAsSent: event["timestamp_sent"]?.stringValue)))
         }
         return readings
     }

@@ -104,6 +104,54 @@ struct LedgerRuleTests {
         #expect(falling[0].reasons == [.reboot, .counterRollback])
     }
 
+    /// Found by a differential run (issue 10): a low reading on the same boot, then a reboot
+    /// that restores the previous level. The fall has no reboot evidence, so it is a glitch; the
+    /// boot change belongs to the interval over it. True energy: 0 Wh, not a reset and 194 Wh.
+    @Test func aGlitchFollowedByARebootBackAtTheLevelBillsNothing() {
+        for low in [517_104.0, 0] {
+            let e = derive([r(0, 517_298, boot: "b10"), r(30, low, boot: "b10"), r(60, 517_298, boot: "b43")])
+            #expect(e.count == 1, "low \(low)")
+            #expect(e.first?.deltaWh == 0 && e.first?.isResetMarker == true)
+            #expect(e.first?.reasons == [.glitchSkipped, .reboot])
+            #expect(e.first?.sourceEvents == ["e0-517298.0", "e60-517298.0"])
+            #expect(billable(e) == 0)
+        }
+    }
+
+    /// Rule 3's evidence of a reboot is not only boot_id: the firmware guide's boards send none,
+    /// but their sequence_no starts again and their millis() timestamps go down. With such
+    /// evidence a fall is a rollback (0 Wh, then counting from the restored counter), never a
+    /// glitch, which would under-bill the rolled-back Wh.
+    @Test func aLowerSeqOrUptimeIsEvidenceOfAReboot() {
+        func up(_ seconds: Int64, _ energy: Double, uptime: Int64) -> LedgerReading {
+            var reading = r(seconds, energy)
+            reading.uptimeMillis = uptime
+            return reading
+        }
+        let bySeq = derive([r(0, 1000, seq: 40), r(30, 995, seq: 1), r(60, 1003, seq: 2)])
+        let byUptime = derive([up(0, 1000, uptime: 3_600_000), up(30, 995, uptime: 4_000), up(60, 1003, uptime: 34_000)])
+        for e in [bySeq, byUptime] {
+            #expect(e.map(\.deltaWh) == [0, 8])
+            #expect(e.first?.reasons == [.reboot, .counterRollback] && e.first?.isResetMarker == true)
+        }
+        // No evidence: the same values are a glitch (3 Wh over the two intervals).
+        let none = derive([r(0, 1000), r(30, 995), r(60, 1003)])
+        #expect(none.map(\.deltaWh) == [3] && none[0].reasons == [.glitchSkipped])
+        // A higher seq on the same boot is no evidence.
+        #expect(derive([r(0, 1000, seq: 1), r(30, 995, seq: 2), r(60, 1003, seq: 3)]).map(\.deltaWh) == [3])
+        #expect(LedgerReading.rebooted(between: r(0, 1, seq: 5), and: r(30, 1, seq: 5)) == false)
+    }
+
+    @Test func aTimestampThatIsAnUptimeIsReadAsOne() {
+        #expect(LedgerReading.uptimeMillis(timestampAsSent: "123456") == 123_456)
+        #expect(LedgerReading.uptimeMillis(timestampAsSent: "0") == 0)
+        #expect(LedgerReading.uptimeMillis(timestampAsSent: "1730822400") == nil)     // epoch seconds
+        #expect(LedgerReading.uptimeMillis(timestampAsSent: "1730822400000") == nil)  // epoch milliseconds
+        #expect(LedgerReading.uptimeMillis(timestampAsSent: "2026-11-05T10:00:00Z") == nil)
+        #expect(LedgerReading.uptimeMillis(timestampAsSent: "-5") == nil)
+        #expect(LedgerReading.uptimeMillis(timestampAsSent: nil) == nil)
+    }
+
     @Test func seqGapsAreNoted() {
         let e = derive([r(0, 1000, boot: "a", seq: 1), r(30, 1001, boot: "a", seq: 2), r(60, 1002, boot: "a", seq: 5)])
         #expect(e[0].reasons.isEmpty)

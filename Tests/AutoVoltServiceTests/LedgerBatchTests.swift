@@ -92,6 +92,36 @@ struct LedgerBatchTests {
         #expect(try rig.liveLedger() == original)
     }
 
+    /// The stored events carry the reboot evidence to the derivation: a `seq` that starts again
+    /// (lab-101), a `millis()` timestamp as sent that goes down (lab-102), an `uptime_s` that goes
+    /// down (lab-201). Each fall is a rollback followed by 8 Wh, not a 3 Wh glitch.
+    @Test func rebootEvidenceInStoredEventsReachesTheLedger() throws {
+        let rig = try AccountingRig()
+        let values: [(offset: EpochMillis, energy: Double, seq: Int64, uptime: Double)] = [
+            (0, 1000, 40, 3_600), (30_000, 995, 1, 4), (60_000, 1003, 2, 34),
+        ]
+        var docs: [BSONDocument] = []
+        for (device, field) in [("lab-101", "seq"), ("lab-102", "timestamp_sent"), ("lab-201", "uptime_s")] {
+            for v in values {
+                var doc = rig.event(device, time: day5 + v.offset, energy: v.energy)
+                switch field {
+                case "seq": doc["seq"] = .int64(v.seq)
+                case "timestamp_sent": doc["timestamp_sent"] = .string(String(Int64(v.uptime * 1000)))
+                default: doc["uptime_s"] = .double(v.uptime)
+                }
+                docs.append(doc)
+            }
+        }
+        _ = try rig.client.insertMany(docs, into: Collections.telemetryEvents, ordered: false, writeConcern: .acknowledged)
+        try rig.ledger.advance(["lab-101", "lab-102", "lab-201"], now: day5 + oneHour)
+        for device in ["lab-101", "lab-102", "lab-201"] {
+            let entries = try rig.client.find(Collections.ledgers, filter: ["esp32_name": .string(device)], sort: ["start_ts": 1])
+            #expect(entries.compactMap { $0["delta_wh"]?.doubleValue } == [0, 8], "\(device)")
+            #expect(entries.first?["quality"]?.documentValue?["reasons"]?.arrayValue?.compactMap(\.stringValue)
+                        == ["reboot", "counter_rollback"], "\(device)")
+        }
+    }
+
     @Test func aBacklogIsCutIntoBatchesOfAboutBatchEventsEvents() throws {
         let rig = try AccountingRig()
         var docs: [BSONDocument] = []
