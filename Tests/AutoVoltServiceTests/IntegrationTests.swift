@@ -240,7 +240,9 @@ struct IntegrationTests {
         try rig.publisher().publish([reading("lab-101", 1)])
         #expect(rig.waitForCount("telemetry_events", 1))
         rig.broker.stop()
-        Thread.sleep(forTimeInterval: 1.5)
+        // The worker has noticed the broker is gone (and tried again at least once) before it comes back.
+        #expect(eventually(timeout: 30) { worker.log.contains("MQTT connection lost") && worker.log.contains("MQTT connect failed") },
+                "\(worker.log.suffix(2000))")
         try rig.broker.start()
         #expect(worker.waitUntilSubscribed(times: 2, timeout: 40), "\(worker.log)")
         try rig.publisher().publish([reading("lab-101", 2)])
