@@ -1,0 +1,305 @@
+/// A campus of simulated boards with ground truth (issue 10): the loads each board really drew,
+/// the readings its firmware publishes with the faults real boards have, and what the contract's
+/// rules must bill from the readings that reach the broker. The truth is computed from the loads
+/// and the fault schedule (which fault happened where), never by calling the ledger code, so
+/// comparing the two tests the ledger.
+///
+/// Pure and deterministic: the same configuration and seed give the same campus, byte for byte.
+/// One device at a time (`simulate(_:config:calendar:)`), so a caller can stream a large campus.
+public enum CampusSimulator {
+    public enum Firmware: String, Sendable, CaseIterable {
+        /// The AutoVolt firmware guide: `millis()` timestamps, `sequence_no` that starts again after
+        /// a reboot, no `boot_id`, the counter persisted every 10 Wh and published as whole Wh.
+        case firmwareGuide = "firmware_guide"
+        /// Contract v1: epoch seconds, `boot_id`, `seq`, `power_w`, the exact counter restored.
+        case contractV1 = "contract_v1"
+    }
+
+    /// Probability per reading of each fault; faults are kept at least four readings apart.
+    public struct FaultRates: Sendable, Equatable {
+        public var reboot = 0.002
+        public var reset = 0.0005
+        public var glitch = 0.002
+        /// A glitch reading directly followed by a reboot that restores the level (contract v1 boards).
+        public var glitchThenReboot = 0.001
+        public var duplicate = 0.01
+        public var late = 0.01
+        /// An offline period whose readings the broker queues (delivered late) or that are lost.
+        public var offlineQueued = 0.0005
+        public var offlineLost = 0.0005
+        public init() {}
+    }
+
+    public struct Config: Sendable, Equatable {
+        public var devices: Int
+        public var start: CivilDate
+        public var days: Int
+        public var intervalSeconds: Int = 30
+        public var seed: UInt64
+        public var faults = FaultRates()
+        public init(devices: Int, start: CivilDate, days: Int, intervalSeconds: Int = 30, seed: UInt64) {
+            self.devices = devices
+            self.start = start
+            self.days = days
+            self.intervalSeconds = intervalSeconds
+            self.seed = seed
+        }
+    }
+
+    public struct Device: Sendable, Equatable {
+        public var info: DeviceInfo
+        public var firmware: Firmware
+        /// Busy until 21:00 on weekdays instead of 17:00.
+        public var eveningClasses: Bool
+        public var index: Int
+    }
+
+    public enum Fault: String, Sendable, CaseIterable {
+        case reboot, reset, glitch, glitchThenReboot = "glitch_then_reboot", duplicate, late
+        case offlineQueued = "offline_queued", offlineLost = "offline_lost"
+    }
+
+    public struct Reading: Sendable, Equatable {
+        /// The instant the reading was taken (what a correct device clock says).
+        public var time: EpochMillis
+        public var deliveredAt: EpochMillis
+        /// The counter as published (whole Wh for the firmware guide's boards).
+        public var energyWh: Double
+        public var bootID: String?
+        public var seq: Int64
+        public var uptimeMillis: Int64
+        public var powerW: Double?
+        public var switches: [Bool]
+        /// The same message delivered a second time.
+        public var isDuplicate: Bool
+        public var firmware: Firmware
+
+        /// The timestamp as the firmware sends it: epoch seconds, or the guide's `millis()`.
+        public var timestampAsSent: String { firmware == .contractV1 ? String(time / 1000) : String(uptimeMillis) }
+        /// The time the ledger orders the reading by: the device's for contract v1, the receive
+        /// time for the guide's boards (a `millis()` timestamp is no time, contract section 3).
+        public var ledgerTime: EpochMillis { firmware == .contractV1 ? time : deliveredAt }
+    }
+
+    public struct DayTruth: Sendable, Equatable {
+        /// What the loads really drew that local day.
+        public var consumedWh = 0.0
+        /// What the contract's rules must bill from the delivered readings.
+        public var billableWh = 0.0
+    }
+
+    public struct DeviceRun: Sendable {
+        public var device: Device
+        /// In delivery order, duplicates included.
+        public var readings: [Reading]
+        public var days: [CivilDate: DayTruth]
+        public var faults: [Fault: Int]
+    }
+
+    /// The campus's boards: about four to a classroom, every third one on the firmware guide.
+    public static func devices(_ config: Config) -> [Device] {
+        (0..<config.devices).map { i in
+            var rng = SplitMix64(seed: config.seed &+ UInt64(i) &* 0x9E37_79B9)
+            let room = "R\(100 + i / 4)"
+            let switches = (0..<rng.int(in: 2...6)).map { s in
+                DeviceInfo.Switch(name: "relay_\(s + 1)", ratedW: Double([40, 60, 100, 250, 1200, 1500][rng.int(in: 0...5)]))
+            }
+            return Device(info: DeviceInfo(esp32Name: "sim-\(room.lowercased())-\(i % 4 + 1)", classroom: room, switches: switches),
+                          firmware: i % 3 == 2 ? .firmwareGuide : .contractV1, eveningClasses: rng.int(in: 0...4) == 0, index: i)
+        }
+    }
+
+    /// Whether a switch is on in the local hour starting at `hourStart`: mostly during classes
+    /// (weekdays 09:00-17:00, or to 21:00 with evening classes), now and then left on.
+    static func isOn(_ device: Device, switch s: Int, hourStart: EpochMillis, calendar: inout LocalCalendar, seed: UInt64) -> Bool {
+        let day = calendar.day(containing: hourStart)
+        let hour = Int((hourStart - day.start) / 3_600_000)
+        let weekday = (day.date.daysSinceEpoch + 3) % 7 + 1 // 1 = Monday ... 7 = Sunday (1970-01-01 was a Thursday)
+        let inClass = weekday <= 5 && hour >= 9 && hour < (device.eveningClasses ? 21 : 17)
+        var rng = SplitMix64(seed: seed ^ UInt64(bitPattern: hourStart) &+ UInt64(device.index * 64 + s) &* 0xD6E8_FEB8_6659_FD93)
+        return rng.unit() < (inClass ? 0.7 : 0.03)
+    }
+
+    public static func simulate(_ device: Device, config: Config, calendar: inout LocalCalendar) -> DeviceRun {
+        let interval = EpochMillis(max(1, config.intervalSeconds)) * 1000
+        let start = calendar.startOfDay(config.start)
+        let end = calendar.startOfDay(CivilDate(daysSinceEpoch: config.start.daysSinceEpoch + max(0, config.days)))
+        let count = Int((end - start) / interval)
+        var rng = SplitMix64(seed: config.seed ^ 0xA5A5_0000 &+ UInt64(device.index))
+        let rates = config.faults
+        let tolerance = device.info.rollbackToleranceWh
+
+        var run = DeviceRun(device: device, readings: [], days: [:], faults: [:])
+        var counter = Double(rng.int(in: 2_000...80_000)) // the board's internal counter, Wh
+        var boot = 1, seq: Int64 = 0, bootedAt = start - EpochMillis(rng.int(in: 60...86_400)) * 1000
+        var quiet = 0 // readings since the last fault or offline period
+        var offlineLeft = 0, offlineLost = false, queued: [Reading] = []
+        var pendingGlitchReboot = false
+        // The billing chain: the last delivered reading the truth bills from, and how the next one relates.
+        var billedFrom: Reading?
+        var hourOn: (hour: EpochMillis, on: [Bool])?
+
+        func published(_ value: Double) -> Double { device.firmware == .firmwareGuide ? value.rounded(.down) : value }
+        /// The contract's bill for the interval from the chain's last reading to `b`, by what the
+        /// simulation knows happened in between: a reboot (rule 2, or rule 1 across a reboot), or
+        /// ordinary counting with a glitch or lost readings in between (rules 1 and 3).
+        func bill(_ b: Reading, rebootedSince: Bool, calendar: inout LocalCalendar) {
+            defer { billedFrom = b }
+            guard let a = billedFrom else { return }
+            var delta = b.energyWh - a.energyWh
+            if rebootedSince && delta < 0 { delta = a.energyWh - b.energyWh <= tolerance ? 0 : b.energyWh }
+            // Rule 4: more than the device's maximum power is not billed. It happens to the guide's
+            // boards after an offline period: the broker's queue arrives at once, and with receive
+            // times the energy of an hour lands in milliseconds.
+            let hours = Double(b.ledgerTime - a.ledgerTime) / 3_600_000
+            if delta > 0 && (hours <= 0 || delta / hours > device.info.maxPowerW) { return }
+            addTruth(from: a.ledgerTime, to: b.ledgerTime, energy: delta, billable: true, calendar: &calendar)
+        }
+        func addTruth(from a: EpochMillis, to b: EpochMillis, energy: Double, billable: Bool, calendar: inout LocalCalendar) {
+            var t = a
+            while t < b {
+                let day = calendar.day(containing: t)
+                let pieceEnd = min(b, day.end)
+                let share = energy * Double(pieceEnd - t) / Double(b - a)
+                if billable { run.days[day.date, default: DayTruth()].billableWh += share }
+                else { run.days[day.date, default: DayTruth()].consumedWh += share }
+                t = pieceEnd
+            }
+        }
+
+        for k in 0...count {
+            let time = start + EpochMillis(k) * interval
+            // The load over the interval that ends now.
+            if k > 0 {
+                let from = time - interval
+                let hour = from - ((from - start) % 3_600_000)
+                if hourOn?.hour != hour {
+                    hourOn = (hour, device.info.switches.indices.map { isOn(device, switch: $0, hourStart: hour, calendar: &calendar, seed: config.seed) })
+                }
+            }
+            let on = hourOn?.on ?? device.info.switches.map { _ in false }
+            let powerW = zip(device.info.switches, on).reduce(0.0) { $0 + ($1.1 ? ($1.0.ratedW ?? 0) : 0) }
+            let used = k > 0 ? powerW * Double(interval) / 3_600_000 : 0
+            if k > 0 { addTruth(from: time - interval, to: time, energy: used, billable: false, calendar: &calendar) }
+
+            // Which fault, if any, this reading has (never near the ends, never near another one).
+            let eligible = quiet >= 4 && k > 2 && k < count - 6 && offlineLeft == 0 && !pendingGlitchReboot
+            var fault: Fault?
+            if eligible {
+                let roll = rng.unit()
+                var edge = 0.0
+                for candidate in Fault.allCases {
+                    edge += rates[candidate]
+                    if roll < edge { fault = candidate; break }
+                }
+                if fault == .glitchThenReboot && device.firmware != .contractV1 { fault = .glitch }
+                // Receive order is the guide's boards' only order: a late one is out of order for good.
+                if fault == .late && device.firmware != .contractV1 { fault = nil }
+                if fault == .reset && counter < tolerance + used + 100 { fault = nil } // a reset must read as one
+                if (fault == .glitch || fault == .glitchThenReboot) && published(counter) < 20 { fault = nil }
+            }
+            quiet = fault == nil || fault == .duplicate || fault == .late ? quiet + 1 : 0
+
+            var reboot = false
+            switch fault {
+            case .reboot?:
+                // Mid-interval: the guide's boards restore the counter saved at the last 10 Wh.
+                let before = counter + used / 2
+                counter = (device.firmware == .firmwareGuide ? (before / 10).rounded(.down) * 10 : before) + used / 2
+                reboot = true
+            case .reset?:
+                counter = used / 2 // only what was used since the restart is counted
+                reboot = true
+            default:
+                counter += used
+            }
+            if pendingGlitchReboot {
+                reboot = true // the counter was restored exactly: nothing lost
+                pendingGlitchReboot = false
+            }
+            if reboot {
+                boot += 1
+                seq = 0
+                bootedAt = time - EpochMillis(rng.int(in: 1_000...Int(max(1_001, interval - 1_000)))) // uptimes never repeat by construction
+            }
+            seq += 1
+            var value = published(counter)
+            let isGlitch = fault == .glitch || fault == .glitchThenReboot
+            if isGlitch {
+                value = Double(rng.int(in: 0...max(0, Int(value / 2)))) // one bogus low reading
+                if fault == .glitchThenReboot { pendingGlitchReboot = true }
+            }
+            var reading = Reading(time: time, deliveredAt: time + EpochMillis(rng.int(in: 50...900)), energyWh: value,
+                                  bootID: device.firmware == .contractV1 ? "b\(device.index)-\(boot)" : nil, seq: seq,
+                                  uptimeMillis: time - bootedAt, powerW: device.firmware == .contractV1 ? powerW : nil,
+                                  switches: on, isDuplicate: false, firmware: device.firmware)
+            if let fault { run.faults[fault, default: 0] += 1 }
+
+            // Offline periods start here: their readings are held by the broker, or lost.
+            if fault == .offlineQueued || fault == .offlineLost {
+                offlineLeft = rng.int(in: 10...120)
+                offlineLost = fault == .offlineLost
+            }
+            if offlineLeft > 0 {
+                offlineLeft -= 1
+                quiet = 0
+                if offlineLost { continue }
+                queued.append(reading)
+                if offlineLeft == 0 {
+                    // Back online: the broker delivers what it queued, in order, before the next reading.
+                    for (j, var held) in queued.enumerated() {
+                        held.deliveredAt = time + interval / 2 + EpochMillis(j)
+                        run.readings.append(held)
+                        bill(held, rebootedSince: false, calendar: &calendar)
+                    }
+                    queued = []
+                }
+                continue
+            }
+
+            if fault == .late { reading.deliveredAt += EpochMillis(rng.int(in: 1...4)) * interval }
+            run.readings.append(reading)
+            if fault == .duplicate {
+                var again = reading
+                again.isDuplicate = true
+                again.deliveredAt += EpochMillis(rng.int(in: 100...20_000))
+                run.readings.append(again)
+            }
+            if !isGlitch { bill(reading, rebootedSince: reboot, calendar: &calendar) }
+        }
+
+        run.readings.sort { ($0.deliveredAt, $0.time) < ($1.deliveredAt, $1.time) }
+        return run
+    }
+}
+
+extension CampusSimulator.FaultRates {
+    subscript(_ fault: CampusSimulator.Fault) -> Double {
+        switch fault {
+        case .reboot: reboot
+        case .reset: reset
+        case .glitch: glitch
+        case .glitchThenReboot: glitchThenReboot
+        case .duplicate: duplicate
+        case .late: late
+        case .offlineQueued: offlineQueued
+        case .offlineLost: offlineLost
+        }
+    }
+}
+
+/// SplitMix64: small, fast and reproducible from its seed on every platform.
+struct SplitMix64 {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
+    mutating func int(in range: ClosedRange<Int>) -> Int { range.lowerBound + Int(next() % UInt64(range.count)) }
+}
