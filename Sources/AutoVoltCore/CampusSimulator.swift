@@ -274,6 +274,15 @@ public enum CampusSimulator {
 }
 
 extension CampusSimulator.FaultRates {
+    /// Every rate multiplied by `factor` (0: a campus without faults).
+    public func scaled(by factor: Double) -> Self {
+        var out = self
+        let f = max(0, factor)
+        out.reboot *= f; out.reset *= f; out.glitch *= f; out.glitchThenReboot *= f
+        out.duplicate *= f; out.late *= f; out.offlineQueued *= f; out.offlineLost *= f
+        return out
+    }
+
     subscript(_ fault: CampusSimulator.Fault) -> Double {
         switch fault {
         case .reboot: reboot
