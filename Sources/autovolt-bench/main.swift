@@ -86,19 +86,6 @@ struct Options {
     }
 }
 
-/// SplitMix64: deterministic, fast, good enough for load generation.
-struct SplitMix64 {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
-}
-
 /// Realistic ESP32 names: building/room/board, e.g. "cse-301-a", "hostel-112-c".
 func deviceNames(_ count: Int) -> [String] {
     let blocks = ["lab", "cse", "eee", "mech", "civil", "lib", "hostel", "admin", "sci", "arts"]
@@ -127,7 +114,7 @@ func runCore(_ options: Options) throws(UsageError) {
     let deviceCount = try options.int("devices", 3000, min: 1)!
     let names = deviceNames(deviceCount)
     let topics = names.map { "autovolt/\($0)/telemetry" }
-    var rng = SplitMix64(state: 42)
+    var rng = SplitMix64(seed: 42)
     let receivedAt = wallMillis()
     let nowS = receivedAt / 1000
 
@@ -210,7 +197,7 @@ func runJournal(_ options: Options) throws(UsageError) {
     let count = try options.int("messages", 100_000, min: 1)!
     let fullCount = try options.int("full-messages", min(count, 5_000), min: 1)!
     let names = deviceNames(3000)
-    var rng = SplitMix64(state: 7)
+    var rng = SplitMix64(seed: 7)
     let nowS = wallMillis() / 1000
     var messages: [(topic: String, payload: [UInt8])] = []
     messages.reserveCapacity(max(count, fullCount))
@@ -353,7 +340,7 @@ func runPublish(_ options: Options) throws(UsageError) {
 
     let names = deviceNames(deviceCount)
     let topics = names.map { "\(prefix)/\($0)/telemetry" }
-    var rng = SplitMix64(state: UInt64(truncatingIfNeeded: wallMillis()))
+    var rng = SplitMix64(seed: UInt64(truncatingIfNeeded: wallMillis()))
     var energy = (0..<deviceCount).map { _ in Int(startEnergy * 10) + rng.below(10_000) }
     var sent = [Int](repeating: 0, count: deviceCount)
     // Device times: the k-th reading of a device is `interval` seconds after its (k-1)-th, and
@@ -493,7 +480,7 @@ func runLedger(_ options: Options) throws(UsageError) {
     let total = try options.int("readings", 1_000_000, min: 1) ?? 1_000_000
     let devices = try options.int("devices", 1_000, min: 1) ?? 1_000
     let perDevice = max(2, total / devices)
-    var rng = SplitMix64(state: 7)
+    var rng = SplitMix64(seed: 7)
     let zone = TimeZone(identifier: "Asia/Kolkata") ?? .gmt
     let start: Int64 = 1_793_507_400_000
     var fleets: [(DeviceInfo, [LedgerReading])] = []
@@ -555,7 +542,7 @@ func runAccounting(_ options: Options) throws(UsageError) {
         Tariff(id: "tv-future", costPerKwh: 8.0, currency: "INR", effectiveFrom: dayStart + 40 * 24 * hour, classroom: nil, createdAt: 5),
     ])
 
-    var rng = SplitMix64(state: 11)
+    var rng = SplitMix64(seed: 11)
     var fleet: [(DeviceInfo, [LedgerReading])] = []
     fleet.reserveCapacity(devices)
     for d in 0..<devices {

@@ -212,7 +212,6 @@ struct SimulateCheck: ParsableCommand {
                 billed += ledger
                 billable += day.billableWh
                 consumed += day.consumedWh
-                func padded(_ text: String, _ width: Int) -> String { text.count >= width ? text : text + String(repeating: " ", count: width - text.count) }
                 print(padded(device.esp32Name, 14) + " " + padded(device.firmware, 15) + " " + date
                       + String(format: "  %19.3f  %10.3f  %12.3f  %11.3f", day.billableWh, ledger, aggregate, day.consumedWh)
                       + (ok ? "" : "  DIFFERENT"))
@@ -240,4 +239,9 @@ struct SimulateCheck: ParsableCommand {
         }
         print("no differences")
     }
+}
+
+/// `text` left-aligned in `width` columns (String(format:)'s %-14@ does not pad on Linux).
+private func padded(_ text: String, _ width: Int) -> String {
+    text.count >= width ? text : text + String(repeating: " ", count: width - text.count)
 }

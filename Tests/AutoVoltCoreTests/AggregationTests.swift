@@ -83,7 +83,7 @@ struct AggregationTests {
     /// inside entries, days before any tariff) both must give the same figures.
     @Test func dailyPricingAgreesWithPricingEachEntry() {
         for seed in 0..<300 {
-            var rng = SplitMix(state: UInt64(seed))
+            var rng = SplitMix64(seed: UInt64(seed))
             var versions: [Tariff] = []
             for i in 0..<Int.random(in: 0...6, using: &rng) {
                 let from = nov5 + EpochMillis(Int.random(in: -30...30, using: &rng)) * hour

@@ -3,18 +3,6 @@ import Foundation
 import PropertyBased
 import Testing
 
-/// A small deterministic generator (SplitMix64) so a failing seed reproduces exactly.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 /// A simulated device: true consumption, and the counter readings its firmware would publish,
 /// with reboots (rollbacks and resets), glitches and offline gaps.
 struct Scenario {
@@ -24,7 +12,7 @@ struct Scenario {
     var expectedAt: [Double] = []
 
     init(seed: Int64, start: EpochMillis, count: Int, device: DeviceInfo) {
-        var rng = SplitMix(state: UInt64(bitPattern: seed))
+        var rng = SplitMix64(seed: UInt64(bitPattern: seed))
         var time = start
         var counter = Double(Int.random(in: 5_000...50_000, using: &rng))
         var boot = 0
@@ -133,7 +121,7 @@ struct LedgerPropertyTests {
     @Test func resultDoesNotDependOnArrivalOrder() async {
         await propertyCheck(count: 150, input: Gen.int64(in: 0...Int64.max)) { seed in
             let scenario = Scenario(seed: seed, start: t0, count: 120, device: Self.fleetDevice)
-            var rng = SplitMix(state: UInt64(bitPattern: seed) ^ 0xABCDEF)
+            var rng = SplitMix64(seed: UInt64(bitPattern: seed) ^ 0xABCDEF)
             // Mostly in order, with late readings shuffled within a window, as a broker replay does.
             var arrival = scenario.readings
             for i in arrival.indices where Int.random(in: 0..<5, using: &rng) == 0 {
@@ -166,7 +154,7 @@ struct LedgerPropertyTests {
 
     /// A healthy fleet (no faults but the usual jitter) is almost entirely high confidence.
     @Test func healthyFleetIsMostlyHighConfidence() {
-        var rng = SplitMix(state: 42)
+        var rng = SplitMix64(seed: 42)
         var entries: [LedgerEntry] = []
         for d in 0..<50 {
             var time = t0

@@ -19,7 +19,7 @@ struct LedgerBatchTests {
         let rig = try AccountingRig()
         if let stepLimit { rig.ledger.stepLimits = .init(events: stepLimit, readings: 2 * stepLimit) }
         let devices = ["lab-101", "lab-102", "lab-201"]
-        var rng = SplitMix(seed: 7)
+        var rng = SplitMix64(seed: 7)
         var stored: [String: [(time: EpochMillis, energy: Double)]] = [:]
         var counters: [String: Double] = Dictionary(uniqueKeysWithValues: devices.map { ($0, 1000) })
         var clock: [String: EpochMillis] = Dictionary(uniqueKeysWithValues: devices.map { ($0, day5 - 2 * oneHour) })
@@ -193,18 +193,5 @@ extension AccountingRig {
             for entry in LedgerDeriver.derive(sorted, device: registry.resolve(device), calendar: &calendar, now: now) { out[entry.id] = entry.deltaWh }
         }
         return out
-    }
-}
-
-/// A small deterministic generator (tests must fail the same way twice).
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E9B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
