@@ -43,7 +43,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // Helpers for tests only: start real mosquitto and scripts/dev-mongo on free ports.
-        .target(name: "AutoVoltTestSupport", dependencies: ["CMosquitto", "AutoVoltMongo"], path: "Tests/Support"),
+        .target(name: "AutoVoltTestSupport", dependencies: ["AutoVoltMQTT", "AutoVoltMongo"], path: "Tests/Support"),
         .target(name: "AutoVoltService", dependencies: [
             "AutoVoltCore", "AutoVoltJournal", "AutoVoltMQTT", "AutoVoltMongo",
             .product(name: "Crypto", package: "swift-crypto"),
@@ -56,7 +56,7 @@ let package = Package(
             .product(name: "Hummingbird", package: "hummingbird"),
         ]),
         .executableTarget(name: "autovolt-worker", dependencies: [
-            "AutoVoltService", "AutoVoltMongo", "AutoVoltCore",
+            "AutoVoltService", "AutoVoltMongo", "AutoVoltMQTT", "AutoVoltCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -70,6 +70,11 @@ public struct MQTTError: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    init(message: String) {
+        code = MOSQ_ERR_UNKNOWN.rawValue
+        self.message = message
+    }
+
     public var description: String { message }
 }
 

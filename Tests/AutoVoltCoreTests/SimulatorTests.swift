@@ -7,26 +7,35 @@ import Testing
 /// the fault schedule, the ledger from the readings alone, so agreement tests the ledger rules.
 @Suite("campus simulator")
 struct SimulatorTests {
-    /// The readings the ledger would see for one device: duplicates collapse (same name,
-    /// timestamp as sent and counter), ordered by the time the ledger uses.
-    static func ledgerReadings(_ run: CampusSimulator.DeviceRun) -> [LedgerReading] {
+    /// The readings the ledger would see for one device: each payload through the real decoder
+    /// (so refused payloads and untrusted clocks are the contract's, not the simulator's idea of
+    /// them), duplicates collapsed by event hash, ordered by the time the ledger uses.
+    static func ledgerReadings(_ run: CampusSimulator.DeviceRun) -> (readings: [LedgerReading], rejects: Int) {
         var seen = Set<String>()
         var readings: [LedgerReading] = []
+        var rejects = 0
+        let decoder = MessageDecoder()
+        let topic = "autovolt/\(run.device.info.esp32Name)/telemetry"
         for r in run.readings {
-            let hash = EventHash.compute(esp32Name: run.device.info.esp32Name, timestampAsSent: r.timestampAsSent, energyWhTotal: r.energyWh)
-            guard seen.insert(hash).inserted else { continue }
-            readings.append(LedgerReading(eventHash: hash, time: r.ledgerTime, energyWh: r.energyWh, bootID: r.bootID, seq: r.seq,
-                                          clock: r.firmware == .contractV1 ? .device : .receiver, powerW: r.powerW,
-                                          uptimeMillis: LedgerReading.uptimeMillis(timestampAsSent: r.firmware == .contractV1 ? nil : r.timestampAsSent)))
+            guard case .success(.telemetry(let t)) = decoder.decode(topic: topic, payload: Array(CampusSimulator.payload(r, device: run.device).utf8),
+                                                                     receivedAt: r.deliveredAt) else {
+                rejects += 1
+                continue
+            }
+            guard seen.insert(t.eventHash).inserted else { continue }
+            readings.append(LedgerReading(eventHash: t.eventHash, time: t.deviceTime, energyWh: t.energyWhTotal, bootID: t.bootID, seq: t.seq,
+                                          clock: t.clock, powerW: t.powerW,
+                                          uptimeMillis: t.uptimeS.map { Int64(($0 * 1000).rounded()) }
+                                              ?? LedgerReading.uptimeMillis(timestampAsSent: t.timestampAsSent)))
         }
-        return readings.sorted { $0.time < $1.time }
+        return (readings.sorted { $0.time < $1.time }, rejects)
     }
 
     /// Billed Wh per local date, as the daily aggregates sum them.
     static func billedByDate(_ run: CampusSimulator.DeviceRun, zone: TimeZone) -> [CivilDate: Double] {
         var calendar = LocalCalendar(timeZone: zone)
         var out: [CivilDate: Double] = [:]
-        for entry in LedgerDeriver.derive(ledgerReadings(run), device: run.device.info, calendar: &calendar) where entry.billable {
+        for entry in LedgerDeriver.derive(ledgerReadings(run).readings, device: run.device.info, calendar: &calendar) where entry.billable {
             out[entry.date, default: 0] += entry.deltaWh
         }
         return out
@@ -44,6 +53,8 @@ struct SimulatorTests {
             let run = CampusSimulator.simulate(device, config: config, calendar: &calendar)
             faults.merge(run.faults, uniquingKeysWith: +)
             let billed = billedByDate(run, zone: kolkata)
+            #expect(ledgerReadings(run).rejects == run.rejects(), "\(device.info.esp32Name): the decoder refuses exactly the malformed payloads")
+            #expect(ledgerReadings(run).readings.count == run.events(), "\(device.info.esp32Name): one event per distinct valid message")
             for date in Set(billed.keys).union(run.days.keys) {
                 let truth = run.days[date]?.billableWh ?? 0
                 let got = billed[date] ?? 0
@@ -64,6 +75,10 @@ struct SimulatorTests {
         rates.late = 0.03
         rates.offlineQueued = 0.002
         rates.offlineLost = 0.002
+        rates.clock1970 = 0.006
+        rates.clockMillis = 0.006
+        rates.clockAhead = 0.006
+        rates.malformed = 0.006
         return rates
     }
 
@@ -85,6 +100,12 @@ struct SimulatorTests {
             #expect(deviceDays >= 12)
             #expect(faults.values.reduce(0, +) > 10, "a campus worth checking: \(faults)")
         }
+    }
+
+    @Test func theFaultMixHasEveryKindOfFault() {
+        var seen: [CampusSimulator.Fault: Int] = [:]
+        for seed in UInt64(1)...3 { seen.merge(Self.check(seed: seed, rates: Self.faulty, devices: 9).faults, uniquingKeysWith: +) }
+        for fault in CampusSimulator.Fault.allCases { #expect(seen[fault, default: 0] > 0, "\(fault.rawValue) never happened: \(seen)") }
     }
 
     @Test func theTruthSeparatesConsumedFromBillable() {

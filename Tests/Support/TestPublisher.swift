@@ -1,4 +1,4 @@
-import CMosquitto
+import AutoVoltMQTT
 import Foundation
 
 /// PEM files for a publisher that connects over TLS (`certFile`/`keyFile`: a client certificate).
@@ -14,57 +14,18 @@ public struct TLSClientFiles: Sendable {
     }
 }
 
-/// A QoS 1 publisher that waits for every PUBACK (mosquitto_pub -l may exit before delivering
-/// everything, so tests that count messages cannot rely on it).
+/// The product's QoS 1 publisher (AutoVoltMQTT.MQTTPublisher), connected before it is returned,
+/// with a call that publishes a batch and waits for every PUBACK.
 public final class TestPublisher: @unchecked Sendable {
-    private let handle: OpaquePointer
-    private let lock = NSLock()
-    private var acknowledged = 0
-    private var connected = false
-
-    private static let libraryInit: Void = { mosquitto_lib_init() }()
+    public let publisher: MQTTPublisher
 
     public init(port: Int, clientID: String = "test-publisher-\(UUID().uuidString.prefix(8))",
                 username: String? = nil, password: String? = nil, tls: TLSClientFiles? = nil) throws {
-        _ = Self.libraryInit
-        guard let mosq = mosquitto_new(clientID, true, nil) else { throw DevMongoServerError(description: "mosquitto_new failed") }
-        handle = mosq
-        mosquitto_user_data_set(mosq, Unmanaged.passUnretained(self).toOpaque())
-        mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, Int32(MQTT_PROTOCOL_V311))
-        if let username { mosquitto_username_pw_set(mosq, username, password) }
-        if let tls {
-            let rc = mosquitto_tls_set(mosq, tls.caFile, nil, tls.certFile, tls.keyFile, nil)
-            guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-                mosquitto_destroy(mosq)
-                throw DevMongoServerError(description: "publisher TLS settings: \(String(cString: mosquitto_strerror(rc)))")
-            }
-        }
-        mosquitto_publish_callback_set(mosq) { _, userdata, _ in
-            guard let userdata else { return }
-            let publisher = Unmanaged<TestPublisher>.fromOpaque(userdata).takeUnretainedValue()
-            publisher.lock.withLock { publisher.acknowledged += 1 }
-        }
-        mosquitto_connect_callback_set(mosq) { _, userdata, rc in
-            guard let userdata, rc == 0 else { return }
-            let publisher = Unmanaged<TestPublisher>.fromOpaque(userdata).takeUnretainedValue()
-            publisher.lock.withLock { publisher.connected = true }
-        }
-        mosquitto_max_inflight_messages_set(mosq, 100)
-        let rc = mosquitto_connect(mosq, "127.0.0.1", Int32(port), 30)
-        guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-            mosquitto_destroy(mosq)
-            throw DevMongoServerError(description: "publisher cannot connect: \(String(cString: mosquitto_strerror(rc)))")
-        }
-        mosquitto_loop_start(mosq)
-        guard eventually(timeout: 10, interval: 0.02, { lock.withLock { connected } }) else {
-            throw DevMongoServerError(description: "publisher not connected (refused?)")
-        }
-    }
-
-    deinit {
-        mosquitto_disconnect(handle)
-        mosquitto_loop_stop(handle, false)
-        mosquitto_destroy(handle)
+        let settings = MQTTSettings(host: "127.0.0.1", port: port, useTLS: tls != nil, caFile: tls?.caFile,
+                                    certFile: tls?.certFile, keyFile: tls?.keyFile, username: username, password: password,
+                                    clientID: clientID, subscriptions: [])
+        publisher = try MQTTPublisher(settings: settings)
+        try publisher.waitUntilConnected(timeout: 10)
     }
 
     /// Publishes every message with QoS 1 and returns once the broker acknowledged all of them.
@@ -73,21 +34,7 @@ public final class TestPublisher: @unchecked Sendable {
     }
 
     public func publishBytes(_ messages: [(topic: String, payload: [UInt8])], retain: Bool = false, timeout: Double = 60) throws {
-        let target = lock.withLock { acknowledged } + messages.count
-        for message in messages {
-            var rc: Int32
-            repeat {
-                rc = message.payload.withUnsafeBytes { bytes in
-                    mosquitto_publish(handle, nil, message.topic, Int32(bytes.count), bytes.baseAddress, 1, retain)
-                }
-                if rc == MOSQ_ERR_NO_CONN.rawValue || rc == MOSQ_ERR_NOMEM.rawValue { Thread.sleep(forTimeInterval: 0.01) }
-            } while rc == MOSQ_ERR_NO_CONN.rawValue || rc == MOSQ_ERR_NOMEM.rawValue
-            guard rc == MOSQ_ERR_SUCCESS.rawValue else {
-                throw DevMongoServerError(description: "publish failed: \(String(cString: mosquitto_strerror(rc)))")
-            }
-        }
-        guard eventually(timeout: timeout, interval: 0.01, { lock.withLock { acknowledged } >= target }) else {
-            throw DevMongoServerError(description: "only \(lock.withLock { acknowledged }) of \(target) messages acknowledged")
-        }
+        for message in messages { try publisher.publish(topic: message.topic, payload: message.payload, retain: retain) }
+        try publisher.waitForAcknowledgements(timeout: timeout)
     }
 }
