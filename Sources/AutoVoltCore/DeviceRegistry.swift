@@ -20,6 +20,8 @@ public struct DeviceInfo: Sendable, Equatable {
     public var maxPowerW: Double
     public var rollbackToleranceWh: Double
     public var switches: [Switch]
+    /// The board's own secret for signed HTTP ingest (`hmac_secret`), if it has one.
+    public var hmacSecret: String?
 
     public init(esp32Name: String, classroom: String, maxPowerW: Double = DeviceInfo.defaultMaxPowerW,
                 rollbackToleranceWh: Double = DeviceInfo.defaultRollbackToleranceWh, switches: [Switch] = []) {
@@ -85,7 +87,7 @@ public struct DeviceRegistry: Sendable, Equatable {
             guard let classroom = device["classroom"]?.string, !classroom.isEmpty else {
                 throw ParseError(message: "\(label): classroom is missing or not a string")
             }
-            let allowed: Set<String> = ["esp32_name", "classroom", "max_power_w", "rollback_tolerance_wh", "switch"]
+            let allowed: Set<String> = ["esp32_name", "classroom", "max_power_w", "rollback_tolerance_wh", "switch", "hmac_secret"]
             for key in device.keys where !allowed.contains(key) {
                 throw ParseError(message: "\(label): unknown key \"\(key)\"")
             }
@@ -106,8 +108,15 @@ public struct DeviceRegistry: Sendable, Equatable {
                     switches.append(.init(name: switchName, ratedW: rated))
                 }
             }
-            devices.append(DeviceInfo(esp32Name: name, classroom: classroom, maxPowerW: maxPower,
-                                      rollbackToleranceWh: tolerance, switches: switches))
+            var info = DeviceInfo(esp32Name: name, classroom: classroom, maxPowerW: maxPower,
+                                  rollbackToleranceWh: tolerance, switches: switches)
+            if let secret = device["hmac_secret"] {
+                guard let text = secret.string, text.utf8.count >= 16 else {
+                    throw ParseError(message: "\(label): hmac_secret must be a string of at least 16 characters")
+                }
+                info.hmacSecret = text
+            }
+            devices.append(info)
         }
         return DeviceRegistry(devices: devices)
     }

@@ -156,6 +156,43 @@ public final class Journal: @unchecked Sendable {
         return try result.get()
     }
 
+    /// Appends and commits several messages in one transaction (an HTTP ingest request): all of
+    /// them survive a crash when this returns, or none was written.
+    public func appendBatch(_ messages: [(topic: String, payload: [UInt8])], receivedAt: Int64) throws(JournalError) {
+        if messages.isEmpty { return }
+        lock.lock()
+        defer { lock.unlock() }
+        guard db != nil, let begin = beginStatement, let commit = commitStatement else {
+            throw JournalError(message: "journal is closed")
+        }
+        try step(begin, "begin")
+        var inserted = 0
+        var failure: JournalError?
+        for message in messages {
+            var topic = message.topic
+            let result: Result<Int64, JournalError> = topic.withUTF8 { topicBytes in
+                message.payload.withUnsafeBytes { payload in
+                    Result { () throws(JournalError) -> Int64 in
+                        try insertCounting(topic: UnsafeRawBufferPointer(topicBytes), payload: payload, receivedAt: receivedAt, retained: false)
+                    }
+                }
+            }
+            if case .failure(let error) = result { failure = error; break }
+            inserted += 1
+        }
+        if failure == nil {
+            do throws(JournalError) { try step(commit, "commit") } catch { failure = error }
+        }
+        if let failure {
+            if let rollback = rollbackStatement {
+                _ = sqlite3_step(rollback)
+                _ = sqlite3_reset(rollback)
+            }
+            pending -= inserted
+            throw failure
+        }
+    }
+
     /// Keeps a copy of one message for the next `commitStaged`; nothing is durable yet. The
     /// caller must not let the broker see an acknowledgement for it before `commitStaged`
     /// succeeded (the MQTT thread commits before it writes the PUBACKs; docs/delivery.md).

@@ -34,8 +34,9 @@ struct RequestBoundsMiddleware<Context: RequestContext>: RouterMiddleware {
             return PowerAnalyticsAPI.errorResponse(
                 .badRequest, "query parameter \(String(name.prefix(64)).debugDescription) is longer than \(HTTPLimits.maxQueryValueBytes) bytes")
         }
-        if let length = request.headers[.contentLength], let n = Int(length), n > HTTPLimits.maxBodyBytes {
-            return PowerAnalyticsAPI.errorResponse(.contentTooLarge, "request body larger than \(HTTPLimits.maxBodyBytes) bytes")
+        let maxBody = request.uri.path == HTTPIngestAPI.path ? HTTPIngestAPI.maxBodyBytes : HTTPLimits.maxBodyBytes
+        if let length = request.headers[.contentLength], let n = Int(length), n > maxBody {
+            return PowerAnalyticsAPI.errorResponse(.contentTooLarge, "request body larger than \(maxBody) bytes")
         }
         return try await next(request, context)
     }

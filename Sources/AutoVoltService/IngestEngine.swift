@@ -217,6 +217,44 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             drainStalledForMillis: pending > 0 && sinceProgress > 0 ? sinceProgress : nil)
     }
 
+    // MARK: HTTP ingest
+
+    public enum HTTPIngestOutcome: Sendable, Equatable {
+        case committed
+        /// The journal is at AUTOVOLT_JOURNAL_MAX_BYTES: nothing was written.
+        case journalFull
+        case failed(String)
+    }
+
+    /// The same door as MQTT for gateways (`POST /api/power-analytics/telemetry`): the messages
+    /// are committed to the journal in one transaction, and the drain decodes and stores them
+    /// exactly as if they had come from the broker. Blocks on the journal's disk write: call it
+    /// from a thread of its own, never from the cooperative pool.
+    public func ingestHTTP(_ messages: [(topic: String, payload: [UInt8])]) -> HTTPIngestOutcome {
+        if journal.isFull {
+            reportJournalFull()
+            return .journalFull
+        }
+        do {
+            try journal.appendBatch(messages, receivedAt: SystemClock.nowMillis())
+        } catch {
+            logger.error("cannot write an HTTP ingest request to the journal", metadata: ["error": "\(error)"])
+            return .failed("\(error)")
+        }
+        for message in messages { metrics.received(topic: message.topic) }
+        wakeup.signal()
+        return .committed
+    }
+
+    /// The secrets a signed HTTP ingest request of this device may be signed with: its own from
+    /// the registry, and the shared one.
+    public func ingestSecrets(forDevice name: String?) -> [String] {
+        var secrets: [String] = []
+        if let name, let own = currentRegistry.registry.devices[name]?.hmacSecret { secrets.append(own) }
+        if let shared = config.ingestSecret { secrets.append(shared) }
+        return secrets
+    }
+
     // MARK: MQTT thread
 
     /// Stages the message in the journal; `flush` commits it before its PUBACK can be written

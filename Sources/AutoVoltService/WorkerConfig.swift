@@ -30,6 +30,9 @@ public struct WorkerConfig: Sendable {
     public var reconcileAt: (hour: Int, minute: Int)
     public var httpAddress: (host: String, port: Int)?
     public var apiToken: String?
+    /// The shared secret of signed HTTP ingest (AUTOVOLT_INGEST_SECRET_FILE); boards may also
+    /// have their own (`hmac_secret` in the registry).
+    public var ingestSecret: String?
     public var stateDirectory: String
     public var devicesPath: String
     public var devices: DeviceRegistry
@@ -103,7 +106,7 @@ public struct WorkerConfig: Sendable {
     public static let knownVariables: Set<String> = [
         "AUTOVOLT_MQTT_URL", "AUTOVOLT_MQTT_CA_FILE", "AUTOVOLT_MQTT_CERT_FILE", "AUTOVOLT_MQTT_KEY_FILE",
         "AUTOVOLT_MQTT_USERNAME", "AUTOVOLT_MQTT_PASSWORD_FILE", "AUTOVOLT_MQTT_CLIENT_ID", "AUTOVOLT_MQTT_SHARE_GROUP",
-        "AUTOVOLT_MQTT_PROTOCOL", "AUTOVOLT_MQTT_KEEPALIVE", "AUTOVOLT_MONGODB_URI", "AUTOVOLT_MONGODB_WRITE_CONCERN",
+        "AUTOVOLT_MQTT_PROTOCOL", "AUTOVOLT_MQTT_KEEPALIVE", "AUTOVOLT_INGEST_SECRET_FILE", "AUTOVOLT_MONGODB_URI", "AUTOVOLT_MONGODB_WRITE_CONCERN",
         "AUTOVOLT_TIMEZONE", "AUTOVOLT_MAX_CLOCK_LAG", "AUTOVOLT_RECONCILE_AT", "AUTOVOLT_HTTP_ADDR",
         "AUTOVOLT_API_TOKEN_FILE", "AUTOVOLT_STATE_DIR", "AUTOVOLT_DEVICES", "AUTOVOLT_LOG_LEVEL", "AUTOVOLT_LOG_FORMAT",
         "AUTOVOLT_JOURNAL_MAX_BYTES", "AUTOVOLT_JOURNAL_SYNC", "AUTOVOLT_BATCH_SIZE", "AUTOVOLT_DIP_TIMEOUT",
@@ -223,6 +226,13 @@ public struct WorkerConfig: Sendable {
                 warnings.append("the API token in \(path) is shorter than 16 characters; `openssl rand -hex 24` makes a better one")
             }
             apiToken = token
+        }
+        if let path = value("AUTOVOLT_INGEST_SECRET_FILE") {
+            let secret = try read("AUTOVOLT_INGEST_SECRET_FILE", path).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard secret.utf8.count >= 16 else {
+                throw ConfigError("AUTOVOLT_INGEST_SECRET_FILE", "\(path) must hold a secret of at least 16 characters")
+            }
+            ingestSecret = secret
         }
 
         // State and registry
