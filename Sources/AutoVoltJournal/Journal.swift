@@ -180,17 +180,23 @@ public final class Journal: @unchecked Sendable {
             if case .failure(let error) = result { failure = error; break }
             inserted += 1
         }
+        try commitOrRollBack(commit, inserted: inserted, failure: failure)
+    }
+
+    /// Ends the open transaction: commits it, or after a failure (of an insert or of the commit)
+    /// rolls it back and takes back the rows `insertCounting` counted. Call with the lock held.
+    private func commitOrRollBack(_ commit: OpaquePointer, inserted: Int, failure: JournalError?) throws(JournalError) {
+        var failure = failure
         if failure == nil {
             do throws(JournalError) { try step(commit, "commit") } catch { failure = error }
         }
-        if let failure {
-            if let rollback = rollbackStatement {
-                _ = sqlite3_step(rollback)
-                _ = sqlite3_reset(rollback)
-            }
-            pending -= inserted
-            throw failure
+        guard let failure else { return }
+        if let rollback = rollbackStatement {
+            _ = sqlite3_step(rollback)
+            _ = sqlite3_reset(rollback)
         }
+        pending -= inserted
+        throw failure
     }
 
     /// Keeps a copy of one message for the next `commitStaged`; nothing is durable yet. The
@@ -228,7 +234,7 @@ public final class Journal: @unchecked Sendable {
         }
         try step(begin, "begin")
         var inserted = 0
-        var failure: JournalError? = stagedBytes.withUnsafeBytes { bytes -> JournalError? in
+        let failure: JournalError? = stagedBytes.withUnsafeBytes { bytes -> JournalError? in
             for entry in staged {
                 let topic = UnsafeRawBufferPointer(rebasing: bytes[entry.topicStart ..< entry.topicStart + entry.topicCount])
                 let payloadStart = entry.topicStart + entry.topicCount
@@ -242,18 +248,7 @@ public final class Journal: @unchecked Sendable {
             }
             return nil
         }
-        if failure == nil {
-            do throws(JournalError) { try step(commit, "commit") } catch { failure = error }
-        }
-        if let failure {
-            if let rollback = rollbackStatement {
-                _ = sqlite3_step(rollback)
-                _ = sqlite3_reset(rollback)
-            }
-            // insertCounting counted the rows of the failed batch: take them back.
-            pending -= inserted
-            throw failure
-        }
+        try commitOrRollBack(commit, inserted: inserted, failure: failure)
         staged.removeAll(keepingCapacity: true)
         stagedBytes.removeAll(keepingCapacity: true)
     }

@@ -30,8 +30,8 @@ enum HTTPServer {
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                             body: .init(byteBuffer: ByteBuffer(string: text)))
         }
-        return Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "autovolt-worker"),
-                           logger: logger)
+        return Application(router: router, server: .http1Compatible,
+                           configuration: .init(address: .hostname(host, port: port), serverName: "autovolt-worker"), logger: logger)
     }
 }
 

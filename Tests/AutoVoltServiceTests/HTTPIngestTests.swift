@@ -159,4 +159,58 @@ struct HTTPIngestTests {
         #expect(s.rig.waitForCount("telemetry_events", accepted + 1, timeout: 60))
         #expect(s.rig.count("telemetry_events") == accepted + 1, "nothing of the refused request was written")
     }
+
+    /// The deployment guide's `ab` speaks HTTP/1.0: without keep-alive the server must close the
+    /// connection after the answer, with keep-alive it must say so and answer the next request
+    /// on the same connection.
+    @Test func http10ClientsGetTheirConnectionSemantics() async throws {
+        let s = try await start()
+        let closed = try rawExchange(s.port, ["GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n"], untilClosed: true)
+        #expect(closed.responses == 1 && closed.closed, "\(closed.text.prefix(200))")
+        let keepAlive = "GET /metrics HTTP/1.0\r\nHost: x\r\nConnection: Keep-Alive\r\n\r\n"
+        let kept = try rawExchange(s.port, [keepAlive, keepAlive])
+        #expect(kept.responses == 2 && !kept.closed && kept.text.lowercased().contains("connection: keep-alive"), "\(kept.text.prefix(200))")
+        let http11 = try rawExchange(s.port, ["GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"])
+        #expect(http11.responses == 2 && !http11.closed)
+    }
+
+    /// Sends each request on one connection once the answer to the previous one has come; with
+    /// `untilClosed` then reads on until the server closes. Gives up after 5 s.
+    func rawExchange(_ port: Int, _ requests: [String], untilClosed: Bool = false) throws -> (text: String, responses: Int, closed: Bool) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw RawSocketError.socket }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw RawSocketError.connect }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        let deadline = Date(timeIntervalSinceNow: 5)
+        func responses() -> Int { String(decoding: received, as: UTF8.self).components(separatedBy: "HTTP/1.1 ").count - 1 }
+        /// Reads until `done` or the server closes; true when it closed.
+        func read(until done: () -> Bool) -> Bool {
+            while Date() < deadline && !done() {
+                var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+                guard poll(&poller, 1, 50) > 0 else { continue }
+                let n = recv(fd, &buffer, buffer.count, 0)
+                if n <= 0 { return true }
+                received += buffer[0..<n]
+            }
+            return false
+        }
+        var closed = false
+        for (i, request) in requests.enumerated() where !closed {
+            _ = request.withCString { send(fd, $0, strlen($0), 0) }
+            closed = read { responses() > i }
+        }
+        if untilClosed && !closed { closed = read { false } }
+        return (String(decoding: received, as: UTF8.self), responses(), closed)
+    }
 }
+
+enum RawSocketError: Error { case socket, connect }
