@@ -17,10 +17,13 @@ enum HTTPServer {
         let router = Router()
         router.add(middleware: RequestBoundsMiddleware())
         let health = HealthReporter(engine: engine, executor: healthExecutor)
-        router.get("/health") { _, _ -> Response in
-            let report = await health.report()
-            return Response(status: report.httpStatus, headers: [.contentType: "application/json"],
-                            body: .init(byteBuffer: ByteBuffer(bytes: report.json)))
+        // The AutoVolt deployment guide monitors `/api/power-analytics/health`: the same document.
+        for path in ["/health", "\(PowerAnalyticsAPI.prefix)/health"] {
+            router.get(.init(path)) { _, _ -> Response in
+                let report = await health.report()
+                return Response(status: report.httpStatus, headers: [.contentType: "application/json"],
+                                body: .init(byteBuffer: ByteBuffer(bytes: report.json)))
+            }
         }
         PowerAnalyticsAPI.register(on: router, runner: queries, config: engine.config, logger: logger)
         AccountingAPI.register(on: router, executor: executor, runner: queries, config: engine.config, logger: logger)
@@ -117,10 +120,10 @@ actor HealthReporter {
         func count(_ key: String) -> Any { counts?[key] ?? NSNull() }
         let overall: String
         if engine.fatal != nil || status.journalFull {
-            overall = "error"
+            overall = "unhealthy"
         } else if status.mqttConnected && status.mongoReachable
                     && (status.drainStalledForMillis ?? 0) <= IngestEngine.drainStallThreshold {
-            overall = "ok"
+            overall = "healthy"
         } else {
             overall = "degraded"
         }
@@ -169,7 +172,7 @@ actor HealthReporter {
             ],
         ]
         let json = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return (overall == "error" ? .serviceUnavailable : .ok, json)
+        return (overall == "unhealthy" ? .serviceUnavailable : .ok, json)
     }
 
 }

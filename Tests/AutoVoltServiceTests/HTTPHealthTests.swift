@@ -237,7 +237,7 @@ struct HTTPHealthTests {
             if (document["telemetry"] as? [String: Any])?["total_events"] as? Int == 2 { break }
             try await Task.sleep(for: .milliseconds(200))
         }
-        #expect(["ok", "degraded"].contains(document["status"] as? String ?? ""), "\(document)")
+        #expect(["healthy", "degraded"].contains(document["status"] as? String ?? ""), "\(document)")
         #expect((document["timestamp"] as? String).flatMap { ISO8601DateFormatter.withFractions.date(from: $0) } != nil, "\(document)")
         let telemetry = try #require(document["telemetry"] as? [String: Any])
         #expect(telemetry["total_events"] as? Int == 2)
@@ -257,6 +257,11 @@ struct HTTPHealthTests {
         #expect(mongodb["reachable"] as? Bool == true)
         let journal = try #require(document["journal"] as? [String: Any])
         #expect(journal["full"] as? Bool == false && journal["pending_records"] is Int && journal["max_bytes"] is Int)
+        // The AutoVolt deployment guide's monitoring path answers the same document.
+        let guide = try await Self.call(session, port, "/api/power-analytics/health")
+        #expect(guide.status == 200 && Set(guide.json.keys) == Set(document.keys), "\(guide.json)")
+        #expect(["healthy", "degraded"].contains(guide.json["status"] as? String ?? ""))
+        #expect((guide.json["telemetry"] as? [String: Any])?["total_events"] as? Int == 2)
     }
 
     @Test func healthIs503WhenTheJournalIsFull() async throws {
@@ -291,7 +296,7 @@ struct HTTPHealthTests {
             try await Task.sleep(for: .milliseconds(100))
         }
         #expect(last.status == 503, "\(last.text)\n\(worker.log.suffix(2000))")
-        #expect(last.json["status"] as? String == "error")
+        #expect(last.json["status"] as? String == "unhealthy")
         #expect((last.json["journal"] as? [String: Any])?["full"] as? Bool == true)
         #expect((last.json["mongodb"] as? [String: Any])?["reachable"] as? Bool == false)
         // /metrics still answers (it never touches the database).
