@@ -331,16 +331,7 @@ public struct WorkerConfig: Sendable {
     }
 
     /// `7d`, `12h`, `30m`, `90s`, `500ms`, or plain seconds. Returns milliseconds.
-    public static func parseDuration(_ text: String) -> Int64? {
-        let units: [(String, Double)] = [("ms", 1), ("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)]
-        let trimmed = text.trimmingCharacters(in: .whitespaces).lowercased()
-        for (suffix, factor) in units where trimmed.hasSuffix(suffix) {
-            guard let number = Double(trimmed.dropLast(suffix.count)), number.isFinite, number >= 0, number * factor < 1e15 else { return nil }
-            return Int64(number * factor)
-        }
-        guard let seconds = Double(trimmed), seconds.isFinite, seconds >= 0, seconds < 1e12 else { return nil }
-        return Int64(seconds * 1000)
-    }
+    public static func parseDuration(_ text: String) -> Int64? { DurationText.millis(text) }
 
     /// Plain bytes or with a K/M/G (KiB/MiB/GiB) suffix.
     public static func parseBytes(_ text: String) -> Int64? {

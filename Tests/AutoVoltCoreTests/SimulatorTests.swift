@@ -127,3 +127,12 @@ struct SimulatorTests {
         #expect(resets > 0 && billable < consumed)
     }
 }
+
+extension SimulatorTests {
+    /// Found by the property test in CI: two 1970-clock readings in different boots with the same
+    /// uptime second and counter hashed to one event. The simulator no longer sends the second.
+    @Test func aClockAt1970InTwoBootsNeverRepeatsAReading() {
+        let (_, deviceDays) = Self.check(seed: UInt64(bitPattern: 4_174_669_990_993_488_557), rates: Self.faulty)
+        #expect(deviceDays >= 12)
+    }
+}
