@@ -33,6 +33,9 @@ public struct WorkerConfig: Sendable {
     /// The shared secret of signed HTTP ingest (AUTOVOLT_INGEST_SECRET_FILE); boards may also
     /// have their own (`hmac_secret` in the registry).
     public var ingestSecret: String?
+    /// Alarm rules (AUTOVOLT_ALARMS, default config/alarms.toml; none when the default is absent).
+    public var alarmsPath: String
+    public var alarmRules = AlarmRuleSet()
     public var stateDirectory: String
     public var devicesPath: String
     public var devices: DeviceRegistry
@@ -108,7 +111,7 @@ public struct WorkerConfig: Sendable {
         "AUTOVOLT_MQTT_USERNAME", "AUTOVOLT_MQTT_PASSWORD_FILE", "AUTOVOLT_MQTT_CLIENT_ID", "AUTOVOLT_MQTT_SHARE_GROUP",
         "AUTOVOLT_MQTT_PROTOCOL", "AUTOVOLT_MQTT_KEEPALIVE", "AUTOVOLT_INGEST_SECRET_FILE", "AUTOVOLT_MONGODB_URI", "AUTOVOLT_MONGODB_WRITE_CONCERN",
         "AUTOVOLT_TIMEZONE", "AUTOVOLT_MAX_CLOCK_LAG", "AUTOVOLT_RECONCILE_AT", "AUTOVOLT_HTTP_ADDR",
-        "AUTOVOLT_API_TOKEN_FILE", "AUTOVOLT_STATE_DIR", "AUTOVOLT_DEVICES", "AUTOVOLT_LOG_LEVEL", "AUTOVOLT_LOG_FORMAT",
+        "AUTOVOLT_API_TOKEN_FILE", "AUTOVOLT_STATE_DIR", "AUTOVOLT_DEVICES", "AUTOVOLT_ALARMS", "AUTOVOLT_LOG_LEVEL", "AUTOVOLT_LOG_FORMAT",
         "AUTOVOLT_JOURNAL_MAX_BYTES", "AUTOVOLT_JOURNAL_SYNC", "AUTOVOLT_BATCH_SIZE", "AUTOVOLT_DIP_TIMEOUT",
         "AUTOVOLT_HTTP_QUERY_CONCURRENCY", "AUTOVOLT_HTTP_QUERY_QUEUE", "AUTOVOLT_HTTP_QUERY_TIMEOUT",
     ]
@@ -248,6 +251,18 @@ public struct WorkerConfig: Sendable {
                 devices = try DeviceRegistry.parse(toml: text)
             } catch {
                 throw ConfigError("AUTOVOLT_DEVICES", "\(devicesPath): \(error.message)")
+            }
+        }
+
+        // Alarm rules: a bad file stops the worker with the rule and field named.
+        let explicitAlarms = value("AUTOVOLT_ALARMS")
+        alarmsPath = explicitAlarms ?? "config/alarms.toml"
+        if explicitAlarms != nil || FileManager.default.fileExists(atPath: alarmsPath) {
+            let text = try read("AUTOVOLT_ALARMS", alarmsPath)
+            do {
+                alarmRules = try AlarmRuleSet.parse(toml: text)
+            } catch {
+                throw ConfigError("AUTOVOLT_ALARMS", "\(alarmsPath): \(error.message)")
             }
         }
 

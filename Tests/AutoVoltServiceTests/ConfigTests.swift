@@ -105,6 +105,18 @@ struct ConfigTests {
         #expect(error?.description.hasPrefix("configuration error: \(variable): ") == true)
     }
 
+    @Test func alarmRulesAreLoadedAndABadRuleNamesTheRuleAndField() throws {
+        let good = #"[[rule]]\#nname = "lab-over-power"\#nkind = "over_power"\#nthreshold_w = 2000\#nhysteresis_w = 200"#
+        let c = try config(["AUTOVOLT_ALARMS": "/alarms.toml"], files: ["/alarms.toml": good])
+        #expect(c.alarmRules.rules.map(\.name) == ["lab-over-power"] && c.alarmRules.rules.first?.thresholdW == 2000)
+        let bad = #"[[rule]]\#nname = "lab-over-power"\#nkind = "over_power"\#nthreshold_w = "high""#
+        let error = configError(["AUTOVOLT_ALARMS": "/alarms.toml"], files: ["/alarms.toml": bad])
+        #expect(error?.variable == "AUTOVOLT_ALARMS")
+        #expect(error?.description.contains(#"/alarms.toml: rule "lab-over-power": threshold_w must be a number"#) == true, "\(String(describing: error))")
+        #expect(configError(["AUTOVOLT_ALARMS": "/missing.toml"])?.variable == "AUTOVOLT_ALARMS")
+        #expect(try config([:]).alarmRules.rules.isEmpty, "no rules when the default file is absent")
+    }
+
     @Test func tomlFileIsReadAndTheEnvironmentWins() throws {
         let path = NSTemporaryDirectory() + "autovolt-\(UUID().uuidString).toml"
         try "mqtt_url = \"mqtt://file-broker:1884\"\ntimezone = \"Europe/London\"\ndevices = \"/nonexistent\"\n"
