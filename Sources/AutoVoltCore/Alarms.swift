@@ -45,8 +45,7 @@ public struct ClassSchedule: Sendable, Equatable {
     public func isInUse(at instant: EpochMillis, calendar: inout LocalCalendar) -> Bool {
         let day = calendar.day(containing: instant)
         guard !holidays.contains(day.date) else { return false }
-        let weekday = (day.date.daysSinceEpoch + 3) % 7 + 1 // 1970-01-01 was a Thursday
-        guard weekdays.contains(weekday) else { return false }
+        guard weekdays.contains(day.date.weekday) else { return false }
         let minute = Int((instant - day.start) / 60_000)
         return minute >= fromMinute && minute < toMinute
     }
@@ -107,23 +106,11 @@ public struct AlarmRuleSet: Sendable, Equatable {
     }
 
     public static func parse(toml text: String) throws(ParseError) -> AlarmRuleSet {
-        let table: TOMLTable
-        do {
-            table = try TOMLTable(string: text)
-        } catch let error as TOMLParseError {
-            throw ParseError(message: "line \(error.source.begin.line): \(error.description)")
-        } catch {
-            throw ParseError(message: "\(error)")
-        }
-        for key in table.keys where key != "rule" {
-            throw ParseError(message: "unknown top-level key \"\(key)\" (expected [[rule]] tables)")
-        }
-        guard let entries = table["rule"] else { return AlarmRuleSet() }
-        guard let array = entries.array else { throw ParseError(message: "\"rule\" must be an array of tables ([[rule]])") }
+        let entries: [TOMLTable]
+        do { entries = try TOMLArrayOfTables.parse(text, key: "rule") } catch { throw ParseError(message: error.message) }
         var rules: [AlarmRule] = []
         var names: Set<String> = []
-        for (index, entry) in array.enumerated() {
-            guard let rule = entry.table else { throw ParseError(message: "rule #\(index + 1) is not a table") }
+        for (index, rule) in entries.enumerated() {
             guard let name = rule["name"]?.string, !name.isEmpty else {
                 throw ParseError(message: "rule #\(index + 1): name is missing or not a string")
             }

@@ -213,8 +213,7 @@ public enum CampusSimulator {
     static func isOn(_ device: Device, switch s: Int, hourStart: EpochMillis, calendar: inout LocalCalendar, seed: UInt64) -> Bool {
         let day = calendar.day(containing: hourStart)
         let hour = Int((hourStart - day.start) / 3_600_000)
-        let weekday = (day.date.daysSinceEpoch + 3) % 7 + 1 // 1 = Monday ... 7 = Sunday (1970-01-01 was a Thursday)
-        let inClass = weekday <= 5 && hour >= 9 && hour < (device.eveningClasses ? 21 : 17)
+        let inClass = day.date.weekday <= 5 && hour >= 9 && hour < (device.eveningClasses ? 21 : 17)
         var rng = SplitMix64(seed: seed ^ UInt64(bitPattern: hourStart) &+ UInt64(device.index * 64 + s) &* 0xD6E8_FEB8_6659_FD93)
         return rng.unit() < (inClass ? 0.7 : 0.03)
     }

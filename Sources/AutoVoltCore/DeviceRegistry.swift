@@ -58,24 +58,12 @@ public struct DeviceRegistry: Sendable, Equatable {
     /// Parses `devices.toml`. Every problem is reported with the device it concerns; nothing is
     /// silently defaulted except the documented optional fields.
     public static func parse(toml text: String) throws(ParseError) -> DeviceRegistry {
-        let table: TOMLTable
-        do {
-            table = try TOMLTable(string: text)
-        } catch let error as TOMLParseError {
-            throw ParseError(message: "line \(error.source.begin.line): \(error.description)")
-        } catch {
-            throw ParseError(message: "\(error)")
-        }
-        for key in table.keys where key != "device" {
-            throw ParseError(message: "unknown top-level key \"\(key)\" (expected [[device]] tables)")
-        }
-        guard let entries = table["device"] else { return DeviceRegistry() }
-        guard let array = entries.array else { throw ParseError(message: "\"device\" must be an array of tables ([[device]])") }
+        let entries: [TOMLTable]
+        do { entries = try TOMLArrayOfTables.parse(text, key: "device") } catch { throw ParseError(message: error.message) }
         var devices: [DeviceInfo] = []
         var seen: Set<String> = []
-        for (index, entry) in array.enumerated() {
+        for (index, device) in entries.enumerated() {
             let position = "device #\(index + 1)"
-            guard let device = entry.table else { throw ParseError(message: "\(position) is not a table") }
             guard let name = device["esp32_name"]?.string else {
                 throw ParseError(message: "\(position): esp32_name is missing or not a string")
             }
@@ -128,3 +116,32 @@ public struct DeviceRegistry: Sendable, Equatable {
         throw ParseError(message: "\(what) must be a number")
     }
 }
+
+/// The `[[NAME]]` tables of a TOML file that holds nothing else (devices.toml, alarms.toml),
+/// with one set of messages for what is wrong with its shape.
+enum TOMLArrayOfTables {
+    /// The tables, in order; empty when there are none. Throws the message to report.
+    static func parse(_ text: String, key: String) throws(TOMLShapeError) -> [TOMLTable] {
+        let table: TOMLTable
+        do {
+            table = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw TOMLShapeError(message: "line \(error.source.begin.line): \(error.description)")
+        } catch {
+            throw TOMLShapeError(message: "\(error)")
+        }
+        for other in table.keys where other != key {
+            throw TOMLShapeError(message: "unknown top-level key \"\(other)\" (expected [[\(key)]] tables)")
+        }
+        guard let entries = table[key] else { return [] }
+        guard let array = entries.array else { throw TOMLShapeError(message: "\"\(key)\" must be an array of tables ([[\(key)]])") }
+        var tables: [TOMLTable] = []
+        for (index, entry) in array.enumerated() {
+            guard let t = entry.table else { throw TOMLShapeError(message: "\(key) #\(index + 1) is not a table") }
+            tables.append(t)
+        }
+        return tables
+    }
+}
+
+struct TOMLShapeError: Error { let message: String }

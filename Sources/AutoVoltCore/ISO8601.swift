@@ -87,6 +87,9 @@ public enum ISO8601 {
 
 /// A proleptic Gregorian calendar date (Howard Hinnant's days-from-civil algorithms).
 public struct CivilDate: Sendable, Hashable, Comparable, CustomStringConvertible {
+    /// ISO weekday: 1 = Monday ... 7 = Sunday (1970-01-01 was a Thursday).
+    public var weekday: Int { ((daysSinceEpoch + 3) % 7 + 7) % 7 + 1 }
+
     public let year: Int
     public let month: Int
     public let day: Int

@@ -39,18 +39,10 @@ public enum IngestSignature {
         let millis = seconds * 1000
         guard abs(millis - now) <= windowMillis else { return .failure(.outsideWindow) }
         let given = signature.lowercased()
-        for secret in secrets where constantTimeEqual(sign(secret: secret, timestamp: timestamp, body: body), given) {
+        for secret in secrets where constantTimeEquals(sign(secret: secret, timestamp: timestamp, body: body), given) {
             return .success(millis)
         }
         return .failure(.badSignature)
-    }
-
-    static func constantTimeEqual(_ a: String, _ b: String) -> Bool {
-        let x = Array(a.utf8), y = Array(b.utf8)
-        guard x.count == y.count else { return false }
-        var difference: UInt8 = 0
-        for i in x.indices { difference |= x[i] ^ y[i] }
-        return difference == 0
     }
 }
 
@@ -85,4 +77,14 @@ public struct ReplayGuard: Sendable {
         order.append((signature, timestamp))
         return true
     }
+}
+
+/// Compares two secrets in time that depends on their lengths only, not on where they differ.
+public func constantTimeEquals(_ a: some StringProtocol, _ b: some StringProtocol) -> Bool {
+    let x = Array(a.utf8), y = Array(b.utf8)
+    var difference = UInt8(truncatingIfNeeded: x.count ^ y.count) | (x.count == y.count ? 0 : 1)
+    for i in 0..<max(x.count, y.count) {
+        difference |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
+    }
+    return difference == 0
 }

@@ -9,6 +9,9 @@ import Foundation
 /// broker restart; with `cleanSession` off and a fixed client id the broker keeps the session, so
 /// messages in flight across the restart are sent again, not lost. Calls block the calling thread:
 /// use it from a thread of its own, never from Swift's cooperative pool.
+// @unchecked: the counters and flags are read and written only under `lock`; `handle` is set
+// once in init and then used only through libmosquitto calls that are thread-safe with
+// loop_start (publish, disconnect, loop_stop).
 public final class MQTTPublisher: @unchecked Sendable {
     private let handle: OpaquePointer
     private let lock = NSLock()

@@ -213,13 +213,3 @@ struct QueryRunner: Sendable {
         return response
     }
 }
-
-/// Compares two secrets in time that depends on their lengths only, not on where they differ.
-func constantTimeEquals(_ a: some StringProtocol, _ b: some StringProtocol) -> Bool {
-    let x = Array(a.utf8), y = Array(b.utf8)
-    var difference = UInt8(truncatingIfNeeded: x.count ^ y.count) | (x.count == y.count ? 0 : 1)
-    for i in 0..<max(x.count, y.count) {
-        difference |= (i < x.count ? x[i] : 0) ^ (i < y.count ? y[i] : 0)
-    }
-    return difference == 0
-}

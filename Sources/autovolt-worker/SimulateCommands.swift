@@ -283,6 +283,8 @@ struct SimulateLive: ParsableCommand {
 }
 
 /// Set by SIGINT or SIGTERM, so a live run stops between messages and still writes its truth.
+// @unchecked: `flag` is a Mutex; `sources` is written only in init and only kept alive after it
+// (DispatchSourceSignal is not Sendable).
 final class StopFlag: @unchecked Sendable {
     private let flag = Mutex(false)
     private var sources: [DispatchSourceSignal] = []

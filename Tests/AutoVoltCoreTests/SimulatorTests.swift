@@ -32,10 +32,10 @@ struct SimulatorTests {
     }
 
     /// Billed Wh per local date, as the daily aggregates sum them.
-    static func billedByDate(_ run: CampusSimulator.DeviceRun, zone: TimeZone) -> [CivilDate: Double] {
+    static func billedByDate(_ readings: [LedgerReading], device: DeviceInfo, zone: TimeZone) -> [CivilDate: Double] {
         var calendar = LocalCalendar(timeZone: zone)
         var out: [CivilDate: Double] = [:]
-        for entry in LedgerDeriver.derive(ledgerReadings(run).readings, device: run.device.info, calendar: &calendar) where entry.billable {
+        for entry in LedgerDeriver.derive(readings, device: device, calendar: &calendar) where entry.billable {
             out[entry.date, default: 0] += entry.deltaWh
         }
         return out
@@ -52,11 +52,13 @@ struct SimulatorTests {
         for device in CampusSimulator.devices(config) {
             let run = CampusSimulator.simulate(device, config: config, calendar: &calendar)
             faults.merge(run.faults, uniquingKeysWith: +)
-            let billed = billedByDate(run, zone: kolkata)
-            #expect(ledgerReadings(run).rejects == run.rejects(), "\(device.info.esp32Name): the decoder refuses exactly the malformed payloads")
-            #expect(ledgerReadings(run).readings.count == run.events(), "\(device.info.esp32Name): one event per distinct valid message")
-            for date in Set(billed.keys).union(run.days.keys) {
-                let truth = run.days[date]?.billableWh ?? 0
+            let decoded = ledgerReadings(run)
+            let billed = billedByDate(decoded.readings, device: device.info, zone: kolkata)
+            #expect(decoded.rejects == run.rejects(), "\(device.info.esp32Name): the decoder refuses exactly the malformed payloads")
+            #expect(decoded.readings.count == run.events(), "\(device.info.esp32Name): one event per distinct valid message")
+            let days = run.days // derived from the contributions: once per device
+            for date in Set(billed.keys).union(days.keys) {
+                let truth = days[date]?.billableWh ?? 0
                 let got = billed[date] ?? 0
                 #expect(abs(got - truth) < 0.001, "seed \(seed), \(device.info.esp32Name) (\(device.firmware.rawValue)) \(date): billed \(got) Wh, truth \(truth) Wh, faults \(run.faults)")
                 deviceDays += 1
@@ -119,8 +121,9 @@ struct SimulatorTests {
         var consumed = 0.0, billable = 0.0, resets = 0
         for device in CampusSimulator.devices(config) {
             let run = CampusSimulator.simulate(device, config: config, calendar: &calendar)
-            consumed += run.days.values.map(\.consumedWh).reduce(0, +)
-            billable += run.days.values.map(\.billableWh).reduce(0, +)
+            let days = run.days.values
+            consumed += days.map(\.consumedWh).reduce(0, +)
+            billable += days.map(\.billableWh).reduce(0, +)
             resets += run.faults[.reset] ?? 0
         }
         #expect(consumed > 1_000, "a weekday of classes uses energy")

@@ -43,10 +43,7 @@ struct HTTPIngestTests {
         let port = freeTCPPort()
         try rig.startWorker(extra: ["AUTOVOLT_HTTP_ADDR": "127.0.0.1:\(port)", "AUTOVOLT_API_TOKEN_FILE": tokenFile.path,
                                     "AUTOVOLT_INGEST_SECRET_FILE": secretFile.path, "AUTOVOLT_DEVICES": registry.path].merging(extra) { $1 })
-        for _ in 0..<100 { // until the HTTP server answers
-            if let answer = try? await post(port, body: "[]"), answer.status != 0 { break }
-            try? await Task.sleep(nanoseconds: 100_000_000)
-        }
+        #expect(await HTTPHealthTests.waitForHTTP(HTTPHealthTests.session(connections: 2), port))
         return Setup(rig: rig, port: port, token: token)
     }
 
