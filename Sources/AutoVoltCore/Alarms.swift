@@ -244,6 +244,13 @@ public struct AlarmEvaluator: Sendable, Equatable {
 
     public init(active: Bool = false) { self.active = active }
 
+    /// Takes the state another worker (or this one before a restart) stored: any wait starts over.
+    public mutating func assume(active: Bool) {
+        guard active != self.active else { return }
+        self.active = active
+        holdingSince = nil
+    }
+
     /// `raise`: the condition that raises the alarm holds now; `clear`: the one that clears it.
     /// (They differ by the hysteresis: between them, nothing changes.)
     public mutating func step(at instant: EpochMillis, value: Double, raise: Bool, clear: Bool, duration: EpochMillis) -> Transition? {

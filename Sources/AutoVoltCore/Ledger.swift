@@ -173,6 +173,15 @@ public enum LedgerDeriver {
         return entries
     }
 
+    /// The device reports power but its counter barely moved: the energy the reported power
+    /// integrates to over the interval is at least 0.25 Wh and the counter shows under half of it.
+    /// (Shared with the counter_stuck alarm, which applies it to readings as they arrive.)
+    public static func counterStuckWithPower(powerA: Double?, powerB: Double?, durationMillis: Int64, deltaWh: Double) -> Bool {
+        guard let powerA, let powerB, durationMillis > 0 else { return false }
+        let integrated = (powerA + powerB) / 2 * Double(durationMillis) / 3_600_000
+        return integrated >= 0.25 && deltaWh < integrated / 2
+    }
+
     static func emit(from a: LedgerReading, to b: LedgerReading, delta: Double, resetMarker: Bool, reasons base: [LedgerReason],
                      device: DeviceInfo, calendar: inout LocalCalendar, policy: LedgerPolicy, into entries: inout [LedgerEntry]) {
         var reasons = base
@@ -190,9 +199,8 @@ public enum LedgerDeriver {
             reasons.append(.implausiblePower)
             billable = false
         }
-        if let pa = a.powerW, let pb = b.powerW, duration > 0 {
-            let integrated = (pa + pb) / 2 * hours
-            if integrated >= 0.25 && delta < integrated / 2 { reasons.append(.counterStuckWithPower) }
+        if counterStuckWithPower(powerA: a.powerW, powerB: b.powerW, durationMillis: duration, deltaWh: delta) {
+            reasons.append(.counterStuckWithPower)
         }
         var confidence = Confidence.high
         for reason in reasons where reason.ceiling > confidence { confidence = reason.ceiling }

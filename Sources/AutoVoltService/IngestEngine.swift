@@ -4,6 +4,7 @@ import AutoVoltMQTT
 import AutoVoltMongo
 import Foundation
 import Logging
+import Synchronization
 
 /// Receives MQTT messages into the journal and drains the journal into MongoDB.
 ///
@@ -82,6 +83,8 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     /// flush, before committing a batch, at the N-th non-empty flush.
     private let testExitAtFlush = ProcessInfo.processInfo.environment["AUTOVOLT_TEST_EXIT_AT_FLUSH"].flatMap(Int.init)
     private var flushesSeen = 0
+    /// Alarm evaluation (AUTOVOLT_ALARMS): fed by the drain, stored by the alarms stage.
+    let alarms: AlarmService
 
     /// The journal in AUTOVOLT_STATE_DIR; a directory that cannot hold one is a configuration
     /// error (exit 78), not an outage to retry.
@@ -100,6 +103,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         registry = config.devices
         journal = try Self.openJournal(config)
         client = try Database.connect(config)
+        alarms = AlarmService(config: config, client: client, logger: logger, startedAt: SystemClock.nowMillis())
         let pending = journal.pendingRecords
         if pending > 0 {
             logger.notice("journal holds messages from before the last stop; storing them first", metadata: ["pending": "\(pending)"])
@@ -135,6 +139,9 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             }
         case .ledger: ledgerLoop()
         case .scheduler: schedulerLoop()
+        case .alarms:
+            alarms.run(schemaReady: { schemaReady }, writeConcern: { try config.writeConcern.resolve(for: client) },
+                       beat: { stallIfTesting(.alarms); stages.beat(.alarms, now: SystemClock.nowMillis()) })
         }
     }
 
@@ -146,6 +153,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         case .drain: wakeup.signal()
         case .ledger: ledgerWakeup.signal()
         case .scheduler: schedulerWakeup.signal()
+        case .alarms: alarms.requestStop()
         }
     }
 
@@ -188,14 +196,25 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             registryGeneration += 1
         }
         logger.notice("device registry reloaded", metadata: ["path": "\(path)", "devices": "\(loaded.devices.count)"])
+        alarms.reload(registry: loaded, rulesPath: nil)
         wakeup.signal()
         ledgerWakeup.signal()
         return true
     }
 
+    /// Reads `AUTOVOLT_ALARMS` again (SIGHUP, after the registry); a bad file keeps the rules in force.
+    public func reloadAlarmRules() {
+        alarms.reload(registry: currentRegistry.registry, rulesPath: config.alarmsPath)
+    }
+
     private var currentRegistry: (registry: DeviceRegistry, generation: Int) {
         stateLock.withLock { (registry, registryGeneration) }
     }
+
+    private let shutdownBegun = Mutex(false)
+    /// Graceful shutdown has begun: long-lived responses (the alarm stream) end.
+    public var isShuttingDown: Bool { shutdownBegun.withLock { $0 } }
+    public func beginShutdown() { shutdownBegun.withLock { $0 = true } }
 
     /// Set when the drain loop hit something it cannot wait out (a foreign database).
     public var fatal: Error? { stateLock.withLock { fatalError } }
@@ -341,6 +360,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 } else {
                     active = IngestProcessor(client: client, decoder: decoder, registry: registry,
                                              writeConcern: try processor?.writeConcern ?? resolveWriteConcern(), logger: logger)
+                    active.alarms = alarms
                     processor = active
                     processorGeneration = generation
                 }

@@ -54,6 +54,8 @@ public final class IngestProcessor: @unchecked Sendable {
     let registry: DeviceRegistry
     let writeConcern: WriteConcern
     let logger: Logger
+    /// Told what each batch stored: the alarms are evaluated as readings arrive.
+    var alarms: AlarmService?
     // Touched only from the processing thread.
     private var reportedUnregistered: Set<String> = []
     private var reportedClassroomMismatch: Set<String> = []
@@ -109,6 +111,7 @@ public final class IngestProcessor: @unchecked Sendable {
         var events: [(message: InboundMessage, reading: TelemetryReading, document: BSONDocument)] = []
         var rejects: [BSONDocument] = []
         var presence: [PresenceUpdate] = []
+        var insertFailures: [Int] = []
 
         for message in messages {
             switch decoder.decode(topic: message.topic, payload: message.payload, receivedAt: message.receivedAt) {
@@ -151,6 +154,7 @@ public final class IngestProcessor: @unchecked Sendable {
                                                writeConcern: writeConcern)
             outcome.inserted = result.insertedCount
             let failed = result.writeErrors
+            insertFailures = failed.map(\.index)
             let duplicateIndexes = failed.filter(\.isDuplicateKey).map(\.index)
             if !duplicateIndexes.isEmpty {
                 let candidates = duplicateIndexes.compactMap { events.indices.contains($0) ? events[$0] : nil }
@@ -203,6 +207,15 @@ public final class IngestProcessor: @unchecked Sendable {
 
         try recordRejections(rejects)
         try writePresence(presence)
+        if let alarms {
+            let refused = Set(insertFailures)
+            let stored = events.indices.filter { !refused.contains($0) }.map { events[$0].reading }
+            let rejected = rejects.compactMap { doc -> (String, EpochMillis)? in
+                guard let name = doc["esp32_name"]?.stringValue, let at = doc["received_at"]?.dateValue else { return nil }
+                return (name, EpochMillis((at.timeIntervalSince1970 * 1000).rounded()))
+            }
+            alarms.observe(readings: stored, rejects: rejected)
+        }
         return outcome
     }
 

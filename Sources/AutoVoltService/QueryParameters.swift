@@ -95,7 +95,7 @@ public enum AnalyticsQueries {
         return TimelineParameters(classroom: given(classroom), start: from.millis, end: to.millis, bucket: size)
     }
 
-    static func bound(_ text: String?, name: String, isEnd: Bool,
+    public static func bound(_ text: String?, name: String, isEnd: Bool,
                       calendar: inout LocalCalendar) throws(AnalyticsParameterError) -> (millis: EpochMillis, isDate: Bool) {
         let example = "an ISO 8601 instant such as 2026-11-01T10:00:00+05:30, or a local date YYYY-MM-DD"
         guard let text = given(text) else { throw AnalyticsParameterError("\(name) is required: \(example)") }

@@ -4,7 +4,7 @@ import AutoVoltMongo
 public enum Schema {
     static let day: Int = 86_400
 
-    public static let indexes: [String: [IndexModel]] = [
+    public static let indexes: [String: [IndexModel]] = AlarmStore.indexes.merging([
         Collections.telemetryEvents: [
             IndexModel(keys: ["event_hash": 1], name: "event_hash_unique", unique: true),
             IndexModel(keys: ["received_at": 1], name: "received_at_ttl", expireAfterSeconds: 730 * day),
@@ -55,7 +55,7 @@ public enum Schema {
         Collections.reviewTickets: [
             IndexModel(keys: ["esp32_name": 1, "date": 1, "kind": 1], name: "esp32_name_date_kind_unique", unique: true),
         ],
-    ]
+    ], uniquingKeysWith: { a, _ in a })
 
     /// Fields every document of a collection we own must have. A document without them was
     /// written by another program (for example the Node.js backend's `autovolt` database).
@@ -69,6 +69,7 @@ public enum Schema {
         Collections.costVersions: ["cost_per_kwh", "effective_from"],
         Collections.reconciliationReports: ["run_id", "date"],
         Collections.reviewTickets: ["esp32_name", "date", "kind"],
+        AlarmStore.alarms: ["rule", "esp32_name", "status", "raised_at"],
     ]
 
     public struct Conflict: Error, CustomStringConvertible {

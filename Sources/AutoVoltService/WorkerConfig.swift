@@ -36,6 +36,8 @@ public struct WorkerConfig: Sendable {
     /// Alarm rules (AUTOVOLT_ALARMS, default config/alarms.toml; none when the default is absent).
     public var alarmsPath: String
     public var alarmRules = AlarmRuleSet()
+    /// Raises, clears and acks are POSTed here as JSON (AUTOVOLT_ALARM_WEBHOOK_URL), if set.
+    public var alarmWebhookURL: URL?
     public var stateDirectory: String
     public var devicesPath: String
     public var devices: DeviceRegistry
@@ -111,7 +113,7 @@ public struct WorkerConfig: Sendable {
         "AUTOVOLT_MQTT_USERNAME", "AUTOVOLT_MQTT_PASSWORD_FILE", "AUTOVOLT_MQTT_CLIENT_ID", "AUTOVOLT_MQTT_SHARE_GROUP",
         "AUTOVOLT_MQTT_PROTOCOL", "AUTOVOLT_MQTT_KEEPALIVE", "AUTOVOLT_INGEST_SECRET_FILE", "AUTOVOLT_MONGODB_URI", "AUTOVOLT_MONGODB_WRITE_CONCERN",
         "AUTOVOLT_TIMEZONE", "AUTOVOLT_MAX_CLOCK_LAG", "AUTOVOLT_RECONCILE_AT", "AUTOVOLT_HTTP_ADDR",
-        "AUTOVOLT_API_TOKEN_FILE", "AUTOVOLT_STATE_DIR", "AUTOVOLT_DEVICES", "AUTOVOLT_ALARMS", "AUTOVOLT_LOG_LEVEL", "AUTOVOLT_LOG_FORMAT",
+        "AUTOVOLT_API_TOKEN_FILE", "AUTOVOLT_STATE_DIR", "AUTOVOLT_DEVICES", "AUTOVOLT_ALARMS", "AUTOVOLT_ALARM_WEBHOOK_URL", "AUTOVOLT_LOG_LEVEL", "AUTOVOLT_LOG_FORMAT",
         "AUTOVOLT_JOURNAL_MAX_BYTES", "AUTOVOLT_JOURNAL_SYNC", "AUTOVOLT_BATCH_SIZE", "AUTOVOLT_DIP_TIMEOUT",
         "AUTOVOLT_HTTP_QUERY_CONCURRENCY", "AUTOVOLT_HTTP_QUERY_QUEUE", "AUTOVOLT_HTTP_QUERY_TIMEOUT",
     ]
@@ -264,6 +266,12 @@ public struct WorkerConfig: Sendable {
             } catch {
                 throw ConfigError("AUTOVOLT_ALARMS", "\(alarmsPath): \(error.message)")
             }
+        }
+        if let text = value("AUTOVOLT_ALARM_WEBHOOK_URL") {
+            guard let url = URL(string: text), ["http", "https"].contains(url.scheme?.lowercased() ?? ""), url.host != nil else {
+                throw ConfigError("AUTOVOLT_ALARM_WEBHOOK_URL", "\"\(text)\" is not an http:// or https:// URL")
+            }
+            alarmWebhookURL = url
         }
 
         // Logging

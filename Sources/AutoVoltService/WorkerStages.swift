@@ -7,7 +7,7 @@ import UnixSignals
 
 /// The worker as one ServiceGroup. Services start together and stop in reverse order:
 ///
-///     drain, ledger, scheduler, mqtt, http, registry reload, systemd supervisor
+///     drain, ledger, scheduler, alarms, mqtt, http, registry reload, systemd supervisor
 ///
 /// so on SIGTERM the supervisor says STOPPING, HTTP closes, MQTT stops taking messages (pending
 /// PUBACKs flushed), the scheduler and the ledger finish their step, and the drain stores what
@@ -18,6 +18,7 @@ enum WorkerStages {
             ThreadStage(stage: .drain, engine: engine, stopTimeout: .seconds(16)),
             ThreadStage(stage: .ledger, engine: engine, stopTimeout: .seconds(10)),
             ThreadStage(stage: .scheduler, engine: engine, stopTimeout: .seconds(5)),
+            ThreadStage(stage: .alarms, engine: engine, stopTimeout: .seconds(5)),
             MQTTStage(engine: engine),
         ]
         if let http { services.append(http) }
@@ -71,7 +72,7 @@ struct MQTTStage: Service {
     }
 }
 
-/// SIGHUP (`systemctl reload`): the device registry is read again.
+/// SIGHUP (`systemctl reload`): the device registry and the alarm rules are read again.
 struct RegistryReloadStage: Service {
     let engine: IngestEngine
     let logger: Logger
@@ -79,7 +80,10 @@ struct RegistryReloadStage: Service {
     func run() async throws {
         for await _ in await UnixSignalsSequence(trapping: .sighup).cancelOnGracefulShutdown() {
             logger.info("SIGHUP: reloading the device registry")
-            await onThread { [engine] in _ = engine.reloadRegistry() }
+            await onThread { [engine] in
+                _ = engine.reloadRegistry()
+                engine.reloadAlarmRules()
+            }
         }
     }
 }
@@ -109,6 +113,7 @@ struct SupervisorStage: Service {
         } else {
             try? await gracefulShutdown()
         }
+        engine.beginShutdown()
         notifier.stopping()
         logger.info("stopping: flushing acknowledgements and draining the journal")
     }

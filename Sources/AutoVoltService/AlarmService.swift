@@ -1,0 +1,339 @@
+import AutoVoltCore
+import AutoVoltMongo
+import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+import Logging
+import Metrics
+
+/// Alarms in the running worker. The drain tells it what each batch stored (`observe`, cheap:
+/// the evaluation is in memory); its own thread (`run`) stores the raises and clears, checks
+/// presence for `offline` on a timer, and reads back the active alarms so the book agrees with
+/// the database (a restart, a second worker in the share group). Ingestion never waits for it.
+final class AlarmService: @unchecked Sendable {
+    let client: MongoClient
+    let logger: Logger
+    private let lock = NSLock()
+    private var book: AlarmBook
+    private var registry: DeviceRegistry
+    /// Raises and clears the book decided, not yet stored.
+    private var pending: [AlarmBook.Change] = []
+    private let wakeup = Wakeup()
+    private var stopping = false
+    private let webhook: AlarmWebhook?
+    private var gauges: [String: Gauge] = [:]
+    private var gaugeValues: [String: Int] = [:]
+
+    init(config: WorkerConfig, client: MongoClient, logger: Logger, startedAt: EpochMillis) {
+        self.client = client
+        self.logger = logger
+        book = AlarmBook(rules: config.alarmRules.rules, calendar: LocalCalendar(timeZone: config.timeZone), startedAt: startedAt)
+        registry = config.devices
+        webhook = config.alarmWebhookURL.map { AlarmWebhook(url: $0, logger: logger) }
+        for rule in config.alarmRules.rules { setGauge(rule: rule.name, severity: rule.severity.rawValue, 0) }
+    }
+
+    // MARK: Fed by the drain
+
+    func observe(readings: [TelemetryReading], rejects: [(esp32Name: String, at: EpochMillis)]) {
+        let changes: [AlarmBook.Change] = lock.withLock {
+            guard book.hasRules else { return [] }
+            var changes: [AlarmBook.Change] = []
+            for reading in readings {
+                changes += book.observe(AlarmBook.Reading(reading), device: registry.resolve(reading.esp32Name))
+            }
+            for reject in rejects {
+                changes += book.observeReject(device: registry.resolve(reject.esp32Name), at: reject.at)
+            }
+            pending += changes
+            return changes
+        }
+        if !changes.isEmpty { wakeup.signal() }
+    }
+
+    /// SIGHUP: the registry (and the rule file) in force from now on. A rule file that does not
+    /// parse keeps the rules in force, with one log line naming the rule and field.
+    func reload(registry newRegistry: DeviceRegistry, rulesPath: String?) {
+        var rules: [AlarmRule]?
+        if let rulesPath, FileManager.default.fileExists(atPath: rulesPath) {
+            do {
+                rules = try AlarmRuleSet.parse(toml: String(contentsOfFile: rulesPath, encoding: .utf8)).rules
+            } catch let error as AlarmRuleSet.ParseError {
+                logger.error("alarm rules not reloaded; keeping the ones in force", metadata: ["path": "\(rulesPath)", "error": "\(error.message)"])
+            } catch {
+                logger.error("alarm rules not reloaded; keeping the ones in force", metadata: ["path": "\(rulesPath)", "error": "\(error.localizedDescription)"])
+            }
+        } else if rulesPath != nil {
+            rules = [] // the file is gone: no rules
+        }
+        lock.withLock {
+            registry = newRegistry
+            if let rules {
+                pending += book.replaceRules(rules, registry: newRegistry, now: SystemClock.nowMillis())
+                for rule in rules { setGauge(rule: rule.name, severity: rule.severity.rawValue, gaugeValues[Self.gaugeKey(rule.name, rule.severity.rawValue)] ?? 0) }
+            }
+        }
+        if let rules, let rulesPath { logger.notice("alarm rules reloaded", metadata: ["path": "\(rulesPath)", "rules": "\(rules.count)"]) }
+        wakeup.signal()
+    }
+
+    // MARK: Its own thread
+
+    func requestStop() {
+        lock.withLock { stopping = true }
+        wakeup.signal()
+        webhook?.stop()
+    }
+
+    private var isStopping: Bool { lock.withLock { stopping } }
+
+    /// Until `requestStop`: stores changes as they come, and every tick checks presence, lets
+    /// reject windows pass, and reads back the active alarms. `beat` is called each round.
+    func run(schemaReady: () -> Bool, writeConcern: () throws -> WriteConcern, beat: () -> Void) {
+        var store: AlarmStore?
+        var synced = false
+        var nextTick: EpochMillis = 0
+        var backoff = 0.5
+        while !isStopping {
+            beat()
+            guard schemaReady(), lock.withLock({ book.hasRules || !pending.isEmpty }) else {
+                wakeup.wait(seconds: 1)
+                continue
+            }
+            do {
+                let active: AlarmStore
+                if let store { active = store } else {
+                    active = AlarmStore(client: client, writeConcern: try writeConcern())
+                    store = active
+                }
+                if !synced {
+                    try syncActive(active)
+                    synced = true
+                }
+                try storePending(active)
+                let now = SystemClock.nowMillis()
+                if now >= nextTick {
+                    try tick(active, now: now)
+                    nextTick = now + tickInterval
+                }
+                backoff = 0.5
+                wakeup.wait(seconds: min(1, Double(tickInterval) / 1000))
+            } catch {
+                logger.warning("alarms: cannot reach MongoDB; retrying", metadata: ["error": "\(error)", "retry_in_s": "\(backoff)"])
+                wakeup.wait(seconds: backoff)
+                backoff = min(backoff * 2, 15)
+            }
+        }
+    }
+
+    /// Often enough that an offline alarm raises within a few seconds of its duration.
+    private var tickInterval: EpochMillis {
+        let shortest = lock.withLock { book.shortestOfflineDuration } ?? 60_000
+        return min(15_000, max(1000, shortest / 4))
+    }
+
+    private func storePending(_ store: AlarmStore) throws {
+        while true {
+            guard let change = lock.withLock({ pending.isEmpty ? nil : pending.removeFirst() }) else { return }
+            do {
+                try apply(change, store)
+            } catch {
+                lock.withLock { pending.insert(change, at: 0) }
+                throw error
+            }
+        }
+    }
+
+    private func apply(_ change: AlarmBook.Change, _ store: AlarmStore) throws {
+        let metadata: Logger.Metadata = [
+            "rule": "\(change.rule.name)", "kind": "\(change.rule.kind.rawValue)", "esp32_name": "\(change.esp32Name)",
+            "classroom": "\(change.classroom)", "severity": "\(change.rule.severity.rawValue)", "value": "\(Self.format(change.value))",
+        ]
+        switch change.kind {
+        case .raise:
+            guard let record = try store.raise(change) else { return } // raised already (restart, another worker)
+            logger.warning("alarm raised", metadata: metadata.merging(["alarm_id": "\(record.id)"]) { a, _ in a })
+            try store.appendEvent(type: "raise", alarm: record, at: change.at)
+            webhook?.send(type: "raise", record)
+        case .clear:
+            guard let record = try store.clear(change) else { return } // cleared already
+            logger.notice("alarm cleared", metadata: metadata.merging(["alarm_id": "\(record.id)"]) { a, _ in a })
+            try store.appendEvent(type: "clear", alarm: record, at: change.at)
+            webhook?.send(type: "clear", record)
+        }
+    }
+
+    /// An ack from the API or the CLI, for the webhook (the event is stored by the store).
+    func acknowledged(_ record: AlarmRecord) {
+        logger.notice("alarm acknowledged", metadata: ["alarm_id": "\(record.id)", "rule": "\(record.rule)", "esp32_name": "\(record.esp32Name)",
+                                                       "by": "\(record.acknowledgedBy ?? "-")"])
+        webhook?.send(type: "ack", record)
+    }
+
+    private func tick(_ store: AlarmStore, now: EpochMillis) throws {
+        let (offlineRules, devices) = lock.withLock { (book.rules.contains { $0.kind == .offline }, registry) }
+        if offlineRules {
+            // Presence from the database, which every worker of a share group writes: a device
+            // whose messages all go to the other worker is not silent.
+            var seen: Set<String> = []
+            try client.forEachBatch(Collections.deviceStatus, filter: [:],
+                                    projection: ["online": 1, "last_status_at": 1, "last_telemetry_at": 1], batchSize: 1000) { batch in
+                lock.withLock {
+                    for doc in batch {
+                        guard let name = doc["_id"]?.stringValue else { continue }
+                        seen.insert(name)
+                        let presence = AlarmBook.Presence(esp32Name: name, online: doc["online"]?.boolValue,
+                                                          lastStatusAt: Self.millis(doc["last_status_at"]), lastTelemetryAt: Self.millis(doc["last_telemetry_at"]))
+                        pending += book.checkPresence(presence, device: devices.resolve(name), now: now)
+                    }
+                }
+            }
+            lock.withLock {
+                for name in devices.devices.keys.sorted() where !seen.contains(name) {
+                    let presence = AlarmBook.Presence(esp32Name: name, online: nil, lastStatusAt: nil, lastTelemetryAt: nil)
+                    pending += book.checkPresence(presence, device: devices.resolve(name), now: now)
+                }
+            }
+        }
+        lock.withLock { pending += book.tickRejects(now: now, registry: devices) }
+        try storePending(store)
+        try syncActive(store)
+    }
+
+    /// The database is the truth of which alarms are active: the book takes it (unless changes
+    /// of ours are still on their way), and the gauge shows it.
+    private func syncActive(_ store: AlarmStore) throws {
+        let active = try store.activeAlarms()
+        var counts: [String: Int] = [:]
+        for alarm in active { counts[Self.gaugeKey(alarm.rule, alarm.severity), default: 0] += 1 }
+        lock.withLock {
+            if pending.isEmpty { book.assume(active: Set(active.map { AlarmBook.Key(rule: $0.rule, esp32Name: $0.esp32Name) })) }
+            for rule in book.rules { counts[Self.gaugeKey(rule.name, rule.severity.rawValue), default: 0] += 0 }
+            for key in Set(gaugeValues.keys).union(counts.keys) {
+                let parts = key.split(separator: "\u{0}", omittingEmptySubsequences: false).map(String.init)
+                guard parts.count == 2 else { continue }
+                setGauge(rule: parts[0], severity: parts[1], counts[key] ?? 0)
+            }
+        }
+    }
+
+    private static func gaugeKey(_ rule: String, _ severity: String) -> String { "\(rule)\u{0}\(severity)" }
+
+    /// Called with the lock held.
+    private func setGauge(rule: String, severity: String, _ value: Int) {
+        let key = Self.gaugeKey(rule, severity)
+        let gauge = gauges[key] ?? Gauge(label: "autovolt_alarms_active", dimensions: [("rule", rule), ("severity", severity)])
+        gauges[key] = gauge
+        gaugeValues[key] = value
+        gauge.record(value)
+    }
+
+    static func millis(_ value: BSON?) -> EpochMillis? {
+        value?.dateValue.map { EpochMillis(($0.timeIntervalSince1970 * 1000).rounded()) }
+    }
+
+    static func format(_ value: Double) -> String {
+        value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(format: "%.3f", value)
+    }
+}
+
+/// `AUTOVOLT_ALARM_WEBHOOK_URL`: each raise, clear and ack POSTed as JSON, in order, from a
+/// thread and queue of its own, retried with backoff (1 s doubling to 60 s, for up to an hour)
+/// while the receiver fails. The queue is bounded: past it the oldest waiting event is dropped,
+/// with an error log line (the alarm itself is in the database and the stream regardless).
+final class AlarmWebhook: @unchecked Sendable {
+    static let capacity = 1000
+    static let giveUpAfter: TimeInterval = 3600
+    let url: URL
+    let logger: Logger
+    private let condition = NSCondition()
+    private var queue: [Data] = []
+    private var stopped = false
+
+    init(url: URL, logger: Logger) {
+        self.url = url
+        self.logger = logger
+        let thread = Thread { [self] in loop() }
+        thread.name = "autovolt-alarm-webhook"
+        thread.start()
+    }
+
+    struct Body: Encodable {
+        let event: String
+        let alarm: AlarmRecord
+    }
+
+    func send(type: String, _ record: AlarmRecord) {
+        let data = AnalyticsQueries.json(Body(event: type, alarm: record))
+        condition.withLock {
+            if queue.count >= Self.capacity {
+                queue.removeFirst()
+                logger.error("alarm webhook queue full; dropped its oldest event", metadata: ["url": "\(url)"])
+            }
+            queue.append(data)
+            condition.signal()
+        }
+    }
+
+    func stop() {
+        condition.withLock {
+            stopped = true
+            condition.broadcast()
+        }
+    }
+
+    private func next() -> Data? {
+        condition.withLock {
+            while queue.isEmpty && !stopped { condition.wait() }
+            return stopped ? nil : queue.first
+        }
+    }
+
+    private func loop() {
+        while let body = next() {
+            var delay: TimeInterval = 1
+            let started = Date()
+            while true {
+                let result = post(body)
+                if result == nil { break }
+                if Date().timeIntervalSince(started) > Self.giveUpAfter || condition.withLock({ stopped }) {
+                    logger.error("alarm webhook: giving up on an event", metadata: ["url": "\(url)", "error": "\(result ?? "")"])
+                    break
+                }
+                logger.warning("alarm webhook failed; retrying", metadata: ["url": "\(url)", "error": "\(result ?? "")", "retry_in_s": "\(delay)"])
+                condition.withLock { _ = condition.wait(until: Date().addingTimeInterval(delay)) }
+                delay = min(delay * 2, 60)
+            }
+            condition.withLock { if !queue.isEmpty { queue.removeFirst() } }
+        }
+    }
+
+    /// Nil on a 2xx answer, else what went wrong.
+    private func post(_ body: Data) -> String? {
+        var request = URLRequest(url: url, timeoutInterval: 10)
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.httpBody = body
+        let done = DispatchSemaphore(value: 0)
+        let outcome = LockedBox<String?>("no answer")
+        URLSession.shared.dataTask(with: request) { _, response, error in
+            if let error {
+                outcome.set(error.localizedDescription)
+            } else if let http = response as? HTTPURLResponse {
+                outcome.set((200..<300).contains(http.statusCode) ? nil : "HTTP \(http.statusCode)")
+            }
+            done.signal()
+        }.resume()
+        done.wait()
+        return outcome.get()
+    }
+}
+
+final class LockedBox<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    init(_ value: T) { self.value = value }
+    func set(_ new: T) { lock.withLock { value = new } }
+    func get() -> T { lock.withLock { value } }
+}

@@ -1,0 +1,134 @@
+import AutoVoltCore
+import AutoVoltMongo
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+
+/// `GET /api/power-analytics/alarms?status=active|all&from=&to=&limit=`, `POST .../alarms/{id}/ack`
+/// (bearer token; body `{"by": "name"}` optional) and `GET .../alarms/stream` (Server-Sent Events:
+/// `raise`, `clear`, `ack`; each event's `id` is its number, and `Last-Event-ID` resumes after it).
+enum AlarmsAPI {
+    struct AckBody: Decodable { var by: String? }
+
+    struct AckAnswer: Encodable {
+        let acknowledged: Bool
+        let alarm: AlarmRecord
+    }
+
+    static func register(on router: Router<BasicRequestContext>, engine: IngestEngine, executor: MongoExecutor, runner: QueryRunner,
+                         logger: Logger) {
+        let base = "\(PowerAnalyticsAPI.prefix)/alarms"
+        let config = engine.config
+        let concern = WriteConcernBox()
+
+        router.get(.init(base)) { request, _ -> Response in
+            let q = request.uri.queryParameters
+            let status = q["status"].map(String.init) ?? "active"
+            guard status == "active" || status == "all" else { return AccountingAPI.problem(.badRequest, "status must be active or all") }
+            var calendar = LocalCalendar(timeZone: config.timeZone)
+            let from: EpochMillis?
+            let to: EpochMillis?
+            let limit: Int
+            do throws(AnalyticsParameterError) {
+                from = try q["from"].map { text throws(AnalyticsParameterError) in
+                    try AnalyticsQueries.bound(String(text), name: "from", isEnd: false, calendar: &calendar).millis
+                }
+                to = try q["to"].map { text throws(AnalyticsParameterError) in
+                    try AnalyticsQueries.bound(String(text), name: "to", isEnd: true, calendar: &calendar).millis
+                }
+                guard let parsed = Int(q["limit"].map(String.init) ?? "500"), (1...5000).contains(parsed) else {
+                    throw AnalyticsParameterError("limit must be a whole number from 1 to 5000")
+                }
+                limit = parsed
+            } catch {
+                return AccountingAPI.problem(.badRequest, error.message)
+            }
+            switch await runner.run({ client throws(MongoError) -> [AlarmRecord] in
+                try AlarmStore.reader(client).list(activeOnly: status == "active", from: from, to: to, limit: limit)
+            }) {
+            case .value(let alarms): return AccountingAPI.json(.ok, AlarmList(status: status, alarms: alarms))
+            case .saturated: return QueryRunner.unavailable("too many queries in progress; retry later")
+            case .timedOut: return QueryRunner.unavailable("query did not finish within \(runner.timeout); retry later")
+            case .failed(let error): return AccountingAPI.problem(.serviceUnavailable, "database unavailable: \(error)")
+            }
+        }
+
+        router.post("\(base)/:id/ack") { request, context -> Response in
+            if let refusal = AccountingAPI.authorize(request, config) { return refusal }
+            guard let id = context.parameters.get("id"), !id.isEmpty else { return AccountingAPI.problem(.badRequest, "alarm id missing") }
+            var by = "api"
+            if let data = try? await AccountingAPI.data(of: request), !data.isEmpty {
+                guard let body = try? JSONDecoder().decode(AckBody.self, from: data) else {
+                    return AccountingAPI.problem(.badRequest, "body must be empty or JSON {\"by\": \"who acknowledges\"}")
+                }
+                if let name = body.by?.trimmingCharacters(in: .whitespaces), !name.isEmpty { by = String(name.prefix(200)) }
+            }
+            let person = by
+            do {
+                let outcome = try await executor.run { client throws(MongoError) -> AlarmStore.AckOutcome in
+                    try AlarmStore(client: client, writeConcern: try concern.resolve(config.writeConcern, client)).acknowledge(id: id, by: person, at: SystemClock.nowMillis())
+                }
+                switch outcome {
+                case .acknowledged(let record):
+                    engine.alarms.acknowledged(record)
+                    return AccountingAPI.json(.ok, AckAnswer(acknowledged: true, alarm: record))
+                case .already(let record):
+                    return AccountingAPI.json(.ok, AckAnswer(acknowledged: false, alarm: record))
+                case .notFound:
+                    return AccountingAPI.problem(.notFound, "no alarm \(id)")
+                }
+            } catch {
+                return AccountingAPI.problem(.serviceUnavailable, "database unavailable: \(error)")
+            }
+        }
+
+        router.get("\(base)/stream") { request, _ -> Response in
+            let resume = request.headers[.init("Last-Event-ID")!].flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
+                ?? request.uri.queryParameters["last_event_id"].flatMap { Int64(String($0)) }
+            let start: Int64
+            if let resume {
+                start = resume
+            } else {
+                do {
+                    start = try await executor.run { client throws(MongoError) -> Int64 in
+                        try AlarmStore.reader(client).lastEventID()
+                    }
+                } catch {
+                    return AccountingAPI.problem(.serviceUnavailable, "database unavailable: \(error)")
+                }
+            }
+            let body = ResponseBody { writer in
+                var cursor = AlarmEventCursor(after: start)
+                // Tells the browser how soon to reconnect, and opens the stream at once.
+                try await writer.write(ByteBuffer(string: "retry: 3000\n: alarms after event \(start)\n\n"))
+                var quietRounds = 0
+                while !engine.isShuttingDown && !Task.isCancelled {
+                    let after = cursor.lastID
+                    let stored = (try? await executor.run { client throws(MongoError) -> [AlarmEvent] in
+                        try AlarmStore.reader(client).events(after: after, limit: 200)
+                    }) ?? []
+                    let ready = cursor.take(stored, now: SystemClock.nowMillis())
+                    if ready.isEmpty {
+                        quietRounds += 1
+                        if quietRounds >= 15 { // a comment every 15 s keeps proxies from closing the stream
+                            try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                            quietRounds = 0
+                        }
+                    } else {
+                        quietRounds = 0
+                        var text = ""
+                        for event in ready {
+                            text += "id: \(event.id)\nevent: \(event.type)\ndata: \(String(decoding: AnalyticsQueries.json(event), as: UTF8.self))\n\n"
+                        }
+                        try await writer.write(ByteBuffer(string: text))
+                    }
+                    if ready.count < stored.count || stored.count < 200 { try await Task.sleep(for: .seconds(1)) }
+                }
+                try await writer.finish(nil)
+            }
+            return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
+        }
+        _ = logger
+    }
+}
