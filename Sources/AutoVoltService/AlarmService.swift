@@ -152,12 +152,18 @@ final class AlarmService: @unchecked Sendable {
         ]
         switch change.kind {
         case .raise:
-            guard let record = try store.raise(change) else { return } // raised already (restart, another worker)
+            guard let record = try store.raise(change) else {
+                logger.debug("alarm active already (raised before a restart or by another worker)", metadata: metadata)
+                return
+            }
             logger.warning("alarm raised", metadata: metadata.merging(["alarm_id": "\(record.id)"]) { a, _ in a })
             try store.appendEvent(type: "raise", alarm: record, at: change.at)
             webhook?.send(type: "raise", record)
         case .clear:
-            guard let record = try store.clear(change) else { return } // cleared already
+            guard let record = try store.clear(change) else {
+                logger.debug("alarm cleared already (by another worker)", metadata: metadata)
+                return
+            }
             logger.notice("alarm cleared", metadata: metadata.merging(["alarm_id": "\(record.id)"]) { a, _ in a })
             try store.appendEvent(type: "clear", alarm: record, at: change.at)
             webhook?.send(type: "clear", record)
