@@ -28,6 +28,7 @@ enum HTTPServer {
         PowerAnalyticsAPI.register(on: router, runner: queries, config: engine.config, logger: logger)
         AccountingAPI.register(on: router, executor: executor, runner: queries, config: engine.config, logger: logger)
         HTTPIngestAPI.register(on: router, engine: engine, logger: logger)
+        DashboardRoutes.register(on: router, engine: engine, runner: queries, logger: logger)
         AlarmsAPI.register(on: router, engine: engine, executor: executor, runner: queries, logger: logger)
         router.get("/metrics") { _, _ -> Response in
             let text = registry?.emitToString() ?? ""

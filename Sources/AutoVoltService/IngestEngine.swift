@@ -207,6 +207,9 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         alarms.reload(registry: currentRegistry.registry, rulesPath: config.alarmsPath)
     }
 
+    /// The device registry in force (the dashboard's registered boards per classroom).
+    public var registryInForce: DeviceRegistry { currentRegistry.registry }
+
     private var currentRegistry: (registry: DeviceRegistry, generation: Int) {
         stateLock.withLock { (registry, registryGeneration) }
     }

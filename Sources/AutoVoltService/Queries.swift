@@ -255,6 +255,29 @@ extension AnalyticsQueries {
 
     // MARK: device-breakdown
 
+    /// A device-day's figures as its daily aggregate holds them, rounded as the API answers them
+    /// (device-breakdown's rows, and the dashboard's device table).
+    public struct DeviceDayFigures: Sendable, Equatable {
+        public var kwh: Double
+        public var energyWh: Double
+        public var cost: Double?
+        public var currency: String?
+        public var coverage: Double
+        public var confidence: ConfidenceCounts
+
+        public init(_ doc: BSONDocument) {
+            let energy = doc["energy_wh"]?.doubleValue ?? 0
+            let counts = doc["confidence"]?.documentValue
+            kwh = AnalyticsQueries.kwh(energy)
+            energyWh = AnalyticsQueries.wh(energy)
+            cost = AnalyticsQueries.money(doc["cost"]?.doubleValue)
+            currency = doc["currency"]?.stringValue
+            coverage = AnalyticsQueries.fraction(doc["coverage"]?.doubleValue ?? 0)
+            confidence = ConfidenceCounts(high: counts?["high"]?.intValue ?? 0, medium: counts?["medium"]?.intValue ?? 0,
+                                          low: counts?["low"]?.intValue ?? 0)
+        }
+    }
+
     /// Devices whose day of entries device-breakdown holds at once.
     static let devicesPerRead = 20
 
@@ -343,14 +366,11 @@ extension AnalyticsQueries {
                 var row: DeviceDayBreakdown
                 if let doc = aggregateByDevice[name] {
                     total.add(doc)
-                    let energy = doc["energy_wh"]?.doubleValue ?? 0
-                    let counts = doc["confidence"]?.documentValue
+                    let f = DeviceDayFigures(doc)
                     row = DeviceDayBreakdown(
                         esp32Name: name, classroom: doc["classroom"]?.stringValue ?? byDevice[name]?.classroom ?? info.classroom,
-                        source: "aggregate", kwh: kwh(energy), energyWh: wh(energy), cost: money(doc["cost"]?.doubleValue),
-                        currency: doc["currency"]?.stringValue, coverage: fraction(doc["coverage"]?.doubleValue ?? 0),
-                        confidence: ConfidenceCounts(high: counts?["high"]?.intValue ?? 0, medium: counts?["medium"]?.intValue ?? 0,
-                                                     low: counts?["low"]?.intValue ?? 0),
+                        source: "aggregate", kwh: f.kwh, energyWh: f.energyWh, cost: f.cost,
+                        currency: f.currency, coverage: f.coverage, confidence: f.confidence,
                         entries: doc["entries"]?.intValue ?? ledger.count, complete: doc["complete"]?.boolValue,
                         ledgerWh: wh(ledgerWh), switches: switches, unattributed: unattributed)
                 } else {

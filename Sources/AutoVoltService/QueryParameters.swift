@@ -33,6 +33,13 @@ public enum AnalyticsQueries {
         public var start: EpochMillis
         public var end: EpochMillis
         public var bucket: Breakdown.BucketSize
+
+        public init(classroom: String?, start: EpochMillis, end: EpochMillis, bucket: Breakdown.BucketSize) {
+            self.classroom = classroom
+            self.start = start
+            self.end = end
+            self.bucket = bucket
+        }
     }
 
     public struct DeviceBreakdownParameters: Sendable, Equatable {
