@@ -40,7 +40,7 @@ public enum DashboardPage {
         for (index, classroom) in classrooms.enumerated() {
             let s = summaries[classroom]
             let series = d.hourly[classroom] ?? []
-            html.raw("<article class=card data-classroom=\"\(esc(classroom))\" data-kwh=\"\(s?.kwh ?? 0)\" data-cost=\"\(s?.cost.map { "\($0)" } ?? "")\">")
+            html.raw("<article class=card data-classroom=\"\(esc(classroom))\" data-kwh=\"\(s?.kwh ?? 0)\" data-cost=\"\(s?.cost.map { "\($0)" } ?? "")\" data-hourly-wh=\"\(series.reduce(0, +))\">")
             html.raw("<h3><span class=swatch style=\"background:\(color(index))\"></span>\(esc(classroom))</h3>")
             html.raw("<p class=big>\(kwh(s?.kwh ?? 0))</p><p>\(money(s?.cost, s?.currency))</p>")
             html.raw("<p>\(onlineBy[classroom] ?? 0) / \(d.registered[classroom] ?? 0) boards online</p>")
