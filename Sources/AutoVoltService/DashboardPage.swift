@@ -27,7 +27,20 @@ public enum DashboardPage {
         // The day's hourly chart, stacked by classroom
         let classrooms = d.hourly.keys.sorted()
         html.raw("<section><h2>Hourly energy, \(esc(d.date.description))</h2>")
-        html.raw(stackedChart(classrooms.map { ($0, d.hourly[$0] ?? []) }))
+        // Eight classrooms stacked (the largest that day), the rest as one grey band: more are unreadable.
+        let ranked = classrooms.enumerated().sorted { (d.hourly[$0.element] ?? []).reduce(0, +) > (d.hourly[$1.element] ?? []).reduce(0, +) }
+        var stacked = ranked.prefix(ranked.count > 9 ? 8 : 9).map { (name: $0.element, values: d.hourly[$0.element] ?? [], color: color($0.offset)) }
+        if ranked.count > 9 {
+            var rest: [Double] = []
+            for entry in ranked.dropFirst(8) {
+                for (i, v) in (d.hourly[entry.element] ?? []).enumerated() {
+                    if rest.count <= i { rest.append(0) }
+                    rest[i] += v
+                }
+            }
+            stacked.append((name: "\(ranked.count - 8) other classrooms", values: rest, color: "#9aa3ad"))
+        }
+        html.raw(stackedChart(stacked))
         html.raw("</section>")
 
         // Classroom cards
@@ -56,7 +69,7 @@ public enum DashboardPage {
         if d.alarms.isEmpty { html.raw("<p class=muted>None.</p>") } else {
             html.table(["Severity", "Rule", "Device", "Classroom", "Raised", "Value", "Acknowledged"], d.alarms.map { a in
                 ["<span class=\"badge sev-\(esc(a.severity))\">\(esc(a.severity))</span>", esc(a.rule), deviceLink(a.esp32Name, d.date),
-                 esc(a.classroom), esc(local(a.raisedAt, d.timeZone)), a.lastValue.map { String(format: "%.1f", $0) } ?? "",
+                 esc(a.classroom), esc(local(a.raisedAt, d.timeZone)), a.lastValue.map { fixed($0, 1) } ?? "",
                  a.acknowledgedBy.map { "by \(esc($0))" } ?? "<span class=muted>no</span>"]
             })
         }
@@ -88,7 +101,7 @@ public enum DashboardPage {
         html.raw("<section id=tariffs><h2>Tariffs (cost versions)</h2>")
         if d.tariffs.isEmpty { html.raw("<p class=muted>No tariff yet: costs are unknown until one is added.</p>") } else {
             html.table(["Effective from", "Classroom", "Cost per kWh", "Notes", "Added"], d.tariffs.map { t in
-                [esc(t.effectiveFrom), esc(t.classroom ?? "all"), "\(String(format: "%.4f", t.costPerKwh)) \(esc(t.currency))", esc(t.notes ?? ""), esc(t.createdAt)]
+                [esc(t.effectiveFrom), esc(t.classroom ?? "all"), "\(fixed(t.costPerKwh, 4)) \(esc(t.currency))", esc(t.notes ?? ""), esc(t.createdAt)]
             })
         }
         html.raw("""
@@ -122,15 +135,15 @@ public enum DashboardPage {
         let marked = p.entries.filter { !$0.reasons.isEmpty }
         if marked.isEmpty { html.raw("<p class=muted>No resets, rollbacks, gaps or glitches.</p>") } else {
             html.table(["From", "To", "Wh", "Confidence", "Marked", "Billable"], marked.prefix(200).map { e in
-                [localTime(e.start, p.timeZone), localTime(e.end, p.timeZone), String(format: "%.3f", e.deltaWh), esc(e.confidence),
+                [localTime(e.start, p.timeZone), localTime(e.end, p.timeZone), fixed(e.deltaWh, 3), esc(e.confidence),
                  e.reasons.map { "<span class=\"badge \(Self.markerClass($0))\">\(esc($0))</span>" }.joined(separator: " "), e.billable ? "yes" : "no"]
             })
         }
         if p.entriesTruncated { html.raw("<p class=muted>First \(DevicePageData.entryLimit) entries shown.</p>") }
         html.raw("</section><section><h2>Last readings</h2>")
         html.table(["Device time", "Received", "Counter Wh", "Power W", "Clock"], p.readings.map { r in
-            [localTime(r.deviceTime, p.timeZone), localTime(r.receivedAt, p.timeZone), String(format: "%.3f", r.energyWh),
-             r.powerW.map { String(format: "%.1f", $0) } ?? "", esc(r.clock)]
+            [localTime(r.deviceTime, p.timeZone), localTime(r.receivedAt, p.timeZone), fixed(r.energyWh, 3),
+             r.powerW.map { fixed($0, 1) } ?? "", esc(r.clock)]
         })
         html.raw("</section><section><h2>Rejected messages</h2>")
         if p.rejects.isEmpty { html.raw("<p class=muted>None.</p>") } else {
@@ -140,7 +153,7 @@ public enum DashboardPage {
         if p.alarms.isEmpty { html.raw("<p class=muted>None.</p>") } else {
             html.table(["Severity", "Rule", "Status", "Raised", "Cleared", "Value"], p.alarms.map { a in
                 ["<span class=\"badge sev-\(esc(a.severity))\">\(esc(a.severity))</span>", esc(a.rule), esc(a.status),
-                 esc(local(a.raisedAt, p.timeZone)), esc(a.clearedAt.map { local($0, p.timeZone) } ?? ""), a.lastValue.map { String(format: "%.1f", $0) } ?? ""]
+                 esc(local(a.raisedAt, p.timeZone)), esc(a.clearedAt.map { local($0, p.timeZone) } ?? ""), a.lastValue.map { fixed($0, 1) } ?? ""]
             })
         }
         html.raw("</section></main>")
@@ -155,7 +168,7 @@ public enum DashboardPage {
         let state = presence.map { $0.online == true ? "<span class=\"badge ok\">online</span>" : $0.online == false ? "<span class=\"badge alert\">offline</span>" : "<span class=badge>unknown</span>" } ?? "<span class=badge>never seen</span>"
         return [deviceLink(name, d.date), esc(classroom), state, presence?.lastSeenAt.map { localTime($0, d.timeZone) } ?? "",
                 "\(presence?.sessions ?? 0)", presence?.lastTelemetryAt.map { localTime($0, d.timeZone) } ?? "",
-                String(format: "%.3f", value), "\(confidence.high)/\(confidence.medium)/\(confidence.low)"]
+                fixed(value, 3), "\(confidence.high)/\(confidence.medium)/\(confidence.low)"]
     }
 
     static func markerClass(_ reason: String) -> String {
@@ -174,7 +187,7 @@ public enum DashboardPage {
     static func color(_ index: Int) -> String { palette[index % palette.count] }
 
     /// 24 hourly bars (23 or 25 on no day in Asia/Kolkata, but any zone works), stacked by classroom.
-    static func stackedChart(_ series: [(name: String, values: [Double])]) -> String {
+    static func stackedChart(_ series: [(name: String, values: [Double], color: String)]) -> String {
         let hours = series.map(\.values.count).max() ?? 24
         guard hours > 0 else { return "<p class=muted>No data.</p>" }
         var totals = [Double](repeating: 0, count: hours)
@@ -193,15 +206,15 @@ public enum DashboardPage {
             for (hour, value) in s.values.enumerated() where value > 0 && top > 0 {
                 let h = (height - bottom - 10) * value / top
                 let y = height - bottom - (height - bottom - 10) * base[hour] / top - h
-                svg += "<rect x=\"\(fmt(left + Double(hour) * barWidth + 1))\" y=\"\(fmt(y))\" width=\"\(fmt(max(1, barWidth - 2)))\" height=\"\(fmt(h))\" fill=\"\(color(index))\"><title>\(esc(s.name)) \(String(format: "%02d", hour)):00 \(String(format: "%.1f", value)) Wh</title></rect>"
+                svg += "<rect x=\"\(fmt(left + Double(hour) * barWidth + 1))\" y=\"\(fmt(y))\" width=\"\(fmt(max(1, barWidth - 2)))\" height=\"\(fmt(h))\" fill=\"\(s.color)\"><title>\(esc(s.name)) \(twoDigits(hour)):00 \(fixed(value, 1)) Wh</title></rect>"
                 base[hour] += value
             }
         }
         for hour in stride(from: 0, to: hours, by: 3) {
-            svg += "<text x=\"\(fmt(left + (Double(hour) + 0.5) * barWidth))\" y=\"\(fmt(height - 5))\" class=axis text-anchor=middle>\(String(format: "%02d", hour))</text>"
+            svg += "<text x=\"\(fmt(left + (Double(hour) + 0.5) * barWidth))\" y=\"\(fmt(height - 5))\" class=axis text-anchor=middle>\(twoDigits(hour))</text>"
         }
         svg += "</svg>"
-        let legend = series.enumerated().map { "<span><span class=swatch style=\"background:\(color($0.offset))\"></span>\(esc($0.element.name))</span>" }.joined(separator: " ")
+        let legend = series.map { "<span><span class=swatch style=\"background:\($0.color)\"></span>\(esc($0.name))</span>" }.joined(separator: " ")
         return svg + "<p class=legend>\(legend)</p>"
     }
 
@@ -252,18 +265,37 @@ public enum DashboardPage {
         return out
     }
 
-    static func kwh(_ value: Double) -> String { String(format: "%.3f kWh", value) }
+    static func kwh(_ value: Double) -> String { fixed(value, 3) + " kWh" }
     static func money(_ cost: Double?, _ currency: String?) -> String {
         guard let cost else { return "<span class=muted>cost unknown</span>" }
-        return "\(String(format: "%.2f", cost)) \(esc(currency ?? ""))"
+        return "\(fixed(cost, 2)) \(esc(currency ?? ""))"
     }
     static func delta(_ now: Double, _ then: Double) -> String {
         guard then > 0 else { return "" }
         let change = (now - then) / then * 100
         return String(format: "%+.0f%% today", change)
     }
-    static func fmt(_ v: Double) -> String { String(format: "%.1f", v) }
-    static func shortWh(_ wh: Double) -> String { wh >= 1000 ? String(format: "%.1f kWh", wh / 1000) : String(format: "%.0f Wh", wh) }
+    static func fmt(_ v: Double) -> String { fixed(v, 1) }
+
+    /// `v` with `digits` decimals, rounded half away from zero (String(format:) is ten times
+    /// slower, and the page formats thousands of numbers).
+    static func fixed(_ v: Double, _ digits: Int) -> String {
+        guard v.isFinite else { return "\(v)" }
+        let scale = [1.0, 10, 100, 1000, 10_000, 100_000, 1_000_000][max(0, min(6, digits))]
+        let scaled = (abs(v) * scale).rounded()
+        guard scaled < 9e15 else { return "\(v)" }
+        let n = Int64(scaled)
+        let unit = Int64(scale)
+        var text = (v < 0 && n != 0 ? "-" : "") + String(n / unit)
+        if digits > 0 {
+            let fraction = String(n % unit)
+            text += "." + String(repeating: "0", count: digits - fraction.count) + fraction
+        }
+        return text
+    }
+
+    static func twoDigits(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
+    static func shortWh(_ wh: Double) -> String { wh >= 1000 ? fixed(wh / 1000, 1) + " kWh" : fixed(wh, 0) + " Wh" }
     static func niceCeiling(_ v: Double) -> Double {
         guard v > 0 else { return 1 }
         let magnitude = pow(10, floor(log10(v)))
