@@ -33,7 +33,8 @@ public struct DashboardData: Sendable {
     public var generatedAt: EpochMillis
     public var timeZone: TimeZone
     public var day: SummaryResult
-    public var month: SummaryResult
+    /// The month of the date so far (the monthly query: one document per device, however late in the month).
+    public var month: MonthFigures
     /// The previous day up to the same time of day (today only): its aggregates' hourly energy
     /// through the hours before this one, and this hour's share by the minute.
     public var yesterdaySoFarKwh: Double?
@@ -51,7 +52,7 @@ public struct DashboardData: Sendable {
     public static let listLimit = 200
 
     /// Reads the dashboard of a local date (blocking: run it on the executor). The database work
-    /// grows with the devices, never with the readings: two summaries, one pass over the day's
+    /// grows with the devices, never with the readings (nor the day of the month): the day's summary, the month's figures, one pass over the day's
     /// aggregates (and yesterday's, today), presence, and capped lists.
     public static func load(client: MongoClient, config: WorkerConfig, registry: DeviceRegistry, date: CivilDate,
                             now: EpochMillis) throws(MongoError) -> DashboardData {
@@ -66,8 +67,8 @@ public struct DashboardData: Sendable {
         let monthText = String(dayText.prefix(7))
         let day = try AnalyticsQueries.summary(client: client, config: config,
                                                parameters: try parameters { () throws(AnalyticsParameterError) in try AnalyticsQueries.summaryParameters(classroom: nil, date: dayText) }, now: now)
-        let month = try AnalyticsQueries.summary(client: client, config: config,
-                                                 parameters: try parameters { () throws(AnalyticsParameterError) in try AnalyticsQueries.summaryParameters(classroom: nil, date: monthText) }, now: now)
+        let month = try AnalyticsQueries.monthly(client: client, config: config,
+                                                 parameters: try parameters { () throws(AnalyticsParameterError) in try AnalyticsQueries.monthlyParameters(classroom: nil, month: monthText) }).total.current
         var registered: [String: Int] = [:]
         var classroomOf: [String: String] = [:]
         var hourly: [String: [Double]] = [:]

@@ -18,7 +18,7 @@ public enum DashboardPage {
         if let yesterday = d.yesterdaySoFarKwh {
             html.raw("<div class=figure><span class=label>Yesterday, same time</span><span class=value>\(kwh(yesterday))</span><span class=sub>\(delta(day.kwh, yesterday))</span></div>")
         }
-        html.raw("<div class=figure><span class=label>\(esc(d.month.period)) so far</span><span class=value>\(kwh(d.month.kwh))</span><span class=sub>\(money(d.month.cost, d.month.currency))</span></div>")
+        html.raw("<div class=figure><span class=label>\(esc(String(d.date.description.prefix(7)))) so far</span><span class=value>\(kwh(d.month.kwh))</span><span class=sub>\(money(d.month.cost, d.month.currency))</span></div>")
         let online = d.presence.values.filter { $0.online == true }.count
         html.raw("<div class=figure><span class=label>Boards online</span><span class=value>\(online)</span><span class=sub>of \(d.registered.values.reduce(0, +)) registered</span></div>")
         html.raw("<div class=figure><span class=label>Active alarms</span><span class=value>\(d.alarms.count)</span><span class=sub>\(d.tickets.count) open tickets</span></div>")

@@ -13,13 +13,14 @@ final class StreamReader: @unchecked Sendable {
     private var received = ""
 
     init(_ url: String, lastEventID: Int? = nil) throws {
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
         var arguments = ["-sN", "--max-time", "120"]
         if let lastEventID { arguments += ["-H", "Last-Event-ID: \(lastEventID)"] }
-        process.arguments = arguments + [url]
+        // Unmasked: the test runner blocks SIGTERM, and a child would inherit that and outlive stop().
+        process = unmaskedProcess("/usr/bin/curl", arguments + [url])
         let pipe = Pipe()
         process.standardOutput = pipe
+        // Not the test runner's stderr: swift test waits for every holder of its pipes to exit.
+        process.standardError = FileHandle.nullDevice
         pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
             guard let self, !data.isEmpty else { return }
@@ -39,7 +40,12 @@ final class StreamReader: @unchecked Sendable {
         }
     }
 
-    func stop() { if process.isRunning { process.terminate() } }
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
     deinit { stop() }
 }
 
@@ -48,12 +54,11 @@ final class StreamReader: @unchecked Sendable {
 final class WebhookReceiver: @unchecked Sendable {
     let port = freeTCPPort()
     let file = FileManager.default.temporaryDirectory.appendingPathComponent("webhook-\(UUID().uuidString).jsonl")
-    private let process = Process()
+    private let process: Process
 
     init() throws {
         FileManager.default.createFile(atPath: file.path, contents: nil)
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-        process.arguments = ["-c", """
+        process = unmaskedProcess("/usr/bin/python3", ["-c", """
             import http.server, sys
             state = {"n": 0}
             class H(http.server.BaseHTTPRequestHandler):
@@ -66,8 +71,18 @@ final class WebhookReceiver: @unchecked Sendable {
                     self.send_response(200 if ok else 500); self.send_header("Content-Length", "0"); self.end_headers()
                 def log_message(self, *a): pass
             http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-            """, "\(port)", file.path]
+            """, "\(port)", file.path])
+        // Not the test runner's output: swift test waits until every holder of its pipes exits.
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
         try process.run()
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
     }
 
     var bodies: [[String: Any]] {
@@ -76,7 +91,7 @@ final class WebhookReceiver: @unchecked Sendable {
         }
     }
 
-    deinit { process.terminate() }
+    deinit { stop() }
 }
 
 @Suite("integration: alarms", .serialized)
@@ -134,6 +149,7 @@ struct AlarmIntegrationTests {
         let rig = try Rig()
         let (rules, token, tokenFile) = try files(rig)
         let webhook = try WebhookReceiver()
+        defer { webhook.stop() }
         let port = freeTCPPort()
         let worker = try rig.startWorker(extra: [
             "AUTOVOLT_HTTP_ADDR": "127.0.0.1:\(port)", "AUTOVOLT_API_TOKEN_FILE": tokenFile.path, "AUTOVOLT_ALARMS": rules.path,
@@ -141,6 +157,7 @@ struct AlarmIntegrationTests {
         ])
         #expect(await HTTPHealthTests.waitForHTTP(URLSession.shared, port))
         let live = try StreamReader("http://127.0.0.1:\(port)/api/power-analytics/alarms/stream")
+        defer { live.stop() }
         #expect(eventually { live.text.contains("alarms after event 0") }, "the stream opens at once: \(live.text)")
 
         let publisher = try rig.publisher()
@@ -177,6 +194,7 @@ struct AlarmIntegrationTests {
         #expect(live.events.map(\.id) == [1, 2, 3])
         // A client that saw event 1 resumes with the rest, in order, and nothing twice.
         let resumed = try StreamReader("http://127.0.0.1:\(port)/api/power-analytics/alarms/stream", lastEventID: 1)
+        defer { resumed.stop() }
         #expect(eventually { resumed.events.count >= 2 }, "\(resumed.text)")
         #expect(resumed.events.map(\.id) == [2, 3] && resumed.events.map(\.type) == ["clear", "ack"])
 
@@ -241,5 +259,32 @@ struct AlarmIntegrationTests {
         try publisher.publish([power("lab-a2", 2, 10), power("lab-a2", 3, 10)])
         #expect(rig.waitForCount("alarms", 1, filter: ["status": "cleared", "rule": "silent"]))
         #expect(rig.count("alarms", ["rule": "silent"]) == 1)
+    }
+
+    @Test func sighupReloadsTheRulesAndABadFileKeepsThem() throws {
+        let rig = try Rig()
+        let (rules, _, _) = try files(rig)
+        let worker = try rig.startWorker(extra: ["AUTOVOLT_ALARMS": rules.path])
+        let publisher = try rig.publisher()
+        try publisher.publish([power("lab-a1", 1, 400), power("lab-a1", 2, 1500)])
+        #expect(rig.waitForCount("alarms", 1, filter: ["status": "active", "rule": "hot"]))
+        let pid = try #require(worker.pid)
+
+        // A file that does not parse: refused with the rule and field named, the rules in force stay.
+        try "[[rule]]\nname = \"hot\"\nkind = \"over_power\"\n".write(to: rules, atomically: true, encoding: .utf8)
+        kill(pid, SIGHUP)
+        #expect(eventually { worker.log.contains("alarm rules not reloaded") }, "\(worker.log)")
+        let refusal = worker.log.components(separatedBy: "\n").first { $0.contains("alarm rules not reloaded") } ?? ""
+        #expect(refusal.contains("hot") && refusal.contains("threshold_w"), "\(refusal)")
+        #expect(rig.count("alarms", ["status": "active", "rule": "hot"]) == 1)
+
+        // The rule removed: its active alarm clears.
+        try Self.rules.replacingOccurrences(of: "name = \"hot\"", with: "name = \"hotter\"").write(to: rules, atomically: true, encoding: .utf8)
+        kill(pid, SIGHUP)
+        #expect(eventually { worker.log.contains("alarm rules reloaded") }, "\(worker.log)")
+        #expect(rig.waitForCount("alarms", 1, filter: ["status": "cleared", "rule": "hot"]))
+        try publisher.publish([power("lab-a1", 3, 1600)])
+        #expect(rig.waitForCount("alarms", 1, filter: ["status": "active", "rule": "hotter"]))
+        #expect(worker.isRunning)
     }
 }

@@ -20,7 +20,7 @@ struct DashboardPageTests {
         let figures = AnalyticsQueries.DeviceDayFigures(["energy_wh": 1500.0, "confidence": ["high": 10, "medium": 1, "low": 0]])
         return DashboardData(
             date: try #require(CivilDate("2026-12-02")), isToday: false, generatedAt: 1_796_300_000_000, timeZone: zone,
-            day: summary(rooms), month: summary(rooms), yesterdaySoFarKwh: nil,
+            day: summary(rooms), month: MonthFigures(kwh: 3, energyWh: 3000, cost: nil, currency: nil, devices: rooms.count), yesterdaySoFarKwh: nil,
             hourly: Dictionary(uniqueKeysWithValues: rooms.map { ($0.0, [Double](repeating: $0.1 * 1000 / 24, count: 24)) }),
             devices: rooms.map { .init(esp32Name: "dev-\($0.0)", classroom: $0.0, figures: figures) },
             presence: [:], registered: Dictionary(uniqueKeysWithValues: rooms.map { ($0.0, 1) }), classroomOf: [:],

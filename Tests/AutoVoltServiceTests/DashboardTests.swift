@@ -1,5 +1,6 @@
 import AutoVoltCore
 import AutoVoltMongo
+@testable import AutoVoltService
 import AutoVoltTestSupport
 import Foundation
 #if canImport(FoundationNetworking)
@@ -105,6 +106,9 @@ struct DashboardTests {
         }
         let campus = attributes(of: "campus", in: page.body.replacingOccurrences(of: "id=campus data-kwh", with: "data-classroom=\"campus\" data-kwh"))
         #expect(Double(campus["data-kwh"] ?? "") == summary["kwh"] as? Double, "\(campus) vs \(summary)")
+        let monthly = json(try await get("http://127.0.0.1:\(port)/api/power-analytics/monthly?month=\(date.description.prefix(7))").body)
+        let monthKwh = ((monthly["total"] as? [String: Any])?["current"] as? [String: Any])?["kwh"] as? Double
+        #expect(monthKwh != nil && Double(campus["data-month-kwh"] ?? "") == monthKwh, "\(campus) vs \(monthly)")
         // Energy known: 39 steps of 5, 2.5 and 8 Wh = 195, 97.5 and 312 Wh.
         #expect(abs((summary["energy_wh"] as? Double ?? 0) - 604.5) < 1e-6, "\(summary)")
 
@@ -112,7 +116,7 @@ struct DashboardTests {
         let dom = try chromium(["--dump-dom", "http://127.0.0.1:\(port)/?date=\(date)"])
         #expect(dom.contains("CSE-301") && dom.contains("MECH-210"))
         for row in byClassroom {
-            let kwh = String(format: "%.3f kWh", row["kwh"] as? Double ?? -1)
+            let kwh = DashboardPage.kwh(row["kwh"] as? Double ?? -1)
             #expect(dom.contains(kwh), "\(kwh) not in the rendered page")
         }
         #expect(dom.contains("dash-b1") && dom.contains("</svg>"))
@@ -134,9 +138,8 @@ struct DashboardTests {
     func chromium(_ arguments: [String]) throws -> String {
         let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: profile) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/chromium")
-        process.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--user-data-dir=\(profile.path)"] + arguments
+        let process = unmaskedProcess("/usr/bin/chromium",
+                                      ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--user-data-dir=\(profile.path)"] + arguments)
         let out = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-out-\(UUID().uuidString)")
         FileManager.default.createFile(atPath: out.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: out) }
