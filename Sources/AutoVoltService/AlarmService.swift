@@ -150,24 +150,15 @@ final class AlarmService: @unchecked Sendable {
             "rule": "\(change.rule.name)", "kind": "\(change.rule.kind.rawValue)", "esp32_name": "\(change.esp32Name)",
             "classroom": "\(change.classroom)", "severity": "\(change.rule.severity.rawValue)", "value": "\(Self.format(change.value))",
         ]
-        switch change.kind {
-        case .raise:
-            guard let record = try store.raise(change) else {
-                logger.debug("alarm active already (raised before a restart or by another worker)", metadata: metadata)
-                return
-            }
-            logger.warning("alarm raised", metadata: metadata.merging(["alarm_id": "\(record.id)"]) { a, _ in a })
-            try store.appendEvent(type: "raise", alarm: record, at: change.at)
-            webhook?.send(type: "raise", record)
-        case .clear:
-            guard let record = try store.clear(change) else {
-                logger.debug("alarm cleared already (by another worker)", metadata: metadata)
-                return
-            }
-            logger.notice("alarm cleared", metadata: metadata.merging(["alarm_id": "\(record.id)"]) { a, _ in a })
-            try store.appendEvent(type: "clear", alarm: record, at: change.at)
-            webhook?.send(type: "clear", record)
+        guard let record = change.kind == .raise ? try store.raise(change) : try store.clear(change) else {
+            // Raised before a restart or by another worker; or cleared by another worker.
+            logger.debug(change.kind == .raise ? "alarm active already" : "alarm cleared already", metadata: metadata)
+            return
         }
+        let withID = metadata.merging(["alarm_id": "\(record.id)"]) { a, _ in a }
+        if change.kind == .raise { logger.warning("alarm raised", metadata: withID) } else { logger.notice("alarm cleared", metadata: withID) }
+        try store.appendEvent(type: change.kind.rawValue, alarm: record, at: change.at)
+        webhook?.send(type: change.kind.rawValue, record)
     }
 
     /// An ack from the API or the CLI, for the webhook (the event is stored by the store).
