@@ -88,6 +88,8 @@ public struct AlarmBook {
     /// The most recent reject times of each device, at most the largest `count` + 1 of any rule.
     private var rejectTimes: [String: [EpochMillis]] = [:]
     private var calendar: LocalCalendar
+    /// The classrooms' schedules from the registry (`[[schedule]]`), for rules without their own.
+    public var schedules: [String: ClassSchedule] = [:]
 
     public init(rules: [AlarmRule], calendar: LocalCalendar, startedAt: EpochMillis) {
         self.rules = rules
@@ -156,7 +158,7 @@ public struct AlarmBook {
                 transition = evaluator.overPower(rule, powerW: powerW, at: reading.time)
             case .leftOnAfterHours:
                 guard isLatest else { continue }
-                let schedule = rule.schedule ?? ClassSchedule()
+                let schedule = rule.schedule ?? schedules[device.classroom] ?? ClassSchedule()
                 transition = evaluator.leftOn(rule, schedule: schedule, anySwitchOn: reading.anySwitchOn, powerW: powerW,
                                               at: reading.time, calendar: &calendar)
             case .counterStuck:

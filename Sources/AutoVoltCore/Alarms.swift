@@ -65,7 +65,7 @@ public struct AlarmRule: Sendable, Equatable {
     /// rejects: more than `count` rejected messages of one device within `windowMillis`.
     public var count: Int?
     public var windowMillis: Int64?
-    /// left_on_after_hours: the rule's own schedule (else the classroom's from the registry, else the default).
+    /// left_on_after_hours: the rule's own schedule (else the classroom's `[[schedule]]` in the registry, else the default).
     public var schedule: ClassSchedule?
     public var classroom: String?
     public var esp32Name: String?
@@ -187,9 +187,9 @@ public struct AlarmRuleSet: Sendable, Equatable {
 
 extension ClassSchedule {
     /// `{ weekdays = [1, 2, 3, 4, 5], hours = "08:00-18:00", holidays = ["2026-12-25"] }`.
-    static func parse(_ table: TOMLTable, label: String) throws(AlarmRuleSet.ParseError) -> ClassSchedule {
+    static func parse(_ table: TOMLTable, label: String, alsoAllowed: Set<String> = []) throws(AlarmRuleSet.ParseError) -> ClassSchedule {
         var schedule = ClassSchedule()
-        for key in table.keys where !["weekdays", "hours", "holidays"].contains(key) {
+        for key in table.keys where !["weekdays", "hours", "holidays"].contains(key) && !alsoAllowed.contains(key) {
             throw .init(message: "\(label): unknown field \"\(key)\"")
         }
         if let value = table["weekdays"] {

@@ -40,9 +40,16 @@ public struct DeviceInfo: Sendable, Equatable {
 
 public struct DeviceRegistry: Sendable, Equatable {
     public private(set) var devices: [String: DeviceInfo]
+    /// When each classroom is in use (`[[schedule]]`), for the left_on_after_hours alarms.
+    public private(set) var schedules: [String: ClassSchedule]
 
     public init(devices: [DeviceInfo] = []) {
+        self.init(devices: devices, schedules: [:])
+    }
+
+    public init(devices: [DeviceInfo], schedules: [String: ClassSchedule]) {
         self.devices = Dictionary(devices.map { ($0.esp32Name, $0) }, uniquingKeysWith: { first, _ in first })
+        self.schedules = schedules
     }
 
     public func device(_ name: String) -> DeviceInfo? { devices[name] }
@@ -55,11 +62,33 @@ public struct DeviceRegistry: Sendable, Equatable {
         public var description: String { message }
     }
 
-    /// Parses `devices.toml`. Every problem is reported with the device it concerns; nothing is
-    /// silently defaulted except the documented optional fields.
+    /// Parses `devices.toml`: `[[device]]` tables, and `[[schedule]]` tables (`classroom`,
+    /// `weekdays`, `hours`, `holidays`: when the classroom is in use). Every problem is reported
+    /// with the device or classroom it concerns; nothing is silently defaulted except the
+    /// documented optional fields.
     public static func parse(toml text: String) throws(ParseError) -> DeviceRegistry {
         let entries: [TOMLTable]
-        do { entries = try TOMLArrayOfTables.parse(text, key: "device") } catch { throw ParseError(message: error.message) }
+        let scheduleEntries: [TOMLTable]
+        do {
+            let tables = try TOMLArrayOfTables.parse(text, keys: ["device", "schedule"])
+            entries = tables["device"] ?? []
+            scheduleEntries = tables["schedule"] ?? []
+        } catch {
+            throw ParseError(message: error.message)
+        }
+        var schedules: [String: ClassSchedule] = [:]
+        for (index, entry) in scheduleEntries.enumerated() {
+            guard let classroom = entry["classroom"]?.string, !classroom.isEmpty else {
+                throw ParseError(message: "schedule #\(index + 1): classroom is missing or not a string")
+            }
+            let label = "schedule of \"\(classroom)\""
+            guard schedules[classroom] == nil else { throw ParseError(message: "\(label) is listed twice") }
+            do {
+                schedules[classroom] = try ClassSchedule.parse(entry, label: label, alsoAllowed: ["classroom"])
+            } catch {
+                throw ParseError(message: error.message)
+            }
+        }
         var devices: [DeviceInfo] = []
         var seen: Set<String> = []
         for (index, device) in entries.enumerated() {
@@ -106,7 +135,7 @@ public struct DeviceRegistry: Sendable, Equatable {
             }
             devices.append(info)
         }
-        return DeviceRegistry(devices: devices)
+        return DeviceRegistry(devices: devices, schedules: schedules)
     }
 
     private static func number(_ value: TOMLValueConvertible?, _ what: String) throws(ParseError) -> Double? {
@@ -122,6 +151,11 @@ public struct DeviceRegistry: Sendable, Equatable {
 enum TOMLArrayOfTables {
     /// The tables, in order; empty when there are none. Throws the message to report.
     static func parse(_ text: String, key: String) throws(TOMLShapeError) -> [TOMLTable] {
+        try parse(text, keys: [key])[key] ?? []
+    }
+
+    /// The tables of each of `keys` (a file may hold several kinds).
+    static func parse(_ text: String, keys: [String]) throws(TOMLShapeError) -> [String: [TOMLTable]] {
         let table: TOMLTable
         do {
             table = try TOMLTable(string: text)
@@ -130,17 +164,22 @@ enum TOMLArrayOfTables {
         } catch {
             throw TOMLShapeError(message: "\(error)")
         }
-        for other in table.keys where other != key {
-            throw TOMLShapeError(message: "unknown top-level key \"\(other)\" (expected [[\(key)]] tables)")
+        let expected = keys.map { "[[\($0)]]" }.joined(separator: " or ")
+        for other in table.keys where !keys.contains(other) {
+            throw TOMLShapeError(message: "unknown top-level key \"\(other)\" (expected \(expected) tables)")
         }
-        guard let entries = table[key] else { return [] }
-        guard let array = entries.array else { throw TOMLShapeError(message: "\"\(key)\" must be an array of tables ([[\(key)]])") }
-        var tables: [TOMLTable] = []
-        for (index, entry) in array.enumerated() {
-            guard let t = entry.table else { throw TOMLShapeError(message: "\(key) #\(index + 1) is not a table") }
-            tables.append(t)
+        var found: [String: [TOMLTable]] = [:]
+        for key in keys {
+            guard let entries = table[key] else { continue }
+            guard let array = entries.array else { throw TOMLShapeError(message: "\"\(key)\" must be an array of tables ([[\(key)]])") }
+            var tables: [TOMLTable] = []
+            for (index, entry) in array.enumerated() {
+                guard let t = entry.table else { throw TOMLShapeError(message: "\(key) #\(index + 1) is not a table") }
+                tables.append(t)
+            }
+            found[key] = tables
         }
-        return tables
+        return found
     }
 }
 

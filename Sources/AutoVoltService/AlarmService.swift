@@ -30,6 +30,7 @@ final class AlarmService: @unchecked Sendable {
         self.logger = logger
         book = AlarmBook(rules: config.alarmRules.rules, calendar: LocalCalendar(timeZone: config.timeZone), startedAt: startedAt)
         registry = config.devices
+        book.schedules = config.devices.schedules
         webhook = config.alarmWebhookURL.map { AlarmWebhook(url: $0, logger: logger) }
         for rule in config.alarmRules.rules { setGauge(rule: rule.name, severity: rule.severity.rawValue, 0) }
     }
@@ -69,6 +70,7 @@ final class AlarmService: @unchecked Sendable {
         }
         lock.withLock {
             registry = newRegistry
+            book.schedules = newRegistry.schedules
             if let rules {
                 pending += book.replaceRules(rules, registry: newRegistry, now: SystemClock.nowMillis())
                 for rule in rules { setGauge(rule: rule.name, severity: rule.severity.rawValue, gaugeValues[Self.gaugeKey(rule.name, rule.severity.rawValue)] ?? 0) }

@@ -60,6 +60,15 @@ struct AlarmBookTests {
         #expect(book.observe(reading(30, wh: 1, on: false), device: lab).map(\.kind) == [.clear])
     }
 
+    @Test func leftOnAfterHoursFallsBackToTheClassroomsScheduleInTheRegistry() throws {
+        var book = try book([AlarmRule(name: "left-on", kind: .leftOnAfterHours, thresholdW: 50)])
+        // The default (08:00-18:00 on weekdays) has the room in use at 15:43 on a Thursday ...
+        #expect(book.observe(reading(0, wh: 1, on: true), device: lab).isEmpty)
+        // ... the classroom's own schedule ends at 15:00.
+        book.schedules = ["CSE-301": ClassSchedule(weekdays: [1, 2, 3, 4, 5], fromMinute: 8 * 60, toMinute: 15 * 60)]
+        #expect(book.observe(reading(30, wh: 1, on: true), device: lab).map(\.kind) == [.raise])
+    }
+
     @Test func offlineByPresenceRaisesAfterTheDurationAndAReadingClearsIt() throws {
         var book = try book([AlarmRule(name: "silent", kind: .offline, durationMillis: 600_000)])
         let seen = AlarmBook.Presence(esp32Name: "lab-1", online: true, lastStatusAt: t0, lastTelemetryAt: t0 - 86_400_000)

@@ -55,6 +55,38 @@ struct RegistryTests {
         let registry = try DeviceRegistry.parse(toml: text)
         #expect(registry.devices.count >= 3)
     }
+
+    @Test func classroomSchedulesParseAndMistakesNameTheClassroom() throws {
+        let registry = try DeviceRegistry.parse(toml: """
+            [[device]]
+            esp32_name = "lab-101"
+            classroom = "CSE-301"
+
+            [[schedule]]
+            classroom = "CSE-301"
+            weekdays = [1, 2, 3, 4, 5, 6]
+            hours = "07:30-21:00"
+            holidays = ["2026-12-25"]
+            """)
+        let schedule = try #require(registry.schedules["CSE-301"])
+        #expect(schedule.weekdays == [1, 2, 3, 4, 5, 6] && schedule.fromMinute == 450 && schedule.toMinute == 1260)
+        #expect(schedule.holidays == [try #require(CivilDate("2026-12-25"))])
+        let mistakes: [(String, String)] = [
+            ("[[schedule]]\nhours = \"08:00-18:00\"\n", "schedule #1: classroom"),
+            ("[[schedule]]\nclassroom = \"A\"\n[[schedule]]\nclassroom = \"A\"\n", "schedule of \"A\" is listed twice"),
+            ("[[schedule]]\nclassroom = \"A\"\nhours = \"18:00-08:00\"\n", "schedule of \"A\": hours"),
+            ("[[schedule]]\nclassroom = \"A\"\nopen = true\n", "schedule of \"A\": unknown field \"open\""),
+            ("[[room]]\nname = \"A\"\n", "expected [[device]] or [[schedule]] tables"),
+        ]
+        for (text, expected) in mistakes {
+            #expect(throws: DeviceRegistry.ParseError.self) { try DeviceRegistry.parse(toml: text) }
+            do {
+                _ = try DeviceRegistry.parse(toml: text)
+            } catch {
+                #expect(error.message.contains(expected), "\(error.message)")
+            }
+        }
+    }
 }
 
 let packageRoot: URL = {
