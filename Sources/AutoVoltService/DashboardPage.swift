@@ -8,7 +8,7 @@ import Foundation
 public enum DashboardPage {
     public static func render(_ d: DashboardData) -> String {
         var html = HTML()
-        html.head(title: "AutoVolt: \(d.date)", refresh: d.isToday)
+        html.head(title: "AutoVolt: \(d.date)")
         html.raw("<header><h1>AutoVolt campus energy</h1><form method=get action=\"/\"><label>Date <input type=date name=date value=\"\(d.date)\"></label> <button>Show</button></form></header><main>")
 
         // Campus header
@@ -122,7 +122,7 @@ public enum DashboardPage {
 
     public static func renderDevice(_ p: DevicePageData) -> String {
         var html = HTML()
-        html.head(title: "AutoVolt: \(p.esp32Name)", refresh: false)
+        html.head(title: "AutoVolt: \(p.esp32Name)")
         html.raw("<header><h1><a href=\"/?date=\(p.date)\">AutoVolt</a> / \(esc(p.esp32Name))</h1><form method=get><label>Date <input type=date name=date value=\"\(p.date)\"></label> <button>Show</button></form></header><main>")
         let state = p.presence.map { $0.online == true ? "online" : $0.online == false ? "offline" : "unknown" } ?? "never seen"
         let billable = p.entries.filter(\.billable).reduce(0) { $0 + $1.deltaWh }
@@ -202,7 +202,7 @@ public enum DashboardPage {
             svg += "<line x1=\"\(left)\" x2=\"\(width)\" y1=\"\(fmt(y))\" y2=\"\(fmt(y))\" class=grid /><text x=\"\(left - 4)\" y=\"\(fmt(y + 4))\" class=axis text-anchor=end>\(shortWh(value))</text>"
         }
         var base = [Double](repeating: 0, count: hours)
-        for (index, s) in series.enumerated() {
+        for s in series {
             for (hour, value) in s.values.enumerated() where value > 0 && top > 0 {
                 let h = (height - bottom - 10) * value / top
                 let y = height - bottom - (height - bottom - 10) * base[hour] / top - h
@@ -318,10 +318,9 @@ struct HTML {
 
     mutating func raw(_ s: String) { text += s }
 
-    mutating func head(title: String, refresh: Bool) {
+    mutating func head(title: String) {
         raw("<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\">")
         raw("<title>\(DashboardPage.esc(title))</title><style>\(Self.style)</style></head><body>")
-        _ = refresh
     }
 
     mutating func table(_ headings: [String], _ rows: [[String]], sortable: Bool = false) {

@@ -1,6 +1,7 @@
 import AutoVoltCore
 import AutoVoltMongo
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -9,6 +10,9 @@ import NIOCore
 /// (bearer token; body `{"by": "name"}` optional) and `GET .../alarms/stream` (Server-Sent Events:
 /// `raise`, `clear`, `ack`; each event's `id` is its number, and `Last-Event-ID` resumes after it).
 enum AlarmsAPI {
+    /// A constant, valid header name: the unwrap cannot fail.
+    static let lastEventIDHeader = HTTPField.Name("Last-Event-ID")!
+
     struct AckBody: Decodable { var by: String? }
 
     struct AckAnswer: Encodable {
@@ -16,8 +20,7 @@ enum AlarmsAPI {
         let alarm: AlarmRecord
     }
 
-    static func register(on router: Router<BasicRequestContext>, engine: IngestEngine, executor: MongoExecutor, runner: QueryRunner,
-                         logger: Logger) {
+    static func register(on router: Router<BasicRequestContext>, engine: IngestEngine, executor: MongoExecutor, runner: QueryRunner) {
         let base = "\(PowerAnalyticsAPI.prefix)/alarms"
         let config = engine.config
         let concern = WriteConcernBox()
@@ -84,7 +87,7 @@ enum AlarmsAPI {
         }
 
         router.get("\(base)/stream") { request, _ -> Response in
-            let resume = request.headers[.init("Last-Event-ID")!].flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
+            let resume = request.headers[lastEventIDHeader].flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
                 ?? request.uri.queryParameters["last_event_id"].flatMap { Int64(String($0)) }
             let start: Int64
             if let resume {
@@ -129,6 +132,5 @@ enum AlarmsAPI {
             }
             return Response(status: .ok, headers: [.contentType: "text/event-stream", .cacheControl: "no-cache"], body: body)
         }
-        _ = logger
     }
 }

@@ -1,6 +1,7 @@
 import AutoVoltCore
 import AutoVoltMongo
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 
@@ -8,6 +9,9 @@ import Logging
 /// The reads run on the query runner (admission limit, deadline) like the API's; the page says
 /// how long the database and the rendering took in `Server-Timing`.
 enum DashboardRoutes {
+    /// Constant, valid header names: the unwraps cannot fail.
+    static let serverTimingHeader = HTTPField.Name("Server-Timing")!
+    static let securityPolicyHeader = HTTPField.Name("Content-Security-Policy")!
     static let securityPolicy = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'"
 
     static func register(on router: Router<BasicRequestContext>, engine: IngestEngine, runner: QueryRunner, logger: Logger) {
@@ -49,7 +53,7 @@ enum DashboardRoutes {
             let rendered = ContinuousClock.now
             func ms(_ d: Duration) -> String { String(format: "%.1f", Double(d.components.seconds) * 1000 + Double(d.components.attoseconds) / 1e15) }
             var response = page(.ok, html: html)
-            response.headers[.init("Server-Timing")!] = "db;dur=\(ms(loaded - began)), render;dur=\(ms(rendered - loaded))"
+            response.headers[serverTimingHeader] = "db;dur=\(ms(loaded - began)), render;dur=\(ms(rendered - loaded))"
             return response
         case .saturated:
             return page(.serviceUnavailable, error: "too many queries in progress; retry in a moment")
@@ -63,7 +67,7 @@ enum DashboardRoutes {
 
     static func page(_ status: HTTPResponse.Status, html: String? = nil, error: String? = nil) -> Response {
         let body = html ?? "<!doctype html><meta charset=utf-8><title>AutoVolt</title><p>\(DashboardPage.esc(error ?? ""))</p><p><a href=\"/\">dashboard</a></p>"
-        return Response(status: status, headers: [.contentType: "text/html; charset=utf-8", .init("Content-Security-Policy")!: securityPolicy,
+        return Response(status: status, headers: [.contentType: "text/html; charset=utf-8", securityPolicyHeader: securityPolicy,
                                                   .cacheControl: "no-store"],
                         body: .init(byteBuffer: ByteBuffer(string: body)))
     }
