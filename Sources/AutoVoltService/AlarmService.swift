@@ -6,11 +6,16 @@ import FoundationNetworking
 #endif
 import Logging
 import Metrics
+import Synchronization
 
 /// Alarms in the running worker. The drain tells it what each batch stored (`observe`, cheap:
 /// the evaluation is in memory); its own thread (`run`) stores the raises and clears, checks
 /// presence for `offline` on a timer, and reads back the active alarms so the book agrees with
 /// the database (a restart, a second worker in the share group). Ingestion never waits for it.
+///
+/// `@unchecked Sendable`: every mutable property (the book, the registry, the pending changes,
+/// the gauges, `stopping`) is read and written only with `lock` held; the rest is immutable or
+/// Sendable (MongoClient, Logger, Wakeup).
 final class AlarmService: @unchecked Sendable {
     let client: MongoClient
     let logger: Logger
@@ -183,7 +188,7 @@ final class AlarmService: @unchecked Sendable {
                         guard let name = doc["_id"]?.stringValue else { continue }
                         seen.insert(name)
                         let presence = AlarmBook.Presence(esp32Name: name, online: doc["online"]?.boolValue,
-                                                          lastStatusAt: Self.millis(doc["last_status_at"]), lastTelemetryAt: Self.millis(doc["last_telemetry_at"]))
+                                                          lastStatusAt: AnalyticsQueries.millis(doc["last_status_at"]), lastTelemetryAt: AnalyticsQueries.millis(doc["last_telemetry_at"]))
                         pending += book.checkPresence(presence, device: devices.resolve(name), now: now)
                     }
                 }
@@ -226,10 +231,6 @@ final class AlarmService: @unchecked Sendable {
         gauges[key] = gauge
         gaugeValues[key] = value
         gauge.record(value)
-    }
-
-    static func millis(_ value: BSON?) -> EpochMillis? {
-        value?.dateValue.map { EpochMillis(($0.timeIntervalSince1970 * 1000).rounded()) }
     }
 
     static func format(_ value: Double) -> String {
@@ -315,24 +316,16 @@ final class AlarmWebhook: @unchecked Sendable {
         request.setValue("application/json", forHTTPHeaderField: "Content-Type")
         request.httpBody = body
         let done = DispatchSemaphore(value: 0)
-        let outcome = LockedBox<String?>("no answer")
+        let outcome = Mutex<String?>("no answer")
         URLSession.shared.dataTask(with: request) { _, response, error in
             if let error {
-                outcome.set(error.localizedDescription)
+                outcome.withLock { $0 = error.localizedDescription }
             } else if let http = response as? HTTPURLResponse {
-                outcome.set((200..<300).contains(http.statusCode) ? nil : "HTTP \(http.statusCode)")
+                outcome.withLock { $0 = (200..<300).contains(http.statusCode) ? nil : "HTTP \(http.statusCode)" }
             }
             done.signal()
         }.resume()
         done.wait()
-        return outcome.get()
+        return outcome.withLock { $0 }
     }
-}
-
-final class LockedBox<T>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: T
-    init(_ value: T) { self.value = value }
-    func set(_ new: T) { lock.withLock { value = new } }
-    func get() -> T { lock.withLock { value } }
 }

@@ -25,7 +25,7 @@ public struct AlarmRecord: Codable, Sendable, Equatable {
 
     init(_ doc: BSONDocument) {
         func text(_ key: String) -> String { doc[key]?.stringValue ?? "" }
-        func time(_ key: String) -> String? { doc[key]?.dateValue.map { ISO8601.format(EpochMillis(($0.timeIntervalSince1970 * 1000).rounded())) } }
+        func time(_ key: String) -> String? { AnalyticsQueries.millis(doc[key]).map { ISO8601.format($0) } }
         id = text("_id")
         rule = text("rule")
         kind = text("kind")
@@ -186,7 +186,7 @@ public struct AlarmStore: Sendable {
     public func events(after id: Int64, limit: Int) throws(MongoError) -> [AlarmEvent] {
         try client.find(Self.events, filter: ["_id": ["$gt": .int64(id)]], sort: ["_id": 1], limit: limit).compactMap { doc in
             guard let seq = doc["_id"]?.int64Value, let type = doc["type"]?.stringValue, let alarm = doc["alarm"]?.documentValue else { return nil }
-            let at = doc["at"]?.dateValue.map { ISO8601.format(EpochMillis(($0.timeIntervalSince1970 * 1000).rounded())) } ?? ""
+            let at = AnalyticsQueries.millis(doc["at"]).map { ISO8601.format($0) } ?? ""
             return AlarmEvent(id: seq, type: type, at: at, alarm: AlarmRecord(alarm))
         }
     }

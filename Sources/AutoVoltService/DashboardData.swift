@@ -117,8 +117,8 @@ public struct DashboardData: Sendable {
                                 projection: ["online": 1, "last_seen_at": 1, "last_telemetry_at": 1, "sessions": 1, "classroom": 1]) { batch in
             for doc in batch {
                 guard let name = doc["_id"]?.stringValue else { continue }
-                presence[name] = Presence(online: doc["online"]?.boolValue, lastSeenAt: AlarmService.millis(doc["last_seen_at"]),
-                                          lastTelemetryAt: AlarmService.millis(doc["last_telemetry_at"]),
+                presence[name] = Presence(online: doc["online"]?.boolValue, lastSeenAt: AnalyticsQueries.millis(doc["last_seen_at"]),
+                                          lastTelemetryAt: AnalyticsQueries.millis(doc["last_telemetry_at"]),
                                           sessions: Int(doc["sessions"]?.int64Value ?? 0))
                 if classroomOf[name] == nil, let classroom = doc["classroom"]?.stringValue { classroomOf[name] = classroom }
             }
@@ -184,7 +184,7 @@ public struct DevicePageData: Sendable {
         let readings = try client.find(Collections.telemetryEvents, filter: ["esp32_name": name], sort: ["device_ts": -1],
                                        projection: ["device_ts": 1, "received_at": 1, "energy_wh_total": 1, "power_w": 1, "clock": 1],
                                        limit: readingLimit).map { doc in
-            Reading(deviceTime: AlarmService.millis(doc["device_ts"]) ?? 0, receivedAt: AlarmService.millis(doc["received_at"]) ?? 0,
+            Reading(deviceTime: AnalyticsQueries.millis(doc["device_ts"]) ?? 0, receivedAt: AnalyticsQueries.millis(doc["received_at"]) ?? 0,
                     energyWh: doc["energy_wh_total"]?.doubleValue ?? 0, powerW: doc["power_w"]?.doubleValue, clock: doc["clock"]?.stringValue ?? "")
         }
         let ledger = try client.find(Collections.ledgers, filter: ["esp32_name": name, "date": .string(date.description)], sort: ["start_ts": 1],
@@ -192,22 +192,22 @@ public struct DevicePageData: Sendable {
         let entries = ledger.prefix(entryLimit).map { doc in
             let quality = doc["quality"]?.documentValue
             let reasons = quality?["reasons"]?.arrayValue?.compactMap(\.stringValue) ?? []
-            return Entry(start: AlarmService.millis(doc["start_ts"]) ?? 0, end: AlarmService.millis(doc["end_ts"]) ?? 0,
+            return Entry(start: AnalyticsQueries.millis(doc["start_ts"]) ?? 0, end: AnalyticsQueries.millis(doc["end_ts"]) ?? 0,
                          deltaWh: doc["delta_wh"]?.doubleValue ?? 0,
                          confidence: quality?["confidence"]?.stringValue ?? doc["confidence"]?.stringValue ?? "",
                          reasons: reasons, billable: doc["billable"]?.boolValue ?? true)
         }
         let rejects = try client.find(Collections.rejectedMessages, filter: ["esp32_name": name], sort: ["received_at": -1],
                                       projection: ["received_at": 1, "reason": 1, "detail": 1], limit: readingLimit).map { doc in
-            Reject(receivedAt: AlarmService.millis(doc["received_at"]) ?? 0, reason: doc["reason"]?.stringValue ?? "",
+            Reject(receivedAt: AnalyticsQueries.millis(doc["received_at"]) ?? 0, reason: doc["reason"]?.stringValue ?? "",
                    detail: doc["detail"]?.stringValue ?? "")
         }
         let alarms = try client.find(AlarmStore.alarms, filter: ["esp32_name": name], sort: ["raised_at": -1], limit: readingLimit)
             .map(AlarmRecord.init)
         let status = try client.findOne(Collections.deviceStatus, filter: ["_id": name])
         let presence = status.map { doc in
-            DashboardData.Presence(online: doc["online"]?.boolValue, lastSeenAt: AlarmService.millis(doc["last_seen_at"]),
-                                   lastTelemetryAt: AlarmService.millis(doc["last_telemetry_at"]), sessions: Int(doc["sessions"]?.int64Value ?? 0))
+            DashboardData.Presence(online: doc["online"]?.boolValue, lastSeenAt: AnalyticsQueries.millis(doc["last_seen_at"]),
+                                   lastTelemetryAt: AnalyticsQueries.millis(doc["last_telemetry_at"]), sessions: Int(doc["sessions"]?.int64Value ?? 0))
         }
         let classroom = registry.devices[esp32Name]?.classroom ?? status?["classroom"]?.stringValue ?? DeviceInfo.unassignedClassroom
         return DevicePageData(esp32Name: esp32Name, classroom: classroom, date: date, timeZone: config.timeZone, presence: presence,

@@ -28,7 +28,8 @@ public enum DashboardPage {
         let classrooms = d.hourly.keys.sorted()
         html.raw("<section><h2>Hourly energy, \(esc(d.date.description))</h2>")
         // Eight classrooms stacked (the largest that day), the rest as one grey band: more are unreadable.
-        let ranked = classrooms.enumerated().sorted { (d.hourly[$0.element] ?? []).reduce(0, +) > (d.hourly[$1.element] ?? []).reduce(0, +) }
+        let totals = d.hourly.mapValues { $0.reduce(0, +) }
+        let ranked = classrooms.enumerated().sorted { (totals[$0.element] ?? 0) > (totals[$1.element] ?? 0) }
         var stacked = ranked.prefix(ranked.count > 9 ? 8 : 9).map { (name: $0.element, values: d.hourly[$0.element] ?? [], color: color($0.offset)) }
         if ranked.count > 9 {
             var rest: [Double] = []

@@ -211,8 +211,8 @@ public final class IngestProcessor: @unchecked Sendable {
             let refused = Set(insertFailures)
             let stored = events.indices.filter { !refused.contains($0) }.map { events[$0].reading }
             let rejected = rejects.compactMap { doc -> (String, EpochMillis)? in
-                guard let name = doc["esp32_name"]?.stringValue, let at = doc["received_at"]?.dateValue else { return nil }
-                return (name, EpochMillis((at.timeIntervalSince1970 * 1000).rounded()))
+                guard let name = doc["esp32_name"]?.stringValue, let at = AnalyticsQueries.millis(doc["received_at"]) else { return nil }
+                return (name, at)
             }
             alarms.observe(readings: stored, rejects: rejected)
         }

@@ -7,6 +7,7 @@ import FoundationNetworking
 import Testing
 
 /// `curl -sN` on the alarm stream: everything it has received so far.
+/// `@unchecked Sendable`: `received` is touched only under `lock`; `process` is set once in init.
 final class StreamReader: @unchecked Sendable {
     private let process: Process
     private let lock = NSLock()
@@ -51,6 +52,7 @@ final class StreamReader: @unchecked Sendable {
 
 /// A webhook receiver: answers the first POST 500 (the worker must retry), then 200, and keeps
 /// every body it was sent, one line each.
+/// `@unchecked Sendable`: its properties are set once in init; `Process` is used from one test at a time.
 final class WebhookReceiver: @unchecked Sendable {
     let port = freeTCPPort()
     let file = FileManager.default.temporaryDirectory.appendingPathComponent("webhook-\(UUID().uuidString).jsonl")
