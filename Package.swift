@@ -28,6 +28,10 @@ let package = Package(
                        providers: [.apt(["libmongoc-dev", "libbson-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
+        // Statement exports. libhpdf-dev has no pkg-config file; its header is in /usr/include.
+        .systemLibrary(name: "CHaru", providers: [.apt(["libhpdf-dev"])]),
+        .systemLibrary(name: "CXlsxWriter", pkgConfig: "xlsxwriter",
+                       providers: [.apt(["libxlsxwriter-dev"])]),
 
         .target(name: "AutoVoltCore", dependencies: [
             .product(name: "Crypto", package: "swift-crypto"),
@@ -42,10 +46,12 @@ let package = Package(
             "CMongoc",
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        // Statements as PDF (libharu, DejaVu Sans embedded for the rupee sign) and XLSX (libxlsxwriter).
+        .target(name: "AutoVoltExport", dependencies: ["AutoVoltCore", "CHaru", "CXlsxWriter"]),
         // Helpers for tests only: start real mosquitto and scripts/dev-mongo on free ports.
         .target(name: "AutoVoltTestSupport", dependencies: ["AutoVoltMQTT", "AutoVoltMongo"], path: "Tests/Support"),
         .target(name: "AutoVoltService", dependencies: [
-            "AutoVoltCore", "AutoVoltJournal", "AutoVoltMQTT", "AutoVoltMongo",
+            "AutoVoltCore", "AutoVoltJournal", "AutoVoltMQTT", "AutoVoltMongo", "AutoVoltExport",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "Logging", package: "swift-log"),
@@ -73,6 +79,7 @@ let package = Package(
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "AutoVoltJournalTests", dependencies: ["AutoVoltJournal"]),
+        .testTarget(name: "AutoVoltExportTests", dependencies: ["AutoVoltExport"]),
         .testTarget(name: "AutoVoltMQTTTests", dependencies: ["AutoVoltMQTT", "AutoVoltTestSupport"]),
         .testTarget(name: "AutoVoltMongoTests", dependencies: ["AutoVoltMongo", "AutoVoltTestSupport"]),
         .testTarget(name: "AutoVoltServiceTests", dependencies: ["AutoVoltService", "AutoVoltTestSupport"]),

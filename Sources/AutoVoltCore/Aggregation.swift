@@ -21,10 +21,13 @@ public struct DailyFigures: Sendable, Equatable {
     /// Billable Wh per local hour of the day (23, 24 or 25 of them: `Aggregator.localHours`),
     /// each entry split pro rata by time at hour boundaries; sums to `energyWh`.
     public var hourlyWh: [Double]
+    /// The priced energy per tariff version, in the order first used: what a statement shows as
+    /// tariff segments. Sums to `energyWh - unpricedWh` and to `cost`.
+    public var costSegments: [CostSegment]
 
     public init(date: CivilDate, esp32Name: String, classroom: String, energyWh: Double, cost: Double?, currency: String?,
                 costVersionIDs: [String], coverage: Double, confidence: [Confidence: Int], entries: Int, unpricedWh: Double,
-                overlapMillis: Int64 = 0, hourlyWh: [Double] = []) {
+                overlapMillis: Int64 = 0, hourlyWh: [Double] = [], costSegments: [CostSegment] = []) {
         self.date = date
         self.esp32Name = esp32Name
         self.classroom = classroom
@@ -38,6 +41,22 @@ public struct DailyFigures: Sendable, Equatable {
         self.unpricedWh = unpricedWh
         self.overlapMillis = overlapMillis
         self.hourlyWh = hourlyWh
+        self.costSegments = costSegments
+    }
+}
+
+/// Energy priced by one tariff version within a day (or, summed, a statement's line).
+public struct CostSegment: Sendable, Equatable {
+    public var costVersionID: String
+    public var costPerKwh: Double
+    public var energyWh: Double
+    public var cost: Double
+
+    public init(costVersionID: String, costPerKwh: Double, energyWh: Double, cost: Double) {
+        self.costVersionID = costVersionID
+        self.costPerKwh = costPerKwh
+        self.energyWh = energyWh
+        self.cost = cost
     }
 }
 
@@ -70,6 +89,7 @@ public enum Aggregator {
         var unpriced = 0.0
         var used = [Bool](repeating: false, count: book.tariffs.count)
         var usedOrder: [Int] = []
+        var segmentWh = [Double](repeating: 0, count: book.tariffs.count)
         var covered: Int64 = 0
         var counts = [0, 0, 0] // Confidence.allCases order
         let hours = localHours(dayStart: dayStart, dayEnd: dayEnd, calendar: &calendar)
@@ -88,6 +108,7 @@ public enum Aggregator {
                     return
                 }
                 cost += share / 1000 * rate
+                segmentWh[segment] += share
                 if !used[segment] {
                     used[segment] = true
                     usedOrder.append(segment)
@@ -95,8 +116,18 @@ public enum Aggregator {
             }
         }
         var ids: [String] = []
+        var costSegments: [CostSegment] = []
         for segment in usedOrder {
-            if let id = book.tariffs[segment]?.id, !ids.contains(id) { ids.append(id) }
+            guard let tariff = book.tariffs[segment] else { continue }
+            if let index = ids.firstIndex(of: tariff.id) {
+                // The same version in force in two segments (a global change under a classroom tariff).
+                costSegments[index].energyWh += segmentWh[segment]
+                costSegments[index].cost += segmentWh[segment] / 1000 * tariff.costPerKwh
+            } else {
+                ids.append(tariff.id)
+                costSegments.append(CostSegment(costVersionID: tariff.id, costPerKwh: tariff.costPerKwh, energyWh: segmentWh[segment],
+                                                cost: segmentWh[segment] / 1000 * tariff.costPerKwh))
+            }
         }
         let currency = usedOrder.first.flatMap { book.tariffs[$0]?.currency }
         var confidence: [Confidence: Int] = [:]
@@ -107,7 +138,7 @@ public enum Aggregator {
             date: date, esp32Name: esp32Name, classroom: classroom, energyWh: energy,
             cost: unpriced > 1e-9 ? nil : cost, currency: currency, costVersionIDs: ids,
             coverage: min(1, Double(max(0, covered - overlap)) / dayLength), confidence: confidence, entries: entries.count,
-            unpricedWh: unpriced, overlapMillis: overlap, hourlyWh: hourly)
+            unpricedWh: unpriced, overlapMillis: overlap, hourlyWh: hourly, costSegments: costSegments)
     }
 
     /// The local hours of the day [dayStart, dayEnd) as instants where each begins, plus

@@ -304,6 +304,7 @@ public final class AggregationStore: @unchecked Sendable {
                 "unpriced_wh": .double(figures.unpricedWh),
                 "overlap_ms": .int64(figures.overlapMillis),
                 "hourly_wh": .array(figures.hourlyWh.map { .double($0) }),
+                "cost_segments": Self.costSegments(figures),
                 "complete": .bool(now >= dayEnd + closeDelayMillis),
             ]
             return Figures(id: "\(date)|\(name)", key: date.description, name: name, classroom: classroom, fields: fields)
@@ -498,7 +499,20 @@ public final class AggregationStore: @unchecked Sendable {
 
     /// Money is stored to 1/10,000 of the currency unit (sums of many small intervals otherwise
     /// carry floating-point dust into the bill).
-    static func roundMoney(_ value: Double) -> Double { (value * 10_000).rounded() / 10_000 }
+    static func roundMoney(_ value: Double) -> Double { Double(FixedPoint.money(value)) / Double(FixedPoint.moneyScale) }
+
+    /// The day's energy and cost per tariff version; the costs, rounded like `cost`, add up to it exactly.
+    static func costSegments(_ figures: DailyFigures) -> BSON {
+        let parts = figures.costSegments.map(\.cost)
+        let costs = figures.cost.map { FixedPoint.apportion(total: FixedPoint.money($0), parts: parts, scale: FixedPoint.moneyScale) }
+            ?? parts.map(FixedPoint.money)
+        return .array(zip(figures.costSegments, costs).map { segment, cost in
+            .document([
+                "cost_version_id": .string(segment.costVersionID), "cost_per_kwh": .double(segment.costPerKwh),
+                "energy_wh": .double(segment.energyWh), "cost": .double(Double(cost) / Double(FixedPoint.moneyScale)),
+            ])
+        })
+    }
 
     // MARK: Documents
 
