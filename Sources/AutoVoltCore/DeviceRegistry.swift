@@ -42,14 +42,17 @@ public struct DeviceRegistry: Sendable, Equatable {
     public private(set) var devices: [String: DeviceInfo]
     /// When each classroom is in use (`[[schedule]]`), for the left_on_after_hours alarms.
     public private(set) var schedules: [String: ClassSchedule]
+    /// Classrooms billed together (`[[group]]`: `name`, `classrooms`), for example a department.
+    public private(set) var groups: [String: [String]]
 
     public init(devices: [DeviceInfo] = []) {
         self.init(devices: devices, schedules: [:])
     }
 
-    public init(devices: [DeviceInfo], schedules: [String: ClassSchedule]) {
+    public init(devices: [DeviceInfo], schedules: [String: ClassSchedule], groups: [String: [String]] = [:]) {
         self.devices = Dictionary(devices.map { ($0.esp32Name, $0) }, uniquingKeysWith: { first, _ in first })
         self.schedules = schedules
+        self.groups = groups
     }
 
     public func device(_ name: String) -> DeviceInfo? { devices[name] }
@@ -62,19 +65,44 @@ public struct DeviceRegistry: Sendable, Equatable {
         public var description: String { message }
     }
 
-    /// Parses `devices.toml`: `[[device]]` tables, and `[[schedule]]` tables (`classroom`,
-    /// `weekdays`, `hours`, `holidays`: when the classroom is in use). Every problem is reported
+    /// Parses `devices.toml`: `[[device]]` tables, `[[schedule]]` tables (`classroom`,
+    /// `weekdays`, `hours`, `holidays`: when the classroom is in use) and `[[group]]` tables
+    /// (`name`, `classrooms`: a statement's scope). Every problem is reported
     /// with the device or classroom it concerns; nothing is silently defaulted except the
     /// documented optional fields.
     public static func parse(toml text: String) throws(ParseError) -> DeviceRegistry {
         let entries: [TOMLTable]
         let scheduleEntries: [TOMLTable]
+        let groupEntries: [TOMLTable]
         do {
-            let tables = try TOMLArrayOfTables.parse(text, keys: ["device", "schedule"])
+            let tables = try TOMLArrayOfTables.parse(text, keys: ["device", "schedule", "group"])
             entries = tables["device"] ?? []
             scheduleEntries = tables["schedule"] ?? []
+            groupEntries = tables["group"] ?? []
         } catch {
             throw ParseError(message: error.message)
+        }
+        var groups: [String: [String]] = [:]
+        for (index, entry) in groupEntries.enumerated() {
+            guard let name = entry["name"]?.string, !name.isEmpty else {
+                throw ParseError(message: "group #\(index + 1): name is missing or not a string")
+            }
+            let label = "group \"\(name)\""
+            guard groups[name] == nil else { throw ParseError(message: "\(label) is listed twice") }
+            for key in entry.keys where key != "name" && key != "classrooms" {
+                throw ParseError(message: "\(label): unknown key \"\(key)\"")
+            }
+            guard let list = entry["classrooms"]?.array, !list.isEmpty else {
+                throw ParseError(message: "\(label): classrooms must be a non-empty array of classroom names")
+            }
+            var classrooms: [String] = []
+            for item in list {
+                guard let classroom = item.string, !classroom.isEmpty else {
+                    throw ParseError(message: "\(label): classrooms must be a non-empty array of classroom names")
+                }
+                if !classrooms.contains(classroom) { classrooms.append(classroom) }
+            }
+            groups[name] = classrooms
         }
         var schedules: [String: ClassSchedule] = [:]
         for (index, entry) in scheduleEntries.enumerated() {
@@ -135,7 +163,7 @@ public struct DeviceRegistry: Sendable, Equatable {
             }
             devices.append(info)
         }
-        return DeviceRegistry(devices: devices, schedules: schedules)
+        return DeviceRegistry(devices: devices, schedules: schedules, groups: groups)
     }
 
     private static func number(_ value: TOMLValueConvertible?, _ what: String) throws(ParseError) -> Double? {

@@ -25,6 +25,11 @@ public enum EventHash {
         hex(SHA256.hash(data: Array(text.utf8)))
     }
 
+    /// SHA-256 of bytes, lowercase hex (statement exports).
+    public static func sha256Hex(bytes: [UInt8]) -> String {
+        hex(SHA256.hash(data: bytes))
+    }
+
     static func canonical(_ value: Double) -> String {
         value.description
     }

@@ -173,6 +173,18 @@ public struct Statement: Sendable, Equatable {
         public var coverage: Double
         public var confidence: [Confidence: Int]
         public var segments: [Segment]
+
+        public init(esp32Name: String, classroom: String, energy: Int64, cost: Int64?, unpriced: Int64, days: Int, coverage: Double, confidence: [Confidence: Int], segments: [Segment]) {
+            self.esp32Name = esp32Name
+            self.classroom = classroom
+            self.energy = energy
+            self.cost = cost
+            self.unpriced = unpriced
+            self.days = days
+            self.coverage = coverage
+            self.confidence = confidence
+            self.segments = segments
+        }
     }
 
     public struct DayTotal: Sendable, Equatable {
@@ -180,6 +192,13 @@ public struct Statement: Sendable, Equatable {
         public var energy: Int64
         public var cost: Int64?
         public var devices: Int
+
+        public init(date: CivilDate, energy: Int64, cost: Int64?, devices: Int) {
+            self.date = date
+            self.energy = energy
+            self.cost = cost
+            self.devices = devices
+        }
     }
 
     /// A daily aggregate the statement rests on, with the figures it read.
@@ -191,6 +210,16 @@ public struct Statement: Sendable, Equatable {
         public var energy: Int64
         public var cost: Int64?
         public var costVersionIDs: [String]
+
+        public init(aggregateID: String, version: Int64, date: CivilDate, esp32Name: String, energy: Int64, cost: Int64?, costVersionIDs: [String]) {
+            self.aggregateID = aggregateID
+            self.version = version
+            self.date = date
+            self.esp32Name = esp32Name
+            self.energy = energy
+            self.cost = cost
+            self.costVersionIDs = costVersionIDs
+        }
     }
 
     public struct Ticket: Sendable, Equatable {
@@ -217,6 +246,14 @@ public struct Statement: Sendable, Equatable {
         public var mean: Double
         public var lowest: Double
         public var confidence: [Confidence: Int]
+
+        public init(daysInMonth: Int, deviceDays: Int, mean: Double, lowest: Double, confidence: [Confidence: Int]) {
+            self.daysInMonth = daysInMonth
+            self.deviceDays = deviceDays
+            self.mean = mean
+            self.lowest = lowest
+            self.confidence = confidence
+        }
     }
 
     public struct Export: Sendable, Equatable {
@@ -253,6 +290,30 @@ public struct Statement: Sendable, Equatable {
     public var tickets: [Ticket]
     public var sources: [Source]
     public var exports: [Export]
+
+    public init(id: String, month: String, scope: StatementScope, classrooms: [String], version: Int, status: StatementStatus, currency: String?, timeZone: String, createdAt: EpochMillis, frozenAt: EpochMillis?, frozenBy: String?, lines: [Line], days: [DayTotal], segments: [Segment], energy: Int64, cost: Int64?, unpriced: Int64, coverage: Coverage, tickets: [Ticket], sources: [Source], exports: [Export]) {
+        self.id = id
+        self.month = month
+        self.scope = scope
+        self.classrooms = classrooms
+        self.version = version
+        self.status = status
+        self.currency = currency
+        self.timeZone = timeZone
+        self.createdAt = createdAt
+        self.frozenAt = frozenAt
+        self.frozenBy = frozenBy
+        self.lines = lines
+        self.days = days
+        self.segments = segments
+        self.energy = energy
+        self.cost = cost
+        self.unpriced = unpriced
+        self.coverage = coverage
+        self.tickets = tickets
+        self.sources = sources
+        self.exports = exports
+    }
 
     /// `2026-11.campus.v1`, `2026-11.classroom.CSE-301.v2`: readable, and unique per (month, scope, version).
     public static func id(month: String, scope: StatementScope, version: Int) -> String {

@@ -30,6 +30,7 @@ enum HTTPServer {
         HTTPIngestAPI.register(on: router, engine: engine, logger: logger)
         DashboardRoutes.register(on: router, engine: engine, runner: queries, logger: logger)
         AlarmsAPI.register(on: router, engine: engine, executor: executor, runner: queries)
+        StatementsAPI.register(on: router, engine: engine, executor: executor, runner: queries, logger: logger)
         router.get("/metrics") { _, _ -> Response in
             let text = registry?.emitToString() ?? ""
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],

@@ -55,6 +55,14 @@ public enum Schema {
         Collections.reviewTickets: [
             IndexModel(keys: ["esp32_name": 1, "date": 1, "kind": 1], name: "esp32_name_date_kind_unique", unique: true),
         ],
+        // One statement per (month, scope, version); the _id says the same, the index lets a
+        // replica set refuse a second one whatever wrote it.
+        StatementStore.collection: [
+            IndexModel(keys: ["month": 1, "scope_key": 1, "version": 1], name: "month_scope_version_unique", unique: true),
+        ],
+        StatementStore.exportsCollection: [
+            IndexModel(keys: ["statement_id": 1], name: "statement_id"),
+        ],
     ], uniquingKeysWith: { a, _ in a })
 
     /// Fields every document of a collection we own must have. A document without them was

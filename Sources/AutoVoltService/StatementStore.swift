@@ -1,0 +1,419 @@
+import AutoVoltCore
+import AutoVoltExport
+import AutoVoltMongo
+import Foundation
+import Logging
+
+/// Why a statement command did nothing. Each is one line for the operator, an exit status for
+/// the CLI and an HTTP status for the API.
+public enum StatementError: Error, Sendable, CustomStringConvertible {
+    case badMonth(String)
+    case futureMonth(String)
+    case unknownScope(String)
+    case noFigures(month: String, scope: StatementScope)
+    case notFound(String)
+    case alreadyFrozen(String)
+    case differentScope(String, String)
+    /// A frozen export's stored bytes, or a fresh rendering of it, do not have the hash recorded at freezing.
+    case exportChanged(id: String, format: StatementFormat, detail: String)
+    case export(ExportError)
+    case database(MongoError)
+
+    public var description: String {
+        switch self {
+        case .badMonth(let text): "month \"\(text)\" is not YYYY-MM"
+        case .futureMonth(let month): "month \(month) has not begun"
+        case .unknownScope(let what): "unknown \(what)"
+        case .noFigures(let month, let scope): "no daily aggregates for \(month) in \(scope.description.lowercased()): nothing to state"
+        case .notFound(let id): "no statement \(id)"
+        case .alreadyFrozen(let id): "statement \(id) is frozen already; it never changes (generate makes the next version)"
+        case .differentScope(let a, let b): "\(a) and \(b) are not versions of the same month and scope"
+        case .exportChanged(let id, let format, let detail): "the \(format.rawValue) export of frozen statement \(id) would differ from the one frozen: \(detail); nothing written"
+        case .export(let error): error.description
+        case .database(let error): "database: \(error)"
+        }
+    }
+
+    /// 64 for what the caller asked wrongly, 1 for everything else.
+    public var exitCode: Int32 {
+        switch self {
+        case .badMonth, .futureMonth, .unknownScope, .differentScope: 64
+        default: 1
+        }
+    }
+
+    public var httpStatus: Int {
+        switch self {
+        case .badMonth, .futureMonth, .differentScope: 400
+        case .unknownScope, .noFigures, .notFound: 404
+        case .alreadyFrozen: 409
+        case .database: 503
+        case .exportChanged, .export: 500
+        }
+    }
+}
+
+/// One line of `statements list`.
+public struct StatementSummary: Sendable, Encodable {
+    public var id: String
+    public var month: String
+    public var scope: String
+    public var version: Int
+    public var status: String
+    public var energyWh: Double
+    public var cost: Double?
+    public var currency: String?
+    public var createdAt: String
+    public var frozenAt: String?
+    public var frozenBy: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, month, scope, version, status, cost, currency
+        case energyWh = "energy_wh", createdAt = "created_at", frozenAt = "frozen_at", frozenBy = "frozen_by"
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(month, forKey: .month)
+        try c.encode(scope, forKey: .scope)
+        try c.encode(version, forKey: .version)
+        try c.encode(status, forKey: .status)
+        try c.encode(energyWh, forKey: .energyWh)
+        try c.encode(cost, forKey: .cost)
+        try c.encode(currency, forKey: .currency)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(frozenAt, forKey: .frozenAt)
+        try c.encode(frozenBy, forKey: .frozenBy)
+    }
+}
+
+/// Statements in MongoDB: `statements` (one document per month, scope and version) and
+/// `statement_exports` (the bytes of a frozen statement's exports, written when it is frozen).
+/// A draft is replaced by the next generate; a frozen statement is never written again.
+public struct StatementStore: Sendable {
+    public static let collection = "statements"
+    public static let exportsCollection = "statement_exports"
+    /// A statement lists at most this many open review tickets (the oldest first).
+    static let ticketLimit = 1000
+
+    let client: MongoClient
+    let registry: DeviceRegistry
+    let timeZone: TimeZone
+    let writeConcern: WriteConcern
+    let logger: Logger
+
+    public init(client: MongoClient, registry: DeviceRegistry, timeZone: TimeZone, writeConcern: WriteConcern, logger: Logger) {
+        self.client = client
+        self.registry = registry
+        self.timeZone = timeZone
+        self.writeConcern = writeConcern
+        self.logger = logger
+    }
+
+    static func database<T>(_ body: () throws(MongoError) -> T) throws(StatementError) -> T {
+        do { return try body() } catch { throw .database(error) }
+    }
+
+    // MARK: Generate
+
+    /// The scope a command names: `classroom` or `group`, or the campus.
+    public func scope(classroom: String?, group: String?) throws(StatementError) -> StatementScope {
+        switch (classroom, group) {
+        case (let c?, nil): return .classroom(c)
+        case (nil, let g?):
+            guard registry.groups[g] != nil else {
+                let known = registry.groups.keys.sorted()
+                throw .unknownScope("group \"\(g)\" (the registry's groups: \(known.isEmpty ? "none" : known.joined(separator: ", ")))")
+            }
+            return .group(g)
+        case (nil, nil): return .campus
+        case (.some, .some): throw .unknownScope("scope: give --classroom or --group, not both")
+        }
+    }
+
+    /// Makes the draft of `month` for `scope` from the current daily aggregates: version 1, or
+    /// the one after the last frozen version; a draft of that version is replaced.
+    public func generate(month: String, scope: StatementScope, now: EpochMillis) throws(StatementError) -> Statement {
+        for _ in 0..<5 {
+            let version = try Self.database { () throws(MongoError) in try lastFrozenVersion(month: month, scope: scope) } + 1
+            var statement = try build(month: month, scope: scope, version: version, now: now)
+            statement.status = .draft
+            var doc = StatementDocuments.document(statement)
+            doc["draft_token"] = .string(UUID().uuidString)
+            do {
+                _ = try client.bulkWrite(Self.collection, operations: [
+                    .replaceOne(filter: ["_id": .string(statement.id), "status": "draft"], replacement: doc, upsert: true),
+                ], ordered: true, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
+                // A duplicate key: the version was frozen meanwhile (the filter missed it, the
+                // upsert hit its _id). Go round: the next generate makes the next version.
+                if try client.findOne(Self.collection, filter: ["_id": .string(statement.id), "draft_token": doc["draft_token"] ?? .null],
+                                      projection: ["_id": 1]) == nil { continue }
+            } catch {
+                throw .database(error)
+            }
+            logger.info("statement generated", metadata: [
+                "statement_id": "\(statement.id)", "month": "\(month)", "scope": "\(StatementDocuments.scopeKey(scope))",
+                "version": "\(version)", "energy_wh": "\(FixedPoint.wh(statement.energy))",
+                "cost": "\(statement.cost.map { FixedPoint.moneyText($0) } ?? "null")",
+            ])
+            return statement
+        }
+        // Frozen under our hands five times in a row: say so rather than go on.
+        throw .alreadyFrozen(Statement.id(month: month, scope: scope, version: try Self.database { () throws(MongoError) in
+            try lastFrozenVersion(month: month, scope: scope)
+        }))
+    }
+
+    func lastFrozenVersion(month: String, scope: StatementScope) throws(MongoError) -> Int {
+        try client.findOne(Self.collection, filter: ["month": .string(month), "scope_key": .string(StatementDocuments.scopeKey(scope)), "status": "frozen"],
+                           sort: ["version": -1], projection: ["version": 1])?["version"]?.intValue ?? 0
+    }
+
+    /// The classrooms a scope stands for (nil: every classroom).
+    func classrooms(of scope: StatementScope) -> [String]? {
+        switch scope {
+        case .campus: nil
+        case .classroom(let name): [name]
+        case .group(let name): registry.groups[name] ?? []
+        }
+    }
+
+    /// The statement of the current figures, not stored. Reads the month's aggregates in
+    /// batches; holds one accumulator per device.
+    func build(month: String, scope: StatementScope, version: Int, now: EpochMillis) throws(StatementError) -> Statement {
+        guard let (first, last) = Statement.dates(ofMonth: month) else { throw .badMonth(month) }
+        var calendar = LocalCalendar(timeZone: timeZone)
+        guard first <= calendar.date(of: now) else { throw .futureMonth(month) }
+        let members = classrooms(of: scope)
+        var filter: BSONDocument = ["date": ["$gte": .string(first.description), "$lte": .string(last.description)]]
+        if let members { filter["classroom"] = ["$in": .array(members.map { .string($0) })] }
+        var rates: [String: Double] = [:]
+        var builder = StatementBuilder(month: month)
+        var names = Set<String>()
+        var count = 0
+        try Self.database { () throws(MongoError) in
+            try client.forEachBatch(Collections.costVersions, filter: [:], projection: ["cost_per_kwh": 1]) { batch in
+                for doc in batch {
+                    if let id = doc["_id"]?.stringValue ?? doc["_id"]?.objectIDValue, let rate = doc["cost_per_kwh"]?.doubleValue { rates[id] = rate }
+                }
+            }
+            builder = StatementBuilder(month: month, rates: rates)
+            try client.forEachBatch(Collections.dailyAggregates, filter: filter, sort: ["_id": 1], projection: StatementDocuments.dayProjection) { batch in
+                for doc in batch {
+                    guard let day = StatementDocuments.day(doc) else { continue }
+                    builder.add(day)
+                    names.insert(day.esp32Name)
+                    count += 1
+                }
+            }
+        }
+        guard count > 0 else {
+            if case .classroom(let name) = scope, !registry.devices.values.contains(where: { $0.classroom == name }) {
+                throw .unknownScope("classroom \"\(name)\" (no device of the registry is in it and no aggregate of \(month) names it)")
+            }
+            throw .noFigures(month: month, scope: scope)
+        }
+        let tickets = try Self.database { () throws(MongoError) in
+            try openTickets(first: first, last: last, names: members == nil ? nil : names)
+        }
+        return builder.finish(id: Statement.id(month: month, scope: scope, version: version), scope: scope,
+                              classrooms: members ?? [], version: version, timeZone: timeZone.identifier, createdAt: now, tickets: tickets)
+    }
+
+    /// The month's open review tickets of the devices (nil: all), oldest first, at most `ticketLimit`.
+    func openTickets(first: CivilDate, last: CivilDate, names: Set<String>?) throws(MongoError) -> [Statement.Ticket] {
+        var filter: BSONDocument = ["status": "open", "date": ["$gte": .string(first.description), "$lte": .string(last.description)]]
+        if let names { filter["esp32_name"] = ["$in": .array(names.sorted().map { .string($0) })] }
+        return try client.find(Collections.reviewTickets, filter: filter, sort: ["date": 1, "esp32_name": 1, "kind": 1],
+                               limit: Self.ticketLimit).map { doc in
+            Statement.Ticket(id: doc["_id"]?.stringValue ?? doc["_id"]?.objectIDValue ?? "", esp32Name: doc["esp32_name"]?.stringValue ?? "",
+                             date: doc["date"]?.stringValue ?? "", kind: doc["kind"]?.stringValue ?? "", detail: doc["detail"]?.stringValue ?? "")
+        }
+    }
+
+    // MARK: Read
+
+    public func show(_ id: String) throws(StatementError) -> Statement {
+        guard let doc = try Self.database({ () throws(MongoError) in try client.findOne(Self.collection, filter: ["_id": .string(id)]) }),
+              let statement = StatementDocuments.statement(doc) else { throw .notFound(id) }
+        return statement
+    }
+
+    public func list(month: String?) throws(StatementError) -> [StatementSummary] {
+        var filter: BSONDocument = [:]
+        if let month {
+            guard Statement.parseMonth(month) != nil else { throw .badMonth(month) }
+            filter["month"] = .string(month)
+        }
+        let docs = try Self.database { () throws(MongoError) in
+            try client.find(Self.collection, filter: filter, sort: ["month": -1, "scope_key": 1, "version": -1],
+                            projection: ["lines": 0, "aggregates": 0, "days": 0, "review_tickets": 0, "segments": 0], limit: 1000)
+        }
+        return docs.compactMap(StatementDocuments.statement).map(summary)
+    }
+
+    public func summary(_ s: Statement) -> StatementSummary {
+        StatementSummary(id: s.id, month: s.month, scope: StatementDocuments.scopeKey(s.scope), version: s.version, status: s.status.rawValue,
+                         energyWh: Double(s.energy) / Double(FixedPoint.energyScale),
+                         cost: s.cost.map { Double($0) / Double(FixedPoint.moneyScale) }, currency: s.currency,
+                         createdAt: local(s.createdAt), frozenAt: s.frozenAt.map(local), frozenBy: s.frozenBy)
+    }
+
+    func local(_ millis: EpochMillis) -> String {
+        ISO8601.format(millis, offsetSeconds: timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(millis) / 1000)))
+    }
+
+    // MARK: Freeze and export
+
+    /// Freezes a draft: its exports are made now, their SHA-256 recorded with the freeze (one
+    /// conditional write, so two freezes cannot both win) and their bytes kept.
+    public func freeze(_ id: String, by: String, now: EpochMillis) throws(StatementError) -> Statement {
+        guard let doc = try Self.database({ () throws(MongoError) in try client.findOne(Self.collection, filter: ["_id": .string(id)]) }),
+              var statement = StatementDocuments.statement(doc) else { throw .notFound(id) }
+        guard statement.status == .draft else { throw .alreadyFrozen(id) }
+        statement.status = .frozen
+        statement.frozenAt = now
+        statement.frozenBy = by
+        let rendered = try StatementFormat.allCases.map { format throws(StatementError) in (format, try render(statement, format)) }
+        statement.exports = rendered.map { Statement.Export(format: $0.0, sha256: EventHash.sha256Hex(bytes: $0.1), bytes: $0.1.count) }
+        let result = try Self.database { () throws(MongoError) in
+            try client.updateOne(Self.collection, filter: ["_id": .string(id), "status": "draft", "draft_token": doc["draft_token"] ?? .null],
+                                 update: ["$set": ["status": "frozen", "frozen_at": .millis(now), "frozen_by": .string(by),
+                                                   "exports": StatementDocuments.exports(statement.exports)],
+                                          "$unset": ["draft_token": ""]],
+                                 upsert: false, writeConcern: writeConcern)
+        }
+        guard result.matchedCount == 1 else {
+            // Frozen by someone else, or replaced by a new generate, since it was read.
+            let current = try show(id)
+            if current.status == .frozen { throw .alreadyFrozen(id) }
+            return try freeze(id, by: by, now: now)
+        }
+        for (format, bytes) in rendered { try keep(statement, format, bytes) }
+        logger.notice("statement frozen", metadata: [
+            "statement_id": "\(id)", "frozen_by": "\(by)", "energy_wh": "\(FixedPoint.wh(statement.energy))",
+            "cost": "\(statement.cost.map { FixedPoint.moneyText($0) } ?? "null")",
+            "sha256": "\(statement.exports.map { "\($0.format.rawValue)=\($0.sha256.prefix(12))" }.joined(separator: " "))",
+        ])
+        return statement
+    }
+
+    func keep(_ statement: Statement, _ format: StatementFormat, _ bytes: [UInt8]) throws(StatementError) {
+        let sha = EventHash.sha256Hex(bytes: bytes)
+        _ = try Self.database { () throws(MongoError) in
+            try client.updateOne(Self.exportsCollection, filter: ["_id": .string("\(statement.id)|\(format.rawValue)")],
+                                 update: ["$setOnInsert": [
+                                     "statement_id": .string(statement.id), "format": .string(format.rawValue), "sha256": .string(sha),
+                                     "bytes": .int64(Int64(bytes.count)), "data": .binary(subtype: 0, data: bytes),
+                                 ]], upsert: true, writeConcern: writeConcern)
+        }
+    }
+
+    func render(_ statement: Statement, _ format: StatementFormat) throws(StatementError) -> [UInt8] {
+        do {
+            switch format {
+            case .csv: return StatementCSV.render(statement)
+            case .pdf: return try StatementPDF.render(statement)
+            case .xlsx: return try StatementXLSX.render(statement)
+            }
+        } catch {
+            throw .export(error)
+        }
+    }
+
+    /// A draft's export is made from it now; a frozen statement's is the one made when it was
+    /// frozen, checked against its SHA-256 (and made again, and checked, if its bytes were lost).
+    public func export(_ id: String, format: StatementFormat) throws(StatementError) -> (statement: Statement, bytes: [UInt8]) {
+        let statement = try show(id)
+        guard statement.status == .frozen else { return (statement, try render(statement, format)) }
+        guard let recorded = statement.exports.first(where: { $0.format == format }) else {
+            throw .exportChanged(id: id, format: format, detail: "no hash was recorded at freezing")
+        }
+        let stored = try Self.database { () throws(MongoError) in
+            try client.findOne(Self.exportsCollection, filter: ["_id": .string("\(id)|\(format.rawValue)")])
+        }
+        if let stored {
+            guard case .binary(_, let bytes)? = stored["data"] else {
+                throw .exportChanged(id: id, format: format, detail: "the kept export has no bytes")
+            }
+            let sha = EventHash.sha256Hex(bytes: bytes)
+            guard sha == recorded.sha256 else {
+                throw .exportChanged(id: id, format: format, detail: "the kept bytes have SHA-256 \(sha), the statement records \(recorded.sha256)")
+            }
+            return (statement, bytes)
+        }
+        let bytes = try render(statement, format)
+        let sha = EventHash.sha256Hex(bytes: bytes)
+        guard sha == recorded.sha256 else {
+            throw .exportChanged(id: id, format: format, detail: "its kept bytes are gone and rendering again gives SHA-256 \(sha), not \(recorded.sha256)")
+        }
+        try keep(statement, format, bytes)
+        return (statement, bytes)
+    }
+
+    // MARK: Diff
+
+    /// What changed between `id` and `other`, or the figures now when `other` is nil.
+    public func diff(_ id: String, other: String?, now: EpochMillis) throws(StatementError) -> StatementDiff {
+        let old = try show(id)
+        let new: Statement
+        if let other {
+            new = try show(other)
+            guard new.month == old.month, new.scope == old.scope else { throw .differentScope(id, other) }
+        } else {
+            new = try build(month: old.month, scope: old.scope, version: old.version, now: now)
+        }
+        let (earlier, later) = old.createdAt <= new.createdAt ? (old, new) : (new, old)
+        let names = Set(old.lines.map(\.esp32Name)).union(new.lines.map(\.esp32Name))
+        let late = try Self.database { () throws(MongoError) in
+            try lateReadings(month: old.month, names: names, after: earlier.createdAt, until: other == nil ? nil : later.createdAt)
+        }
+        var diff = StatementDiff.compare(earlier, later, lateReadings: late)
+        if other == nil { diff.to = "current figures" }
+        return diff
+    }
+
+    /// Per device, the readings of the month (by device time) received after `after`.
+    func lateReadings(month: String, names: Set<String>, after: EpochMillis, until: EpochMillis?) throws(MongoError) -> [String: Int] {
+        guard let (first, last) = Statement.dates(ofMonth: month), !names.isEmpty else { return [:] }
+        let calendar = LocalCalendar(timeZone: timeZone)
+        var received: BSONDocument = ["$gt": .millis(after)]
+        if let until { received["$lte"] = .millis(until) }
+        var counts: [String: Int] = [:]
+        let sorted = names.sorted()
+        for start in stride(from: 0, to: sorted.count, by: 500) {
+            let chunk = sorted[start..<min(start + 500, sorted.count)]
+            try client.aggregateBatches(Collections.telemetryEvents, pipeline: [
+                ["$match": [
+                    "esp32_name": ["$in": .array(chunk.map { .string($0) })], "received_at": .document(received),
+                    "device_ts": ["$gte": .millis(calendar.startOfDay(first)),
+                                  "$lt": .millis(calendar.startOfDay(CivilDate(daysSinceEpoch: last.daysSinceEpoch + 1)))],
+                ]],
+                ["$group": ["_id": "$esp32_name", "n": ["$sum": 1]]],
+            ]) { batch in
+                for doc in batch { if let name = doc["_id"]?.stringValue { counts[name] = doc["n"]?.intValue ?? 0 } }
+            }
+        }
+        return counts
+    }
+
+    // MARK: Scheduled drafts
+
+    /// Drafts of `month` for the campus, each registry group and each registered classroom; a
+    /// scope without figures is skipped. Never freezes.
+    public func generateMonthEnd(month: String, now: EpochMillis) throws(StatementError) -> [Statement] {
+        let scopes: [StatementScope] = [.campus] + registry.groups.keys.sorted().map { .group($0) }
+            + Set(registry.devices.values.map(\.classroom)).sorted().map { .classroom($0) }
+        var made: [Statement] = []
+        for scope in scopes {
+            do {
+                made.append(try generate(month: month, scope: scope, now: now))
+            } catch .noFigures {
+                continue
+            }
+        }
+        return made
+    }
+}
+
