@@ -61,6 +61,23 @@ struct AggregationTests {
         #expect(day.overlapMillis == 0)
     }
 
+    /// What a statement shows as tariff segments: the day's energy and cost per version, a
+    /// change at 13:00 splitting an entry by time; they add up to the day's figures.
+    @Test func dailyFiguresCarryTheEnergyAndCostOfEachTariffVersion() {
+        var calendar = LocalCalendar(timeZone: kolkata)
+        let entries = [
+            AggregateEntry(start: nov5 + 10 * hour, end: nov5 + 12 * hour, deltaWh: 400, billable: true, confidence: .high),
+            AggregateEntry(start: nov5 + 12 * hour, end: nov5 + 14 * hour, deltaWh: 600, billable: true, confidence: .high),
+        ]
+        let day = Aggregator.daily(date: CivilDate("2026-11-05")!, esp32Name: "d", classroom: "x", entries: entries,
+                                   tariffs: TariffBook([tariff("a", 8, from: 0), tariff("b", 10, from: nov5 + 13 * hour)]), calendar: &calendar)
+        #expect(day.costSegments.map(\.costVersionID) == ["a", "b"])
+        #expect(day.costSegments.map(\.energyWh) == [700, 300])
+        #expect(day.costSegments.map(\.costPerKwh) == [8, 10])
+        #expect(abs(day.costSegments.map(\.cost).reduce(0, +) - (day.cost ?? 0)) < 1e-12)
+        #expect(abs((day.cost ?? 0) - (0.7 * 8 + 0.3 * 10)) < 1e-12)
+    }
+
     /// Live entries never overlap; when some do (a defect), the day says by how much, in any
     /// order of the entries, and the overlap does not count twice as coverage.
     @Test func overlappingEntriesAreMeasuredAndNotCoveredTwice() {

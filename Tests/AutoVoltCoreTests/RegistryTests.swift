@@ -76,12 +76,40 @@ struct RegistryTests {
             ("[[schedule]]\nclassroom = \"A\"\n[[schedule]]\nclassroom = \"A\"\n", "schedule of \"A\" is listed twice"),
             ("[[schedule]]\nclassroom = \"A\"\nhours = \"18:00-08:00\"\n", "schedule of \"A\": hours"),
             ("[[schedule]]\nclassroom = \"A\"\nopen = true\n", "schedule of \"A\": unknown field \"open\""),
-            ("[[room]]\nname = \"A\"\n", "expected [[device]] or [[schedule]] tables"),
+            ("[[room]]\nname = \"A\"\n", "expected [[device]] or [[schedule]] or [[group]] tables"),
         ]
         for (text, expected) in mistakes {
             #expect(throws: DeviceRegistry.ParseError.self) { try DeviceRegistry.parse(toml: text) }
             do {
                 _ = try DeviceRegistry.parse(toml: text)
+            } catch {
+                #expect(error.message.contains(expected), "\(error.message)")
+            }
+        }
+    }
+
+    @Test func groupsNameClassroomsForStatementsAndMistakesNameTheGroup() throws {
+        let registry = try DeviceRegistry.parse(toml: """
+            [[device]]
+            esp32_name = "lab-101"
+            classroom = "CSE-301"
+
+            [[group]]
+            name = "CSE"
+            classrooms = ["CSE-301", "CSE-302", "CSE-301"]
+            """)
+        #expect(registry.groups == ["CSE": ["CSE-301", "CSE-302"]])
+        let mistakes: [(String, String)] = [
+            ("[[group]]\nclassrooms = [\"A\"]\n", "group #1: name"),
+            ("[[group]]\nname = \"G\"\nclassrooms = []\n", "group \"G\": classrooms must be a non-empty array"),
+            ("[[group]]\nname = \"G\"\nclassrooms = [1]\n", "group \"G\": classrooms must be a non-empty array"),
+            ("[[group]]\nname = \"G\"\nclassrooms = [\"A\"]\nowner = \"x\"\n", "group \"G\": unknown key \"owner\""),
+            ("[[group]]\nname = \"G\"\nclassrooms = [\"A\"]\n[[group]]\nname = \"G\"\nclassrooms = [\"B\"]\n", "group \"G\" is listed twice"),
+        ]
+        for (text, expected) in mistakes {
+            do {
+                _ = try DeviceRegistry.parse(toml: text)
+                Issue.record("no error for \(text)")
             } catch {
                 #expect(error.message.contains(expected), "\(error.message)")
             }
