@@ -1,0 +1,187 @@
+import AutoVoltCore
+import AutoVoltMongo
+@testable import AutoVoltService
+import AutoVoltTestSupport
+import Foundation
+import Logging
+import Testing
+
+/// The statement store against the wire-protocol server, with time injected: the month-end
+/// routine, what a frozen statement withstands, and every refusal.
+@Suite("integration: statements (store)", .serialized)
+struct StatementStoreTests {
+    static let november = "2026-11"
+
+    final class StatementRig: @unchecked Sendable {  // @unchecked: used from one test at a time
+        let accounting: AccountingRig
+        let store: StatementStore
+
+        init() throws {
+            accounting = try AccountingRig()
+            let registry = DeviceRegistry(devices: Array(accounting.registry.devices.values), schedules: [:],
+                                          groups: ["Computing": ["CSE-301"], "Labs": ["CSE-301", "EEE-105"]])
+            store = StatementStore(client: accounting.client, registry: registry, timeZone: accounting.zone,
+                                   writeConcern: .acknowledged, logger: accounting.logger)
+        }
+
+        var client: MongoClient { accounting.client }
+
+        /// Three days of hourly readings (5-7 November) for the three devices, at 8 INR/kWh.
+        func threeDays() throws {
+            _ = try accounting.aggregation.addTariff(costPerKwh: 8, currency: "INR", effectiveFrom: 0, classroom: nil, notes: nil, now: day5)
+            for (index, device) in ["lab-101", "lab-102", "lab-201"].enumerated() {
+                let step = Double(40 + 7 * index) + 0.123
+                let readings: [(time: EpochMillis, energy: Double)] = (0...72).map { hour in
+                    (time: day5 + Int64(hour) * oneHour, energy: 1000 + step * Double(hour))
+                }
+                try accounting.ingest(device, readings, now: day5 + 4 * 24 * oneHour)
+            }
+        }
+
+        /// The month's daily aggregates, as a statement counts them.
+        func aggregateTotals(classrooms: [String]? = nil) throws -> (energy: Int64, cost: Int64, count: Int) {
+            var filter: BSONDocument = ["date": ["$gte": "2026-11-01", "$lte": "2026-11-30"]]
+            if let classrooms { filter["classroom"] = ["$in": .array(classrooms.map { .string($0) })] }
+            let docs = try client.find(Collections.dailyAggregates, filter: filter, limit: 1000)
+            return (docs.map { FixedPoint.energy($0["energy_wh"]?.doubleValue ?? 0) }.reduce(0, +),
+                    docs.map { FixedPoint.money($0["cost"]?.doubleValue ?? 0) }.reduce(0, +), docs.count)
+        }
+    }
+
+    @Test func theMonthEndRoutineAndAFrozenStatementThatNeverChanges() throws {
+        let rig = try StatementRig()
+        try rig.threeDays()
+        let now = later
+        let draft = try rig.store.generate(month: Self.november, scope: .campus, now: now)
+        let totals = try rig.aggregateTotals()
+        #expect(draft.id == "2026-11.campus.v1" && draft.version == 1 && draft.status == .draft)
+        #expect(draft.energy == totals.energy && draft.cost == totals.cost, "the statement is the sum of the aggregates it rests on")
+        #expect(draft.lines.count == 3 && draft.sources.count == totals.count)
+        #expect(draft.sources.allSatisfy { $0.version >= 1 })
+        #expect(draft.segments.count == 1 && draft.segments[0].costPerKwh == 8)
+        #expect(draft.currency == "INR")
+        // A new generate replaces the draft: the same id, still version 1.
+        let again = try rig.store.generate(month: Self.november, scope: .campus, now: now + 1000)
+        #expect(again.id == draft.id && again.version == 1)
+        #expect(try rig.store.list(month: Self.november).count == 1)
+
+        let frozen = try rig.store.freeze(draft.id, by: "finance", now: now + 2000)
+        #expect(frozen.status == .frozen && frozen.frozenBy == "finance" && frozen.exports.count == 3)
+        #expect(throws: StatementError.self) { try rig.store.freeze(draft.id, by: "again", now: now + 3000) }
+        var exported: [StatementFormat: [UInt8]] = [:]
+        for format in StatementFormat.allCases {
+            let (_, bytes) = try rig.store.export(draft.id, format: format)
+            #expect(EventHash.sha256Hex(bytes: bytes) == frozen.exports.first { $0.format == format }?.sha256)
+            exported[format] = bytes
+        }
+        let csv = String(decoding: exported[.csv] ?? [], as: UTF8.self)
+        let total = try #require(csv.components(separatedBy: "\r\n").first { $0.contains(",total,") })
+        let fields = total.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        #expect(fields[8] == FixedPoint.wh(totals.energy) && fields[10] == FixedPoint.moneyText(totals.cost), "CSV totals are the aggregates' exactly")
+
+        // After freezing: a late reading inside the month and a retroactive classroom tariff.
+        try rig.accounting.ingest("lab-101", [(time: day5 + 80 * oneHour, energy: 5000)], now: now + 10_000)
+        _ = try rig.accounting.aggregation.addTariff(costPerKwh: 11, currency: "INR", effectiveFrom: day5 + 24 * oneHour, classroom: "EEE-105",
+                                                     notes: "retroactive", now: now + 20_000)
+        let moved = try rig.aggregateTotals()
+        #expect(moved.energy != totals.energy && moved.cost != totals.cost)
+        #expect(try rig.store.show(draft.id) == frozen, "the frozen statement did not move")
+        for format in StatementFormat.allCases {
+            #expect(try rig.store.export(draft.id, format: format).bytes == exported[format], "the frozen \(format) export did not move")
+        }
+
+        // The next generate is version 2 with the new figures; the diff says why.
+        let next = try rig.store.generate(month: Self.november, scope: .campus, now: now + 30_000)
+        #expect(next.id == "2026-11.campus.v2" && next.version == 2 && next.energy == moved.energy && next.cost == moved.cost)
+        for diff in [try rig.store.diff(draft.id, other: nil, now: now + 40_000), try rig.store.diff(draft.id, other: next.id, now: now + 40_000)] {
+            let byName = Dictionary(uniqueKeysWithValues: diff.changes.map { ($0.esp32Name, $0) })
+            #expect(byName.keys.sorted() == ["lab-101", "lab-201"], "lab-102 did not change: \(diff.changes)")
+            #expect(byName["lab-101"]?.reasons == [.lateReadings] && byName["lab-101"]?.lateReadings == 1)
+            #expect(byName["lab-201"]?.reasons == [.tariffChange])
+            #expect(byName["lab-201"]?.dates.map(\.description) == ["2026-11-06", "2026-11-07"], "the tariff reaches from the 6th; readings end at midnight on the 8th")
+            #expect(diff.oldEnergy == totals.energy && diff.newEnergy == moved.energy)
+        }
+        #expect(try rig.store.list(month: Self.november).map(\.id) == ["2026-11.campus.v2", "2026-11.campus.v1"])
+        let v2 = try rig.store.freeze(next.id, by: "finance", now: now + 50_000)
+        #expect(try rig.store.generate(month: Self.november, scope: .campus, now: now + 60_000).version == 3)
+        #expect(v2.exports.count == 3)
+    }
+
+    @Test func scopesAreAClassroomOrARegistryGroup() throws {
+        let rig = try StatementRig()
+        try rig.threeDays()
+        let computing = try rig.store.generate(month: Self.november, scope: try rig.store.scope(classroom: nil, group: "Computing"), now: later)
+        #expect(computing.id == "2026-11.group.Computing.v1" && computing.classrooms == ["CSE-301"])
+        #expect(computing.lines.map(\.esp32Name) == ["lab-101", "lab-102"])
+        #expect(computing.energy == (try rig.aggregateTotals(classrooms: ["CSE-301"])).energy)
+        let eee = try rig.store.generate(month: Self.november, scope: .classroom("EEE-105"), now: later)
+        #expect(eee.lines.map(\.esp32Name) == ["lab-201"])
+        let labs = try rig.store.generate(month: Self.november, scope: .group("Labs"), now: later)
+        #expect(labs.energy == computing.energy + eee.energy)
+        #expect(throws: StatementError.self) { try rig.store.diff(labs.id, other: eee.id, now: later) }
+    }
+
+    @Test func refusalsChangeNothing() throws {
+        let rig = try StatementRig()
+        try rig.threeDays()
+        func refusal(_ body: () throws -> Void) -> StatementError? {
+            do {
+                try body()
+                return nil
+            } catch let error as StatementError {
+                return error
+            } catch {
+                return nil
+            }
+        }
+        let cases: [(StatementError?, Int32, Int)] = [
+            (refusal { _ = try rig.store.generate(month: "2026-13", scope: .campus, now: later) }, 64, 400),
+            (refusal { _ = try rig.store.generate(month: "2027-02", scope: .campus, now: later) }, 64, 400),
+            (refusal { _ = try rig.store.generate(month: Self.november, scope: .classroom("NOPE-1"), now: later) }, 64, 404),
+            (refusal { _ = try rig.store.scope(classroom: nil, group: "Nope") }, 64, 404),
+            (refusal { _ = try rig.store.generate(month: "2026-09", scope: .campus, now: later) }, 1, 404),
+            (refusal { _ = try rig.store.show("2026-11.campus.v9") }, 1, 404),
+            (refusal { _ = try rig.store.freeze("2026-11.campus.v9", by: "x", now: later) }, 1, 404),
+            (refusal { _ = try rig.store.export("2026-11.campus.v9", format: .pdf) }, 1, 404),
+        ]
+        for (error, exit, status) in cases {
+            #expect(error?.exitCode == exit && error?.httpStatus == status, "\(String(describing: error))")
+        }
+        #expect(rig.accounting.client.countDocumentsOrZero(StatementStore.collection) == 0)
+        let draft = try rig.store.generate(month: Self.november, scope: .campus, now: later)
+        _ = try rig.store.freeze(draft.id, by: "finance", now: later)
+        let twice = refusal { _ = try rig.store.freeze(draft.id, by: "someone", now: later + 1) }
+        #expect(twice?.exitCode == 1 && twice?.httpStatus == 409)
+        #expect(try rig.store.show(draft.id).frozenBy == "finance")
+    }
+
+    /// The bytes kept at freezing are what an export returns; lost, they are made again and
+    /// must match the recorded hash; altered, the export refuses.
+    @Test func frozenExportsAreCheckedAgainstTheirHash() throws {
+        let rig = try StatementRig()
+        try rig.threeDays()
+        let draft = try rig.store.generate(month: Self.november, scope: .campus, now: later)
+        let frozen = try rig.store.freeze(draft.id, by: "finance", now: later)
+        let pdf = try rig.store.export(draft.id, format: .pdf).bytes
+        _ = try rig.client.deleteMany(StatementStore.exportsCollection, filter: ["_id": .string("\(draft.id)|pdf")], writeConcern: .acknowledged)
+        #expect(try rig.store.export(draft.id, format: .pdf).bytes == pdf, "made again from the frozen document, the same bytes")
+        #expect(rig.client.countDocumentsOrZero(StatementStore.exportsCollection, ["_id": .string("\(draft.id)|pdf")]) == 1)
+        var altered = try rig.store.export(draft.id, format: .csv).bytes
+        altered[0] ^= 1
+        _ = try rig.client.updateOne(StatementStore.exportsCollection, filter: ["_id": .string("\(draft.id)|csv")],
+                                     update: ["$set": ["data": .binary(subtype: 0, data: altered)]], upsert: false, writeConcern: .acknowledged)
+        do {
+            _ = try rig.store.export(draft.id, format: .csv)
+            Issue.record("an altered export was returned")
+        } catch {
+            #expect(error.description.contains("would differ from the one frozen"), "\(error)")
+        }
+        #expect(frozen.exports.map(\.format) == [.csv, .pdf, .xlsx])
+    }
+}
+
+extension MongoClient {
+    func countDocumentsOrZero(_ collection: String, _ filter: BSONDocument = [:]) -> Int {
+        (try? countDocuments(collection, filter: filter)) ?? 0
+    }
+}
