@@ -521,10 +521,12 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 } else {
                     appliedGeneration = generation
                     let concern = try config.writeConcern.resolve(for: client)
-                    active = Scheduler(client: client, schedule: Schedule(reconcileAt: config.reconcileAt), timeZone: config.timeZone,
-                                       owner: "worker:\(config.mqtt.clientID)", aggregation: aggregation,
+                    active = Scheduler(client: client, schedule: Schedule(reconcileAt: config.reconcileAt, statementAt: config.statementAt),
+                                       timeZone: config.timeZone, owner: "worker:\(config.mqtt.clientID)", aggregation: aggregation,
                                        reconciler: Reconciler(client: client, registry: registry, timeZone: config.timeZone,
                                                               writeConcern: concern, logger: logger),
+                                       statements: StatementStore(client: client, registry: registry, timeZone: config.timeZone,
+                                                                  writeConcern: concern, logger: logger),
                                        writeConcern: concern, logger: logger, listeningSince: startedAt)
                     scheduler = active
                 }

@@ -241,6 +241,8 @@ public final class Scheduler: Sendable {
     let owner: String
     let aggregation: AggregationStore
     let reconciler: Reconciler
+    /// Makes the month-end statement drafts (nil: not this scheduler's job, as in some tests).
+    let statements: StatementStore?
     let writeConcern: WriteConcern
     let logger: Logger
     let leaseMillis: Int64 = 15 * 60_000
@@ -249,8 +251,10 @@ public final class Scheduler: Sendable {
     private let firstReceivedAt = Mutex<EpochMillis?>(nil)
 
     public init(client: MongoClient, schedule: Schedule, timeZone: TimeZone, owner: String, aggregation: AggregationStore,
-                reconciler: Reconciler, writeConcern: WriteConcern, logger: Logger, listeningSince: EpochMillis) {
+                reconciler: Reconciler, statements: StatementStore? = nil, writeConcern: WriteConcern, logger: Logger,
+                listeningSince: EpochMillis) {
         self.listeningSince = listeningSince
+        self.statements = statements
         self.client = client
         self.schedule = schedule
         self.timeZone = timeZone
@@ -289,6 +293,8 @@ public final class Scheduler: Sendable {
                                                          "aggregates_changed": "\(report.changedCount)"])
                 case .reconcile:
                     runID = try reconciler.run(date: job.date, now: now).runID
+                case .statements:
+                    try makeStatementDrafts(for: job, now: now)
                 }
             } catch {
                 _ = try? client.updateOne(Self.runsCollection, filter: ["_id": .string(job.id), "owner": .string(owner)],
@@ -304,6 +310,23 @@ public final class Scheduler: Sendable {
             ran.append(job)
         }
         return ran
+    }
+
+    /// The drafts of the month before the job's date. A database error is the job's failure
+    /// (retried at the next tick); any other is logged and the job is done: it would fail again.
+    private func makeStatementDrafts(for job: ScheduledJob, now: EpochMillis) throws(MongoError) {
+        guard let statements else { return }
+        let month = Statement.previousMonth(of: job.date)
+        do {
+            let made = try statements.generateMonthEnd(month: month, now: now)
+            logger.notice("statement drafts made", metadata: [
+                "month": "\(month)", "drafts": "\(made.count)", "ids": "\(made.map(\.id).joined(separator: " "))",
+            ])
+        } catch .database(let error) {
+            throw error
+        } catch {
+            logger.error("statement drafts failed", metadata: ["month": "\(month)", "error": "\(error)"])
+        }
     }
 
     /// When this database received its first reading; asked once, then remembered (the scheduler

@@ -28,6 +28,8 @@ public struct WorkerConfig: Sendable {
     public var timeZone: TimeZone
     public var clockPolicy: ClockPolicy
     public var reconcileAt: (hour: Int, minute: Int)
+    /// When the drafts of the previous month's statements are made on the 1st (AUTOVOLT_STATEMENT_AT).
+    public var statementAt: (hour: Int, minute: Int)
     public var httpAddress: (host: String, port: Int)?
     public var apiToken: String?
     /// The shared secret of signed HTTP ingest (AUTOVOLT_INGEST_SECRET_FILE); boards may also
@@ -112,7 +114,7 @@ public struct WorkerConfig: Sendable {
         "AUTOVOLT_MQTT_URL", "AUTOVOLT_MQTT_CA_FILE", "AUTOVOLT_MQTT_CERT_FILE", "AUTOVOLT_MQTT_KEY_FILE",
         "AUTOVOLT_MQTT_USERNAME", "AUTOVOLT_MQTT_PASSWORD_FILE", "AUTOVOLT_MQTT_CLIENT_ID", "AUTOVOLT_MQTT_SHARE_GROUP",
         "AUTOVOLT_MQTT_PROTOCOL", "AUTOVOLT_MQTT_KEEPALIVE", "AUTOVOLT_INGEST_SECRET_FILE", "AUTOVOLT_MONGODB_URI", "AUTOVOLT_MONGODB_WRITE_CONCERN",
-        "AUTOVOLT_TIMEZONE", "AUTOVOLT_MAX_CLOCK_LAG", "AUTOVOLT_RECONCILE_AT", "AUTOVOLT_HTTP_ADDR",
+        "AUTOVOLT_TIMEZONE", "AUTOVOLT_MAX_CLOCK_LAG", "AUTOVOLT_RECONCILE_AT", "AUTOVOLT_STATEMENT_AT", "AUTOVOLT_HTTP_ADDR",
         "AUTOVOLT_API_TOKEN_FILE", "AUTOVOLT_STATE_DIR", "AUTOVOLT_DEVICES", "AUTOVOLT_ALARMS", "AUTOVOLT_ALARM_WEBHOOK_URL", "AUTOVOLT_LOG_LEVEL", "AUTOVOLT_LOG_FORMAT",
         "AUTOVOLT_JOURNAL_MAX_BYTES", "AUTOVOLT_JOURNAL_SYNC", "AUTOVOLT_BATCH_SIZE", "AUTOVOLT_DIP_TIMEOUT",
         "AUTOVOLT_HTTP_QUERY_CONCURRENCY", "AUTOVOLT_HTTP_QUERY_QUEUE", "AUTOVOLT_HTTP_QUERY_TIMEOUT",
@@ -202,13 +204,17 @@ public struct WorkerConfig: Sendable {
             throw ConfigError("AUTOVOLT_MAX_CLOCK_LAG", "\"\(lagText)\" is not a positive duration such as 7d, 12h, 30m or 90s")
         }
         clockPolicy = ClockPolicy(maxLagMillis: lag)
-        let at = value("AUTOVOLT_RECONCILE_AT") ?? "02:00"
-        let atParts = at.split(separator: ":")
-        guard atParts.count == 2, atParts[0].count == 2, atParts[1].count == 2,
-              let hour = Int(atParts[0]), let minute = Int(atParts[1]), (0..<24).contains(hour), (0..<60).contains(minute) else {
-            throw ConfigError("AUTOVOLT_RECONCILE_AT", "\"\(at)\" is not a local time HH:MM")
+        func localTime(_ name: String, default fallback: String) throws(ConfigError) -> (hour: Int, minute: Int) {
+            let at = value(name) ?? fallback
+            let parts = at.split(separator: ":")
+            guard parts.count == 2, parts[0].count == 2, parts[1].count == 2,
+                  let hour = Int(parts[0]), let minute = Int(parts[1]), (0..<24).contains(hour), (0..<60).contains(minute) else {
+                throw ConfigError(name, "\"\(at)\" is not a local time HH:MM")
+            }
+            return (hour, minute)
         }
-        reconcileAt = (hour, minute)
+        reconcileAt = try localTime("AUTOVOLT_RECONCILE_AT", default: "02:00")
+        statementAt = try localTime("AUTOVOLT_STATEMENT_AT", default: "03:00")
 
         // HTTP
         let http = value("AUTOVOLT_HTTP_ADDR") ?? "127.0.0.1:9464"

@@ -190,4 +190,19 @@ struct ScheduleTests {
         #expect(jobs == ["day_close:2026-11-02", "reconcile:2026-11-02", "day_close:2026-11-03", "reconcile:2026-11-03",
                          "day_close:2026-11-04", "reconcile:2026-11-04"])
     }
+
+    /// On the 1st, after the last day of the month is closed and reconciled, the drafts of the
+    /// month's statements; once, and never on another day.
+    @Test func statementDraftsOnTheFirstAfterTheMonthsLastDay() {
+        let december1 = nov5 + 26 * 24 * hour // 2026-12-01 00:00 local
+        let jobs = due(december1 + 3 * hour + 60_000)
+        #expect(jobs.suffix(3) == ["day_close:2026-11-30", "reconcile:2026-11-30", "statements:2026-12-01"], "\(jobs)")
+        #expect(!due(december1 + 2 * hour + 30 * 60_000).contains("statements:2026-12-01"), "not before AUTOVOLT_STATEMENT_AT")
+        #expect(!due(december1 + 3 * hour + 60_000, done: ["statements:2026-12-01"]).contains("statements:2026-12-01"))
+        #expect(!due(nov5 + 3 * hour).contains { $0.hasPrefix("statements") })
+        var calendar = LocalCalendar(timeZone: kolkata)
+        let late = Schedule(reconcileAt: (2, 0), statementAt: (6, 30), dayCloseDelayMinutes: 5, lookbackDays: 3)
+        #expect(late.due(now: december1 + 6 * hour, calendar: &calendar, done: []).allSatisfy { $0.kind != .statements })
+        #expect(late.due(now: december1 + 7 * hour, calendar: &calendar, done: []).last?.id == "statements:2026-12-01")
+    }
 }

@@ -35,6 +35,7 @@ struct ConfigTests {
         #expect(c.timeZone.identifier == "Asia/Kolkata")
         #expect(c.clockPolicy.maxLagMillis == 7 * 86_400_000)
         #expect(c.reconcileAt == (2, 0))
+        #expect(c.statementAt == (3, 0))
         #expect(c.httpAddress?.host == "127.0.0.1" && c.httpAddress?.port == 9464)
         #expect(c.stateDirectory == "/var/lib/autovolt")
         #expect(c.logLevel == .info)
@@ -83,6 +84,7 @@ struct ConfigTests {
         (["AUTOVOLT_TIMEZONE": "Mars/Olympus"], "AUTOVOLT_TIMEZONE"),
         (["AUTOVOLT_MAX_CLOCK_LAG": "soon"], "AUTOVOLT_MAX_CLOCK_LAG"),
         (["AUTOVOLT_RECONCILE_AT": "25:00"], "AUTOVOLT_RECONCILE_AT"),
+        (["AUTOVOLT_STATEMENT_AT": "3am"], "AUTOVOLT_STATEMENT_AT"),
         (["AUTOVOLT_HTTP_ADDR": "localhost"], "AUTOVOLT_HTTP_ADDR"),
         (["AUTOVOLT_API_TOKEN_FILE": "/missing"], "AUTOVOLT_API_TOKEN_FILE"),
         (["AUTOVOLT_API_TOKEN_FILE": "/empty"], "AUTOVOLT_API_TOKEN_FILE"),

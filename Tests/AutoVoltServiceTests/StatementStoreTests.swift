@@ -155,6 +155,28 @@ struct StatementStoreTests {
         #expect(try rig.store.show(draft.id).frozenBy == "finance")
     }
 
+    /// The scheduler's job on the 1st: drafts for the campus, each group and each classroom
+    /// with figures, leased like the other jobs (a second worker makes none), never frozen.
+    @Test func theSchedulerDraftsThePreviousMonthOnTheFirst() throws {
+        let rig = try StatementRig()
+        try rig.threeDays()
+        let december1At3 = day5 + 26 * 24 * oneHour + 3 * oneHour + 60_000
+        func scheduler(_ owner: String) -> Scheduler {
+            let a = rig.accounting
+            return Scheduler(client: a.client, schedule: Schedule(reconcileAt: (2, 0), statementAt: (3, 0), lookbackDays: 1), timeZone: a.zone,
+                             owner: owner, aggregation: a.aggregation,
+                             reconciler: Reconciler(client: a.client, registry: a.registry, timeZone: a.zone, writeConcern: .acknowledged, logger: a.logger),
+                             statements: rig.store, writeConcern: .acknowledged, logger: a.logger, listeningSince: day5)
+        }
+        let ran = try scheduler("a").tick(now: december1At3).map(\.id)
+        #expect(ran.contains("statements:2026-12-01"), "\(ran)")
+        #expect(try scheduler("b").tick(now: december1At3 + 1000).isEmpty)
+        let made = try rig.store.list(month: Self.november)
+        #expect(Set(made.map(\.id)) == ["2026-11.campus.v1", "2026-11.group.Computing.v1", "2026-11.group.Labs.v1",
+                                         "2026-11.classroom.CSE-301.v1", "2026-11.classroom.EEE-105.v1"])
+        #expect(made.allSatisfy { $0.status == "draft" })
+    }
+
     /// The bytes kept at freezing are what an export returns; lost, they are made again and
     /// must match the recorded hash; altered, the export refuses.
     @Test func frozenExportsAreCheckedAgainstTheirHash() throws {
