@@ -169,10 +169,13 @@ struct Statements: ParsableCommand {
             let temporary = target.deletingLastPathComponent().appendingPathComponent(".\(target.lastPathComponent).\(getpid()).partial")
             do {
                 try Data(bytes).write(to: temporary)
-                _ = try FileManager.default.replaceItemAt(target, withItemAt: temporary)
             } catch {
-                try? FileManager.default.removeItem(at: temporary)
                 throw fail("statements export: cannot write \(out): \((error as NSError).localizedFailureReason ?? error.localizedDescription)", Exit.failure)
+            }
+            guard rename(temporary.path, target.path) == 0 else {
+                let reason = String(cString: strerror(errno))
+                try? FileManager.default.removeItem(at: temporary)
+                throw fail("statements export: cannot write \(out): \(reason)", Exit.failure)
             }
             let sha = EventHash.sha256Hex(bytes: bytes)
             print("\(out): \(statement.id) as \(chosen.rawValue), \(bytes.count) bytes, sha256 \(sha)"
