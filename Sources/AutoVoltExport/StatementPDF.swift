@@ -114,7 +114,7 @@ public enum StatementPDF {
             try pair("Energy", "\(FixedPoint.kwh(s.energy)) kWh")
             try pair("Cost", s.cost.map { "\(money)\(FixedPoint.moneyText($0, decimals: 2))" } ?? "unknown: some energy had no tariff")
             if s.unpriced > 0 { try pair("Without a tariff", "\(FixedPoint.kwh(s.unpriced)) kWh") }
-            try pair("Devices", "\(s.lines.count), \(s.coverage.deviceDays) device-days of \(s.coverage.daysInMonth) days")
+            try pair("Devices", "\(s.lines.count) (\(s.coverage.deviceDays) device-days with readings in a month of \(s.coverage.daysInMonth) days)")
             try pair("Coverage", String(format: "mean %.1f %%, lowest %.1f %%", s.coverage.mean * 100, s.coverage.lowest * 100))
             let confidence = Confidence.allCases.map { "\($0.rawValue) \(s.coverage.confidence[$0] ?? 0)" }.joined(separator: ", ")
             try pair("Ledger entries", confidence)
