@@ -187,8 +187,9 @@ struct HTTPHealthTests {
         let refused = answers.filter { $0.error.contains("too many queries") }
         let late = answers.filter { $0.error.contains("did not finish within") }
         #expect(refused.count >= 3 && late.count >= 1 && refused.count + late.count == 6, "\(answers)")
-        // The deadline holds: nobody waited for the 9 s query.
-        #expect(answers.allSatisfy { $0.seconds < 7.5 }, "\(answers)")
+        // The deadline holds: nobody waited for the 9 s query (an answer that had waited for it
+        // would take at least that long; anything shorter, on however loaded a machine, did not).
+        #expect(answers.allSatisfy { $0.seconds < 9 }, "\(answers)")
 
         // Once the load is gone, queries answer again.
         let fine = try await Self.call(session, port, "/api/power-analytics/summary?date=2026-11-05")
