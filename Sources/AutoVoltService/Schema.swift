@@ -78,6 +78,7 @@ public enum Schema {
         Collections.reconciliationReports: ["run_id", "date"],
         Collections.reviewTickets: ["esp32_name", "date", "kind"],
         AlarmStore.alarms: ["rule", "esp32_name", "status", "raised_at"],
+        StatementStore.collection: ["month", "scope", "version", "status"],
     ]
 
     public struct Conflict: Error, CustomStringConvertible {
