@@ -61,7 +61,15 @@ final class Rig: @unchecked Sendable {
     }
 }
 
-let baseTime = Int(Date().timeIntervalSince1970) - 3600
+/// About an hour ago, in seconds; moved back when that is in the last 90 minutes of a local day
+/// (Asia/Kolkata, no daylight saving), so that readings over the next 90 minutes from it stay on
+/// one local day whenever the tests run (a reading split at midnight makes two ledger entries).
+let baseTime: Int = {
+    let anHourAgo = Int(Date().timeIntervalSince1970) - 3600
+    let secondsOfDay = ((anHourAgo + 19_800) % 86_400 + 86_400) % 86_400
+    let latest = 86_400 - 5_400
+    return secondsOfDay > latest ? anHourAgo - (secondsOfDay - latest) : anHourAgo
+}()
 
 /// Telemetry for `device` with a distinct timestamp and counter per index.
 func reading(_ device: String, _ index: Int, energy: Double? = nil) -> (topic: String, payload: String) {
