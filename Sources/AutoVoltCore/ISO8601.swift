@@ -104,7 +104,7 @@ public struct CivilDate: Sendable, Hashable, Comparable, CustomStringConvertible
     public init?(_ text: String) {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0].count == 4, parts[1].count == 2, parts[2].count == 2,
-              let y = Int(parts[0]), let m = Int(parts[1]), let d = Int(parts[2]),
+              parts.allSatisfy({ $0.allSatisfy(\.isASCIIDigit) }), let y = Int(parts[0]), let m = Int(parts[1]), let d = Int(parts[2]),
               (1...12).contains(m), (1...CivilDate.daysInMonth(year: y, month: m)).contains(d)
         else { return nil }
         self.init(year: y, month: m, day: d)
@@ -157,4 +157,9 @@ extension BinaryInteger {
         let q = self / divisor
         return (self % divisor != 0 && (self < 0) != (divisor < 0)) ? q - 1 : q
     }
+}
+
+extension Character {
+    /// 0-9 only (`Int("+1")` is 1, and a date or month is digits).
+    var isASCIIDigit: Bool { isASCII && isNumber }
 }

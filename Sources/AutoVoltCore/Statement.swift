@@ -11,9 +11,19 @@ public enum FixedPoint {
     public static let moneyScale: Int64 = 10_000
 
     /// Wh as milliwatt-hours.
-    public static func energy(_ wh: Double) -> Int64 { Int64((wh * Double(energyScale)).rounded()) }
+    public static func energy(_ wh: Double) -> Int64 { units(wh, scale: energyScale) }
     /// A money amount as 1/10,000 of the currency.
-    public static func money(_ amount: Double) -> Int64 { Int64((amount * Double(moneyScale)).rounded()) }
+    public static func money(_ amount: Double) -> Int64 { units(amount, scale: moneyScale) }
+
+    /// No real device-day comes near 10^9 (Wh or currency); a stored value beyond it, or not a
+    /// number, must not trap the worker: it is clamped (NaN counts as 0), and the sum of the
+    /// largest statement a document can hold of such values still fits an Int64.
+    static let limit = 1e9
+
+    static func units(_ value: Double, scale: Int64) -> Int64 {
+        guard value.isFinite else { return value.isNaN ? 0 : (value > 0 ? Int64(limit) * scale : -Int64(limit) * scale) }
+        return Int64((min(max(value, -limit), limit) * Double(scale)).rounded())
+    }
 
     /// `units / scale` as decimal text with `decimals` places (at most the scale's), rounding
     /// half away from zero; exact, with a dot, whatever the locale.
@@ -43,7 +53,7 @@ public enum FixedPoint {
     /// Rounds `parts` to whole units so that they add up to `total` exactly: each is rounded,
     /// and what rounding lost or gained goes to the largest part.
     public static func apportion(total: Int64, parts: [Double], scale: Int64) -> [Int64] {
-        var units = parts.map { Int64(($0 * Double(scale)).rounded()) }
+        var units = parts.map { Self.units($0, scale: scale) }
         guard let largest = parts.indices.max(by: { abs(parts[$0]) < abs(parts[$1]) }) else { return [] }
         units[largest] += total - units.reduce(0, +)
         return units
@@ -323,7 +333,8 @@ public struct Statement: Sendable, Equatable {
     /// `YYYY-MM` with a real month, or nil.
     public static func parseMonth(_ text: String) -> (year: Int, month: Int)? {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-        guard parts.count == 2, parts[0].count == 4, parts[1].count == 2, let y = Int(parts[0]), let m = Int(parts[1]),
+        guard parts.count == 2, parts[0].count == 4, parts[1].count == 2, parts.allSatisfy({ $0.allSatisfy(\.isASCIIDigit) }),
+              let y = Int(parts[0]), let m = Int(parts[1]),
               (1...12).contains(m), y >= 1970 else { return nil }
         return (y, m)
     }

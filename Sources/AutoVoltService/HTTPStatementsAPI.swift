@@ -107,9 +107,9 @@ enum StatementsAPI {
         router.post("\(base)/:id/freeze") { request, context -> Response in
             if let refusal = AccountingAPI.authorize(request, config) { return refusal }
             let id = context.parameters.get("id") ?? ""
-            let data = (try? await AccountingAPI.data(of: request)) ?? Data()
             let body: FreezeRequest
             do {
+                let data = try await AccountingAPI.data(of: request)
                 body = data.isEmpty ? FreezeRequest() : try JSONDecoder().decode(FreezeRequest.self, from: data)
             } catch {
                 return AccountingAPI.problem(.badRequest, "body must be empty or JSON with by (who freezes it): \(error)")

@@ -281,7 +281,16 @@ public final class Scheduler: Sendable {
         let done = Set(try client.find(Self.runsCollection, filter: ["_id": ["$in": .array(candidates.map { .string($0.id) })], "status": "done"],
                                        projection: ["_id": 1], limit: candidates.count).compactMap { $0["_id"]?.stringValue })
         var ran: [ScheduledJob] = []
+        let candidateIDs = Set(candidates.map(\.id))
         for job in candidates where !done.contains(job.id) {
+            // The month's drafts wait for its last day's close and reconciliation, wherever they
+            // run (another worker may hold their lease): at a later tick, they are done.
+            if job.kind == .statements {
+                let last = CivilDate(daysSinceEpoch: job.date.daysSinceEpoch - 1)
+                let before = ["\(ScheduledJob.Kind.dayClose.rawValue):\(last)", "\(ScheduledJob.Kind.reconcile.rawValue):\(last)"]
+                let finished = done.union(ran.map(\.id))
+                guard before.allSatisfy({ !candidateIDs.contains($0) || finished.contains($0) }) else { continue }
+            }
             guard try acquire(job, now: now) else { continue }
             logger.info("scheduler: running \(job.id)")
             var runID: String?
@@ -294,7 +303,14 @@ public final class Scheduler: Sendable {
                 case .reconcile:
                     runID = try reconciler.run(date: job.date, now: now).runID
                 case .statements:
-                    try makeStatementDrafts(for: job, now: now)
+                    // A failure is this job's alone: it is marked failed (retried at the next
+                    // tick) and the jobs after it still run.
+                    guard makeStatementDrafts(for: job, now: now) else {
+                        _ = try? client.updateOne(Self.runsCollection, filter: ["_id": .string(job.id), "owner": .string(owner)],
+                                                  update: ["$set": ["status": "failed"], "$unset": ["lease_until": ""]],
+                                                  upsert: false, writeConcern: writeConcern)
+                        continue
+                    }
                 }
             } catch {
                 _ = try? client.updateOne(Self.runsCollection, filter: ["_id": .string(job.id), "owner": .string(owner)],
@@ -312,21 +328,21 @@ public final class Scheduler: Sendable {
         return ran
     }
 
-    /// The drafts of the month before the job's date. A database error is the job's failure
-    /// (retried at the next tick); any other is logged and the job is done: it would fail again.
-    private func makeStatementDrafts(for job: ScheduledJob, now: EpochMillis) throws(MongoError) {
-        guard let statements else { return }
+    /// The drafts of the month before the job's date; false when a scope's failed (each failure
+    /// is logged with its scope; the others are made).
+    private func makeStatementDrafts(for job: ScheduledJob, now: EpochMillis) -> Bool {
+        guard let statements else { return true }
         let month = Statement.previousMonth(of: job.date)
-        do {
-            let made = try statements.generateMonthEnd(month: month, now: now)
-            logger.notice("statement drafts made", metadata: [
-                "month": "\(month)", "drafts": "\(made.count)", "ids": "\(made.map(\.id).joined(separator: " "))",
+        let (made, failed) = statements.generateMonthEnd(month: month, now: now)
+        logger.notice("statement drafts made", metadata: [
+            "month": "\(month)", "drafts": "\(made.count)", "ids": "\(made.map(\.id).joined(separator: " "))",
+        ])
+        for (scope, error) in failed {
+            logger.error("statement draft failed; retrying at the next tick", metadata: [
+                "month": "\(month)", "scope": "\(StatementDocuments.scopeKey(scope))", "error": "\(error)",
             ])
-        } catch .database(let error) {
-            throw error
-        } catch {
-            logger.error("statement drafts failed", metadata: ["month": "\(month)", "error": "\(error)"])
         }
+        return failed.isEmpty
     }
 
     /// When this database received its first reading; asked once, then remembered (the scheduler

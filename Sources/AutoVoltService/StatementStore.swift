@@ -13,6 +13,8 @@ public enum StatementError: Error, Sendable, CustomStringConvertible {
     case noFigures(month: String, scope: StatementScope)
     case notFound(String)
     case alreadyFrozen(String)
+    /// Another generate or freeze changed the statement while this one ran; nothing was written.
+    case conflict(String)
     case differentScope(String, String)
     /// A frozen export's stored bytes, or a fresh rendering of it, do not have the hash recorded at freezing.
     case exportChanged(id: String, format: StatementFormat, detail: String)
@@ -27,6 +29,7 @@ public enum StatementError: Error, Sendable, CustomStringConvertible {
         case .noFigures(let month, let scope): "no daily aggregates for \(month) in \(scope.description.lowercased()): nothing to state"
         case .notFound(let id): "no statement \(id)"
         case .alreadyFrozen(let id): "statement \(id) is frozen already; it never changes (generate makes the next version)"
+        case .conflict(let what): what
         case .differentScope(let a, let b): "\(a) and \(b) are not versions of the same month and scope"
         case .exportChanged(let id, let format, let detail): "the \(format.rawValue) export of frozen statement \(id) would differ from the one frozen: \(detail); nothing written"
         case .export(let error): error.description
@@ -46,7 +49,7 @@ public enum StatementError: Error, Sendable, CustomStringConvertible {
         switch self {
         case .badMonth, .futureMonth, .differentScope: 400
         case .unknownScope, .noFigures, .notFound: 404
-        case .alreadyFrozen: 409
+        case .alreadyFrozen, .conflict: 409
         case .database: 503
         case .exportChanged, .export: 500
         }
@@ -159,10 +162,8 @@ public struct StatementStore: Sendable {
             ])
             return statement
         }
-        // Frozen under our hands five times in a row: say so rather than go on.
-        throw .alreadyFrozen(Statement.id(month: month, scope: scope, version: try Self.database { () throws(MongoError) in
-            try lastFrozenVersion(month: month, scope: scope)
-        }))
+        // Replaced or frozen under our hands five times in a row: say so rather than go on.
+        throw .conflict("statement \(month) of the \(scope.description.lowercased()) kept changing while generating (other generates or freezes at the same time); try again")
     }
 
     func lastFrozenVersion(month: String, scope: StatementScope) throws(MongoError) -> Int {
@@ -277,6 +278,9 @@ public struct StatementStore: Sendable {
         statement.frozenBy = by
         let rendered = try StatementFormat.allCases.map { format throws(StatementError) in (format, try render(statement, format)) }
         statement.exports = rendered.map { Statement.Export(format: $0.0, sha256: EventHash.sha256Hex(bytes: $0.1), bytes: $0.1.count) }
+        // The bytes first, under their hash: once the freeze below is written, every export it
+        // records is there (a renderer that changes with a library upgrade cannot lose it).
+        for (format, bytes) in rendered { try keep(statement, format, bytes) }
         let result = try Self.database { () throws(MongoError) in
             try client.updateOne(Self.collection, filter: ["_id": .string(id), "status": "draft", "draft_token": doc["draft_token"] ?? .null],
                                  update: ["$set": ["status": "frozen", "frozen_at": .millis(now), "frozen_by": .string(by),
@@ -285,12 +289,12 @@ public struct StatementStore: Sendable {
                                  upsert: false, writeConcern: writeConcern)
         }
         guard result.matchedCount == 1 else {
-            // Frozen by someone else, or replaced by a new generate, since it was read.
-            let current = try show(id)
-            if current.status == .frozen { throw .alreadyFrozen(id) }
-            return try freeze(id, by: by, now: now)
+            // Frozen by someone else, or replaced by a new generate, since it was read: the
+            // figures this freeze was asked for are not the ones there now. (The bytes it kept
+            // stay: they are found only by the hashes of this freeze, which nothing records.)
+            if try show(id).status == .frozen { throw .alreadyFrozen(id) }
+            throw .conflict("statement \(id) was generated again while it was being frozen; review it and freeze again")
         }
-        for (format, bytes) in rendered { try keep(statement, format, bytes) }
         logger.notice("statement frozen", metadata: [
             "statement_id": "\(id)", "frozen_by": "\(by)", "energy_wh": "\(FixedPoint.wh(statement.energy))",
             "cost": "\(statement.cost.map { FixedPoint.moneyText($0) } ?? "null")",
@@ -299,10 +303,14 @@ public struct StatementStore: Sendable {
         return statement
     }
 
+    /// A kept export is found by its statement, format and hash: a freeze that lost a race
+    /// leaves nothing the winner's exports could be mistaken for.
+    static func exportID(_ id: String, _ format: StatementFormat, _ sha256: String) -> String { "\(id)|\(format.rawValue)|\(sha256)" }
+
     func keep(_ statement: Statement, _ format: StatementFormat, _ bytes: [UInt8]) throws(StatementError) {
         let sha = EventHash.sha256Hex(bytes: bytes)
         _ = try Self.database { () throws(MongoError) in
-            try client.updateOne(Self.exportsCollection, filter: ["_id": .string("\(statement.id)|\(format.rawValue)")],
+            try client.updateOne(Self.exportsCollection, filter: ["_id": .string(Self.exportID(statement.id, format, sha))],
                                  update: ["$setOnInsert": [
                                      "statement_id": .string(statement.id), "format": .string(format.rawValue), "sha256": .string(sha),
                                      "bytes": .int64(Int64(bytes.count)), "data": .binary(subtype: 0, data: bytes),
@@ -331,7 +339,7 @@ public struct StatementStore: Sendable {
             throw .exportChanged(id: id, format: format, detail: "no hash was recorded at freezing")
         }
         let stored = try Self.database { () throws(MongoError) in
-            try client.findOne(Self.exportsCollection, filter: ["_id": .string("\(id)|\(format.rawValue)")])
+            try client.findOne(Self.exportsCollection, filter: ["_id": .string(Self.exportID(id, format, recorded.sha256))])
         }
         if let stored {
             guard case .binary(_, let bytes)? = stored["data"] else {
@@ -374,7 +382,8 @@ public struct StatementStore: Sendable {
         return diff
     }
 
-    /// Per device, the readings of the month (by device time) received after `after`.
+    /// Per device, the readings of the month (by device time, a day either side: an interval that
+    /// ends just after the month, or starts just before it, puts energy into it) received after `after`.
     func lateReadings(month: String, names: Set<String>, after: EpochMillis, until: EpochMillis?) throws(MongoError) -> [String: Int] {
         guard let (first, last) = Statement.dates(ofMonth: month), !names.isEmpty else { return [:] }
         let calendar = LocalCalendar(timeZone: timeZone)
@@ -387,8 +396,8 @@ public struct StatementStore: Sendable {
             try client.aggregateBatches(Collections.telemetryEvents, pipeline: [
                 ["$match": [
                     "esp32_name": ["$in": .array(chunk.map { .string($0) })], "received_at": .document(received),
-                    "device_ts": ["$gte": .millis(calendar.startOfDay(first)),
-                                  "$lt": .millis(calendar.startOfDay(CivilDate(daysSinceEpoch: last.daysSinceEpoch + 1)))],
+                    "device_ts": ["$gte": .millis(calendar.startOfDay(CivilDate(daysSinceEpoch: first.daysSinceEpoch - 1))),
+                                  "$lt": .millis(calendar.startOfDay(CivilDate(daysSinceEpoch: last.daysSinceEpoch + 2)))],
                 ]],
                 ["$group": ["_id": "$esp32_name", "n": ["$sum": 1]]],
             ]) { batch in
@@ -401,19 +410,22 @@ public struct StatementStore: Sendable {
     // MARK: Scheduled drafts
 
     /// Drafts of `month` for the campus, each registry group and each registered classroom; a
-    /// scope without figures is skipped. Never freezes.
-    public func generateMonthEnd(month: String, now: EpochMillis) throws(StatementError) -> [Statement] {
+    /// scope without figures is skipped, one that fails does not stop the others. Never freezes.
+    public func generateMonthEnd(month: String, now: EpochMillis) -> (made: [Statement], failed: [(scope: StatementScope, error: StatementError)]) {
         let scopes: [StatementScope] = [.campus] + registry.groups.keys.sorted().map { .group($0) }
             + Set(registry.devices.values.map(\.classroom)).sorted().map { .classroom($0) }
         var made: [Statement] = []
+        var failed: [(scope: StatementScope, error: StatementError)] = []
         for scope in scopes {
             do {
                 made.append(try generate(month: month, scope: scope, now: now))
             } catch .noFigures {
                 continue
+            } catch {
+                failed.append((scope, error))
             }
         }
-        return made
+        return (made, failed)
     }
 }
 

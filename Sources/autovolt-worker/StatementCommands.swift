@@ -148,6 +148,12 @@ struct Statements: ParsableCommand {
         }
     }
 
+    struct ExportReport: Encodable {
+        let id, status, format, out: String
+        let bytes: Int
+        let sha256: String
+    }
+
     struct Export: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Write a statement as CSV, PDF or XLSX.",
@@ -156,6 +162,7 @@ struct Statements: ParsableCommand {
         @Argument(help: "The statement's id.") var id: String
         @Option(help: "csv, pdf or xlsx.") var format: String
         @Option(help: "The file to write (replaced whole, or not at all).") var out: String
+        @Flag(help: "Print JSON: id, status, format, out, bytes, sha256.") var json = false
 
         func validate() throws {
             guard StatementFormat(rawValue: format) != nil else { throw ValidationError("--format must be csv, pdf or xlsx") }
@@ -178,6 +185,10 @@ struct Statements: ParsableCommand {
                 throw fail("statements export: cannot write \(out): \(reason)", Exit.failure)
             }
             let sha = EventHash.sha256Hex(bytes: bytes)
+            if json {
+                return printJSON(ExportReport(id: statement.id, status: statement.status.rawValue, format: chosen.rawValue, out: out,
+                                              bytes: bytes.count, sha256: sha))
+            }
             print("\(out): \(statement.id) as \(chosen.rawValue), \(bytes.count) bytes, sha256 \(sha)"
                   + (statement.status == .frozen ? " (as frozen)" : " (draft)"))
         }

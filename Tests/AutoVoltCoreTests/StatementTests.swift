@@ -31,6 +31,9 @@ struct StatementTests {
         #expect(FixedPoint.moneyText(0, decimals: 2) == "0.00")
         #expect(FixedPoint.moneyText(-4, decimals: 2) == "0.00")
         #expect(FixedPoint.energy(0.1 + 0.2) == 300)
+        // A stored value that is not a number, or absurdly large, is clamped, never a trap.
+        #expect(FixedPoint.energy(.nan) == 0)
+        #expect(FixedPoint.energy(.infinity) == FixedPoint.energy(1e9) && FixedPoint.money(-1e300) == -FixedPoint.money(1e9))
         #expect(FixedPoint.money(2.675) == 26_750)
     }
 
@@ -144,6 +147,7 @@ struct StatementTests {
         #expect(Statement.id(month: "2026-11", scope: .classroom("CSE-301"), version: 2) == "2026-11.classroom.CSE-301.v2")
         #expect(Statement.id(month: "2026-11", scope: .group("CSE"), version: 3) == "2026-11.group.CSE.v3")
         #expect(Statement.parseMonth("2026-13") == nil && Statement.parseMonth("2026-1") == nil && Statement.parseMonth("nov") == nil)
+        #expect(Statement.parseMonth("2026-+1") == nil && CivilDate("2026-+1-01") == nil && CivilDate("+026-01-01") == nil)
         #expect(Statement.dates(ofMonth: "2028-02")?.last == CivilDate(year: 2028, month: 2, day: 29))
         #expect(Statement.previousMonth(of: CivilDate(year: 2027, month: 1, day: 1)) == "2026-12")
         #expect(Statement.previousMonth(of: CivilDate(year: 2026, month: 12, day: 1)) == "2026-11")

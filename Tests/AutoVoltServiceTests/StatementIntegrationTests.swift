@@ -173,6 +173,9 @@ struct StatementIntegrationTests {
         #expect(sheet["wh"] as? Double == Double(before.energy) / 1000 && sheet["cost"] as? Double == Double(before.cost) / 10_000,
                 "\(xlsx.output)")
         let frozenBytes = try files.mapValues { try Data(contentsOf: $0) }
+        let report = Self.json(try Self.cli(setup, ["statements", "export", id, "--format", "xlsx", "--out",
+                                                    setup.directory.appendingPathComponent("report.xlsx").path, "--json"]).stdout)
+        #expect(report["sha256"] as? String == EventHash.sha256Hex(bytes: Array(frozenBytes["xlsx"] ?? Data())) && report["status"] as? String == "frozen")
 
         // A late reading inside the month, after the freeze.
         try publisher.publish([Self.telemetry("st-1", Self.november(13, 1), 9000)])

@@ -168,9 +168,18 @@ struct StatementStoreTests {
                              reconciler: Reconciler(client: a.client, registry: a.registry, timeZone: a.zone, writeConcern: .acknowledged, logger: a.logger),
                              statements: rig.store, writeConcern: .acknowledged, logger: a.logger, listeningSince: day5)
         }
-        let ran = try scheduler("a").tick(now: december1At3).map(\.id)
-        #expect(ran.contains("statements:2026-12-01"), "\(ran)")
-        #expect(try scheduler("b").tick(now: december1At3 + 1000).isEmpty)
+        // Another worker is still reconciling the 30th: the drafts wait for it.
+        _ = try rig.client.updateOne(Scheduler.runsCollection, filter: ["_id": "reconcile:2026-11-30"], update: ["$set": [
+            "status": "running", "owner": "other", "lease_until": .millis(december1At3 + 3_600_000),
+        ]], upsert: true, writeConcern: .acknowledged)
+        let waiting = try scheduler("a").tick(now: december1At3).map(\.id)
+        #expect(waiting == ["day_close:2026-11-30"], "\(waiting)")
+        #expect(try rig.store.list(month: Self.november).isEmpty)
+        _ = try rig.client.updateOne(Scheduler.runsCollection, filter: ["_id": "reconcile:2026-11-30"],
+                                     update: ["$set": ["status": "done"], "$unset": ["lease_until": ""]], upsert: false, writeConcern: .acknowledged)
+        let ran = try scheduler("a").tick(now: december1At3 + 30_000).map(\.id)
+        #expect(ran == ["statements:2026-12-01"], "\(ran)")
+        #expect(try scheduler("b").tick(now: december1At3 + 60_000).isEmpty)
         let made = try rig.store.list(month: Self.november)
         #expect(Set(made.map(\.id)) == ["2026-11.campus.v1", "2026-11.group.Computing.v1", "2026-11.group.Labs.v1",
                                          "2026-11.classroom.CSE-301.v1", "2026-11.classroom.EEE-105.v1"])
@@ -184,13 +193,17 @@ struct StatementStoreTests {
         try rig.threeDays()
         let draft = try rig.store.generate(month: Self.november, scope: .campus, now: later)
         let frozen = try rig.store.freeze(draft.id, by: "finance", now: later)
+        func kept(_ format: StatementFormat) throws -> String {
+            StatementStore.exportID(draft.id, format, try #require(frozen.exports.first { $0.format == format }?.sha256))
+        }
+        #expect(rig.client.countDocumentsOrZero(StatementStore.exportsCollection) == 3, "the three exports kept at freezing")
         let pdf = try rig.store.export(draft.id, format: .pdf).bytes
-        _ = try rig.client.deleteMany(StatementStore.exportsCollection, filter: ["_id": .string("\(draft.id)|pdf")], writeConcern: .acknowledged)
+        _ = try rig.client.deleteMany(StatementStore.exportsCollection, filter: ["_id": .string(try kept(.pdf))], writeConcern: .acknowledged)
         #expect(try rig.store.export(draft.id, format: .pdf).bytes == pdf, "made again from the frozen document, the same bytes")
-        #expect(rig.client.countDocumentsOrZero(StatementStore.exportsCollection, ["_id": .string("\(draft.id)|pdf")]) == 1)
+        #expect(rig.client.countDocumentsOrZero(StatementStore.exportsCollection, ["_id": .string(try kept(.pdf))]) == 1)
         var altered = try rig.store.export(draft.id, format: .csv).bytes
         altered[0] ^= 1
-        _ = try rig.client.updateOne(StatementStore.exportsCollection, filter: ["_id": .string("\(draft.id)|csv")],
+        _ = try rig.client.updateOne(StatementStore.exportsCollection, filter: ["_id": .string(try kept(.csv))],
                                      update: ["$set": ["data": .binary(subtype: 0, data: altered)]], upsert: false, writeConcern: .acknowledged)
         do {
             _ = try rig.store.export(draft.id, format: .csv)
