@@ -105,6 +105,8 @@ public struct StatementStore: Sendable {
     let timeZone: TimeZone
     let writeConcern: WriteConcern
     let logger: Logger
+    /// Tests only: runs between freeze's read of the draft and its write, to stage a race.
+    var beforeFreezeWrite: (@Sendable () -> Void)?
 
     public init(client: MongoClient, registry: DeviceRegistry, timeZone: TimeZone, writeConcern: WriteConcern, logger: Logger) {
         self.client = client
@@ -281,6 +283,7 @@ public struct StatementStore: Sendable {
         // The bytes first, under their hash: once the freeze below is written, every export it
         // records is there (a renderer that changes with a library upgrade cannot lose it).
         for (format, bytes) in rendered { try keep(statement, format, bytes) }
+        beforeFreezeWrite?()
         let result = try Self.database { () throws(MongoError) in
             try client.updateOne(Self.collection, filter: ["_id": .string(id), "status": "draft", "draft_token": doc["draft_token"] ?? .null],
                                  update: ["$set": ["status": "frozen", "frozen_at": .millis(now), "frozen_by": .string(by),

@@ -61,14 +61,17 @@ final class Rig: @unchecked Sendable {
     }
 }
 
-/// About an hour ago, in seconds; moved back when that is in the last 90 minutes of a local day
-/// (Asia/Kolkata, no daylight saving), so that readings over the next 90 minutes from it stay on
-/// one local day whenever the tests run (a reading split at midnight makes two ledger entries).
+/// About an hour ago, in seconds, moved back (by at most three and a half hours) to 22:30 local
+/// time (Asia/Kolkata, no daylight saving) when that is between 22:30 and 02:00: then readings
+/// from 50 minutes before it to 90 minutes after it, and a day (25 hours) before it, each stay on
+/// one local date whenever the tests run (a reading across midnight is split into two entries).
 let baseTime: Int = {
     let anHourAgo = Int(Date().timeIntervalSince1970) - 3600
     let secondsOfDay = ((anHourAgo + 19_800) % 86_400 + 86_400) % 86_400
-    let latest = 86_400 - 5_400
-    return secondsOfDay > latest ? anHourAgo - (secondsOfDay - latest) : anHourAgo
+    let latest = 22 * 3600 + 1800, earliest = 2 * 3600
+    if secondsOfDay > latest { return anHourAgo - (secondsOfDay - latest) }
+    if secondsOfDay < earliest { return anHourAgo - secondsOfDay - (86_400 - latest) }
+    return anHourAgo
 }()
 
 /// Telemetry for `device` with a distinct timestamp and counter per index.

@@ -186,6 +186,40 @@ struct StatementStoreTests {
         #expect(made.allSatisfy { $0.status == "draft" })
     }
 
+    /// The races of freeze, staged between its read and its write: a second freeze wins (this
+    /// one is told it is frozen), or a generate replaces the draft (this one freezes nothing).
+    @Test func aFreezeThatLosesARaceChangesNothing() throws {
+        let rig = try StatementRig()
+        try rig.threeDays()
+        let draft = try rig.store.generate(month: Self.november, scope: .campus, now: later)
+        var racing = rig.store
+        let store = rig.store
+        racing.beforeFreezeWrite = { _ = try? store.freeze(draft.id, by: "the other clerk", now: later + 5) }
+        do {
+            _ = try racing.freeze(draft.id, by: "finance", now: later)
+            Issue.record("both freezes won")
+        } catch {
+            #expect(error.httpStatus == 409 && error.description.contains("frozen already"), "\(error)")
+        }
+        let frozen = try rig.store.show(draft.id)
+        #expect(frozen.frozenBy == "the other clerk")
+        for format in StatementFormat.allCases {
+            #expect(EventHash.sha256Hex(bytes: try rig.store.export(draft.id, format: format).bytes)
+                    == frozen.exports.first { $0.format == format }?.sha256)
+        }
+
+        let other = try rig.store.generate(month: Self.november, scope: .classroom("EEE-105"), now: later)
+        racing.beforeFreezeWrite = { _ = try? store.generate(month: Self.november, scope: .classroom("EEE-105"), now: later + 7) }
+        do {
+            _ = try racing.freeze(other.id, by: "finance", now: later + 10)
+            Issue.record("a regenerated draft was frozen unseen")
+        } catch {
+            #expect(error.httpStatus == 409 && error.description.contains("generated again"), "\(error)")
+        }
+        let after = try rig.store.show(other.id)
+        #expect(after.status == .draft && after.createdAt == later + 7)
+    }
+
     /// The bytes kept at freezing are what an export returns; lost, they are made again and
     /// must match the recorded hash; altered, the export refuses.
     @Test func frozenExportsAreCheckedAgainstTheirHash() throws {
