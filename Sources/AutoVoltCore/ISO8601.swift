@@ -1,3 +1,5 @@
+import Foundation
+
 /// A strict, allocation-free ISO 8601 / RFC 3339 reader for instants, e.g.
 /// `2026-11-01T08:30:00Z`, `2026-11-01T08:30:00.250+05:30`, `2026-11-01 08:30:00Z`.
 /// A time without an offset is rejected: it would be ambiguous.
@@ -69,6 +71,11 @@ public enum ISO8601 {
         let minutes = abs(offsetSeconds) / 60
         func two(_ v: Int) -> String { v < 10 ? "0\(v)" : "\(v)" }
         return "\(local)\(offsetSeconds < 0 ? "-" : "+")\(two(minutes / 60)):\(two(minutes % 60))"
+    }
+
+    /// `format(_:offsetSeconds:)` with the zone's offset at that instant.
+    public static func format(_ millis: EpochMillis, in timeZone: TimeZone) -> String {
+        format(millis, offsetSeconds: timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(millis) / 1000)))
     }
 
     public static func format(_ millis: EpochMillis) -> String {

@@ -547,7 +547,7 @@ public struct TariffDocument: Sendable, Encodable {
     /// added as "2026-11-01" in Asia/Kolkata), so the date an operator typed is the date shown.
     public init(_ t: Tariff, timeZone: TimeZone) {
         func local(_ millis: EpochMillis) -> String {
-            ISO8601.format(millis, offsetSeconds: timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(millis) / 1000)))
+            ISO8601.format(millis, in: timeZone)
         }
         id = t.id
         costPerKwh = t.costPerKwh

@@ -24,7 +24,7 @@ public struct StatementJSON: Encodable, Sendable {
     static func money(_ units: Int64?) -> Double? { units.map { Double($0) / Double(FixedPoint.moneyScale) } }
 
     func local(_ millis: EpochMillis?) -> String? {
-        millis.map { ISO8601.format($0, offsetSeconds: timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double($0) / 1000))) }
+        millis.map { ISO8601.format($0, in: timeZone) }
     }
 
     struct SegmentJSON: Encodable {

@@ -264,7 +264,7 @@ public struct StatementStore: Sendable {
     }
 
     func local(_ millis: EpochMillis) -> String {
-        ISO8601.format(millis, offsetSeconds: timeZone.secondsFromGMT(for: Date(timeIntervalSince1970: Double(millis) / 1000)))
+        ISO8601.format(millis, in: timeZone)
     }
 
     // MARK: Freeze and export
