@@ -343,8 +343,8 @@ struct HTML {
     }
 
     static let style = """
-        :root{--bg:#f6f7f9;--fg:#1d2330;--card:#fff;--muted:#667085;--line:#d9dde3;--accent:#2f6fde;--ok:#1f8a4c;--warn:#b7791f;--alert:#c53030}
-        @media (prefers-color-scheme:dark){:root{--bg:#11151c;--fg:#e6e9ef;--card:#1b212b;--muted:#98a2b3;--line:#2d3440;--accent:#7aa7ff;--ok:#5ccf8a;--warn:#f0b95b;--alert:#ff7b7b}}
+        :root{--bg:#f6f7f9;--fg:#1d2330;--card:#fff;--muted:#667085;--line:#d9dde3;--accent:#2f6fde;--ok:#18794a;--warn:#975a16;--alert:#c53030;--on-accent:#fff}
+        @media (prefers-color-scheme:dark){:root{--bg:#11151c;--fg:#e6e9ef;--card:#1b212b;--muted:#98a2b3;--line:#2d3440;--accent:#7aa7ff;--ok:#5ccf8a;--warn:#f0b95b;--alert:#ff7b7b;--on-accent:#11151c}}
         *{box-sizing:border-box}body{margin:0;font:15px/1.4 system-ui,"DejaVu Sans",sans-serif;background:var(--bg);color:var(--fg)}
         header{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:center;justify-content:space-between;padding:.75rem 1rem;border-bottom:1px solid var(--line);background:var(--card)}
         h1{font-size:1.2rem;margin:0}h2{font-size:1.05rem;margin:1.25rem 0 .5rem}h3{font-size:1rem;margin:0 0 .25rem}
@@ -364,7 +364,7 @@ struct HTML {
         table.sortable th{cursor:pointer}table.sortable th:after{content:" \\2195";color:var(--muted)}
         form#tariff-form{margin-top:.75rem;display:grid;gap:.5rem;grid-template-columns:repeat(auto-fit,minmax(200px,1fr))}form#tariff-form h3,form#tariff-form p{grid-column:1/-1}
         input,button{font:inherit;padding:.3rem .5rem;border:1px solid var(--line);border-radius:6px;background:var(--bg);color:var(--fg)}label{display:flex;flex-direction:column;font-size:.85rem;gap:.15rem}
-        header label{flex-direction:row;align-items:center;gap:.4rem}button{background:var(--accent);color:#fff;border:0;cursor:pointer}
+        header label{flex-direction:row;align-items:center;gap:.4rem}button{background:var(--accent);color:var(--on-accent);border:0;cursor:pointer}
         @media (max-width:480px){main{padding:0 .5rem 1.5rem}.figure .value{font-size:1.15rem}}
         """
 

@@ -59,7 +59,11 @@ struct DashboardTests {
         let file = rig.stateDirectory.deletingLastPathComponent().appendingPathComponent("dash-\(UUID().uuidString).toml")
         try Self.registry.write(to: file, atomically: true, encoding: .utf8)
         let port = freeTCPPort()
-        try rig.startWorker(extra: ["AUTOVOLT_HTTP_ADDR": "127.0.0.1:\(port)", "AUTOVOLT_DEVICES": file.path])
+        let token = "dash-token-\(UUID().uuidString)"
+        let tokenFile = rig.stateDirectory.deletingLastPathComponent().appendingPathComponent("token-\(UUID().uuidString)")
+        try token.write(to: tokenFile, atomically: true, encoding: .utf8)
+        try rig.startWorker(extra: ["AUTOVOLT_HTTP_ADDR": "127.0.0.1:\(port)", "AUTOVOLT_DEVICES": file.path,
+                                    "AUTOVOLT_API_TOKEN_FILE": tokenFile.path])
         // Readings of one local day: 20 minutes of three boards, power varying by board.
         var calendar = LocalCalendar(timeZone: try #require(TimeZone(identifier: "Asia/Kolkata")))
         let base = EpochMillis(baseTime) * 1000
@@ -130,10 +134,111 @@ struct DashboardTests {
             #expect(size > 10_000, "\(name): \(size) bytes")
         }
 
+        try await browserBehaviour(url: "http://127.0.0.1:\(port)/?date=\(date)", port: port, token: token)
+
         let device = try await get("http://127.0.0.1:\(port)/devices/dash-a1?date=\(date)")
         #expect(device.status == 200 && device.body.contains("Last readings") && device.body.contains("data-ledger-wh=\"195.0\""), "\(device.body.prefix(600))")
         #expect(try await get("http://127.0.0.1:\(port)/devices/bad%20name").status == 400)
         #expect(try await get("http://127.0.0.1:\(port)/?date=yesterday").status == 400)
+    }
+
+    /// What the issue promises of the page in a browser, measured in one: readable colours in the
+    /// light and the dark theme, no sideways scrolling at 375 px, sortable device table, and a
+    /// tariff form that sends the token with its request and keeps it nowhere.
+    func browserBehaviour(url: String, port: Int, token: String) async throws {
+        // Text and background pairs as the browser computed them: body, muted label on a card,
+        // a link, each badge colour, and a button.
+        let colours = #"""
+            JSON.stringify((function(){var card=document.querySelector('.figure'),bg=getComputedStyle(card).backgroundColor;
+            function probe(tag,cls){var e=document.createElement(tag);e.className=cls;e.textContent='x';card.appendChild(e);var c=getComputedStyle(e).color;e.remove();return [c,bg]}
+            return [[getComputedStyle(document.body).color,getComputedStyle(document.body).backgroundColor],probe('span','muted'),probe('a',''),
+            probe('span','badge ok'),probe('span','badge warn'),probe('span','badge alert'),probe('span','badge sev-low'),probe('span','badge sev-critical'),
+            (function(){var b=getComputedStyle(document.querySelector('button'));return [b.color,b.backgroundColor]})()]})())
+            """#
+        for dark in [false, true] {
+            let shot = Self.artifacts.appendingPathComponent(dark ? "dashboard-dark.png" : "dashboard-light.png")
+            let values = try browser(url, [colours], dark: dark, screenshot: shot)
+            let pairs = try #require((try? JSONSerialization.jsonObject(with: Data(((values.first ?? nil) as? String ?? "").utf8))) as? [[String?]])
+            let background = try #require(Self.rgb(pairs.first?[1] ?? ""))
+            #expect(dark ? Self.luminance(background) < 0.05 : Self.luminance(background) > 0.8, "dark \(dark): background \(pairs)")
+            for pair in pairs {
+                guard let fg = pair.first.flatMap({ $0 }).flatMap(Self.rgb), let bg = pair.last.flatMap({ $0 }).flatMap(Self.rgb) else {
+                    Issue.record("dark \(dark): a colour pair missing: \(pairs)"); continue
+                }
+                // WCAG AA for normal text.
+                #expect(Self.contrast(fg, bg) >= 4.5, "dark \(dark): \(pair) contrast \(Self.contrast(fg, bg))")
+            }
+        }
+
+        // 375 px: the page itself never scrolls sideways (wide tables scroll in their own box).
+        let narrow = try browser(url, ["document.documentElement.scrollWidth", "innerWidth"], width: 375,
+                                 screenshot: Self.artifacts.appendingPathComponent("dashboard-375-full.png"))
+        let scrollWidth = try #require(narrow.first as? Int, "\(narrow)"), innerWidth = try #require(narrow.last as? Int, "\(narrow)")
+        #expect(innerWidth == 375 && scrollWidth <= innerWidth, "375 px: content \(scrollWidth) px wide")
+
+        // Sorting the device table by kWh: ascending, then descending.
+        let column = #"JSON.stringify(Array.from(document.querySelectorAll('#devices tbody tr')).map(function(r){return r.cells[0].textContent}))"#
+        let click = #"(function(){var th=Array.from(document.querySelectorAll('#devices th')).find(function(h){return h.textContent==='kWh'});th.click();return true})()"#
+        let sorted = try browser(url, [column, click, column, click, column]).compactMap { $0 as? String }
+        #expect(sorted == [#"["dash-a1","dash-a2","dash-b1"]"#, #"["dash-a2","dash-a1","dash-b1"]"#, #"["dash-b1","dash-a1","dash-a2"]"#], "\(sorted)")
+
+        // The tariff form: sent with the token, which is then nowhere in the page or its storage.
+        let submit = #"""
+            new Promise(function(resolve){var f=document.getElementById('tariff-form');f.elements.cost_per_kwh.value='9.25';
+            f.elements.effective_from.value='2026-01-01';f.elements.notes.value='from the browser';f.elements.token.value='\#(token)';
+            var o=document.getElementById('tariff-result');var t0=Date.now();f.requestSubmit();
+            (function poll(){if(o.textContent||Date.now()-t0>20000){resolve(JSON.stringify({result:o.textContent,token:f.elements.token.value,
+            local:localStorage.length,session:sessionStorage.length,cookie:document.cookie,html:document.documentElement.outerHTML.indexOf('\#(token)')}))}
+            else setTimeout(poll,50)})()})
+            """#
+        let answer = json(try #require(try browser(url, [submit]).first as? String))
+        #expect((answer["result"] as? String)?.hasPrefix("added") == true, "\(answer)")
+        #expect(answer["token"] as? String == "" && answer["local"] as? Int == 0 && answer["session"] as? Int == 0
+                    && answer["cookie"] as? String == "" && answer["html"] as? Int == -1, "\(answer)")
+        let tariffs = try await get("http://127.0.0.1:\(port)/api/power-analytics/cost-versions")
+        #expect(tariffs.body.contains("from the browser") && tariffs.body.contains("9.25"), "\(tariffs.body)")
+    }
+
+    /// Runs `Tests/browser/cdp.py` (Chromium over the DevTools protocol): each step's value.
+    func browser(_ url: String, _ steps: [String], width: Int = 1280, dark: Bool = false, screenshot: URL? = nil) throws -> [Any] {
+        var arguments = [packageRoot.appendingPathComponent("Tests/browser/cdp.py").path, "--width", "\(width)"]
+        if dark { arguments.append("--dark") }
+        if let screenshot { arguments += ["--screenshot", screenshot.path] }
+        let process = unmaskedProcess("/usr/bin/python3", arguments + [url] + steps)
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("cdp-out-\(UUID().uuidString)")
+        let err = FileManager.default.temporaryDirectory.appendingPathComponent("cdp-err-\(UUID().uuidString)")
+        for file in [out, err] { FileManager.default.createFile(atPath: file.path, contents: nil) }
+        defer { for file in [out, err] { try? FileManager.default.removeItem(at: file) } }
+        process.standardOutput = try FileHandle(forWritingTo: out)
+        process.standardError = try FileHandle(forWritingTo: err)
+        try process.run()
+        process.waitUntilExit()
+        let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+        #expect(process.terminationStatus == 0, "cdp.py: \((try? String(contentsOf: err, encoding: .utf8)) ?? "")")
+        #expect(text.split(separator: "\n").count == steps.count, "cdp.py printed: \(text)")
+        return text.split(separator: "\n").compactMap { line -> [String: Any]? in
+            (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
+        }.map { step in
+            if let error = step["error"] { Issue.record("browser step failed: \(error)") }
+            return step["value"] ?? NSNull()
+        }
+    }
+
+    /// `rgb(r, g, b)` or `rgba(r, g, b, a)` as 0...1 components.
+    static func rgb(_ css: String) -> (Double, Double, Double)? {
+        let numbers = css.split(whereSeparator: { !"0123456789.".contains($0) }).compactMap { Double($0) }
+        guard css.hasPrefix("rgb"), numbers.count >= 3 else { return nil }
+        return (numbers[0] / 255, numbers[1] / 255, numbers[2] / 255)
+    }
+
+    /// WCAG 2 relative luminance and contrast ratio.
+    static func luminance(_ c: (Double, Double, Double)) -> Double {
+        func channel(_ v: Double) -> Double { v <= 0.03928 ? v / 12.92 : pow((v + 0.055) / 1.055, 2.4) }
+        return 0.2126 * channel(c.0) + 0.7152 * channel(c.1) + 0.0722 * channel(c.2)
+    }
+    static func contrast(_ a: (Double, Double, Double), _ b: (Double, Double, Double)) -> Double {
+        let (x, y) = (luminance(a), luminance(b))
+        return (max(x, y) + 0.05) / (min(x, y) + 0.05)
     }
 
     /// Runs Debian's chromium headless; its stdout (the DOM with --dump-dom).
