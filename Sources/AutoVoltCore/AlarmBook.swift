@@ -77,6 +77,15 @@ public struct AlarmBook {
         public var at: EpochMillis
         public var value: Double
         public var key: Key { Key(rule: rule.name, esp32Name: esp32Name) }
+
+        public init(kind: Kind, rule: AlarmRule, esp32Name: String, classroom: String, at instant: EpochMillis, value: Double) {
+            self.kind = kind
+            self.rule = rule
+            self.esp32Name = esp32Name
+            self.classroom = classroom
+            self.at = instant
+            self.value = value
+        }
     }
 
     public private(set) var rules: [AlarmRule]
@@ -87,6 +96,8 @@ public struct AlarmBook {
     private var lastReading: [String: Reading] = [:]
     /// The most recent reject times of each device, at most the largest `count` + 1 of any rule.
     private var rejectTimes: [String: [EpochMillis]] = [:]
+    /// Devices whose last status (as the timer read it) says offline.
+    private var saysOffline: Set<String> = []
     private var calendar: LocalCalendar
     /// The classrooms' schedules from the registry (`[[schedule]]`), for rules without their own.
     public var schedules: [String: ClassSchedule] = [:]
@@ -167,7 +178,8 @@ public struct AlarmBook {
                                                                   durationMillis: interval.millis, deltaWh: interval.deltaWh)
                 transition = evaluator.counterStuck(rule, flagged: flagged, powerW: reading.powerW, at: reading.time)
             case .offline:
-                guard evaluator.active else { continue }
+                // A status still saying offline keeps the alarm: the timer ends it with the status.
+                guard evaluator.active, !saysOffline.contains(device.esp32Name) else { continue }
                 transition = evaluator.offline(rule, offlineSince: nil, lastTelemetryAt: reading.receivedAt, at: reading.receivedAt)
             case .rejects:
                 continue
@@ -190,6 +202,16 @@ public struct AlarmBook {
         return evaluateRejects(device: device, rules: rejectRules, at: instant)
     }
 
+    /// Whether the book holds the device's recent rejects (it learns them as they come).
+    public func knowsRejects(of esp32Name: String) -> Bool { rejectTimes[esp32Name] != nil }
+
+    /// A device's recent reject times from the database (a restart with its reject alarm in
+    /// force): the window's end can then clear it without a new reject.
+    public mutating func learnRejects(of esp32Name: String, times: [EpochMillis]) {
+        let keep = (rules.filter { $0.kind == .rejects }.compactMap(\.count).max() ?? 0) + 1
+        rejectTimes[esp32Name] = Array(Set((rejectTimes[esp32Name] ?? []) + times).sorted().suffix(keep))
+    }
+
     // MARK: The timer
 
     /// Ends reject alarms whose window has passed (devices with recent rejects only).
@@ -209,12 +231,22 @@ public struct AlarmBook {
     /// Offline alarms of one device, from its presence now.
     public mutating func checkPresence(_ presence: Presence, device: DeviceInfo, now: EpochMillis) -> [Change] {
         var changes: [Change] = []
+        if presence.online == false { saysOffline.insert(device.esp32Name) } else { saysOffline.remove(device.esp32Name) }
         for rule in rules where rule.kind == .offline && rule.applies(to: device) {
             let key = Key(rule: rule.name, esp32Name: device.esp32Name)
             var evaluator = evaluators[key] ?? AlarmEvaluator()
-            let offlineSince = presence.online == false ? presence.lastStatusAt ?? startedAt : nil
-            let lastTelemetry = max(presence.lastTelemetryAt ?? startedAt, startedAt)
-            let transition = evaluator.offline(rule, offlineSince: offlineSince.map { max($0, startedAt) }, lastTelemetryAt: lastTelemetry, at: now)
+            let transition: AlarmEvaluator.Transition?
+            if evaluator.active {
+                // In force: it ends when the device is heard from, never because the worker restarted.
+                transition = evaluator.offline(rule, offlineSince: presence.online == false ? presence.lastStatusAt ?? 0 : nil,
+                                               lastTelemetryAt: presence.lastTelemetryAt, at: now)
+            } else {
+                // Silence before the worker's start counts from it: after a downtime the broker's
+                // backlog is still on its way, and a board never seen has had no chance yet.
+                let offlineSince = presence.online == false ? presence.lastStatusAt ?? startedAt : nil
+                let lastTelemetry = max(presence.lastTelemetryAt ?? startedAt, startedAt)
+                transition = evaluator.offline(rule, offlineSince: offlineSince.map { max($0, startedAt) }, lastTelemetryAt: lastTelemetry, at: now)
+            }
             record(transition, of: rule, device: device, evaluator: evaluator, at: now, into: &changes)
         }
         return changes

@@ -116,11 +116,22 @@ public struct AlarmRuleSet: Sendable, Equatable {
             }
             let label = "rule \"\(name)\""
             guard names.insert(name).inserted else { throw ParseError(message: "\(label): the name is used twice") }
-            let allowed: Set<String> = ["name", "kind", "severity", "threshold_w", "hysteresis_w", "floor_w", "duration", "count",
-                                        "window", "classroom", "esp32_name", "schedule"]
-            for key in rule.keys where !allowed.contains(key) { throw ParseError(message: "\(label): unknown field \"\(key)\"") }
+            let common: Set<String> = ["name", "kind", "severity", "duration", "classroom", "esp32_name"]
+            let known = common.union(["threshold_w", "hysteresis_w", "floor_w", "count", "window", "schedule"])
+            for key in rule.keys where !known.contains(key) { throw ParseError(message: "\(label): unknown field \"\(key)\"") }
             guard let kindText = rule["kind"]?.string, let kind = AlarmKind(rawValue: kindText) else {
                 throw ParseError(message: "\(label): kind must be one of \(AlarmKind.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            // A field of another kind would be ignored without a word (threshold_w on a
+            // left_on_after_hours rule, whose power floor is floor_w): refused instead.
+            let ofKind: Set<String> = switch kind {
+            case .overPower: ["threshold_w", "hysteresis_w"]
+            case .leftOnAfterHours: ["floor_w", "schedule"]
+            case .offline, .counterStuck: []
+            case .rejects: ["count", "window"]
+            }
+            for key in rule.keys.sorted() where !common.contains(key) && !ofKind.contains(key) {
+                throw ParseError(message: "\(label): \(key) does not apply to \(kind.rawValue) rules")
             }
             var severity = AlarmSeverity.low
             if let value = rule["severity"] {
@@ -170,8 +181,8 @@ public struct AlarmRuleSet: Sendable, Equatable {
             case .counterStuck:
                 break
             case .rejects:
-                guard let count = try number("count"), count >= 0, count == count.rounded() else {
-                    throw ParseError(message: "\(label): rejects needs count, a whole number of rejected messages")
+                guard let count = try number("count"), count >= 0, count == count.rounded(), count <= 1_000_000 else {
+                    throw ParseError(message: "\(label): rejects needs count, a whole number of rejected messages (0 to 1000000)")
                 }
                 guard let window = try duration("window"), window > 0 else {
                     throw ParseError(message: "\(label): rejects needs window, a duration such as \"10m\"")

@@ -70,8 +70,10 @@ final class AlarmService: @unchecked Sendable {
             } catch {
                 logger.error("alarm rules not reloaded; keeping the ones in force", metadata: ["path": "\(rulesPath)", "error": "\(error.localizedDescription)"])
             }
-        } else if rulesPath != nil {
-            rules = [] // the file is gone: no rules
+        } else if let rulesPath {
+            // A file gone for a moment (a deploy that replaces it) must not clear every alarm:
+            // rules are removed by emptying the file.
+            logger.error("alarm rules not reloaded; keeping the ones in force", metadata: ["path": "\(rulesPath)", "error": "the file does not exist"])
         }
         lock.withLock {
             registry = newRegistry
@@ -104,7 +106,8 @@ final class AlarmService: @unchecked Sendable {
         var backoff = 0.5
         while !isStopping {
             beat()
-            guard schemaReady(), lock.withLock({ book.hasRules || !pending.isEmpty }) else {
+            // Without rules it still syncs once: alarms of rules removed while no worker ran are cleared.
+            guard schemaReady(), lock.withLock({ book.hasRules || !pending.isEmpty }) || !synced else {
                 wakeup.wait(seconds: 1)
                 continue
             }
@@ -153,26 +156,39 @@ final class AlarmService: @unchecked Sendable {
     }
 
     private func apply(_ change: AlarmBook.Change, _ store: AlarmStore) throws {
-        let metadata: Logger.Metadata = [
-            "rule": "\(change.rule.name)", "kind": "\(change.rule.kind.rawValue)", "esp32_name": "\(change.esp32Name)",
-            "classroom": "\(change.classroom)", "severity": "\(change.rule.severity.rawValue)", "value": "\(Self.format(change.value))",
-        ]
         guard let record = change.kind == .raise ? try store.raise(change) : try store.clear(change) else {
             // Raised before a restart or by another worker; or cleared by another worker.
-            logger.debug(change.kind == .raise ? "alarm active already" : "alarm cleared already", metadata: metadata)
+            logger.debug(change.kind == .raise ? "alarm active already" : "alarm cleared already",
+                         metadata: ["rule": "\(change.rule.name)", "esp32_name": "\(change.esp32Name)"])
             return
         }
-        let withID = metadata.merging(["alarm_id": "\(record.id)"]) { a, _ in a }
-        if change.kind == .raise { logger.warning("alarm raised", metadata: withID) } else { logger.notice("alarm cleared", metadata: withID) }
-        try store.appendEvent(type: change.kind.rawValue, alarm: record, at: change.at)
-        webhook?.send(type: change.kind.rawValue, record)
+        announce(try store.publish(alarmID: record.id), value: change.value)
     }
 
-    /// An ack from the API or the CLI, for the webhook (the event is stored by the store).
-    func acknowledged(_ record: AlarmRecord) {
-        logger.notice("alarm acknowledged", metadata: ["alarm_id": "\(record.id)", "rule": "\(record.rule)", "esp32_name": "\(record.esp32Name)",
-                                                       "by": "\(record.acknowledgedBy ?? "-")"])
-        webhook?.send(type: "ack", record)
+    /// The log line and the webhook call of each event stored (by this worker: another one's
+    /// events are its own to announce).
+    func announce(_ published: [PublishedAlarmEvent], value: Double? = nil) {
+        for event in published {
+            let alarm = event.alarm
+            var metadata: Logger.Metadata = [
+                "rule": "\(alarm.rule)", "kind": "\(alarm.kind)", "esp32_name": "\(alarm.esp32Name)", "classroom": "\(alarm.classroom)",
+                "severity": "\(alarm.severity)", "alarm_id": "\(alarm.id)",
+            ]
+            if let shown = value ?? alarm.lastValue { metadata["value"] = "\(Self.format(shown))" }
+            switch event.type {
+            case "raise": logger.warning("alarm raised", metadata: metadata)
+            case "clear": logger.notice("alarm cleared", metadata: metadata)
+            default:
+                metadata["by"] = "\(alarm.acknowledgedBy ?? "-")"
+                logger.notice("alarm acknowledged", metadata: metadata)
+            }
+            webhook?.send(type: event.type, alarm)
+        }
+    }
+
+    /// Events a stopped worker or a failed write left unpublished (bounded per tick).
+    private func publishLeftovers(_ store: AlarmStore) throws {
+        for id in try store.unpublishedAlarmIDs(limit: 100) { announce(try store.publish(alarmID: id)) }
     }
 
     private func tick(_ store: AlarmStore, now: EpochMillis) throws {
@@ -202,13 +218,44 @@ final class AlarmService: @unchecked Sendable {
         }
         lock.withLock { pending += book.tickRejects(now: now, registry: devices) }
         try storePending(store)
+        try publishLeftovers(store)
         try syncActive(store)
+        logger.debug("alarm timer ran", metadata: ["active": "\(lock.withLock { book.activeKeys.count })"])
     }
 
     /// The database is the truth of which alarms are active: the book takes it (unless changes
-    /// of ours are still on their way), and the gauge shows it.
+    /// of ours are still on their way), and the gauge shows it. An active alarm of a rule that
+    /// is gone, or no longer covers its device (the file changed while no worker ran), is cleared.
     private func syncActive(_ store: AlarmStore) throws {
-        let active = try store.activeAlarms()
+        var active = try store.activeAlarms()
+        let (rules, devices) = lock.withLock { (book.rules, registry) }
+        let orphans = active.filter { alarm in
+            !(rules.first { $0.name == alarm.rule }.map { $0.kind.rawValue == alarm.kind && $0.applies(to: devices.resolve(alarm.esp32Name)) } ?? false)
+        }
+        if !orphans.isEmpty {
+            let now = SystemClock.nowMillis()
+            for alarm in orphans {
+                if let cleared = try store.clear(rule: alarm.rule, esp32Name: alarm.esp32Name, at: max(now, ISO8601.parseMillis(alarm.raisedAt) ?? now),
+                                                 value: alarm.lastValue ?? 0) {
+                    announce(try store.publish(alarmID: cleared.id))
+                }
+            }
+            active = try store.activeAlarms()
+        }
+        // Reject alarms in force: the book learns the device's recent rejects, so the window's end clears them.
+        let rejectRules = rules.filter { $0.kind == .rejects }
+        let rejectAlarms = active.filter { $0.kind == AlarmKind.rejects.rawValue }
+        if !rejectAlarms.isEmpty {
+            let longest = rejectRules.compactMap(\.windowMillis).max() ?? 0
+            let keep = (rejectRules.compactMap(\.count).max() ?? 0) + 1
+            let since = SystemClock.nowMillis() - longest
+            for name in Set(rejectAlarms.map(\.esp32Name)).sorted() where !lock.withLock({ book.knowsRejects(of: name) }) {
+                let times = try client.find(Collections.rejectedMessages, filter: ["esp32_name": .string(name), "received_at": ["$gt": .millis(since)]],
+                                            sort: ["received_at": -1], projection: ["received_at": 1], limit: keep)
+                    .compactMap { AnalyticsQueries.millis($0["received_at"]) }
+                lock.withLock { book.learnRejects(of: name, times: times) }
+            }
+        }
         var counts: [String: Int] = [:]
         for alarm in active { counts[Self.gaugeKey(alarm.rule, alarm.severity), default: 0] += 1 }
         lock.withLock {
@@ -283,10 +330,12 @@ final class AlarmWebhook: @unchecked Sendable {
         }
     }
 
+    /// Takes the oldest waiting event off the queue: a full queue then drops the next oldest
+    /// waiting one, never the one being sent.
     private func next() -> Data? {
         condition.withLock {
             while queue.isEmpty && !stopped { condition.wait() }
-            return stopped ? nil : queue.first
+            return stopped ? nil : queue.removeFirst()
         }
     }
 
@@ -305,7 +354,6 @@ final class AlarmWebhook: @unchecked Sendable {
                 condition.withLock { _ = condition.wait(until: Date().addingTimeInterval(delay)) }
                 delay = min(delay * 2, 60)
             }
-            condition.withLock { if !queue.isEmpty { queue.removeFirst() } }
         }
     }
 

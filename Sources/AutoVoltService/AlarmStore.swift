@@ -61,10 +61,22 @@ public struct AlarmEvent: Codable, Sendable, Equatable {
     public var alarm: AlarmRecord
 }
 
+/// One raise, clear or ack that this call put into `alarm_events` (for the log and the webhook).
+public struct PublishedAlarmEvent: Sendable {
+    public var type: String
+    public var alarm: AlarmRecord
+}
+
 /// The `alarms` collection (one document per raise) and `alarm_events` (the stream's log).
 /// Every write is safe to repeat and to race: the unique partial index on (rule, esp32_name)
 /// over active documents makes a second raise a duplicate, a clear or an ack matches only a
 /// document still in the state it changes.
+///
+/// Events cannot be lost between the two collections: each raise, clear or ack writes its event
+/// type into the alarm's own `unpublished` list in the same (atomic) document write, and
+/// `publish` moves it to `alarm_events` (numbered, unique per alarm and type) before removing
+/// it. A worker killed, or a write retried, in between leaves the type listed, and the next
+/// `publish` of that alarm (any worker's timer sweeps them) stores it once.
 public struct AlarmStore: Sendable {
     public static let alarms = "alarms"
     public static let events = "alarm_events"
@@ -87,17 +99,23 @@ public struct AlarmStore: Sendable {
                        partialFilterExpression: ["status": "active"]),
             IndexModel(keys: ["status": 1, "raised_at": -1], name: "status_raised_at"),
             IndexModel(keys: ["raised_at": -1], name: "raised_at"),
+            IndexModel(keys: ["unpublished": 1], name: "unpublished", partialFilterExpression: ["unpublished": ["$exists": true]]),
         ],
         events: [
             IndexModel(keys: ["at": 1], name: "at_ttl", expireAfterSeconds: 30 * Schema.day),
+            IndexModel(keys: ["alarm_id": 1, "type": 1], name: "one_event_per_alarm_and_type", unique: true),
         ],
     ]
 
+    static func alarmID(rule: String, esp32Name: String, at instant: EpochMillis) -> String { "\(rule)@\(esp32Name)@\(instant)" }
+
     /// Stores a raise. Nil when the (rule, device) already has an active alarm (this worker
-    /// before a restart, or another worker, raised it first).
+    /// before a restart, or another worker, raised it first). A raise already stored by an
+    /// earlier attempt of this very change (a lost answer, then a retry) is returned as stored.
     func raise(_ change: AlarmBook.Change) throws(MongoError) -> AlarmRecord? {
+        let id = Self.alarmID(rule: change.rule.name, esp32Name: change.esp32Name, at: change.at)
         let doc: BSONDocument = [
-            "_id": .string("\(change.rule.name)@\(change.esp32Name)@\(change.at)"),
+            "_id": .string(id),
             "rule": .string(change.rule.name),
             "kind": .string(change.rule.kind.rawValue),
             "esp32_name": .string(change.esp32Name),
@@ -109,23 +127,40 @@ public struct AlarmStore: Sendable {
             "last_value": .double(change.value),
             "acknowledged_at": .null,
             "acknowledged_by": .null,
+            "unpublished": ["raise"],
         ]
         let result = try client.insertMany([doc], into: Self.alarms, ordered: true, writeConcern: writeConcern)
-        if result.writeErrors.contains(where: \.isDuplicateKey) { return nil }
+        if result.writeErrors.contains(where: \.isDuplicateKey) {
+            return try client.findOne(Self.alarms, filter: ["_id": .string(id)]).map(AlarmRecord.init)
+        }
         try result.writeErrors.throwUnlessDuplicateKeys()
         return AlarmRecord(doc)
     }
 
-    /// Stores a clear; nil when no alarm of the (rule, device) is active any more.
-    func clear(_ change: AlarmBook.Change) throws(MongoError) -> AlarmRecord? {
-        try client.findOneAndUpdate(
-            Self.alarms, filter: ["rule": .string(change.rule.name), "esp32_name": .string(change.esp32Name), "status": "active"],
-            update: ["$set": ["status": "cleared", "cleared_at": .millis(change.at), "last_value": .double(change.value)]],
-            upsert: false, returnNew: true, writeConcern: writeConcern).map(AlarmRecord.init)
+    /// Stores a clear of the (rule, device)'s active alarm raised at or before `at` (a clear
+    /// decided from an older reading, by another worker of the share group, leaves a newer alarm
+    /// alone). Nil when there is none; the alarm this very clear already cleared (a retry) is
+    /// returned as stored.
+    func clear(rule: String, esp32Name: String, at instant: EpochMillis, value: Double) throws(MongoError) -> AlarmRecord? {
+        let filter: BSONDocument = ["rule": .string(rule), "esp32_name": .string(esp32Name), "status": "active",
+                                    "raised_at": ["$lte": .millis(instant)]]
+        if let cleared = try client.findOneAndUpdate(
+            Self.alarms, filter: filter,
+            update: ["$set": ["status": "cleared", "cleared_at": .millis(instant), "last_value": .double(value)],
+                     "$push": ["unpublished": "clear"]],
+            upsert: false, returnNew: true, writeConcern: writeConcern) {
+            return AlarmRecord(cleared)
+        }
+        return try client.findOne(Self.alarms, filter: ["rule": .string(rule), "esp32_name": .string(esp32Name), "status": "cleared",
+                                                        "cleared_at": .millis(instant)]).map(AlarmRecord.init)
     }
 
-    public enum AckOutcome: Sendable, Equatable {
-        case acknowledged(AlarmRecord)
+    func clear(_ change: AlarmBook.Change) throws(MongoError) -> AlarmRecord? {
+        try clear(rule: change.rule.name, esp32Name: change.esp32Name, at: change.at, value: change.value)
+    }
+
+    public enum AckOutcome: Sendable {
+        case acknowledged(AlarmRecord, published: [PublishedAlarmEvent])
         /// Acknowledged before (by whom it says): nothing changed.
         case already(AlarmRecord)
         case notFound
@@ -134,11 +169,9 @@ public struct AlarmStore: Sendable {
     public func acknowledge(id: String, by person: String, at instant: EpochMillis) throws(MongoError) -> AckOutcome {
         if let updated = try client.findOneAndUpdate(
             Self.alarms, filter: ["_id": .string(id), "acknowledged_at": .null],
-            update: ["$set": ["acknowledged_at": .millis(instant), "acknowledged_by": .string(person)]],
+            update: ["$set": ["acknowledged_at": .millis(instant), "acknowledged_by": .string(person)], "$push": ["unpublished": "ack"]],
             upsert: false, returnNew: true, writeConcern: writeConcern) {
-            let record = AlarmRecord(updated)
-            try appendEvent(type: "ack", alarm: record, at: instant)
-            return .acknowledged(record)
+            return .acknowledged(AlarmRecord(updated), published: try publish(alarmID: id))
         }
         guard let existing = try client.findOne(Self.alarms, filter: ["_id": .string(id)]) else { return .notFound }
         return .already(AlarmRecord(existing))
@@ -146,7 +179,8 @@ public struct AlarmStore: Sendable {
 
     /// The active alarms (a campus has few), for the book and the gauge.
     func activeAlarms(limit: Int = 100_000) throws(MongoError) -> [AlarmRecord] {
-        try client.find(Self.alarms, filter: ["status": "active"], projection: ["rule": 1, "esp32_name": 1, "severity": 1, "status": 1],
+        try client.find(Self.alarms, filter: ["status": "active"],
+                        projection: ["rule": 1, "kind": 1, "esp32_name": 1, "severity": 1, "status": 1, "raised_at": 1, "last_value": 1],
                         limit: limit).map(AlarmRecord.init)
     }
 
@@ -163,8 +197,42 @@ public struct AlarmStore: Sendable {
 
     // MARK: The stream's log
 
-    /// Numbers the event from one counter (so every worker's events form one sequence) and stores it.
-    func appendEvent(type: String, alarm: AlarmRecord, at instant: EpochMillis) throws(MongoError) {
+    /// Alarms with events not yet in `alarm_events` (a worker stopped, or a write failed, between
+    /// the alarm's write and its event's): the timer publishes them.
+    func unpublishedAlarmIDs(limit: Int) throws(MongoError) -> [String] {
+        try client.find(Self.alarms, filter: ["unpublished": ["$exists": true]], projection: ["_id": 1], limit: limit)
+            .compactMap { $0["_id"]?.stringValue }
+    }
+
+    /// Moves the alarm's unpublished events, in the order they happened, into `alarm_events`;
+    /// returns those this call stored (an event stored before, by anyone, is not stored again).
+    /// Each event carries the alarm as it is when the event is stored.
+    public func publish(alarmID: String) throws(MongoError) -> [PublishedAlarmEvent] {
+        var published: [PublishedAlarmEvent] = []
+        // More than one round only when an ack or clear lands while this one publishes.
+        for _ in 0..<4 {
+            guard let doc = try client.findOne(Self.alarms, filter: ["_id": .string(alarmID)]),
+                  let listed = doc["unpublished"]?.arrayValue else { return published }
+            let record = AlarmRecord(doc)
+            for type in listed.compactMap(\.stringValue) {
+                let field = type == "raise" ? "raised_at" : type == "clear" ? "cleared_at" : "acknowledged_at"
+                let at = AnalyticsQueries.millis(doc[field]) ?? SystemClock.nowMillis()
+                if try client.findOne(Self.events, filter: ["alarm_id": .string(alarmID), "type": .string(type)], projection: ["_id": 1]) != nil {
+                    continue
+                }
+                if try appendEvent(type: type, alarm: record, at: at) { published.append(PublishedAlarmEvent(type: type, alarm: record)) }
+            }
+            let done = try client.updateOne(Self.alarms, filter: ["_id": .string(alarmID), "unpublished": .array(listed)],
+                                            update: ["$unset": ["unpublished": ""]], upsert: false, writeConcern: writeConcern)
+            if done.matchedCount > 0 { return published }
+        }
+        return published
+    }
+
+    /// Numbers the event from one counter (so every worker's events form one sequence) and
+    /// stores it; false when the alarm's event of this type is stored already (a race of two
+    /// publishers: the other one's number stays unused, a gap the stream passes over).
+    func appendEvent(type: String, alarm: AlarmRecord, at instant: EpochMillis) throws(MongoError) -> Bool {
         let counter = try client.findOneAndUpdate(
             Self.counters, filter: ["_id": .string(Self.events)], update: ["$inc": ["seq": .int64(1)]],
             upsert: true, returnNew: true, writeConcern: writeConcern)
@@ -175,7 +243,9 @@ public struct AlarmStore: Sendable {
             "_id": .int64(seq), "type": .string(type), "at": .millis(instant), "alarm_id": .string(alarm.id),
             "alarm": .document(Self.document(alarm)),
         ]
-        _ = try client.insertMany([doc], into: Self.events, ordered: true, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
+        let result = try client.insertMany([doc], into: Self.events, ordered: true, writeConcern: writeConcern)
+        try result.writeErrors.throwUnlessDuplicateKeys()
+        return !result.writeErrors.contains(where: \.isDuplicateKey)
     }
 
     /// The last event number handed out (a stream without `Last-Event-ID` starts after it).

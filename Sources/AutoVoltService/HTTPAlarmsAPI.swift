@@ -73,8 +73,8 @@ enum AlarmsAPI {
                     try AlarmStore(client: client, writeConcern: try concern.resolve(config.writeConcern, client)).acknowledge(id: id, by: person, at: SystemClock.nowMillis())
                 }
                 switch outcome {
-                case .acknowledged(let record):
-                    engine.alarms.acknowledged(record)
+                case .acknowledged(let record, let published):
+                    engine.alarms.announce(published)
                     return AccountingAPI.json(.ok, AckAnswer(acknowledged: true, alarm: record))
                 case .already(let record):
                     return AccountingAPI.json(.ok, AckAnswer(acknowledged: false, alarm: record))

@@ -64,7 +64,7 @@ struct Alarms: ParsableCommand {
                 try AlarmStore(client: db.client, writeConcern: db.writeConcern).acknowledge(id: id, by: person, at: Int64(Date().timeIntervalSince1970 * 1000))
             }
             switch outcome {
-            case .acknowledged(let alarm):
+            case .acknowledged(let alarm, _):
                 if json { return printJSON(alarm) }
                 print("acknowledged \(alarm.id) by \(person)")
             case .already(let alarm):

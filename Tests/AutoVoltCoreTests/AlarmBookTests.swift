@@ -83,6 +83,47 @@ struct AlarmBookTests {
         #expect(book.checkPresence(gone, device: lab, now: t0 + 1_400_001).map(\.kind) == [.raise])
     }
 
+    /// Kill -9 or a second worker starting: the offline alarm in force stays until the board is
+    /// heard from; the worker's start only delays raising new ones.
+    @Test func anOfflineAlarmInForceSurvivesARestartUntilTheBoardIsHeardFrom() throws {
+        let rule = AlarmRule(name: "silent", kind: .offline, durationMillis: 600_000)
+        var restarted = try book([rule])  // started at t0
+        let key = AlarmBook.Key(rule: "silent", esp32Name: "lab-1")
+        restarted.assume(active: [key])
+        let silent = AlarmBook.Presence(esp32Name: "lab-1", online: true, lastStatusAt: t0 - 3_600_000, lastTelemetryAt: t0 - 3_600_000)
+        #expect(restarted.checkPresence(silent, device: lab, now: t0 + 5_000).isEmpty, "no clear: it has been silent for an hour")
+        #expect(restarted.checkPresence(silent, device: lab, now: t0 + 700_000).isEmpty, "and no second raise")
+        #expect(restarted.isActive(key))
+        let neverSeen = AlarmBook.Presence(esp32Name: "lab-1", online: nil, lastStatusAt: nil, lastTelemetryAt: nil)
+        #expect(restarted.checkPresence(neverSeen, device: lab, now: t0 + 5_000).isEmpty && restarted.isActive(key))
+        let back = AlarmBook.Presence(esp32Name: "lab-1", online: true, lastStatusAt: t0 + 10_000, lastTelemetryAt: t0 + 10_000)
+        #expect(restarted.checkPresence(back, device: lab, now: t0 + 11_000).map(\.kind) == [.clear])
+    }
+
+    /// A status still saying offline (a Last Will nobody replaced) keeps the alarm: a reading
+    /// does not clear it only for the timer to raise it again a moment later.
+    @Test func aReadingDoesNotClearAnOfflineAlarmWhileTheStatusSaysOffline() throws {
+        var book = try book([AlarmRule(name: "silent", kind: .offline, durationMillis: 60_000)])
+        let gone = AlarmBook.Presence(esp32Name: "lab-1", online: false, lastStatusAt: t0 + 1000, lastTelemetryAt: t0)
+        #expect(book.checkPresence(gone, device: lab, now: t0 + 62_000).map(\.kind) == [.raise])
+        #expect(book.observe(reading(70, wh: 1), device: lab).isEmpty)
+        let stillGone = AlarmBook.Presence(esp32Name: "lab-1", online: false, lastStatusAt: t0 + 1000, lastTelemetryAt: t0 + 70_000)
+        #expect(book.checkPresence(stillGone, device: lab, now: t0 + 75_000).isEmpty, "no flapping")
+        let online = AlarmBook.Presence(esp32Name: "lab-1", online: true, lastStatusAt: t0 + 80_000, lastTelemetryAt: t0 + 80_000)
+        #expect(book.checkPresence(online, device: lab, now: t0 + 81_000).map(\.kind) == [.clear])
+    }
+
+    /// After a restart the book knows no rejects; the database's recent ones let the window's end clear the alarm.
+    @Test func aRejectAlarmInForceAfterARestartClearsWhenItsWindowPasses() throws {
+        var book = try book([AlarmRule(name: "noisy", kind: .rejects, count: 2, windowMillis: 60_000)])
+        let key = AlarmBook.Key(rule: "noisy", esp32Name: "lab-1")
+        book.assume(active: [key])
+        #expect(!book.knowsRejects(of: "lab-1"))
+        book.learnRejects(of: "lab-1", times: [t0 - 3000, t0 - 2000, t0 - 1000])
+        #expect(book.tickRejects(now: t0 + 10_000, registry: DeviceRegistry()).isEmpty, "three in the window: still active")
+        #expect(book.tickRejects(now: t0 + 60_000, registry: DeviceRegistry()).map(\.kind) == [.clear])
+    }
+
     @Test func rejectsCountInTheWindowAndTheTimerClearsWhenItPasses() throws {
         var book = try book([AlarmRule(name: "noisy", kind: .rejects, count: 2, windowMillis: 60_000)])
         #expect(book.observeReject(device: lab, at: t0).isEmpty)

@@ -54,6 +54,12 @@ struct AlarmTests {
                     .contains("used twice"))
         #expect(refusal(#"[[rule]]\#nname = "a"\#nkind = "over_power"\#nthreshold_w = 100\#nhysteresis_w = 100"#).contains("hysteresis_w must be below"))
         #expect(refusal(#"[[rule]]\#nname = "a"\#nkind = "rejects"\#nwindow = "1m""#).contains("rejects needs count"))
+        // Another kind's field would be ignored silently (a left-on rule's floor is floor_w): refused.
+        #expect(refusal(#"[[rule]]\#nname = "a"\#nkind = "left_on_after_hours"\#nthreshold_w = 50"#)
+                    .contains(#"rule "a": threshold_w does not apply to left_on_after_hours rules"#))
+        #expect(refusal(#"[[rule]]\#nname = "a"\#nkind = "offline"\#nduration = "1m"\#ncount = 3"#).contains("count does not apply to offline"))
+        // A count too large for an Int is a refusal, not a trap.
+        #expect(refusal(#"[[rule]]\#nname = "a"\#nkind = "rejects"\#ncount = 1e19\#nwindow = "1m""#).contains("rejects needs count"))
     }
 
     @Test func overPowerRaisesAfterTheDurationAndClearsBelowTheHysteresis() {

@@ -247,7 +247,8 @@ struct AlarmIntegrationTests {
 
         // Two workers in one share group: both timers see lab-a2 silent; the unique index keeps one alarm.
         let group = ["AUTOVOLT_MQTT_SHARE_GROUP": "alarms-\(UUID().uuidString.prefix(6))"]
-        let a = try rig.startWorker(extra: environment.merging(group) { $1 }.merging(["AUTOVOLT_MQTT_CLIENT_ID": "wa-\(UUID().uuidString.prefix(6))"]) { $1 })
+        let aEnvironment = environment.merging(group) { $1 }.merging(["AUTOVOLT_MQTT_CLIENT_ID": "wa-\(UUID().uuidString.prefix(6))"]) { $1 }
+        let a = try rig.startWorker(extra: aEnvironment)
         let b = try rig.startWorker(extra: environment.merging(group) { $1 }.merging([
             "AUTOVOLT_MQTT_CLIENT_ID": "wb-\(UUID().uuidString.prefix(6))",
             "AUTOVOLT_STATE_DIR": rig.stateDirectory.path + "-b",
@@ -258,6 +259,14 @@ struct AlarmIntegrationTests {
         #expect(eventually(timeout: 30) { a.log.contains("alarm active already") || b.log.contains("alarm active already") },
                 "\(a.log)\n\(b.log)")
         #expect(rig.count("alarms", ["rule": "silent"]) == 1)
+        // Kill -9 of one and its restart while lab-a2 is still silent: the alarm stays as it is
+        // (the restarted worker's start is no news of the board), through its timer's first rounds.
+        a.kill9()
+        let c = try rig.startWorker(extra: aEnvironment)
+        #expect(eventually(timeout: 30) { c.log.components(separatedBy: "alarm timer ran").count > 2 }, "\(c.log)")
+        #expect(rig.count("alarms", ["rule": "silent"]) == 1 && rig.count("alarms", ["rule": "silent", "status": "active"]) == 1,
+                "no clear and no second raise across the restart")
+        #expect(!c.log.contains("alarm cleared") && !b.log.contains("alarm cleared"))
         try publisher.publish([power("lab-a2", 2, 10), power("lab-a2", 3, 10)])
         #expect(rig.waitForCount("alarms", 1, filter: ["status": "cleared", "rule": "silent"]))
         #expect(rig.count("alarms", ["rule": "silent"]) == 1)
