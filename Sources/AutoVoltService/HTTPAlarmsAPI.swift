@@ -5,6 +5,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import Synchronization
 
 /// `GET /api/power-analytics/alarms?status=active|all&from=&to=&limit=`, `POST .../alarms/{id}/ack`
 /// (bearer token; body `{"by": "name"}` optional) and `GET .../alarms/stream` (Server-Sent Events:
@@ -12,6 +13,11 @@ import NIOCore
 enum AlarmsAPI {
     /// A constant, valid header name: the unwrap cannot fail.
     static let lastEventIDHeader = HTTPField.Name("Last-Event-ID")!
+
+    /// Open streams at most (each polls the event log once a second on the read pool, never on
+    /// the write executor the acks and tariffs need); past it a new one is told to come back.
+    static let streamLimit = 64
+    static let openStreams = Atomic<Int>(0)
 
     struct AckBody: Decodable { var by: String? }
 
@@ -87,6 +93,14 @@ enum AlarmsAPI {
         }
 
         router.get("\(base)/stream") { request, _ -> Response in
+            guard openStreams.add(1, ordering: .relaxed).newValue <= streamLimit else {
+                openStreams.subtract(1, ordering: .relaxed)
+                var refused = AccountingAPI.problem(.serviceUnavailable, "too many alarm streams open (\(streamLimit)); retry later")
+                refused.headers[.retryAfter] = "10"
+                return refused
+            }
+            var handedOver = false
+            defer { if !handedOver { openStreams.subtract(1, ordering: .relaxed) } }
             let resume = request.headers[lastEventIDHeader].flatMap { Int64($0.trimmingCharacters(in: .whitespaces)) }
                 ?? request.uri.queryParameters["last_event_id"].flatMap { Int64(String($0)) }
             let start: Int64
@@ -101,16 +115,19 @@ enum AlarmsAPI {
                     return AccountingAPI.problem(.serviceUnavailable, "database unavailable: \(error)")
                 }
             }
+            handedOver = true
             let body = ResponseBody { writer in
+                defer { openStreams.subtract(1, ordering: .relaxed) }
                 var cursor = AlarmEventCursor(after: start)
                 // Tells the browser how soon to reconnect, and opens the stream at once.
                 try await writer.write(ByteBuffer(string: "retry: 3000\n: alarms after event \(start)\n\n"))
                 var quietRounds = 0
                 while !engine.isShuttingDown && !Task.isCancelled {
                     let after = cursor.lastID
-                    let stored = (try? await executor.run { client throws(MongoError) -> [AlarmEvent] in
+                    var stored: [AlarmEvent] = []
+                    if case .value(let events) = await runner.run({ client throws(MongoError) -> [AlarmEvent] in
                         try AlarmStore.reader(client).events(after: after, limit: 200)
-                    }) ?? []
+                    }) { stored = events }
                     let ready = cursor.take(stored, now: SystemClock.nowMillis())
                     if ready.isEmpty {
                         quietRounds += 1
