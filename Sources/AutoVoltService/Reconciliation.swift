@@ -155,8 +155,8 @@ public struct Reconciler: Sendable {
                 let last = status["last_heartbeat_at"]?.dateValue.map(LedgerStore.millis)
                 if last.map({ now - $0 > heartbeatSilenceMillis }) ?? true {
                     missingHeartbeats.append(name)
-                    let since = last.map { ISO8601.format($0) } ?? "never"
-                    findings.append(Finding(esp32Name: name, kind: "missing_heartbeat", detail: "online, but no heartbeat since \(since)"))
+                    let detail = last.map { "online, but no heartbeat since \(ISO8601.format($0))" } ?? "online, but no heartbeat ever received"
+                    findings.append(Finding(esp32Name: name, kind: "missing_heartbeat", detail: detail))
                 }
             }
         }
