@@ -216,6 +216,17 @@ final class AlarmService: @unchecked Sendable {
                 }
             }
         }
+        // Rejects as the database counts them: in a share group each worker stores only its share
+        // of a device's messages, and the count is the device's, not this worker's.
+        let (rejectRules, noisy) = lock.withLock { (book.rules.filter { $0.kind == .rejects }, book.devicesWithRecentRejects) }
+        if !rejectRules.isEmpty {
+            let longest = rejectRules.compactMap(\.windowMillis).max() ?? 0
+            let keep = (rejectRules.compactMap(\.count).max() ?? 0) + 1
+            for name in noisy {
+                let times = try recentRejects(of: name, since: now - longest, keep: keep)
+                lock.withLock { book.learnRejects(of: name, times: times) }
+            }
+        }
         lock.withLock { pending += book.tickRejects(now: now, registry: devices) }
         try storePending(store)
         try publishLeftovers(store)
@@ -250,9 +261,7 @@ final class AlarmService: @unchecked Sendable {
             let keep = (rejectRules.compactMap(\.count).max() ?? 0) + 1
             let since = SystemClock.nowMillis() - longest
             for name in Set(rejectAlarms.map(\.esp32Name)).sorted() where !lock.withLock({ book.knowsRejects(of: name) }) {
-                let times = try client.find(Collections.rejectedMessages, filter: ["esp32_name": .string(name), "received_at": ["$gt": .millis(since)]],
-                                            sort: ["received_at": -1], projection: ["received_at": 1], limit: keep)
-                    .compactMap { AnalyticsQueries.millis($0["received_at"]) }
+                let times = try recentRejects(of: name, since: since, keep: keep)
                 lock.withLock { book.learnRejects(of: name, times: times) }
             }
         }
@@ -267,6 +276,13 @@ final class AlarmService: @unchecked Sendable {
                 setGauge(rule: parts[0], severity: parts[1], counts[key] ?? 0)
             }
         }
+    }
+
+    /// The receive times of the device's latest `keep` rejected messages after `since` (index esp32_name_received_at).
+    private func recentRejects(of name: String, since: EpochMillis, keep: Int) throws(MongoError) -> [EpochMillis] {
+        try client.find(Collections.rejectedMessages, filter: ["esp32_name": .string(name), "received_at": ["$gt": .millis(since)]],
+                        sort: ["received_at": -1], projection: ["received_at": 1], limit: keep)
+            .compactMap { AnalyticsQueries.millis($0["received_at"]) }
     }
 
     private static func gaugeKey(_ rule: String, _ severity: String) -> String { "\(rule)\u{0}\(severity)" }

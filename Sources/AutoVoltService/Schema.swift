@@ -16,6 +16,8 @@ public enum Schema {
         Collections.rejectedMessages: [
             IndexModel(keys: ["received_at": 1], name: "received_at_ttl", expireAfterSeconds: 30 * day),
             IndexModel(keys: ["reason": 1, "received_at": -1], name: "reason_received_at"),
+            // A device's latest rejects: its dashboard page, the rejects alarms.
+            IndexModel(keys: ["esp32_name": 1, "received_at": -1], name: "esp32_name_received_at"),
         ],
         Collections.deviceStatus: [
             IndexModel(keys: ["esp32_name": 1], name: "esp32_name_unique", unique: true),

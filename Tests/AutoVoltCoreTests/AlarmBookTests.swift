@@ -124,6 +124,16 @@ struct AlarmBookTests {
         #expect(book.tickRejects(now: t0 + 60_000, registry: DeviceRegistry()).map(\.kind) == [.clear])
     }
 
+    /// A share group: this worker saw one reject, the database holds the other worker's too.
+    @Test func rejectsLearnedFromTheDatabaseRaiseOnTheTimer() throws {
+        var book = try book([AlarmRule(name: "noisy", kind: .rejects, count: 1, windowMillis: 600_000, esp32Name: "lab-1")])
+        #expect(book.observeReject(device: lab, at: t0).isEmpty)
+        #expect(book.devicesWithRecentRejects == ["lab-1"])
+        // The other worker's reject arrived in the same millisecond: still two.
+        book.learnRejects(of: "lab-1", times: [t0, t0])
+        #expect(book.tickRejects(now: t0 + 1000, registry: DeviceRegistry(devices: [lab])).map(\.kind) == [.raise])
+    }
+
     @Test func rejectsCountInTheWindowAndTheTimerClearsWhenItPasses() throws {
         var book = try book([AlarmRule(name: "noisy", kind: .rejects, count: 2, windowMillis: 60_000)])
         #expect(book.observeReject(device: lab, at: t0).isEmpty)
