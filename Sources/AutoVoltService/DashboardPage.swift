@@ -196,7 +196,7 @@ public enum DashboardPage {
         let top = niceCeiling(totals.max() ?? 0)
         let width = 720.0, height = 220.0, left = 64.0, bottom = 20.0
         let barWidth = (width - left) / Double(hours)
-        var svg = "<svg class=chart viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=img aria-label=\"hourly energy by classroom\">"
+        var svg = "<div class=chart-box><svg class=chart viewBox=\"0 0 \(Int(width)) \(Int(height))\" role=img aria-label=\"hourly energy by classroom\">"
         for step in 0...4 {
             let value = top * Double(step) / 4
             let y = height - bottom - (height - bottom - 10) * Double(step) / 4
@@ -216,7 +216,7 @@ public enum DashboardPage {
         }
         svg += "</svg>"
         let legend = series.map { "<span><span class=swatch style=\"background:\($0.color)\"></span>\(esc($0.name))</span>" }.joined(separator: " ")
-        return svg + "<p class=legend>\(legend)</p>"
+        return svg + "</div><p class=legend>\(legend)</p>"
     }
 
     static func sparkline(_ values: [Double], color: String) -> String {
@@ -236,7 +236,7 @@ public enum DashboardPage {
         guard let first = p.entries.first?.start, let last = p.entries.last?.end, last > first else { return "<p class=muted>No ledger entries that day.</p>" }
         let top = max(p.entries.map(\.deltaWh).max() ?? 0, 1e-9)
         let span = Double(last - first)
-        var svg = "<svg class=chart viewBox=\"0 0 720 160\" role=img aria-label=\"ledger entries\">"
+        var svg = "<div class=chart-box><svg class=chart viewBox=\"0 0 720 160\" role=img aria-label=\"ledger entries\">"
         for e in p.entries {
             let x = 720 * Double(e.start - first) / span
             let w = max(1, 720 * Double(e.end - e.start) / span)
@@ -245,7 +245,7 @@ public enum DashboardPage {
             svg += "<rect x=\"\(fmt(x))\" y=\"\(fmt(150 - h))\" width=\"\(fmt(w))\" height=\"\(fmt(h))\" class=\"\(marked ? "mark" : e.billable ? "bar" : "nobill")\" />"
             if marked { svg += "<line x1=\"\(fmt(x))\" x2=\"\(fmt(x))\" y1=\"0\" y2=\"150\" class=mark-line><title>\(esc(e.reasons.joined(separator: ", ")))</title></line>" }
         }
-        return svg + "</svg>"
+        return svg + "</svg></div>"
     }
 
     // MARK: Formatting
@@ -356,7 +356,7 @@ struct HTML {
         .swatch{display:inline-block;width:.8em;height:.8em;border-radius:2px;margin-right:.35em;vertical-align:-.05em}
         .badge{display:inline-block;padding:0 .45em;border-radius:999px;border:1px solid var(--line);font-size:.8rem}
         .badge.ok{color:var(--ok);border-color:var(--ok)}.badge.warn,.sev-low{color:var(--warn);border-color:var(--warn)}.badge.alert,.sev-high,.sev-critical{color:var(--alert);border-color:var(--alert)}
-        .muted{color:var(--muted)}.chart{width:100%;height:auto;background:var(--card);border:1px solid var(--line);border-radius:8px}.spark{width:100%;height:40px}
+        .muted{color:var(--muted)}.chart-box{overflow-x:auto}.chart{display:block;min-width:640px;width:100%;height:auto;background:var(--card);border:1px solid var(--line);border-radius:8px}.spark{width:100%;height:40px}
         .chart .grid{stroke:var(--line)}.chart .axis{fill:var(--muted);font-size:11px}.chart .bar{fill:var(--accent)}.chart .nobill{fill:var(--muted)}.chart .mark{fill:var(--alert)}.chart .mark-line{stroke:var(--alert);stroke-dasharray:3 3}
         .legend{display:flex;flex-wrap:wrap;gap:.75rem;font-size:.85rem}
         .scroll{overflow-x:auto;background:var(--card);border:1px solid var(--line);border-radius:8px}
