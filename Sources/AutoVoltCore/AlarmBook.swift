@@ -202,17 +202,18 @@ public struct AlarmBook {
         return evaluateRejects(device: device, rules: rejectRules, at: instant)
     }
 
-    /// Devices with rejects in the book (those the timer looks at).
-    public var devicesWithRecentRejects: [String] { rejectTimes.keys.sorted() }
-
-    /// Whether the book holds the device's recent rejects (it learns them as they come).
-    public func knowsRejects(of esp32Name: String) -> Bool { rejectTimes[esp32Name] != nil }
+    /// The devices whose rejects the timer counts in the database: those with recent rejects in
+    /// the book, and those with a reject alarm in force (after a restart the book knows none of
+    /// their rejects, and the window's end must still clear the alarm).
+    public var devicesWithRecentRejects: [String] {
+        let inForce = evaluators.filter { $0.value.active && rule($0.key.rule)?.kind == .rejects }.map(\.key.esp32Name)
+        return Set(rejectTimes.keys).union(inForce).sorted()
+    }
 
     /// A device's recent reject times as the database holds them, which includes every reject
     /// this book observed (it observes only stored ones) and those of the other workers of a
-    /// share group; after a restart with its reject alarm in force, the window's end can then
-    /// clear it without a new reject. They replace the book's (two rejects received in the same
-    /// millisecond by two workers are two).
+    /// share group. They replace the book's (two rejects received in the same millisecond by two
+    /// workers are two).
     public mutating func learnRejects(of esp32Name: String, times: [EpochMillis]) {
         let keep = (rules.filter { $0.kind == .rejects }.compactMap(\.count).max() ?? 0) + 1
         rejectTimes[esp32Name] = Array(times.sorted().suffix(keep))

@@ -217,7 +217,8 @@ final class AlarmService: @unchecked Sendable {
             }
         }
         // Rejects as the database counts them: in a share group each worker stores only its share
-        // of a device's messages, and the count is the device's, not this worker's.
+        // of a device's messages, and the count is the device's, not this worker's (and after a
+        // restart, the book knows none of them).
         let (rejectRules, noisy) = lock.withLock { (book.rules.filter { $0.kind == .rejects }, book.devicesWithRecentRejects) }
         if !rejectRules.isEmpty {
             let longest = rejectRules.compactMap(\.windowMillis).max() ?? 0
@@ -252,18 +253,6 @@ final class AlarmService: @unchecked Sendable {
                 }
             }
             active = try store.activeAlarms()
-        }
-        // Reject alarms in force: the book learns the device's recent rejects, so the window's end clears them.
-        let rejectRules = rules.filter { $0.kind == .rejects }
-        let rejectAlarms = active.filter { $0.kind == AlarmKind.rejects.rawValue }
-        if !rejectAlarms.isEmpty {
-            let longest = rejectRules.compactMap(\.windowMillis).max() ?? 0
-            let keep = (rejectRules.compactMap(\.count).max() ?? 0) + 1
-            let since = SystemClock.nowMillis() - longest
-            for name in Set(rejectAlarms.map(\.esp32Name)).sorted() where !lock.withLock({ book.knowsRejects(of: name) }) {
-                let times = try recentRejects(of: name, since: since, keep: keep)
-                lock.withLock { book.learnRejects(of: name, times: times) }
-            }
         }
         var counts: [String: Int] = [:]
         for alarm in active { counts[Self.gaugeKey(alarm.rule, alarm.severity), default: 0] += 1 }
