@@ -34,14 +34,11 @@ enum AccountingAPI {
         let concern = WriteConcernBox()
 
         router.get("\(base)/cost-versions") { _, _ -> Response in
-            switch await runner.run({ client throws(MongoError) -> [TariffDocument] in
+            let outcome = await runner.run({ client throws(MongoError) -> [TariffDocument] in
                 try store(client, config, concern, logger).listTariffs().map { TariffDocument($0, timeZone: config.timeZone) }
-            }) {
-            case .value(let versions): return json(.ok, versions)
-            case .saturated: return QueryRunner.unavailable("too many queries in progress; retry later")
-            case .timedOut: return QueryRunner.unavailable("query did not finish within \(runner.timeout); retry later")
-            case .failed(let error): return problem(.serviceUnavailable, "database unavailable: \(error)")
-            }
+            })
+            guard case .value(let versions) = outcome else { return runner.refusal(outcome) }
+            return json(.ok, versions)
         }
 
         router.post("\(base)/cost-versions") { request, _ -> Response in

@@ -53,14 +53,11 @@ enum AlarmsAPI {
             } catch {
                 return AccountingAPI.problem(.badRequest, error.message)
             }
-            switch await runner.run({ client throws(MongoError) -> [AlarmRecord] in
+            let outcome = await runner.run({ client throws(MongoError) -> [AlarmRecord] in
                 try AlarmStore.reader(client).list(activeOnly: status == "active", from: from, to: to, limit: limit)
-            }) {
-            case .value(let alarms): return AccountingAPI.json(.ok, AlarmList(status: status, alarms: alarms))
-            case .saturated: return QueryRunner.unavailable("too many queries in progress; retry later")
-            case .timedOut: return QueryRunner.unavailable("query did not finish within \(runner.timeout); retry later")
-            case .failed(let error): return AccountingAPI.problem(.serviceUnavailable, "database unavailable: \(error)")
-            }
+            })
+            guard case .value(let alarms) = outcome else { return runner.refusal(outcome) }
+            return AccountingAPI.json(.ok, AlarmList(status: status, alarms: alarms))
         }
 
         router.post("\(base)/:id/ack") { request, context -> Response in
@@ -107,13 +104,10 @@ enum AlarmsAPI {
             if let resume {
                 start = resume
             } else {
-                do {
-                    start = try await executor.run { client throws(MongoError) -> Int64 in
-                        try AlarmStore.reader(client).lastEventID()
-                    }
-                } catch {
-                    return AccountingAPI.problem(.serviceUnavailable, "database unavailable: \(error)")
-                }
+                // A read, on the read pool like the stream's polls.
+                let outcome = await runner.run({ client throws(MongoError) -> Int64 in try AlarmStore.reader(client).lastEventID() })
+                guard case .value(let last) = outcome else { return runner.refusal(outcome) }
+                start = last
             }
             handedOver = true
             let body = ResponseBody { writer in

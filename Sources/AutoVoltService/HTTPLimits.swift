@@ -206,6 +206,17 @@ struct QueryRunner: Sendable {
         return outcome
     }
 
+    /// What a JSON route answers for a query that gave no value: a 503, with `Retry-After` when
+    /// retrying soon can help. (A value is no refusal: a 500, never expected.)
+    func refusal<T: Sendable>(_ outcome: Outcome<T>) -> Response {
+        switch outcome {
+        case .saturated: return Self.unavailable("too many queries in progress; retry later")
+        case .timedOut: return Self.unavailable("query did not finish within \(timeout); retry later")
+        case .failed(let error): return AccountingAPI.problem(.serviceUnavailable, "database unavailable: \(error)")
+        case .value: return AccountingAPI.problem(.internalServerError, "a query's answer was taken for a refusal")
+        }
+    }
+
     /// The 503 of a saturated or timed-out query, with `Retry-After`.
     static func unavailable(_ message: String) -> Response {
         var response = PowerAnalyticsAPI.errorResponse(.serviceUnavailable, message)

@@ -44,12 +44,9 @@ enum StatementsAPI {
                     return AccountingAPI.problem(.serviceUnavailable, "database unavailable: \(error)")
                 }
             } else {
-                switch await runner.run({ client throws(MongoError) -> Result<T, StatementError> in try work(client) }) {
-                case .value(let result): outcome = result
-                case .saturated: return QueryRunner.unavailable("too many queries in progress; retry later")
-                case .timedOut: return QueryRunner.unavailable("query did not finish within \(runner.timeout); retry later")
-                case .failed(let error): return AccountingAPI.problem(.serviceUnavailable, "database unavailable: \(error)")
-                }
+                let answer = await runner.run({ client throws(MongoError) -> Result<T, StatementError> in try work(client) })
+                guard case .value(let result) = answer else { return runner.refusal(answer) }
+                outcome = result
             }
             switch outcome {
             case .success(let value): return respond(value)
