@@ -204,19 +204,10 @@ struct DashboardTests {
         var arguments = [packageRoot.appendingPathComponent("Tests/browser/cdp.py").path, "--width", "\(width)"]
         if dark { arguments.append("--dark") }
         if let screenshot { arguments += ["--screenshot", screenshot.path] }
-        let process = unmaskedProcess("/usr/bin/python3", arguments + [url] + steps)
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("cdp-out-\(UUID().uuidString)")
-        let err = FileManager.default.temporaryDirectory.appendingPathComponent("cdp-err-\(UUID().uuidString)")
-        for file in [out, err] { FileManager.default.createFile(atPath: file.path, contents: nil) }
-        defer { for file in [out, err] { try? FileManager.default.removeItem(at: file) } }
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = try FileHandle(forWritingTo: err)
-        try process.run()
-        process.waitUntilExit()
-        let text = (try? String(contentsOf: out, encoding: .utf8)) ?? ""
-        #expect(process.terminationStatus == 0, "cdp.py: \((try? String(contentsOf: err, encoding: .utf8)) ?? "")")
-        #expect(text.split(separator: "\n").count == steps.count, "cdp.py printed: \(text)")
-        return text.split(separator: "\n").compactMap { line -> [String: Any]? in
+        let run = try runCapturing("/usr/bin/python3", arguments + [url] + steps, timeout: 120)
+        #expect(run.status == 0, "cdp.py: \(run.stderr)")
+        #expect(run.stdout.split(separator: "\n").count == steps.count, "cdp.py printed: \(run.stdout)")
+        return run.stdout.split(separator: "\n").compactMap { line -> [String: Any]? in
             (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any]
         }.map { step in
             if let error = step["error"] { Issue.record("browser step failed: \(error)") }
@@ -245,15 +236,7 @@ struct DashboardTests {
     func chromium(_ arguments: [String]) throws -> String {
         let profile = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: profile) }
-        let process = unmaskedProcess("/usr/bin/chromium",
-                                      ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--user-data-dir=\(profile.path)"] + arguments)
-        let out = FileManager.default.temporaryDirectory.appendingPathComponent("chromium-out-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: out.path, contents: nil)
-        defer { try? FileManager.default.removeItem(at: out) }
-        process.standardOutput = try FileHandle(forWritingTo: out)
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        return (try? String(contentsOf: out, encoding: .utf8)) ?? ""
+        return try runCapturing("/usr/bin/chromium", ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                                                      "--user-data-dir=\(profile.path)"] + arguments, timeout: 120).stdout
     }
 }

@@ -27,30 +27,8 @@ public final class WorkerProcess: @unchecked Sendable {
     /// Runs `autovolt-worker ARGS` to completion and returns (exit status, stdout, stderr).
     public static func runToCompletion(_ arguments: [String], environment: [String: String], stdin: Data? = nil,
                                        timeout: Double = 60) throws -> (status: Int32, stdout: String, stderr: String) {
-        let process = unmaskedProcess(executable.path, arguments)
-        process.environment = environment.merging(Self.shmOff) { old, _ in old }
-        let outURL = FileManager.default.temporaryDirectory.appendingPathComponent("autovolt-out-\(UUID().uuidString)")
-        let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("autovolt-err-\(UUID().uuidString)")
-        FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        defer {
-            try? FileManager.default.removeItem(at: outURL)
-            try? FileManager.default.removeItem(at: errURL)
-        }
-        process.standardOutput = try FileHandle(forWritingTo: outURL)
-        process.standardError = try FileHandle(forWritingTo: errURL)
-        let input = Pipe()
-        process.standardInput = input
-        try process.run()
-        if let stdin { input.fileHandleForWriting.write(stdin) }
-        try input.fileHandleForWriting.close()
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
-        let outData = (try? Data(contentsOf: outURL)) ?? Data()
-        let errData = (try? Data(contentsOf: errURL)) ?? Data()
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        try runCapturing(executable.path, arguments, environment: environment.merging(Self.shmOff) { old, _ in old },
+                         stdin: stdin, timeout: timeout)
     }
 
     public func start(arguments: [String] = ["run"], extraEnvironment: [String: String] = [:]) throws {
@@ -101,4 +79,34 @@ public final class WorkerProcess: @unchecked Sendable {
     public func waitUntilSubscribed(times: Int = 1, timeout: Double = 20) -> Bool {
         eventually(timeout: timeout) { log.components(separatedBy: "MQTT subscribed").count - 1 >= 3 * times }
     }
+}
+
+/// Runs a program (signals unmasked) to completion, or to `timeout` seconds, with its output in
+/// files (a pipe nobody reads could fill and stall it); (exit status, stdout, stderr).
+public func runCapturing(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, stdin: Data? = nil,
+                         timeout: Double = 60) throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = unmaskedProcess(executable, arguments)
+    if let environment { process.environment = environment }
+    let outURL = FileManager.default.temporaryDirectory.appendingPathComponent("autovolt-out-\(UUID().uuidString)")
+    let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("autovolt-err-\(UUID().uuidString)")
+    FileManager.default.createFile(atPath: outURL.path, contents: nil)
+    FileManager.default.createFile(atPath: errURL.path, contents: nil)
+    defer {
+        try? FileManager.default.removeItem(at: outURL)
+        try? FileManager.default.removeItem(at: errURL)
+    }
+    process.standardOutput = try FileHandle(forWritingTo: outURL)
+    process.standardError = try FileHandle(forWritingTo: errURL)
+    let input = Pipe()
+    process.standardInput = input
+    try process.run()
+    if let stdin { input.fileHandleForWriting.write(stdin) }
+    try input.fileHandleForWriting.close()
+    let deadline = Date().addingTimeInterval(timeout)
+    while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+    if process.isRunning { process.terminate() }
+    process.waitUntilExit()
+    let outData = (try? Data(contentsOf: outURL)) ?? Data()
+    let errData = (try? Data(contentsOf: errURL)) ?? Data()
+    return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
 }
