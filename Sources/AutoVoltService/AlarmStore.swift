@@ -217,6 +217,7 @@ public struct AlarmStore: Sendable {
             for type in listed.compactMap(\.stringValue) {
                 let field = type == "raise" ? "raised_at" : type == "clear" ? "cleared_at" : "acknowledged_at"
                 let at = AnalyticsQueries.millis(doc[field]) ?? SystemClock.nowMillis()
+                // Looked up first so a stored event takes no number (an unused one is a gap the streams wait on).
                 if try client.findOne(Self.events, filter: ["alarm_id": .string(alarmID), "type": .string(type)], projection: ["_id": 1]) != nil {
                     continue
                 }
