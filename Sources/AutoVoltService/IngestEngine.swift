@@ -527,15 +527,45 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                                                               writeConcern: concern, logger: logger),
                                        statements: StatementStore(client: client, registry: registry, timeZone: config.timeZone,
                                                                   writeConcern: concern, logger: logger),
-                                       writeConcern: concern, logger: logger, listeningSince: startedAt)
+                                       writeConcern: concern, logger: logger, listeningSince: startedAt,
+                                       intakeReadiness: { [unowned self] in intakeReadiness() })
                     scheduler = active
                 }
                 try active.tick(now: clock.now())
+                try active.rejudgeChangedDays(now: clock.now())
             } catch {
                 logger.warning("scheduler: job failed; retrying later", metadata: ["error": "\(error)"])
             }
-            schedulerWakeup.wait(seconds: 30)
+            // A reconciliation waiting for its day's data looks again soon.
+            schedulerWakeup.wait(seconds: scheduler?.isWaitingForData == true ? 5 : 30)
         }
+    }
+
+    /// How long the broker is given, after (re)connecting, to hand over what it queued for this
+    /// session: delivered at once, and at tens of thousands of messages a second.
+    static let brokerBacklogSettle: EpochMillis = 30_000
+    private let mqttConnectedSince = Mutex<EpochMillis?>(nil)
+
+    /// What of this worker's intake is still on its way to the database: the journal's messages,
+    /// and the broker's queue for this session while it is not connected or has just connected.
+    /// A reconciliation waits for it (Scheduler), so a night's backlog is judged once it is in.
+    func intakeReadiness() -> DataReadiness {
+        let now = SystemClock.nowMillis()
+        let status = self.status
+        var pending: [String] = []
+        if status.journalPending > 0 { pending.append("\(status.journalPending) messages in the journal not yet stored") }
+        let since: EpochMillis? = mqttConnectedSince.withLock { since in
+            if !status.mqttConnected { since = nil } else if since == nil { since = now }
+            return since
+        }
+        if let since {
+            if now - since < Self.brokerBacklogSettle {
+                pending.append("connected to the broker \((now - since) / 1000) s ago; what it queued for this session may still be arriving")
+            }
+        } else {
+            pending.append("not connected to the broker, which may hold queued messages")
+        }
+        return DataReadiness(pending: pending)
     }
 
     public var ledgerCounters: LedgerStore.Counters? { stateLock.withLock { ledger?.snapshot } }

@@ -29,9 +29,19 @@ public struct Reconciler: Sendable {
         public var missingHeartbeats: [String]
         public var aggregateMismatches: [Finding]
         public var ticketsOpened: Int
+        /// Tickets of the day whose finding no longer holds, resolved by this run.
+        public var ticketsResolved: Int
+        /// Tickets of the day found again (open before, or resolved before and opened again).
+        public var ticketsStillOpen: Int
+        /// False when the day was judged while some of its data was still on its way in.
+        public var dataComplete: Bool
+        /// What was still pending when `dataComplete` is false.
+        public var incompleteData: String?
 
         enum CodingKeys: String, CodingKey {
             case date, status, anomalies
+            case ticketsResolved = "tickets_resolved", ticketsStillOpen = "tickets_still_open"
+            case dataComplete = "data_complete", incompleteData = "incomplete_data"
             case runID = "run_id", startedAt = "started_at", finishedAt = "finished_at", devicesChecked = "devices_checked"
             case missingHeartbeats = "missing_heartbeats", aggregateMismatches = "aggregate_mismatches", ticketsOpened = "tickets_opened"
         }
@@ -53,7 +63,9 @@ public struct Reconciler: Sendable {
         self.logger = logger
     }
 
-    public func run(date: CivilDate, now: EpochMillis) throws(MongoError) -> Report {
+    /// Judges `date` as the database holds it now. `judgedOn` says whether the data of the day
+    /// had settled (the scheduler waits for that, within a bound); the report keeps it.
+    public func run(date: CivilDate, now: EpochMillis, judgedOn: DataReadiness = .complete) throws(MongoError) -> Report {
         let runID = "recon-\(date)-\(ISO8601.format(now).filter(\.isNumber).prefix(14))-\(UUID().uuidString.prefix(4).lowercased())"
         let calendar = LocalCalendar(timeZone: timeZone)
         let dayStart = calendar.startOfDay(date)
@@ -161,29 +173,22 @@ public struct Reconciler: Sendable {
             }
         }
 
-        // Tickets: one per device, kind and day; a re-run finds them already there.
-        var opened = 0
-        if !findings.isEmpty {
-            let operations: [WriteModel] = findings.map { f in
-                .updateOne(filter: ["esp32_name": .string(f.esp32Name), "date": .string(day), "kind": .string(f.kind)],
-                           update: ["$setOnInsert": ["esp32_name": .string(f.esp32Name), "date": .string(day), "kind": .string(f.kind),
-                                                     "detail": .string(f.detail), "status": "open", "created_at": .millis(now),
-                                                     "run_id": .string(runID)]],
-                           upsert: true)
-            }
-            let result = try client.bulkWrite(Collections.reviewTickets, operations: operations, ordered: false, writeConcern: writeConcern)
-            opened = result.upsertedCount
-        }
+        let tickets = try judgeTickets(day: day, findings: findings, runID: runID, now: now)
         let finished = SystemClock.nowMillis()
         let report = Report(runID: runID, date: day, startedAt: ISO8601.format(now), finishedAt: ISO8601.format(max(finished, now)),
                             status: findings.isEmpty ? "ok" : "anomalies", devicesChecked: devices.count, anomalies: findings,
-                            missingHeartbeats: missingHeartbeats, aggregateMismatches: mismatches, ticketsOpened: opened)
-        let document: BSONDocument = [
+                            missingHeartbeats: missingHeartbeats, aggregateMismatches: mismatches, ticketsOpened: tickets.opened,
+                            ticketsResolved: tickets.resolved, ticketsStillOpen: tickets.stillOpen,
+                            dataComplete: judgedOn.isComplete, incompleteData: judgedOn.isComplete ? nil : judgedOn.description)
+        var document: BSONDocument = [
             "_id": .string(runID), "run_id": .string(runID), "date": .string(day), "started_at": .millis(now),
             "finished_at": .millis(max(finished, now)), "status": .string(report.status), "devices_checked": .int64(Int64(devices.count)),
             "anomalies": .array(findings.map(Self.document)), "missing_heartbeats": .array(missingHeartbeats.map { .string($0) }),
-            "aggregate_mismatches": .array(mismatches.map(Self.document)), "tickets_opened": .int64(Int64(opened)),
+            "aggregate_mismatches": .array(mismatches.map(Self.document)), "tickets_opened": .int64(Int64(tickets.opened)),
+            "tickets_resolved": .int64(Int64(tickets.resolved)), "tickets_still_open": .int64(Int64(tickets.stillOpen)),
+            "data_complete": .bool(judgedOn.isComplete),
         ]
+        if !judgedOn.isComplete { document["incomplete_data"] = .string(judgedOn.description) }
         _ = try client.insertMany([document], into: Collections.reconciliationReports, ordered: true, writeConcern: writeConcern)
         log(report)
         // The last run's findings by kind (0 for kinds it did not find).
@@ -194,18 +199,80 @@ public struct Reconciler: Sendable {
     }
 
     func log(_ report: Report) {
-        logger.notice("reconciliation \(report.date): \(report.devicesChecked) devices checked, \(report.anomalies.count) findings, \(report.ticketsOpened) new tickets",
-                      metadata: ["run_id": "\(report.runID)", "status": "\(report.status)"])
+        var metadata: Logger.Metadata = ["run_id": "\(report.runID)", "status": "\(report.status)"]
+        if let pending = report.incompleteData { metadata["incomplete_data"] = "\(pending)" }
+        logger.notice("reconciliation \(report.date): \(report.devicesChecked) devices checked, \(report.anomalies.count) findings, \(report.ticketsOpened) new tickets, \(report.ticketsResolved) resolved",
+                      metadata: metadata)
         for finding in report.anomalies {
             logger.notice("reconciliation \(report.date) \(finding.kind): \(finding.detail)",
                           metadata: ["esp32_name": "\(finding.esp32Name)", "run_id": "\(report.runID)"])
         }
     }
 
+    struct TicketOutcome { var opened = 0, resolved = 0, stillOpen = 0 }
+
+    /// The day's tickets follow its findings: a finding with no ticket opens one, an open ticket
+    /// whose finding no longer holds is resolved by this run, and one resolved earlier whose finding
+    /// is back is open again. Only the kinds this check judges are touched (none other exist today,
+    /// but a person's or another program's ticket is not ours to close).
+    func judgeTickets(day: String, findings: [Finding], runID: String, now: EpochMillis) throws(MongoError) -> TicketOutcome {
+        var existing: [String: (id: BSON, open: Bool)] = [:]
+        // One document per device and kind of the day at most: bounded by the campus.
+        try client.forEachBatch(Collections.reviewTickets, filter: ["date": .string(day), "kind": ["$in": .array(Self.kinds.map { .string($0) })]],
+                                projection: ["esp32_name": 1, "kind": 1, "status": 1]) { (docs) throws(MongoError) in
+            for doc in docs {
+                guard let id = doc["_id"], let name = doc["esp32_name"]?.stringValue, let kind = doc["kind"]?.stringValue else { continue }
+                existing["\(name)|\(kind)"] = (id, doc["status"]?.stringValue == "open")
+            }
+        }
+        var found: [String: Finding] = [:]
+        for f in findings { found["\(f.esp32Name)|\(f.kind)"] = found["\(f.esp32Name)|\(f.kind)"] ?? f }
+        var outcome = TicketOutcome()
+        var operations: [WriteModel] = []
+        for key in found.keys.sorted() {
+            guard let f = found[key] else { continue }
+            if let ticket = existing[key] {
+                outcome.stillOpen += 1
+                var set: BSONDocument = ["detail": .string(f.detail), "last_run_id": .string(runID)]
+                var update: BSONDocument = [:]
+                if !ticket.open {
+                    set["status"] = "open"
+                    set["reopened_at"] = .millis(now)
+                    update["$unset"] = ["resolved_at": "", "resolved_run_id": ""]
+                }
+                update["$set"] = .document(set)
+                operations.append(.updateOne(filter: ["_id": ticket.id], update: update, upsert: false))
+            } else {
+                outcome.opened += 1
+                // Keyed like the unique index: a run racing this one (another worker's, or the
+                // ledger's implausible_power ticket) meets the same document.
+                operations.append(.updateOne(
+                    filter: ["esp32_name": .string(f.esp32Name), "date": .string(day), "kind": .string(f.kind)],
+                    update: ["$setOnInsert": ["esp32_name": .string(f.esp32Name), "date": .string(day), "kind": .string(f.kind),
+                                              "detail": .string(f.detail), "status": "open", "created_at": .millis(now),
+                                              "run_id": .string(runID)],
+                             "$set": ["last_run_id": .string(runID)]],
+                    upsert: true))
+            }
+        }
+        for (key, ticket) in existing.sorted(by: { $0.key < $1.key }) where ticket.open && found[key] == nil {
+            outcome.resolved += 1
+            operations.append(.updateOne(filter: ["_id": ticket.id, "status": "open"],
+                                         update: ["$set": ["status": "resolved", "resolved_at": .millis(now), "resolved_run_id": .string(runID)]],
+                                         upsert: false))
+        }
+        if !operations.isEmpty {
+            try client.bulkWrite(Collections.reviewTickets, operations: operations, ordered: false, writeConcern: writeConcern)
+                .writeErrors.throwUnlessDuplicateKeys()
+        }
+        return outcome
+    }
+
     /// The report as a person reads it (CLI).
     public static func text(_ report: Report) -> String {
         var lines = ["reconciliation of \(report.date) (run \(report.runID)): \(report.status)",
-                     "  devices checked: \(report.devicesChecked), findings: \(report.anomalies.count), new tickets: \(report.ticketsOpened)"]
+                     "  devices checked: \(report.devicesChecked), findings: \(report.anomalies.count), tickets: \(report.ticketsOpened) new, \(report.ticketsStillOpen) still open, \(report.ticketsResolved) resolved"]
+        if let pending = report.incompleteData { lines.append("  judged on incomplete data: \(pending)") }
         for f in report.anomalies { lines.append("  \(f.esp32Name.padding(toLength: 16, withPad: " ", startingAt: 0)) \(f.kind): \(f.detail)") }
         return lines.joined(separator: "\n")
     }
@@ -229,6 +296,17 @@ public struct Reconciler: Sendable {
 }
 
 
+/// Whether the data of a day can be judged: nothing of it still on its way through the worker
+/// (the journal, the broker's queue for this session, the ledger).
+public struct DataReadiness: Sendable, Equatable, CustomStringConvertible {
+    /// What is still pending, in words; empty when nothing is.
+    public var pending: [String]
+    public init(pending: [String]) { self.pending = pending }
+    public var isComplete: Bool { pending.isEmpty }
+    public static let complete = DataReadiness(pending: [])
+    public var description: String { pending.isEmpty ? "complete" : pending.joined(separator: "; ") }
+}
+
 /// The in-process scheduler: closes yesterday shortly after local midnight and reconciles it at
 /// `AUTOVOLT_RECONCILE_AT`. Runs are recorded in `scheduler_runs`, so a worker that was down
 /// catches up on start, and a lease on the run document means two workers never run a job twice.
@@ -249,11 +327,29 @@ public final class Scheduler: Sendable {
     /// When this worker started: a job that comes due after it always runs.
     let listeningSince: EpochMillis
     private let firstReceivedAt = Mutex<EpochMillis?>(nil)
+    /// What of the worker's own intake is still pending (the journal, the broker's queue); nil
+    /// where there is no intake (tests, the CLI). The database's side is checked here.
+    let intakeReadiness: (@Sendable () -> DataReadiness)?
+    /// How long a reconciliation waits for its day's data before judging it as it is.
+    let maxJudgementWait: EpochMillis
+    /// Since when each reconciliation has been waiting for its data (this process's view).
+    private let waitingSince = Mutex<[String: EpochMillis]>([:])
+    /// When the days judged before were last checked for data that arrived after their judgement.
+    private let changedDaysCheckedAt = Mutex<EpochMillis?>(nil)
+    /// Days judged again when their data changed after the judgement: this many back.
+    static let rejudgeDays = 31
+    /// A day is judged again at most this often.
+    static let rejudgeInterval: EpochMillis = 3_600_000
+    /// How often the judged days are checked for changed data.
+    static let changedDaysCheckInterval: EpochMillis = 5 * 60_000
 
     public init(client: MongoClient, schedule: Schedule, timeZone: TimeZone, owner: String, aggregation: AggregationStore,
                 reconciler: Reconciler, statements: StatementStore? = nil, writeConcern: WriteConcern, logger: Logger,
-                listeningSince: EpochMillis) {
+                listeningSince: EpochMillis, intakeReadiness: (@Sendable () -> DataReadiness)? = nil,
+                maxJudgementWait: EpochMillis = 20 * 60_000) {
         self.listeningSince = listeningSince
+        self.intakeReadiness = intakeReadiness
+        self.maxJudgementWait = maxJudgementWait
         self.statements = statements
         self.client = client
         self.schedule = schedule
@@ -280,6 +376,8 @@ public final class Scheduler: Sendable {
         guard !candidates.isEmpty else { return [] }
         let done = Set(try client.find(Self.runsCollection, filter: ["_id": ["$in": .array(candidates.map { .string($0.id) })], "status": "done"],
                                        projection: ["_id": 1], limit: candidates.count).compactMap { $0["_id"]?.stringValue })
+        // A reconciliation another worker ran while this one waited is no longer waited for.
+        waitingSince.withLock { waiting in for id in done { waiting[id] = nil } }
         var ran: [ScheduledJob] = []
         let candidateIDs = Set(candidates.map(\.id))
         for job in candidates where !done.contains(job.id) {
@@ -291,7 +389,12 @@ public final class Scheduler: Sendable {
                 let finished = done.union(ran.map(\.id))
                 guard before.allSatisfy({ !candidateIDs.contains($0) || finished.contains($0) }) else { continue }
             }
-            guard try acquire(job, now: now) else { continue }
+            var judgedOn = DataReadiness.complete
+            if job.kind == .reconcile {
+                guard let readiness = try readiness(toJudge: job.date, jobID: job.id, now: now) else { continue }
+                judgedOn = readiness
+            }
+            guard try acquire(id: job.id, kind: job.kind.rawValue, date: job.date, now: now) else { continue }
             logger.info("scheduler: running \(job.id)")
             var runID: String?
             do {
@@ -301,7 +404,7 @@ public final class Scheduler: Sendable {
                     logger.info("day closed", metadata: ["date": "\(job.date)", "aggregates_recalculated": "\(report.recalculated)",
                                                          "aggregates_changed": "\(report.changedCount)"])
                 case .reconcile:
-                    runID = try reconciler.run(date: job.date, now: now).runID
+                    runID = try reconciler.run(date: job.date, now: now, judgedOn: judgedOn).runID
                 case .statements:
                     // A failure is this job's alone: it is marked failed (retried at the next
                     // tick) and the jobs after it still run.
@@ -326,6 +429,107 @@ public final class Scheduler: Sendable {
             ran.append(job)
         }
         return ran
+    }
+
+    /// True while a reconciliation waits for its day's data (the caller ticks more often).
+    public var isWaitingForData: Bool { waitingSince.withLock { !$0.isEmpty } }
+
+    /// Whether the data of `date` can be judged now: nil to wait (the caller tries again at the
+    /// next tick), else what it is judged on; after `maxJudgementWait` that is whatever has
+    /// arrived, and the report says what had not.
+    func readiness(toJudge date: CivilDate, jobID: String, now: EpochMillis) throws(MongoError) -> DataReadiness? {
+        var pending = intakeReadiness?().pending ?? []
+        let calendar = LocalCalendar(timeZone: timeZone)
+        let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
+        // Events of the day (or before) that the ledger has not taken yet; few (the index on
+        // processed leads), unless a backlog is being worked off, which is what this waits for.
+        if try client.findOne(Collections.telemetryEvents, filter: ["processed": false, "device_ts": ["$lt": .millis(dayEnd)]],
+                              projection: ["_id": 1]) != nil {
+            pending.append("events of \(date) or before not yet in the ledger")
+        }
+        let readiness = DataReadiness(pending: pending)
+        let since: EpochMillis = waitingSince.withLock { waiting in
+            if readiness.isComplete { waiting[jobID] = nil; return now }
+            if let since = waiting[jobID] { return since }
+            waiting[jobID] = now
+            return now
+        }
+        if readiness.isComplete { return readiness }
+        if now - since < maxJudgementWait {
+            if since == now {
+                logger.notice("scheduler: \(jobID) waits for the day's data", metadata: [
+                    "pending": "\(readiness)", "max_wait_s": "\(maxJudgementWait / 1000)",
+                ])
+            }
+            return nil
+        }
+        waitingSince.withLock { $0[jobID] = nil }
+        logger.warning("scheduler: \(jobID) judges the day on incomplete data after waiting \((now - since) / 1000) s",
+                       metadata: ["pending": "\(readiness)"])
+        return readiness
+    }
+
+    /// Judges again each recent day whose data changed after its last judgement (late readings,
+    /// a board's offline queue, a backlog worked off after the run): its daily aggregates were
+    /// computed since. At most once per `rejudgeInterval` per day, across workers (leased like
+    /// the nightly jobs). Returns the days judged.
+    @discardableResult
+    public func rejudgeChangedDays(now: EpochMillis) throws(MongoError) -> [CivilDate] {
+        let due: Bool = changedDaysCheckedAt.withLock { last in
+            if let last, now - last < Self.changedDaysCheckInterval, now >= last { return false }
+            last = now
+            return true
+        }
+        guard due else { return [] }
+        var calendar = LocalCalendar(timeZone: timeZone)
+        let today = calendar.date(of: now)
+        let window: BSON = ["$gte": .string(CivilDate(daysSinceEpoch: today.daysSinceEpoch - Self.rejudgeDays).description),
+                            "$lt": .string(today.description)]
+        // The last judgement of each recent day, and the last change of its aggregates: one
+        // group each, over a month of reports and of device-days.
+        var judgedAt: [String: EpochMillis] = [:]
+        try client.aggregateBatches(Collections.reconciliationReports, pipeline: [
+            ["$match": ["date": window]], ["$group": ["_id": "$date", "at": ["$max": "$started_at"]]],
+        ]) { (groups) throws(MongoError) in
+            for group in groups {
+                if let day = group["_id"]?.stringValue, let at = group["at"]?.dateValue { judgedAt[day] = LedgerStore.millis(at) }
+            }
+        }
+        guard !judgedAt.isEmpty else { return [] }
+        var changedAt: [String: EpochMillis] = [:]
+        try client.aggregateBatches(Collections.dailyAggregates, pipeline: [
+            ["$match": ["date": window]], ["$group": ["_id": "$date", "at": ["$max": "$computed_at"]]],
+        ]) { (groups) throws(MongoError) in
+            for group in groups {
+                if let day = group["_id"]?.stringValue, let at = group["at"]?.dateValue { changedAt[day] = LedgerStore.millis(at) }
+            }
+        }
+        var judged: [CivilDate] = []
+        for (day, at) in judgedAt.sorted(by: { $0.key < $1.key }) {
+            guard let changed = changedAt[day], changed > at, now - at >= Self.rejudgeInterval,
+                  let date = CivilDate(day) else { continue }
+            let id = "reconcile_again:\(day):\(now / Self.rejudgeInterval)"
+            guard let judgedOn = try readiness(toJudge: date, jobID: id, now: now),
+                  try acquire(id: id, kind: "reconcile_again", date: date, now: now) else { continue }
+            logger.info("scheduler: judging \(day) again: its data changed after its reconciliation",
+                        metadata: ["reconciled_at": "\(ISO8601.format(at))", "changed_at": "\(ISO8601.format(changed))"])
+            let runID: String
+            do {
+                runID = try reconciler.run(date: date, now: now, judgedOn: judgedOn).runID
+            } catch {
+                _ = try? client.updateOne(Self.runsCollection, filter: ["_id": .string(id), "owner": .string(owner)],
+                                          update: ["$set": ["status": "failed", "error": .string("\(error)")], "$unset": ["lease_until": ""]],
+                                          upsert: false, writeConcern: writeConcern)
+                throw error
+            }
+            _ = try client.updateOne(Self.runsCollection, filter: ["_id": .string(id), "owner": .string(owner)],
+                                     update: ["$set": ["status": "done", "finished_at": .millis(max(now, SystemClock.nowMillis())),
+                                                       "run_id": .string(runID)],
+                                              "$unset": ["lease_until": ""]], upsert: false, writeConcern: writeConcern)
+            Counter(label: "autovolt_scheduler_runs_total", dimensions: [("job", "reconcile_again")]).increment()
+            judged.append(date)
+        }
+        return judged
     }
 
     /// The drafts of the month before the job's date; false when a scope's failed (each failure
@@ -356,12 +560,12 @@ public final class Scheduler: Sendable {
         return millis
     }
 
-    private func acquire(_ job: ScheduledJob, now: EpochMillis) throws(MongoError) -> Bool {
-        let filter: BSONDocument = ["_id": .string(job.id), "status": ["$ne": "done"], "$or": [
+    private func acquire(id: String, kind: String, date: CivilDate, now: EpochMillis) throws(MongoError) -> Bool {
+        let filter: BSONDocument = ["_id": .string(id), "status": ["$ne": "done"], "$or": [
             ["lease_until": ["$exists": false]], ["lease_until": ["$lt": .millis(now)]],
         ]]
         let update: BSONDocument = ["$set": [
-            "kind": .string(job.kind.rawValue), "date": .string(job.date.description), "status": "running", "owner": .string(owner),
+            "kind": .string(kind), "date": .string(date.description), "status": "running", "owner": .string(owner),
             "started_at": .millis(now), "lease_until": .millis(now + leaseMillis),
         ]]
         do {
