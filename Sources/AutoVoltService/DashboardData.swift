@@ -13,12 +13,73 @@ public struct DashboardData: Sendable {
         public var sessions: Int
     }
 
-    public struct Ticket: Sendable, Equatable {
+    /// One board's open tickets of one kind.
+    public struct BoardTickets: Sendable, Equatable {
         public var esp32Name: String
         public var classroom: String
-        public var date: String
-        public var kind: String
+        public var count: Int
+        public var oldestDate: String
+        public var newestDate: String
+        /// The detail of its newest ticket.
         public var detail: String
+    }
+
+    /// The open tickets of one kind, by board, the oldest first.
+    public struct TicketGroup: Sendable, Equatable {
+        public var kind: String
+        public var count: Int
+        public var oldestDate: String
+        /// At most `boardsPerKind` boards; `moreBoards` are not listed.
+        public var boards: [BoardTickets]
+        public var moreBoards: Int
+    }
+
+    /// Every open review ticket, counted; listed by kind, then board (bounded).
+    public struct OpenTickets: Sendable, Equatable {
+        public var total = 0
+        public var byClassroom: [String: Int] = [:]
+        public var groups: [TicketGroup] = []
+        public init() {}
+
+        static let boardsPerKind = 12
+
+        /// Every open ticket, grouped by the database: one row per kind and board, however many
+        /// days are open.
+        static func load(client: MongoClient, classroom: (String) -> String) throws(MongoError) -> OpenTickets {
+            var rows: [(kind: String, board: BoardTickets)] = []
+            try client.aggregateBatches(Collections.reviewTickets, pipeline: [
+                ["$match": ["status": "open"]], ["$sort": ["date": 1]],
+                ["$group": ["_id": ["kind": "$kind", "esp32_name": "$esp32_name"], "n": ["$sum": 1], "oldest": ["$min": "$date"],
+                            "newest": ["$max": "$date"], "detail": ["$last": "$detail"]]],
+            ]) { (groups) throws(MongoError) in
+                for group in groups {
+                    let key = group["_id"]?.documentValue
+                    let name = key?["esp32_name"]?.stringValue ?? ""
+                    rows.append((kind: key?["kind"]?.stringValue ?? "", board: BoardTickets(
+                        esp32Name: name, classroom: classroom(name), count: group["n"]?.intValue ?? 0,
+                        oldestDate: group["oldest"]?.stringValue ?? "", newestDate: group["newest"]?.stringValue ?? "",
+                        detail: group["detail"]?.stringValue ?? "")))
+                }
+            }
+            return grouped(rows)
+        }
+
+        /// Folds per (kind, board) counts, any order, into the groups shown.
+        static func grouped(_ rows: [(kind: String, board: BoardTickets)]) -> OpenTickets {
+            var result = OpenTickets()
+            var byKind: [String: [BoardTickets]] = [:]
+            for row in rows {
+                result.total += row.board.count
+                result.byClassroom[row.board.classroom, default: 0] += row.board.count
+                byKind[row.kind, default: []].append(row.board)
+            }
+            result.groups = byKind.map { kind, boards in
+                let sorted = boards.sorted { ($0.oldestDate, $0.esp32Name) < ($1.oldestDate, $1.esp32Name) }
+                return TicketGroup(kind: kind, count: boards.reduce(0) { $0 + $1.count }, oldestDate: sorted.first?.oldestDate ?? "",
+                                   boards: Array(sorted.prefix(boardsPerKind)), moreBoards: max(0, sorted.count - boardsPerKind))
+            }.sorted { ($0.oldestDate, $0.kind) < ($1.oldestDate, $1.kind) }
+            return result
+        }
     }
 
     /// One device's day, from its daily aggregate (the figures device-breakdown answers).
@@ -45,7 +106,7 @@ public struct DashboardData: Sendable {
     /// Registered boards per classroom (the registry in force).
     public var registered: [String: Int]
     public var classroomOf: [String: String]
-    public var tickets: [Ticket]
+    public var tickets: OpenTickets
     public var alarms: [AlarmRecord]
     public var tariffs: [TariffDocument]
 
@@ -123,12 +184,7 @@ public struct DashboardData: Sendable {
                 if classroomOf[name] == nil, let classroom = doc["classroom"]?.stringValue { classroomOf[name] = classroom }
             }
         }
-        let tickets = try client.find(Collections.reviewTickets, filter: ["status": "open"], sort: ["date": -1, "esp32_name": 1],
-                                      limit: listLimit).map { doc in
-            let name = doc["esp32_name"]?.stringValue ?? ""
-            return Ticket(esp32Name: name, classroom: classroomOf[name] ?? registry.resolve(name).classroom,
-                          date: doc["date"]?.stringValue ?? "", kind: doc["kind"]?.stringValue ?? "", detail: doc["detail"]?.stringValue ?? "")
-        }
+        let tickets = try OpenTickets.load(client: client) { classroomOf[$0] ?? registry.resolve($0).classroom }
         let alarms = try AlarmStore.reader(client).list(activeOnly: true, from: nil, to: nil, limit: listLimit)
         let store = AggregationStore(client: client, registry: registry, timeZone: config.timeZone, writeConcern: .acknowledged,
                                      logger: .init(label: "dashboard"))

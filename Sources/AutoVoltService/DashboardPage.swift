@@ -21,7 +21,7 @@ public enum DashboardPage {
         html.raw("<div class=figure><span class=label>\(esc(String(d.date.description.prefix(7)))) so far</span><span class=value>\(kwh(d.month.kwh))</span><span class=sub>\(money(d.month.cost, d.month.currency))</span></div>")
         let online = d.presence.values.filter { $0.online == true }.count
         html.raw("<div class=figure><span class=label>Boards online</span><span class=value>\(online)</span><span class=sub>of \(d.registered.values.reduce(0, +)) registered</span></div>")
-        html.raw("<div class=figure><span class=label>Active alarms</span><span class=value>\(d.alarms.count)</span><span class=sub>\(d.tickets.count) open tickets</span></div>")
+        html.raw("<div class=figure><span class=label>Active alarms</span><span class=value>\(d.alarms.count)</span><span class=sub><a href=\"#tickets\">\(d.tickets.total) open ticket\(d.tickets.total == 1 ? "" : "s")</a></span></div>")
         html.raw("</section>")
 
         // The day's hourly chart, stacked by classroom
@@ -48,7 +48,7 @@ public enum DashboardPage {
         let summaries = Dictionary((day.byClassroom ?? []).map { ($0.classroom, $0) }, uniquingKeysWith: { a, _ in a })
         var onlineBy: [String: Int] = [:]
         for (name, p) in d.presence where p.online == true { onlineBy[d.classroomOf[name] ?? DeviceInfo.unassignedClassroom, default: 0] += 1 }
-        let ticketsBy = Dictionary(grouping: d.tickets, by: \.classroom).mapValues(\.count)
+        let ticketsBy = d.tickets.byClassroom
         let alarmsBy = Dictionary(grouping: d.alarms, by: \.classroom).mapValues(\.count)
         html.raw("<section><h2>Classrooms</h2><div class=cards>")
         for (index, classroom) in classrooms.enumerated() {
@@ -75,10 +75,18 @@ public enum DashboardPage {
             })
         }
         html.raw("</section><section id=tickets><h2>Open review tickets</h2>")
-        if d.tickets.isEmpty { html.raw("<p class=muted>None.</p>") } else {
-            html.table(["Date", "Device", "Classroom", "Kind", "Detail"], d.tickets.map { t in
-                [esc(t.date), deviceLink(t.esp32Name, d.date), esc(t.classroom), esc(t.kind), esc(t.detail)]
-            })
+        if d.tickets.groups.isEmpty { html.raw("<p class=muted>None.</p>") } else {
+            // By kind, then board, the oldest first: a board with a week of the same finding is one row.
+            html.raw("<p class=muted>\(d.tickets.total) open, by kind and board, the oldest first. The nightly reconciliation resolves a ticket when its finding no longer holds.</p>")
+            for group in d.tickets.groups {
+                html.raw("<h3 class=ticket-kind data-kind=\"\(esc(group.kind))\" data-count=\"\(group.count)\">\(esc(group.kind.replacingOccurrences(of: "_", with: " "))) <span class=\"badge warn\">\(group.count)</span></h3>")
+                var rows = group.boards.map { b -> [String] in
+                    let days = b.oldestDate == b.newestDate ? esc(b.oldestDate) : "\(esc(b.oldestDate)) to \(esc(b.newestDate))"
+                    return [deviceLink(b.esp32Name, d.date), esc(b.classroom), "\(b.count)", days, esc(b.detail)]
+                }
+                if group.moreBoards > 0 { rows.append(["<span class=muted>and \(group.moreBoards) more boards</span>", "", "", "", ""]) }
+                html.table(["Device", "Classroom", "Tickets", "Days", "Latest detail"], rows)
+            }
         }
         html.raw("</section>")
 

@@ -24,7 +24,39 @@ struct DashboardPageTests {
             hourly: Dictionary(uniqueKeysWithValues: rooms.map { ($0.0, [Double](repeating: $0.1 * 1000 / 24, count: 24)) }),
             devices: rooms.map { .init(esp32Name: "dev-\($0.0)", classroom: $0.0, figures: figures) },
             presence: [:], registered: Dictionary(uniqueKeysWithValues: rooms.map { ($0.0, 1) }), classroomOf: [:],
-            tickets: [], alarms: alarms, tariffs: [])
+            tickets: DashboardData.OpenTickets(), alarms: alarms, tariffs: [])
+    }
+
+    /// A week of the same finding on 30 boards is one group of 30 rows at most 12 shown, not 210
+    /// lines; kinds and boards the oldest first; every ticket counted in the totals.
+    @Test func openTicketsAreGroupedByKindThenBoardBoundedAndOldestFirst() throws {
+        var rows: [(kind: String, board: DashboardData.BoardTickets)] = []
+        for board in 0..<30 {
+            rows.append((kind: "silent_device", board: .init(esp32Name: "b\(board)", classroom: board < 10 ? "CSE-301" : "EEE-105", count: 7,
+                                                              oldestDate: "2026-11-\(10 + board % 9)", newestDate: "2026-11-20",
+                                                              detail: "no telemetry all day")))
+        }
+        rows.append((kind: "counter_reset", board: .init(esp32Name: "b3", classroom: "CSE-301", count: 1, oldestDate: "2026-11-02",
+                                                         newestDate: "2026-11-02", detail: "<b>1</b> counter reset(s)")))
+        var tickets = DashboardData.OpenTickets.grouped(rows.shuffled())
+        #expect(tickets.total == 30 * 7 + 1)
+        #expect(tickets.byClassroom == ["CSE-301": 71, "EEE-105": 140])
+        #expect(tickets.groups.map(\.kind) == ["counter_reset", "silent_device"])
+        let silent = try #require(tickets.groups.last)
+        #expect(silent.count == 210 && silent.boards.count == 12 && silent.moreBoards == 18)
+        #expect(silent.boards.map(\.oldestDate) == silent.boards.map(\.oldestDate).sorted())
+        #expect(silent.boards.first?.esp32Name == "b0")
+        var data = try Self.data(rooms: [("CSE-301", 1)])
+        data.tickets = tickets
+        let html = DashboardPage.render(data)
+        #expect(html.contains("211 open tickets"))
+        #expect(html.contains(#"data-kind="silent_device" data-count="210""#))
+        #expect(html.contains("and 18 more boards"))
+        #expect(html.contains("2026-11-10 to 2026-11-20"))
+        #expect(!html.contains("<b>1</b>") && html.contains("&lt;b&gt;1&lt;/b&gt;"))
+        tickets = DashboardData.OpenTickets.grouped([])
+        data.tickets = tickets
+        #expect(DashboardPage.render(data).contains("0 open tickets"))
     }
 
     @Test func fixedDecimalsMatchPrintf() {

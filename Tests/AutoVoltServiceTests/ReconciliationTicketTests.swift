@@ -58,6 +58,11 @@ struct ReconciliationTicketTests {
         let open = try rig.client.find(Collections.reviewTickets, filter: ["date": "2026-11-05", "status": "open"])
             .map { "\($0["esp32_name"]?.stringValue ?? ""):\($0["kind"]?.stringValue ?? "")" }
         #expect(Set(open) == Set(second.anomalies.map { "\($0.esp32Name):\($0.kind)" }))
+        // The dashboard counts what is open, grouped by the database.
+        let shown = try DashboardData.OpenTickets.load(client: rig.client) { rig.registry.resolve($0).classroom }
+        #expect(shown.total == open.count)
+        #expect(shown.groups.map(\.kind) == ["counter_reset"] && shown.groups.first?.boards.map(\.esp32Name) == ["lab-101"])
+        #expect(shown.byClassroom == ["CSE-301": 1])
 
         // A finding that comes back reopens its ticket (one document per device, kind and day).
         _ = try rig.client.updateOne(Collections.dailyAggregates, filter: ["_id": "2026-11-05|lab-102"],
