@@ -11,10 +11,13 @@ pymongo exactly as an application would talk to mongod.
 import datetime
 import os
 import select
+import socket
+import struct
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -23,7 +26,7 @@ from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 import bson
-from pymongo import MongoClient, ReturnDocument, errors, monitoring
+from pymongo import MongoClient, ReturnDocument, UpdateOne, errors, monitoring
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCRIPT = os.path.join(ROOT, 'scripts', 'dev-mongo')
@@ -615,5 +618,475 @@ class DelayTests(unittest.TestCase):
             with self.assertRaises(errors.ExecutionTimeout) as ctx:
                 list(db.slow.find({}).max_time_ms(100))
             self.assertEqual(ctx.exception.code, 50)
+        finally:
+            self.assertEqual(server.stop(), 0)
+
+
+# ---------------------------------------------------------------------------
+# Fail points: configureFailPoint (failCommand, devMongoWriteError,
+# devMongoUpsertRace) and devMongoRunTTLMonitor
+# ---------------------------------------------------------------------------
+
+WCE_TIMEOUT = SON([('code', 64), ('codeName', 'WriteConcernFailed'),
+                   ('errmsg', 'waiting for replication timed out'),
+                   ('errInfo', {'wtimeout': True})])
+
+
+def raw_command(sock, db, cmd):
+    """One OP_MSG over a plain socket (no handshake, no driver retries): the reply, or None
+    when the server closed the connection without replying."""
+    doc = SON(list(cmd.items()) + [('$db', db)])
+    body = struct.pack('<I', 0) + b'\x00' + bson.encode(doc)
+    sock.sendall(struct.pack('<iiii', 16 + len(body), 1, 0, 2013) + body)
+    header = b''
+    while len(header) < 16:
+        chunk = sock.recv(16 - len(header))
+        if not chunk:
+            return None
+        header += chunk
+    length = struct.unpack('<i', header[:4])[0]
+    rest = b''
+    while len(rest) < length - 16:
+        chunk = sock.recv(length - 16 - len(rest))
+        if not chunk:
+            return None
+        rest += chunk
+    return bson.decode(rest[5:])
+
+
+class FailPointTestCase(unittest.TestCase):
+    """One server per class; every test starts and ends with all fail points off."""
+
+    server_args = ()
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(*cls.server_args)
+        cls.log = CommandLog()
+        cls.client = cls.server.client(event_listeners=[cls.log])
+        cls.admin = cls.client.admin
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def setUp(self):
+        self.clear()
+        self.sockets = []
+
+    def tearDown(self):
+        for s in self.sockets:
+            s.close()
+        self.clear()
+
+    def clear(self):
+        for name in ('failCommand', 'devMongoWriteError', 'devMongoUpsertRace'):
+            self.admin.command({'configureFailPoint': name, 'mode': 'off'})
+
+    def configure(self, name, mode, **data):
+        return self.admin.command(SON([('configureFailPoint', name), ('mode', mode),
+                                       ('data', data)]))
+
+    def sock(self):
+        s = socket.create_connection(('127.0.0.1', self.server.port), timeout=10)
+        self.sockets.append(s)
+        return s
+
+
+class FailCommandTests(FailPointTestCase):
+
+    def test_times_fires_on_the_next_n_then_turns_itself_off(self):
+        coll = self.client.fc_times.events
+        # (Codes that are not "not primary" ones here: those make pymongo rediscover the
+        # server, which takes half a second.)
+        before = self.configure('failCommand', {'times': 2}, failCommands=['insert'],
+                                errorCode=262)['count']
+        for _ in range(2):
+            with self.assertRaises(errors.PyMongoError) as ctx:
+                coll.insert_one({'a': 1})
+            self.assertEqual(ctx.exception.details['code'], 262)
+            self.assertEqual(ctx.exception.details['codeName'], 'ExceededTimeLimit')
+            self.assertEqual(ctx.exception.details['errmsg'],
+                             "Failing command via 'failCommand' failpoint")
+        coll.insert_one({'a': 1})
+        self.assertEqual(coll.count_documents({}), 1)       # the failed two wrote nothing
+        points = self.admin.command({'devMongoFailPoints': 1})['failPoints']
+        self.assertEqual(points[0]['mode'], 'off')
+        # The reply to configureFailPoint counts how often it fired so far (since start).
+        self.assertEqual(self.admin.command({'configureFailPoint': 'failCommand',
+                                             'mode': 'off'})['count'] - before, 2)
+
+    def test_skip_lets_n_pass_then_fires_always(self):
+        coll = self.client.fc_skip.events
+        self.configure('failCommand', {'skip': 2}, failCommands=['insert'], errorCode=121)
+        coll.insert_one({'i': 1})
+        coll.insert_one({'i': 2})
+        for i in range(3):
+            with self.assertRaises(errors.PyMongoError) as ctx:
+                coll.insert_one({'i': 3 + i})
+            self.assertEqual(ctx.exception.details['codeName'], 'DocumentValidationFailure')
+        self.assertEqual(coll.count_documents({}), 2)
+
+    def test_always_on_until_off_and_other_commands_untouched(self):
+        coll = self.client.fc_always.events
+        coll.insert_one({'a': 1})
+        self.configure('failCommand', 'alwaysOn', failCommands=['find', 'count'], errorCode=2)
+        for _ in range(3):
+            with self.assertRaises(errors.OperationFailure) as ctx:
+                coll.find_one({})
+            self.assertEqual(ctx.exception.code, 2)
+        coll.insert_one({'a': 2})                           # not listed: goes on
+        with self.assertRaises(errors.OperationFailure):
+            self.client.fc_always.command('count', 'events')
+        self.admin.command({'configureFailPoint': 'failCommand', 'mode': 'off'})
+        self.assertEqual(len(list(coll.find({}))), 2)
+
+    def test_code_names_and_error_labels(self):
+        s = self.sock()
+        for code, name in [(2, 'BadValue'), (6, 'HostUnreachable'), (7, 'HostNotFound'),
+                           (11600, 'InterruptedAtShutdown'), (10107, 'NotWritablePrimary'),
+                           (91, 'ShutdownInProgress'), (189, 'PrimarySteppedDown'),
+                           (50, 'MaxTimeMSExpired'), (11000, 'DuplicateKey'),
+                           (64, 'WriteConcernFailed'), (100, 'UnsatisfiableWriteConcern'),
+                           (12345, 'Location12345')]:
+            self.configure('failCommand', {'times': 1}, failCommands=['ping'], errorCode=code,
+                      errorLabels=['RetryableWriteError', 'Custom'])
+            reply = raw_command(s, 'x', {'ping': 1})
+            self.assertEqual((reply['ok'], reply['code'], reply['codeName']), (0.0, code, name))
+            self.assertEqual(reply['errorLabels'], ['RetryableWriteError', 'Custom'])
+        self.assertEqual(raw_command(s, 'x', {'ping': 1})['ok'], 1.0)
+        # Without errorLabels, a standalone adds none (no retryable writes there).
+        self.configure('failCommand', {'times': 1}, failCommands=['ping'], errorCode=91)
+        self.assertNotIn('errorLabels', raw_command(s, 'x', {'ping': 1}))
+
+    def test_hello_and_is_master_match_case_insensitively(self):
+        s = self.sock()
+        self.configure('failCommand', {'times': 3}, failCommands=['isMaster', 'HELLO'],
+                       errorCode=91)
+        for name in ('ismaster', 'isMaster', 'hello'):
+            self.assertEqual(raw_command(s, 'admin', {name: 1}).get('code'), 91, name)
+        self.assertEqual(raw_command(s, 'admin', {'hello': 1})['ok'], 1.0)
+
+    def test_app_name_scopes_to_that_client(self):
+        victim, other = self.sock(), self.sock()
+        for s, app in ((victim, 'victim'), (other, 'other')):
+            raw_command(s, 'admin', {'hello': 1, 'client': {'application': {'name': app}}})
+        self.configure('failCommand', 'alwaysOn', failCommands=['ping'], errorCode=6,
+                       appName='victim')
+        self.assertEqual(raw_command(victim, 'x', {'ping': 1}).get('code'), 6)
+        self.assertEqual(raw_command(other, 'x', {'ping': 1})['ok'], 1.0)
+        self.assertEqual(raw_command(self.sock(), 'x', {'ping': 1})['ok'], 1.0)  # no hello
+
+    def test_namespace_scopes_to_one_collection(self):
+        db = self.client.fc_ns
+        self.configure('failCommand', 'alwaysOn', failCommands=['insert'], errorCode=2,
+                       namespace='fc_ns.bad')
+        db.good.insert_one({'a': 1})
+        with self.assertRaises(errors.PyMongoError):
+            db.bad.insert_one({'a': 1})
+
+    def test_write_concern_error_is_applied_then_reported(self):
+        coll = self.client.fc_wce.events
+        before = self.configure('failCommand', 'alwaysOn',
+                                failCommands=['insert', 'update', 'find'],
+                                writeConcernError=WCE_TIMEOUT)['count']
+        with self.assertRaises(errors.WriteConcernError) as ctx:
+            coll.insert_one({'_id': 1, 'n': 0})
+        self.assertEqual(ctx.exception.code, 64)
+        self.assertEqual(ctx.exception.details['errInfo'], {'wtimeout': True})
+        with self.assertRaises(errors.WriteConcernError):
+            coll.update_one({'_id': 1}, {'$inc': {'n': 1}})
+        # find takes no write concern: not failed, the fail point not counted.
+        self.assertEqual(coll.find_one({'_id': 1}), {'_id': 1, 'n': 1})
+        reply = raw_command(self.sock(), 'fc_wce', SON([
+            ('insert', 'events'), ('documents', [{'_id': 2}])]))
+        self.assertEqual(reply['ok'], 1.0)
+        self.assertEqual(reply['n'], 1)
+        self.assertEqual(reply['writeConcernError'], WCE_TIMEOUT)
+        self.assertEqual(coll.count_documents({}), 2)       # both applied
+        self.assertEqual(self.admin.command({'configureFailPoint': 'failCommand',
+                                             'mode': 'off'})['count'] - before, 3)
+
+    def test_block_connection_does_not_block_other_connections(self):
+        coll = self.client.fc_block.events
+        coll.insert_one({'a': 1})
+        self.configure('failCommand', {'times': 1}, failCommands=['find'], blockConnection=True,
+                       blockTimeMS=600)
+        result = {}
+
+        def blocked():
+            t0 = time.monotonic()
+            result['docs'] = list(self.server.client().fc_block.events.find({}))
+            result['elapsed'] = time.monotonic() - t0
+        t = threading.Thread(target=blocked)
+        t.start()
+        time.sleep(0.15)
+        t0 = time.monotonic()
+        other = self.server.client().fc_block.events
+        other.insert_one({'a': 2})
+        self.assertEqual(other.count_documents({}), 2)
+        self.assertLess(time.monotonic() - t0, 0.5)
+        self.assertTrue(t.is_alive())                        # still waiting meanwhile
+        t.join(10)
+        self.assertGreaterEqual(result['elapsed'], 0.55)
+        self.assertEqual(len(result['docs']), 2)            # then ran (after the insert)
+
+    def test_block_connection_then_error_code(self):
+        self.configure('failCommand', {'times': 1}, failCommands=['ping'], blockConnection=True,
+                       blockTimeMS=300, errorCode=50)
+        t0 = time.monotonic()
+        reply = raw_command(self.sock(), 'x', {'ping': 1})
+        self.assertGreaterEqual(time.monotonic() - t0, 0.29)
+        self.assertEqual(reply['codeName'], 'MaxTimeMSExpired')
+
+    def test_close_connection_sends_no_reply_and_runs_nothing(self):
+        s = self.sock()
+        self.configure('failCommand', {'times': 1}, failCommands=['insert'], closeConnection=True)
+        self.assertIsNone(raw_command(s, 'fc_close', SON([
+            ('insert', 'events'), ('documents', [{'_id': 1}])])))
+        self.assertEqual(self.client.fc_close.events.count_documents({}), 0)
+        self.assertEqual(raw_command(self.sock(), 'x', {'ping': 1})['ok'], 1.0)
+        # Through a driver: a network error (pymongo retries reads once, not standalone writes).
+        self.configure('failCommand', {'times': 1}, failCommands=['insert'], closeConnection=True)
+        with self.assertRaises(errors.AutoReconnect):
+            self.client.fc_close.events.insert_one({'_id': 2})
+        self.client.fc_close.events.insert_one({'_id': 3})
+
+    def test_configure_fail_point_is_checked_like_mongod(self):
+        with self.assertRaises(errors.OperationFailure) as ctx:
+            self.client.other.command({'configureFailPoint': 'failCommand', 'mode': 'off'})
+        self.assertEqual(ctx.exception.code, 13)
+        for mode, data in [('sometimes', {'failCommands': ['ping']}),
+                           ({'times': -1}, {'failCommands': ['ping']}),
+                           ('alwaysOn', {'errorCode': 2}),
+                           ('alwaysOn', {'failCommands': 'ping'}),
+                           ('alwaysOn', {'failCommands': ['ping'], 'blockConnection': True})]:
+            with self.assertRaises(errors.OperationFailure, msg=(mode, data)) as ctx:
+                self.configure('failCommand', mode, **data)
+            self.assertIn(ctx.exception.code, (2, 14))
+        with self.assertRaises(errors.OperationFailure):
+            self.configure('noSuchFailPoint', 'alwaysOn')
+        self.assertEqual(self.admin.command({'devMongoFailPoints': 1})['failPoints'][0]['mode'],
+                         'off')                         # a refused configuration changes nothing
+        # configureFailPoint itself is never failed, so a test can always get out again.
+        self.configure('failCommand', 'alwaysOn', failCommands=['configureFailPoint', 'ping'],
+                       closeConnection=True)
+        self.admin.command({'configureFailPoint': 'failCommand', 'mode': 'off'})
+        self.client.admin.command('ping')
+
+
+class FailCommandReplicaSetTests(FailPointTestCase):
+    """In a replica set, a retryable write's failure carries RetryableWriteError as mongod's
+    does, and the driver retries it once."""
+
+    server_args = ('--replset', 'rs0')
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(*cls.server_args)
+        cls.log = CommandLog()
+        cls.client = cls.server.client('?replicaSet=rs0&w=majority', event_listeners=[cls.log])
+        cls.admin = cls.client.admin
+
+    def test_server_labels_retryable_errors_and_the_driver_retries(self):
+        coll = self.client.rs_fc.events
+        del self.log.commands[:]
+        # 262 ExceededTimeLimit: retryable, and no rediscovery (a "not primary" code such as
+        # 189 works the same, half a second slower in pymongo).
+        self.configure('failCommand', {'times': 1}, failCommands=['insert'], errorCode=262)
+        coll.insert_one({'_id': 1})                         # failed once, retried, stored once
+        self.assertEqual(self.log.names().count('insert'), 2)
+        self.assertEqual(coll.count_documents({}), 1)
+        # errorLabels given (even empty) replace the server's own: no label, no retry.
+        self.configure('failCommand', {'times': 1}, failCommands=['insert'], errorCode=262,
+                       errorLabels=[])
+        with self.assertRaises(errors.PyMongoError) as ctx:
+            coll.insert_one({'_id': 2})
+        self.assertFalse(ctx.exception.has_error_label('RetryableWriteError'))
+        self.assertEqual(coll.count_documents({}), 1)
+        # A code mongod does not retry: no label either.
+        self.configure('failCommand', {'times': 1}, failCommands=['insert'], errorCode=2)
+        with self.assertRaises(errors.OperationFailure):
+            coll.insert_one({'_id': 3})
+
+    def test_write_concern_error_on_a_retried_write_keeps_the_stored_reply(self):
+        # Raw, because pymongo 3.11 reads errorLabels from inside writeConcernError, where
+        # mongod 4.4+ (and libmongoc) have them at the top level of the reply.
+        self.configure('failCommand', {'times': 1}, failCommands=['insert'],
+                       writeConcernError=SON([('code', 91), ('errmsg', 'shutting down')]))
+        s = self.sock()
+        cmd = SON([('insert', 'wce'), ('documents', [{'_id': 'x'}]),
+                   ('lsid', {'id': Binary(os.urandom(16), 4)}), ('txnNumber', Int64(1))])
+        reply = raw_command(s, 'rs_fc', cmd)
+        self.assertEqual((reply['ok'], reply['n']), (1.0, 1))
+        self.assertEqual(reply['writeConcernError']['code'], 91)
+        self.assertEqual(reply['errorLabels'], ['RetryableWriteError'])   # added by the server
+        reply = raw_command(s, 'rs_fc', cmd)               # the retry: stored reply, no WCE
+        self.assertEqual((reply['ok'], reply['n']), (1.0, 1))
+        self.assertNotIn('writeConcernError', reply)
+        self.assertEqual(self.client.rs_fc.wce.count_documents({}), 1)
+
+
+class WriteErrorTests(FailPointTestCase):
+    """devMongoWriteError: one document (or statement) of a batch refused with a chosen code."""
+
+    def test_unordered_insert_refuses_matching_documents_and_stores_the_rest(self):
+        coll = self.client.we.telemetry_events
+        other = self.client.we.other
+        self.configure('devMongoWriteError', 'alwaysOn', collection='telemetry_events',
+                       commands=['insert'], match={'esp32_name': 'lab-1'}, code=999,
+                       errmsg='weird server error')
+        docs = [{'esp32_name': n, 'i': i} for i, n in enumerate(['a', 'lab-1', 'b', 'lab-1'])]
+        with self.assertRaises(errors.BulkWriteError) as ctx:
+            coll.insert_many(docs, ordered=False)
+        d = ctx.exception.details
+        self.assertEqual(d['nInserted'], 2)
+        self.assertEqual([(e['index'], e['code'], e['errmsg']) for e in d['writeErrors']],
+                         [(1, 999, 'weird server error'), (3, 999, 'weird server error')])
+        self.assertEqual(sorted(x['i'] for x in coll.find()), [0, 2])
+        other.insert_one({'esp32_name': 'lab-1'})           # another collection: untouched
+
+    def test_ordered_insert_stops_at_the_first(self):
+        coll = self.client.we.ordered
+        self.configure('devMongoWriteError', 'alwaysOn', match={'k': 1}, code=11000)
+        with self.assertRaises(errors.BulkWriteError) as ctx:
+            coll.insert_many([{'k': 0}, {'k': 1}, {'k': 2}], ordered=True)
+        d = ctx.exception.details
+        self.assertEqual(d['nInserted'], 1)
+        self.assertEqual([e['index'] for e in d['writeErrors']], [1])
+        self.assertTrue(d['writeErrors'][0]['errmsg'].startswith('E11000 duplicate key error'))
+
+    def test_each_matching_document_consumes_one_time(self):
+        coll = self.client.we.times
+        self.configure('devMongoWriteError', {'times': 2}, code=121)          # every document
+        with self.assertRaises(errors.BulkWriteError) as ctx:
+            coll.insert_many([{'i': i} for i in range(5)], ordered=False)
+        self.assertEqual([e['index'] for e in ctx.exception.details['writeErrors']], [0, 1])
+        coll.insert_one({'i': 9})
+        self.assertEqual(coll.count_documents({}), 4)
+        self.configure('devMongoWriteError', {'skip': 3}, code=121)
+        with self.assertRaises(errors.BulkWriteError) as ctx:
+            coll.insert_many([{'i': i} for i in range(5)], ordered=False)
+        self.assertEqual([e['index'] for e in ctx.exception.details['writeErrors']], [3, 4])
+
+    def test_update_statements_match_the_filter_or_the_would_be_document(self):
+        coll = self.client.we.upd
+        coll.insert_many([{'_id': 1, 'dev': 'lab-1', 'n': 0}, {'_id': 2, 'dev': 'b', 'n': 0}])
+        self.configure('devMongoWriteError', 'alwaysOn', collection='upd', commands=['update'],
+                       match={'dev': 'lab-1'}, code=999)
+        ops = [UpdateOne({'_id': 1}, {'$inc': {'n': 1}}),               # the stored document
+               UpdateOne({'_id': 2}, {'$inc': {'n': 1}}),
+               UpdateOne({'_id': 3}, {'$setOnInsert': {'dev': 'lab-1'}}, upsert=True),
+               UpdateOne({'dev': 'lab-1', 'x': 1}, {'$set': {'y': 1}}),  # the filter
+               UpdateOne({'_id': 4}, {'$set': {'dev': 'c'}}, upsert=True)]
+        with self.assertRaises(errors.BulkWriteError) as ctx:
+            coll.bulk_write(ops, ordered=False)
+        d = ctx.exception.details
+        self.assertEqual([e['index'] for e in d['writeErrors']], [0, 2, 3])
+        self.assertEqual((d['nMatched'], d['nUpserted']), (1, 1))
+        self.assertEqual(sorted((x['_id'], x.get('n')) for x in coll.find()),
+                         [(1, 0), (2, 1), (4, None)])
+        with self.assertRaises(errors.BulkWriteError) as ctx:                # ordered
+            coll.bulk_write(ops, ordered=True)
+        self.assertEqual([e['index'] for e in ctx.exception.details['writeErrors']], [0])
+
+    def test_delete_and_find_and_modify(self):
+        coll = self.client.we.del_fam
+        coll.insert_many([{'_id': 1, 'dev': 'lab-1'}, {'_id': 2, 'dev': 'b'}])
+        self.configure('devMongoWriteError', 'alwaysOn', match={'dev': 'lab-1'}, code=999)
+        with self.assertRaises(errors.WriteError):
+            coll.delete_many({})                             # would delete lab-1: refused
+        with self.assertRaises(errors.OperationFailure) as ctx:
+            coll.find_one_and_update({'_id': 1}, {'$set': {'z': 1}})
+        self.assertEqual(ctx.exception.code, 999)
+        coll.find_one_and_update({'_id': 2}, {'$set': {'z': 1}})
+        coll.delete_one({'_id': 2})
+        self.assertEqual([x['_id'] for x in coll.find()], [1])
+
+
+class UpsertRaceTests(FailPointTestCase):
+    """Two upserts with one filter, both missing: what mongod can do, on purpose."""
+
+    def test_concurrent_upserts_are_serialized_today(self):
+        # dev-mongo holds its store lock across an upsert's match and insert: without the fail
+        # point, concurrent identical upserts never race (mongod can: see the tests below).
+        coll = self.client.race.serial
+        clients = [self.server.client() for _ in range(8)]
+        barrier = threading.Barrier(len(clients))
+
+        def upsert(c):
+            barrier.wait()
+            for _ in range(50):
+                c.race.serial.update_one({'k': 'a'}, {'$inc': {'n': 1}}, upsert=True)
+        threads = [threading.Thread(target=upsert, args=(c,)) for c in clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        docs = list(coll.find({}))
+        self.assertEqual(len(docs), 1)
+        self.assertEqual(docs[0]['n'], 400)
+
+    def test_without_a_unique_index_both_insert(self):
+        coll = self.client.race.nounique
+        self.configure('devMongoUpsertRace', {'times': 1}, collection='nounique')
+        r = coll.update_one({'k': 'a'}, {'$inc': {'n': 1}}, upsert=True)
+        self.assertIsNotNone(r.upserted_id)
+        self.assertEqual(sorted(d['n'] for d in coll.find({'k': 'a'})), [1, 1])
+
+    def test_with_a_unique_index_on_the_filter_mongod_retries_as_an_update(self):
+        coll = self.client.race.retried
+        coll.create_index('k', unique=True)
+        self.configure('devMongoUpsertRace', {'times': 1}, match={'k': 'a'})
+        r = coll.update_one({'k': 'a'}, {'$inc': {'n': 1}}, upsert=True)
+        self.assertIsNone(r.upserted_id)
+        self.assertEqual((r.matched_count, r.modified_count), (1, 1))
+        self.assertEqual([d['n'] for d in coll.find({'k': 'a'})], [2])       # both counted
+        doc = coll.find_one_and_update({'k': 'b'}, {'$inc': {'n': 1}}, upsert=True,
+                                       return_document=ReturnDocument.AFTER)
+        self.assertEqual(doc['n'], 1)                       # times: 1 was used up
+
+    def test_otherwise_the_loser_gets_e11000(self):
+        coll = self.client.race.lost
+        coll.create_index('k', unique=True)
+        self.configure('devMongoUpsertRace', 'alwaysOn', collection='lost')
+        with self.assertRaises(errors.DuplicateKeyError):        # filter has more fields
+            coll.update_one({'k': 'a', 'open': True}, {'$set': {'n': 1}}, upsert=True)
+        self.assertEqual(coll.count_documents({'k': 'a'}), 1)    # the winner's
+        with self.assertRaises(errors.DuplicateKeyError):        # findAndModify alike
+            coll.find_one_and_update({'k': 'b', 'open': True}, {'$set': {'n': 1}}, upsert=True)
+        # An _id given in the filter: the winner has it too.
+        with self.assertRaises(errors.DuplicateKeyError):
+            coll.update_one({'_id': 'x', 'k': 'c'}, {'$set': {'n': 1}}, upsert=True)
+        coll.update_one({'_id': 'y'}, {'$set': {'k': 'd'}}, upsert=True)  # {_id} alone: retried
+        self.assertEqual(coll.count_documents({'_id': 'y'}), 1)
+
+
+class TTLPassTests(unittest.TestCase):
+
+    def test_run_ttl_monitor_now_and_as_of_a_given_time(self):
+        server = Server('--ttl-interval', '3600')
+        try:
+            client = server.client()
+            col = client.ttl_pass.events
+            col.create_index('received_at', expireAfterSeconds=730 * 86400)
+            col.create_index('at', expireAfterSeconds=60,
+                             partialFilterExpression={'kind': 'temp'})
+            now = datetime.datetime.utcnow().replace(microsecond=0)
+            day = datetime.timedelta(days=1)
+            col.insert_many([{'_id': 'old', 'received_at': now - 731 * day},
+                             {'_id': 'younger', 'received_at': now - 729 * day},
+                             {'_id': 'new', 'received_at': now},
+                             {'_id': 'nodate', 'received_at': 'long ago'},
+                             {'_id': 'kept', 'at': now - day},
+                             {'_id': 'temp', 'at': now - day, 'kind': 'temp'}])
+            self.assertEqual(client.admin.command({'devMongoRunTTLMonitor': 1})['deleted'], 2)
+            self.assertEqual(sorted(d['_id'] for d in col.find()),
+                             ['kept', 'new', 'nodate', 'younger'])
+            r = client.admin.command(SON([('devMongoRunTTLMonitor', 1), ('now', now + 2 * day)]))
+            self.assertEqual(r['deleted'], 1)
+            self.assertEqual(sorted(d['_id'] for d in col.find()), ['kept', 'new', 'nodate'])
+            with self.assertRaises(errors.OperationFailure):
+                client.admin.command(SON([('devMongoRunTTLMonitor', 1), ('now', 'tomorrow')]))
         finally:
             self.assertEqual(server.stop(), 0)
