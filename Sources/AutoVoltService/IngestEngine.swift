@@ -541,9 +541,12 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         }
     }
 
-    /// How long the broker is given, after (re)connecting, to hand over what it queued for this
-    /// session: delivered at once, and at tens of thousands of messages a second.
+    /// After (re)connecting, the broker hands over what it queued for this session at once, at
+    /// tens of thousands of messages a second: it is taken as delivered after a lull of
+    /// `brokerBacklogLull` in the messages, or after `brokerBacklogSettle` on a campus that never
+    /// falls quiet.
     static let brokerBacklogSettle: EpochMillis = 30_000
+    static let brokerBacklogLull: EpochMillis = 2_000
     private let mqttConnectedSince = Mutex<EpochMillis?>(nil)
 
     /// What of this worker's intake is still on its way to the database: the journal's messages,
@@ -559,8 +562,9 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             return since
         }
         if let since {
-            if now - since < Self.brokerBacklogSettle {
-                pending.append("connected to the broker \((now - since) / 1000) s ago; what it queued for this session may still be arriving")
+            let quietFor = now - max(since, status.mqttLastMessageAt ?? since)
+            if now - since < Self.brokerBacklogSettle && quietFor < Self.brokerBacklogLull {
+                pending.append("connected to the broker \((now - since) / 1000) s ago and its messages still arriving; what it queued for this session may not all be in")
             }
         } else {
             pending.append("not connected to the broker, which may hold queued messages")
