@@ -11,8 +11,12 @@ public enum WriteConcern: Sendable, Hashable {
     /// `false` leaves `j` out, so the server's default applies (on a replica set
     /// `writeConcernMajorityJournalDefault`, true by default, journals majority writes anyway).
     case majority(journal: Bool, timeoutMS: Int)
-    /// `w: 1`.
+    /// `w: 1`: the primary has applied the write, in memory. A crash of the server can lose it.
     case acknowledged
+    /// `w: 1, j: true`: the primary has the write in its on-disk journal before it answers.
+    /// What a standalone can promise; a caller that deletes its own copy once the write is
+    /// acknowledged needs at least this.
+    case journaled
     /// `w: n`, n >= 1. Unacknowledged writes (`w: 0`) are refused: results could not be reported.
     case w(Int)
 
@@ -29,6 +33,9 @@ public enum WriteConcern: Sendable, Hashable {
             if timeoutMS > 0 { mongoc_write_concern_set_wtimeout_int64(wc, Int64(timeoutMS)) }
         case .acknowledged:
             mongoc_write_concern_set_w(wc, 1)
+        case .journaled:
+            mongoc_write_concern_set_w(wc, 1)
+            mongoc_write_concern_set_journal(wc, true)
         case .w(let n):
             guard n >= 1, let w = Int32(exactly: n) else {
                 throw MongoError(kind: .invalidArgument, code: 0, domain: 0,
@@ -40,6 +47,30 @@ public enum WriteConcern: Sendable, Hashable {
             throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "invalid write concern \(self)")
         }
     }
+
+    /// The `writeConcern` document sent with every write, as libmongoc builds it
+    /// (e.g. `{"w": "majority", "j": true, "wtimeout": 10000}`).
+    public var document: BSONDocument {
+        get throws(MongoError) {
+            let opts = try BSONDocument().makeBSON()
+            try append(to: opts.pointer)
+            let doc = try BSONDocument(copying: opts.pointer)
+            return doc["writeConcern"]?.documentValue ?? [:]
+        }
+    }
+}
+
+extension WriteConcern: CustomStringConvertible {
+    /// `w:"majority" j:true wtimeout:10000ms`, `w:1 j:true`, `w:1`.
+    public var description: String {
+        switch self {
+        case .majority(let journal, let timeoutMS):
+            return "w:\"majority\"" + (journal ? " j:true" : "") + (timeoutMS > 0 ? " wtimeout:\(timeoutMS)ms" : "")
+        case .acknowledged: return "w:1"
+        case .journaled: return "w:1 j:true"
+        case .w(let n): return "w:\(n)"
+        }
+    }
 }
 
 /// One document (or operation) refused by the server inside an otherwise successful write.
@@ -49,11 +80,16 @@ public struct WriteError: Sendable, Hashable {
     public let code: Int
     public let message: String
     public var isDuplicateKey: Bool { code == 11000 || code == 11001 }
-    /// The server refused this one document and saying it again will not help: anything but a
-    /// duplicate key or a transient code (a stepped-down primary, a shutdown, ...), which are
-    /// retried with the batch.
-    public var refusesDocument: Bool { !isDuplicateKey && !asMongoError.isTransient }
-    public var asMongoError: MongoError { MongoError(kind: .server(code: code), code: code, domain: 0, message: message) }
+    /// What to do about it: `MongoError`'s one classification, for an error about one document.
+    public var disposition: MongoError.Disposition { asMongoError.disposition }
+    /// The server refused this one document with a known refusal code (a validator, a size or
+    /// key limit) and saying it again will not help. A duplicate key, a transient code (a
+    /// stepped-down primary, a shutdown) and any code not known to refuse a document are not
+    /// this: they are retried with the batch.
+    public var refusesDocument: Bool { disposition == .refusedDocument }
+    public var asMongoError: MongoError {
+        MongoError(kind: .server(code: code), code: code, domain: 0, message: message, scope: .document)
+    }
 
     public init(index: Int, code: Int, message: String) {
         self.index = index
@@ -66,9 +102,7 @@ extension Array where Element == WriteError {
     /// Throws the first error that is not a duplicate key. Duplicates are outcomes the caller
     /// handles itself (an earlier, interrupted attempt; another writer that got there first).
     public func throwUnlessDuplicateKeys() throws(MongoError) {
-        if let error = first(where: { !$0.isDuplicateKey }) {
-            throw MongoError(kind: .server(code: error.code), code: error.code, domain: 0, message: error.message)
-        }
+        if let error = first(where: { !$0.isDuplicateKey }) { throw error.asMongoError }
     }
 }
 
@@ -212,6 +246,16 @@ public final class MongoClient: @unchecked Sendable {
     /// The database every operation addresses: the URI's path, default `autovolt_power`.
     public let databaseName: String
 
+    /// The replica set the URI names (`replicaSet=`), if any. Without it, a URI of one host makes
+    /// libmongoc talk to that server alone (a direct connection) and never follow a failover.
+    public let uriReplicaSet: String?
+    /// `directConnection=` in the URI, when it says.
+    public let uriDirectConnection: Bool?
+    /// `mongodb+srv://`: the hosts (and options) come from DNS.
+    public let uriIsSRV: Bool
+    /// The URI as given, for `replicaSetAdvice` (which masks its password).
+    private let uriText: String
+
     private let state = NSCondition()
     private var pool: OpaquePointer?  // nil once closed
     private var inFlight = 0
@@ -245,6 +289,11 @@ public final class MongoClient: @unchecked Sendable {
         } else {
             databaseName = "autovolt_power"
         }
+        uriReplicaSet = mongoc_uri_get_replica_set(parsed).map { String(cString: $0) }
+        uriDirectConnection = mongoc_uri_has_option(parsed, MONGOC_URI_DIRECTCONNECTION)
+            ? mongoc_uri_get_option_as_bool(parsed, MONGOC_URI_DIRECTCONNECTION, false) : nil
+        uriIsSRV = uri.hasPrefix("mongodb+srv://")
+        uriText = uri
         guard let pool = mongoc_client_pool_new_with_error(parsed, &error) else {
             throw MongoError(kind: .invalidURI, bsonError: error)
         }
@@ -356,7 +405,7 @@ public final class MongoClient: @unchecked Sendable {
             guard let e = value.documentValue else { return nil }
             return WriteError(index: e["index"]?.intValue ?? -1,
                               code: e["code"]?.intValue ?? 0,
-                              message: e["errmsg"]?.stringValue ?? "")
+                              message: e["errmsg"]?.stringValue ?? e["err"]?.stringValue ?? "")
         }
     }
 
@@ -380,7 +429,12 @@ public final class MongoClient: @unchecked Sendable {
     private static func checkFailedWrite(_ error: bson_error_t, _ reply: BSONDocument) throws(MongoError) -> [WriteError] {
         if let wce = writeConcernError(in: reply) { throw wce }
         let errors = writeErrors(in: reply)
-        if errors.isEmpty { throw MongoError(bsonError: error, reply: reply) }
+        if errors.isEmpty {
+            let failure = MongoError(bsonError: error, reply: reply)
+            // libmongoc refused a document before sending it (invalid keys, too large): that
+            // document's fault, not the request's (the options are this module's own).
+            throw failure.isClientSideDocumentRefusal ? failure.aboutOneDocument : failure
+        }
         return errors
     }
 
@@ -427,6 +481,68 @@ public final class MongoClient: @unchecked Sendable {
         }
     }
 
+    /// What to say when the server is a replica set member but the URI does not name the set.
+    public struct ReplicaSetAdvice: Sendable, Hashable {
+        /// The set's name (`setName` in `hello`).
+        public let setName: String
+        /// The URI to use: the set's hosts as the server lists them, `replicaSet=NAME`, the
+        /// URI's other options, its password masked.
+        public let suggestedURI: String
+        /// The server reached answers as the primary (else writes fail until one is reached).
+        public let isWritablePrimary: Bool
+    }
+
+    /// Non-nil when `hello` (this server's reply) says it is a member of a replica set that
+    /// the URI does not name: libmongoc then talks to this one host directly, and a failover
+    /// to another member leaves the client on a server that no longer takes writes.
+    public func replicaSetAdvice(hello: BSONDocument) -> ReplicaSetAdvice? {
+        guard let setName = hello["setName"]?.stringValue, uriReplicaSet == nil, !uriIsSRV,
+              uriDirectConnection != false  // directConnection=false: libmongoc discovers the set
+        else { return nil }
+        let hosts = (hello["hosts"]?.arrayValue ?? []).compactMap(\.stringValue)
+        let writable = hello["isWritablePrimary"]?.boolValue ?? hello["ismaster"]?.boolValue ?? false
+        return ReplicaSetAdvice(setName: setName, suggestedURI: Self.uri(uriText, hosts: hosts, replicaSet: setName),
+                                isWritablePrimary: writable)
+    }
+
+    /// `uri` with its host list replaced by `hosts` (when any), `directConnection` dropped,
+    /// `replicaSet=NAME` added, and any password shown as `****`.
+    static func uri(_ uri: String, hosts: [String], replicaSet: String) -> String {
+        let scheme = "mongodb://"
+        guard uri.hasPrefix(scheme) else { return uri }
+        let rest = uri.dropFirst(scheme.count)
+        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        var userinfo: Substring?
+        var hostList = authority
+        if let at = authority.lastIndex(of: "@") {
+            userinfo = authority[..<at]
+            hostList = authority[authority.index(after: at)...]
+        }
+        var tail = rest[authorityEnd...]
+        var query: [Substring] = []
+        if let q = tail.firstIndex(of: "?") {
+            query = tail[tail.index(after: q)...].split(whereSeparator: { $0 == "&" || $0 == ";" })
+            tail = tail[..<q]
+        }
+        query = query.filter { option in
+            let name = option.split(separator: "=", maxSplits: 1).first.map { $0.lowercased() } ?? ""
+            return name != "directconnection" && name != "replicaset"
+        }.map { option in
+            let parts = option.split(separator: "=", maxSplits: 1)
+            return parts.count == 2 && parts[0].lowercased().contains("password") ? parts[0] + "=****" : option
+        }
+        query.append("replicaSet=\(replicaSet)")
+        var out = scheme
+        if let userinfo {
+            if let colon = userinfo.firstIndex(of: ":") { out += userinfo[..<colon] + ":****@" } else { out += userinfo + "@" }
+        }
+        out += hosts.isEmpty ? String(hostList) : hosts.joined(separator: ",")
+        out += tail.isEmpty ? "/" : String(tail)
+        out += "?" + query.joined(separator: "&")
+        return out
+    }
+
     // MARK: Writes
 
     /// Inserts `documents` (libmongoc adds an ObjectId `_id` to those without one). Documents the
@@ -435,7 +551,9 @@ public final class MongoClient: @unchecked Sendable {
     public func insertMany(_ documents: [BSONDocument], into collection: String, ordered: Bool,
                            writeConcern: WriteConcern) throws(MongoError) -> InsertManyResult {
         if documents.isEmpty { return InsertManyResult(insertedCount: 0, writeErrors: []) }
-        let owned = try documents.map { (d) throws(MongoError) -> OwnedBSON in try d.makeBSON() }
+        let owned = try documents.map { (d) throws(MongoError) -> OwnedBSON in
+            do throws(MongoError) { return try d.makeBSON() } catch { throw error.aboutOneDocument }
+        }
         let opts = try Self.options(["ordered": .bool(ordered)], writeConcern)
         return try withCollection(collection) { (coll) throws(MongoError) -> InsertManyResult in
             var pointers: [OpaquePointer?] = owned.map(\.pointer)
@@ -526,6 +644,7 @@ public final class MongoClient: @unchecked Sendable {
             for op in operations {
                 var error = bson_error_t()
                 let ok: Bool
+                do throws(MongoError) {
                 switch op {
                 case .insertOne(let d):
                     let b = try d.makeBSON()
@@ -549,7 +668,11 @@ public final class MongoClient: @unchecked Sendable {
                     let f = try filter.makeBSON()
                     ok = mongoc_bulk_operation_remove_many_with_opts(bulk, f.pointer, nil, &error)
                 }
-                guard ok else { throw MongoError(bsonError: error) }
+                } catch {
+                    throw error.aboutOneDocument  // this operation's document could not be encoded
+                }
+                // libmongoc validates each operation as it is added (keys of an insert, ...).
+                guard ok else { throw MongoError(bsonError: error).aboutOneDocument }
             }
             let reply = ReplyBSON()
             var error = bson_error_t()
@@ -674,6 +797,23 @@ public final class MongoClient: @unchecked Sendable {
         try find(collection, filter: filter, sort: sort, projection: projection, limit: 1).first
     }
 
+    /// The number of documents of the collection from its metadata (the `count` command without
+    /// a filter: `mongoc_collection_estimated_document_count`): no scan, however large the
+    /// collection. May be off after an unclean shutdown, and counts orphans on a sharded cluster.
+    public func estimatedDocumentCount(_ collection: String, maxTimeMS: Int? = nil) throws(MongoError) -> Int {
+        let opts = try Self.maxTimeMS(maxTimeMS).map { (ms) throws(MongoError) -> OwnedBSON in try (["maxTimeMS": .int64(Int64(ms))] as BSONDocument).makeBSON() }
+        return try withCollection(collection) { (coll) throws(MongoError) -> Int in
+            let reply = ReplyBSON()
+            var error = bson_error_t()
+            let n = mongoc_collection_estimated_document_count(coll, opts?.pointer, nil, reply.pointer, &error)
+            guard n >= 0 else { throw MongoError(bsonError: error, reply: reply.document) }
+            return Int(n)
+        }
+    }
+
+    /// Counts the matching documents (an aggregation: `$match`, then `$group`). The server reads
+    /// every match, so give it a filter an index answers; for a whole collection use
+    /// `estimatedDocumentCount`.
     public func countDocuments(_ collection: String, filter: BSONDocument, maxTimeMS: Int? = nil) throws(MongoError) -> Int {
         let f = try filter.makeBSON()
         let opts = try Self.maxTimeMS(maxTimeMS).map { (ms) throws(MongoError) -> OwnedBSON in try (["maxTimeMS": .int64(Int64(ms))] as BSONDocument).makeBSON() }

@@ -68,12 +68,17 @@ public final class IngestProcessor: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Throws only when the batch could not be stored as a whole for a reason that may pass (the
-    /// database is down, a primary stepped down, authentication failed): the caller retries.
-    /// Per-message problems are recorded in `rejected_messages`: what the decoder refuses with its
-    /// reason, and what the database refuses for good as `store_refused`, with the whole payload.
-    /// One such message never holds back the others: when a batch fails because of a document,
-    /// its messages are stored one by one and only the refused ones are set aside.
+    /// Returns only when every message of the batch is stored somewhere: as an event, or as a
+    /// rejected message (what the decoder refuses with its reason, what the database refuses for
+    /// good as `store_refused` with the whole payload). Only then may the caller drop the batch
+    /// from its journal. Throws otherwise, and the caller keeps the batch and retries: an outage,
+    /// a write concern not satisfied, a command the deployment refuses (a write concern it
+    /// rejects, an authentication failure), a per-document code not known to refuse a document,
+    /// or a rejection that could not be recorded.
+    /// One refused message never holds back the others: when a batch fails because of one
+    /// document (`MongoError.refusesDocument`: said of one document, with a known code), its
+    /// messages are stored one by one and only the refused ones are set aside. An error about
+    /// the request as a whole is never taken for a refused document.
     public func process(_ messages: [InboundMessage]) throws(MongoError) -> BatchOutcome {
         do {
             return try processBatch(messages)
@@ -182,15 +187,27 @@ public final class IngestProcessor: @unchecked Sendable {
                     }
                 }
             }
-            // A transient refusal (a primary stepping down mid-batch) is retried with the batch;
-            // the writes that went through are duplicates then.
-            if let transient = failed.first(where: { !$0.isDuplicateKey && !$0.refusesDocument }) {
-                throw transient.asMongoError
+            // Anything but a duplicate or a known refusal of a document is retried with the batch
+            // (the writes that went through are duplicates then): a primary stepping down
+            // mid-batch, and a code nobody knows, which is said loudly rather than taken for a
+            // bad message: good telemetry must not end up set aside.
+            if let retry = failed.first(where: { !$0.isDuplicateKey && !$0.refusesDocument }) {
+                if retry.disposition != .transient, events.indices.contains(retry.index) {
+                    logger.error("the database refused an event with a code not known to refuse a document; the batch stays in the journal and is retried", metadata: [
+                        "esp32_name": "\(events[retry.index].reading.esp32Name)", "code": "\(retry.code)", "error": "\(retry.message)",
+                        "documents_failed": "\(failed.filter { !$0.isDuplicateKey }.count)",
+                    ])
+                }
+                throw retry.asMongoError
             }
             // Anything else the server refused per document must not stall the pipeline: keep the
             // whole message, with the server's words, where a person sees it and can requeue it.
             for error in failed where error.refusesDocument {
-                guard events.indices.contains(error.index) else { continue }
+                // A refusal that names no event of the request cannot say which message to set
+                // aside: keep the batch rather than guess.
+                guard events.indices.contains(error.index) else {
+                    throw error.asMongoError.aboutTheRequest("a write error names no event of the batch (index \(error.index))")
+                }
                 let message = events[error.index].message
                 outcome.storageErrors += 1
                 outcome.rejected[.storeRefused, default: 0] += 1
@@ -220,47 +237,53 @@ public final class IngestProcessor: @unchecked Sendable {
     }
 
     /// Inserts rejection documents; a duplicate is the same rejection recorded by an earlier,
-    /// interrupted attempt. A rejection the database refuses is tried once more as a minimal
-    /// document (the payload as hex), and if even that is refused the message is logged whole.
+    /// interrupted attempt. A rejection the database refuses for good is recorded as a minimal
+    /// document (the payload as hex). Whatever cannot be recorded throws, as an error about the
+    /// request: the message must stay in the journal, never only in a log line.
     private func recordRejections(_ rejects: [BSONDocument]) throws(MongoError) {
         guard !rejects.isEmpty else { return }
         let result: InsertManyResult
         do {
             result = try client.insertMany(rejects, into: Collections.rejectedMessages, ordered: false, writeConcern: writeConcern)
         } catch where error.refusesDocument {
-            // One rejection could not even be sent (e.g. encoded): record the others one by one.
+            // One rejection could not even be sent (e.g. encoded): record them one by one.
             guard rejects.count == 1 else {
                 for reject in rejects { try recordRejections([reject]) }
                 return
             }
-            logger.critical("cannot record a rejected message; it is only in this log line", metadata: [
-                "topic": "\(rejects[0]["topic"]?.stringValue ?? "-")", "payload": "\(rejects[0]["payload"]?.stringValue ?? "")",
-                "error": "\(error)",
-            ])
+            try recordMinimalRejection(rejects[0], code: error.code, message: error.message)
             return
         }
-        if let transient = result.writeErrors.first(where: { !$0.isDuplicateKey && !$0.refusesDocument }) {
-            throw transient.asMongoError
+        if let retry = result.writeErrors.first(where: { !$0.isDuplicateKey && !$0.refusesDocument }) {
+            throw retry.asMongoError.aboutTheRequest("recording a rejected message")
         }
         for error in result.writeErrors where error.refusesDocument {
-            guard rejects.indices.contains(error.index) else { continue }
-            let original = rejects[error.index]
-            var minimal: BSONDocument = [:]
-            for key in ["_id", "topic", "reason", "received_at", "esp32_name", "payload_bytes"] {
-                if let value = original[key] { minimal[key] = value }
+            guard rejects.indices.contains(error.index) else {
+                throw error.asMongoError.aboutTheRequest("recording a rejected message (a write error names no document of the request)")
             }
-            let payload = original["payload"]?.stringValue ?? ""
-            minimal["payload"] = .string("")
-            minimal["payload_hex"] = .string(payload.utf8.map { Self.hex($0) }.joined())
-            minimal["detail"] = .string("\(original["detail"]?.stringValue ?? "") (the rejection itself was refused, code \(error.code): \(error.message))")
-            do {
-                _ = try client.insertMany([minimal], into: Collections.rejectedMessages, ordered: false, writeConcern: writeConcern)
-                    .writeErrors.throwUnlessDuplicateKeys()
-            } catch where error.refusesDocument {
-                logger.critical("cannot record a rejected message; it is only in this log line", metadata: [
-                    "topic": "\(original["topic"]?.stringValue ?? "-")", "payload": "\(payload)", "error": "\(error)",
-                ])
-            }
+            try recordMinimalRejection(rejects[error.index], code: error.code, message: error.message)
+        }
+    }
+
+    /// The rejection without its payload text (the payload as hex): what a validator or a size
+    /// limit refused is not in it. If even this is refused, the batch stays in the journal.
+    private func recordMinimalRejection(_ original: BSONDocument, code: Int, message: String) throws(MongoError) {
+        var minimal: BSONDocument = [:]
+        for key in ["_id", "topic", "reason", "received_at", "esp32_name", "payload_bytes"] {
+            if let value = original[key] { minimal[key] = value }
+        }
+        let payload = original["payload"]?.stringValue ?? ""
+        minimal["payload"] = .string("")
+        minimal["payload_hex"] = .string(payload.utf8.map { Self.hex($0) }.joined())
+        minimal["detail"] = .string("\(original["detail"]?.stringValue ?? "") (the rejection itself was refused, code \(code): \(message))")
+        do {
+            _ = try client.insertMany([minimal], into: Collections.rejectedMessages, ordered: false, writeConcern: writeConcern)
+                .writeErrors.throwUnlessDuplicateKeys()
+        } catch {
+            logger.critical("cannot record a rejected message in rejected_messages; its batch stays in the journal and is retried", metadata: [
+                "topic": "\(original["topic"]?.stringValue ?? "-")", "error": "\(error)",
+            ])
+            throw error.aboutTheRequest("recording a rejected message")
         }
     }
 

@@ -386,13 +386,32 @@ public struct WorkerConfig: Sendable {
 import AutoVoltMongo
 
 extension WorkerConfig.WriteConcernSetting {
-    /// `auto`: a replica set must not lose an acknowledged write in a failover, which only
-    /// `w: "majority"` prevents; a standalone has no majority to wait for, so `w: 1`.
+    /// How long a majority write waits for the replica set before it fails with a write
+    /// concern error (the write is applied on the primary; the worker retries it).
+    static let majorityTimeoutMS = 10_000
+
+    /// The write concern of every write the worker makes. The worker deletes its own copy of a
+    /// message (the journal record) once MongoDB acknowledged it, so an acknowledgement must
+    /// survive what can happen next:
+    /// - `auto` on a replica set: `w: "majority", j: true`; only a majority survives a failover.
+    /// - `auto` on a standalone: `w: 1, j: true`; there is no majority to wait for, and without
+    ///   `j` the server answers before its journal, so a crash of mongod would lose batches it
+    ///   acknowledged.
+    /// - `majority`: `w: "majority", j: true` whatever the server says it is.
+    /// - `1`: `w: 1` as asked (an operator's choice: a server crash can lose acknowledged writes).
+    func resolve(isReplicaSet: Bool) -> WriteConcern {
+        switch self {
+        case .majority: return .majority(journal: true, timeoutMS: Self.majorityTimeoutMS)
+        case .one: return .acknowledged
+        case .auto: return isReplicaSet ? .majority(journal: true, timeoutMS: Self.majorityTimeoutMS) : .journaled
+        }
+    }
+
+    /// `resolve(isReplicaSet:)` for the server `client` talks to (its `hello`, once).
     func resolve(for client: MongoClient) throws(MongoError) -> WriteConcern {
         switch self {
-        case .majority: return .majority(journal: true, timeoutMS: 10_000)
-        case .one: return .acknowledged
-        case .auto: return try client.isReplicaSet ? .majority(journal: true, timeoutMS: 10_000) : .acknowledged
+        case .majority, .one: return resolve(isReplicaSet: false)
+        case .auto: return resolve(isReplicaSet: try client.isReplicaSet)
         }
     }
 }

@@ -404,4 +404,95 @@ import Testing
         #expect("\(MongoError(kind: .connection, code: 13, domain: 15, message: "No suitable servers found"))"
                 == "MongoDB connection: No suitable servers found")
     }
+
+    /// Issue 20 §2: one classification decides for a failed command and a per-document write
+    /// error alike. A document is refused for good only by a known document-refusal code said of
+    /// that document; a command refused as a whole (BadValue for a write concern the deployment
+    /// rejects) is never "this document"; an unknown per-document code is retried, not set aside.
+    @Test func oneClassificationForCommandsAndDocuments() {
+        // A command-level BadValue: the request, retried loudly, never a refused document.
+        let commandBadValue = MongoError(kind: .server(code: 2), code: 2, domain: 17, message: "cannot use 'j' option")
+        #expect(commandBadValue.scope == .request)
+        #expect(commandBadValue.disposition == .persistent)
+        #expect(!commandBadValue.refusesDocument && !commandBadValue.isTransient)
+        let commandValidation = MongoError(kind: .server(code: 121), code: 121, domain: 17, message: "validator")
+        #expect(!commandValidation.refusesDocument)
+
+        // The same codes said of one document are refusals of that document.
+        for code in [2, 52, 55, 56, 57, 121, 10334, 17280] {
+            let perDocument = WriteError(index: 0, code: code, message: "refused")
+            #expect(perDocument.refusesDocument, "code \(code)")
+            #expect(perDocument.disposition == .refusedDocument)
+            #expect(perDocument.asMongoError.refusesDocument && perDocument.asMongoError.scope == .document)
+        }
+        // An unknown per-document code: retried with the batch (loudly), not dead-lettered.
+        let unknown = WriteError(index: 3, code: 9999, message: "something new")
+        #expect(!unknown.refusesDocument && unknown.disposition == .persistent)
+        #expect(!unknown.asMongoError.refusesDocument)
+        // Transient per-document codes (a primary stepping down mid-batch) and duplicates.
+        #expect(WriteError(index: 0, code: 10107, message: "not primary").disposition == .transient)
+        #expect(WriteError(index: 0, code: 91, message: "shutting down").disposition == .transient)
+        #expect(WriteError(index: 0, code: 11000, message: "E11000").disposition == .duplicateKey)
+        #expect(!WriteError(index: 0, code: 11000, message: "E11000").refusesDocument)
+
+        // An error about the request keeps nothing of "this document".
+        let recorded = WriteError(index: 0, code: 121, message: "validator").asMongoError.aboutTheRequest("recording a rejection")
+        #expect(recorded.scope == .request && !recorded.refusesDocument && recorded.disposition == .persistent)
+        #expect(recorded.message.hasPrefix("recording a rejection: "))
+
+        // Invalid arguments: a document that cannot be encoded is refused; a closed client is not.
+        let closed = MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "MongoClient is closed")
+        #expect(!closed.refusesDocument && closed.disposition == .persistent)
+        #expect(closed.aboutOneDocument.refusesDocument)
+
+        // Write concern: a timeout is waited out; an unsatisfiable concern is said loudly.
+        #expect(MongoError(kind: .writeConcern, code: 64, domain: 16, message: "timed out").disposition == .transient)
+        #expect(MongoError(kind: .writeConcern, code: 100, domain: 16, message: "unsatisfiable").disposition == .persistent)
+        #expect(MongoError(kind: .writeConcern, code: 64, domain: 16, message: "x").isWriteConcernFailure)
+        // Labels win: a retryable write error is transient whatever its code.
+        #expect(MongoError(kind: .server(code: 2), code: 2, domain: 17, message: "x", errorLabels: ["RetryableWriteError"]).disposition == .transient)
+    }
+
+    /// A document that cannot even be encoded is about that document (it is set aside); the
+    /// error is raised before any I/O.
+    @Test func aDocumentThatCannotBeEncodedIsAboutThatDocument() throws {
+        let c = try MongoClient(uri: "mongodb://127.0.0.1:\(freeTCPPort())/x?serverSelectionTimeoutMS=200")
+        do {
+            _ = try c.insertMany([["ok": 1], ["a\u{0}b": 1]], into: "c", ordered: false, writeConcern: .journaled)
+            Issue.record("expected an encoding error")
+        } catch {
+            #expect(error.kind == .invalidArgument && error.scope == .document && error.refusesDocument, "\(error)")
+        }
+    }
+
+    /// Issue 20 §4: the write concerns as libmongoc sends them.
+    @Test func writeConcernDocuments() throws {
+        let journaled = try WriteConcern.journaled.document
+        #expect(journaled["w"]?.intValue == 1 && journaled["j"]?.boolValue == true, "\(journaled)")
+        let acknowledged = try WriteConcern.acknowledged.document
+        #expect(acknowledged["w"]?.intValue == 1 && acknowledged["j"] == nil, "\(acknowledged)")
+        let majority = try WriteConcern.majority(journal: true, timeoutMS: 10_000).document
+        #expect(majority["w"]?.stringValue == "majority" && majority["j"]?.boolValue == true
+                && majority["wtimeout"]?.intValue == 10_000, "\(majority)")
+        #expect("\(WriteConcern.journaled)" == "w:1 j:true")
+    }
+
+    /// Issue 20 §3: a replica set member reached through a URI that does not name the set is
+    /// found from `hello`, and the advice names the URI to use (the password masked).
+    @Test func replicaSetAdviceNamesTheURIToUse() throws {
+        let hello: BSONDocument = ["setName": "rs0", "hosts": .array(["db1:27017", "db2:27017", "db3:27017"]),
+                                   "isWritablePrimary": true, "ok": 1]
+        let plain = try MongoClient(uri: "mongodb://autovolt:s3cret@db1:27017/autovolt_power?authSource=admin")
+        let advice = try #require(plain.replicaSetAdvice(hello: hello))
+        #expect(advice.setName == "rs0" && advice.isWritablePrimary)
+        #expect(advice.suggestedURI == "mongodb://autovolt:****@db1:27017,db2:27017,db3:27017/autovolt_power?authSource=admin&replicaSet=rs0",
+                "\(advice.suggestedURI)")
+        #expect(!advice.suggestedURI.contains("s3cret"))
+        let direct = try MongoClient(uri: "mongodb://db1:27017/?directConnection=true")
+        #expect(direct.replicaSetAdvice(hello: hello)?.suggestedURI == "mongodb://db1:27017,db2:27017,db3:27017/?replicaSet=rs0")
+        // Named, discovering, or not a replica set at all: nothing to say.
+        #expect(try MongoClient(uri: "mongodb://db1:27017/x?replicaSet=rs0").replicaSetAdvice(hello: hello) == nil)
+        #expect(try MongoClient(uri: "mongodb://db1:27017/x?directConnection=false").replicaSetAdvice(hello: hello) == nil)
+        #expect(plain.replicaSetAdvice(hello: ["isWritablePrimary": true, "ok": 1]) == nil)
+    }
 }

@@ -1,3 +1,4 @@
+import AutoVoltMongo
 @testable import AutoVoltService
 import Foundation
 import Testing
@@ -41,6 +42,19 @@ struct ConfigTests {
         #expect(c.logLevel == .info)
         #expect(c.journalMaxBytes == 1 << 30)
         #expect(c.devices.device("lab-101")?.classroom == "CSE-301")
+    }
+
+    /// Issue 20 §4: the worker deletes its journal record once MongoDB acknowledged a batch, so
+    /// on a standalone the `auto` write concern asks for the server's journal (`j: true`), not
+    /// just `w: 1`; on a replica set a majority with the journal.
+    @Test func autoWriteConcernJournalsOnAStandaloneAndWaitsForAMajorityOnAReplicaSet() throws {
+        #expect(try config([:]).writeConcern == .auto)
+        #expect(WorkerConfig.WriteConcernSetting.auto.resolve(isReplicaSet: false) == .journaled)
+        #expect(WorkerConfig.WriteConcernSetting.auto.resolve(isReplicaSet: true) == .majority(journal: true, timeoutMS: 10_000))
+        #expect(WorkerConfig.WriteConcernSetting.majority.resolve(isReplicaSet: false) == .majority(journal: true, timeoutMS: 10_000))
+        #expect(WorkerConfig.WriteConcernSetting.one.resolve(isReplicaSet: true) == .acknowledged)
+        let sent = try WorkerConfig.WriteConcernSetting.auto.resolve(isReplicaSet: false).document
+        #expect(sent["j"]?.boolValue == true, "\(sent)")
     }
 
     @Test func shareGroupPrefixesEverySubscription() throws {
