@@ -45,6 +45,12 @@ enum HTTPServer {
 /// for `freshFor`; a stale cache is refreshed in the background on the health executor, and a
 /// request waits at most `waitBudget` for it, else answers with the previous figures (or nulls
 /// before the first): health answers quickly even when the database is slow.
+///
+/// No figure scans a collection: `total_events` is the collection's metadata count
+/// (`estimatedDocumentCount`), `unprocessed_events` reads the index `processed_received_at`,
+/// `events_last_hour` the index `received_at_ttl` (Schema.swift), `online_devices` the small
+/// `device_status` (a document per board). Each figure fails on its own: it is null, with its
+/// error in `telemetry.errors`, and the others stay.
 actor HealthReporter {
     static let freshFor: Duration = .seconds(5)
     static let waitBudget: Duration = .milliseconds(100)
@@ -53,8 +59,13 @@ actor HealthReporter {
 
     struct Figures: Sendable {
         let counts: [String: Int]
+        /// Figure name to the error that left it null.
+        let errors: [String: String]
         let lastRun: LastRun?
     }
+
+    /// The four `telemetry` figures, in the order they are read.
+    static let countNames = ["total_events", "unprocessed_events", "events_last_hour", "online_devices"]
 
     let engine: IngestEngine
     let executor: MongoExecutor
@@ -100,16 +111,32 @@ actor HealthReporter {
         let hourAgo = SystemClock.nowMillis() - 3_600_000
         let ms = countTimeMS
         return try? await executor.run { client throws(MongoError) -> Figures in
-            let counts = [
-                "total_events": try client.countDocuments(Collections.telemetryEvents, filter: [:], maxTimeMS: ms),
-                "unprocessed_events": try client.countDocuments(Collections.telemetryEvents, filter: ["processed": false], maxTimeMS: ms),
-                "events_last_hour": try client.countDocuments(Collections.telemetryEvents, filter: ["received_at": ["$gte": .millis(hourAgo)]], maxTimeMS: ms),
-                "online_devices": try client.countDocuments(Collections.deviceStatus, filter: ["online": true], maxTimeMS: ms),
-            ]
-            let lastRun = try MongoClient.withDeadline(ContinuousClock.now + .milliseconds(ms)) { () throws(MongoError) -> LastRun? in
-                try Reconciler.lastReconciliation(client).map { LastRun(at: $0.at, runID: $0.runID) }
+            var counts: [String: Int] = [:]
+            var errors: [String: String] = [:]
+            func figure(_ name: String, _ read: () throws(MongoError) -> Int) {
+                do { counts[name] = try read() } catch { errors[name] = "\(error)" }
             }
-            return Figures(counts: counts, lastRun: lastRun)
+            figure("total_events") { () throws(MongoError) -> Int in
+                try client.estimatedDocumentCount(Collections.telemetryEvents, maxTimeMS: ms)
+            }
+            figure("unprocessed_events") { () throws(MongoError) -> Int in
+                try client.countDocuments(Collections.telemetryEvents, filter: ["processed": false], maxTimeMS: ms)
+            }
+            figure("events_last_hour") { () throws(MongoError) -> Int in
+                try client.countDocuments(Collections.telemetryEvents, filter: ["received_at": ["$gte": .millis(hourAgo)]], maxTimeMS: ms)
+            }
+            figure("online_devices") { () throws(MongoError) -> Int in
+                try client.countDocuments(Collections.deviceStatus, filter: ["online": true], maxTimeMS: ms)
+            }
+            var lastRun: LastRun?
+            do {
+                lastRun = try MongoClient.withDeadline(ContinuousClock.now + .milliseconds(ms)) { () throws(MongoError) -> LastRun? in
+                    try Reconciler.lastReconciliation(client).map { LastRun(at: $0.at, runID: $0.runID) }
+                }
+            } catch {
+                errors["last_run"] = "\(error)"
+            }
+            return Figures(counts: counts, errors: errors, lastRun: lastRun)
         }
     }
 
@@ -124,7 +151,7 @@ actor HealthReporter {
         let overall: String
         if engine.fatal != nil || status.journalFull {
             overall = "unhealthy"
-        } else if status.mqttConnected && status.mongoReachable
+        } else if status.mqttConnected && status.mongoReachable && status.writeConcernFailingSince == nil
                     && (status.drainStalledForMillis ?? 0) <= IngestEngine.drainStallThreshold {
             overall = "healthy"
         } else {
@@ -138,6 +165,8 @@ actor HealthReporter {
                 "unprocessed_events": count("unprocessed_events"),
                 "events_last_hour": count("events_last_hour"),
                 "online_devices": count("online_devices"),
+                // Why a figure is null: its own error (the others are read all the same).
+                "errors": (figures?.errors ?? [:]).filter { Self.countNames.contains($0.key) },
             ],
             "ledger": [
                 "events_processed": ledger?.eventsProcessed ?? 0,
@@ -148,7 +177,8 @@ actor HealthReporter {
                 "is_processing": engine.ledgerIsProcessing,
                 "lag_seconds": Double(ledger?.lastLagMillis ?? 0) / 1000,
             ],
-            "aggregation": ["last_run": iso(lastRun?.at), "last_run_id": lastRun?.runID ?? NSNull()],
+            "aggregation": ["last_run": iso(lastRun?.at), "last_run_id": lastRun?.runID ?? NSNull(),
+                            "error": figures?.errors["last_run"] ?? NSNull()],
             "mqtt": [
                 "connected": status.mqttConnected,
                 "last_message_at": iso(status.mqttLastMessageAt),
@@ -158,6 +188,11 @@ actor HealthReporter {
                 "reachable": status.mongoReachable,
                 "last_error": status.mongoLastError ?? NSNull(),
                 "last_success_at": iso(status.mongoLastSuccessAt),
+                "write_concern": Self.writeConcern(status, iso),
+                "replica_set": status.replicaSetAdvice.map { advice -> [String: Any] in
+                    ["name": advice.setName, "named_in_uri": false, "uri_to_use": advice.suggestedURI,
+                     "warning": "the URI does not name replica set \(advice.setName): the worker talks to one server directly and will not follow a failover"]
+                } ?? NSNull(),
             ],
             "journal": [
                 "pending_records": status.journalPending,
@@ -176,6 +211,28 @@ actor HealthReporter {
         ]
         let json = (try? JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])) ?? Data("{}".utf8)
         return (overall == "unhealthy" ? .serviceUnavailable : .ok, json)
+    }
+
+    /// `mongodb.write_concern`: the concern in force (as sent), whether writes fail it now and
+    /// since when, and the last failure.
+    static func writeConcern(_ status: IngestEngine.Status, _ iso: (EpochMillis?) -> Any) -> [String: Any] {
+        var inForce: Any = NSNull()
+        if let concern = status.writeConcern, let document = try? concern.document {
+            var fields: [String: Any] = [:]
+            for (key, value) in document {
+                if let text = value.stringValue { fields[key] = text }
+                else if let flag = value.boolValue { fields[key] = flag }
+                else if let number = value.intValue { fields[key] = number }
+            }
+            inForce = fields
+        }
+        return [
+            "in_force": inForce,
+            "failing": status.writeConcernFailingSince != nil,
+            "failing_since": iso(status.writeConcernFailingSince),
+            "last_failure": status.writeConcernLastFailure ?? NSNull(),
+            "last_failure_at": iso(status.writeConcernLastFailureAt),
+        ]
     }
 
 }

@@ -30,6 +30,16 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         /// How long the journal has held messages without the drain storing any (nil: it is
         /// empty or moving). Over `drainStallThreshold` the worker reports itself degraded.
         public var drainStalledForMillis: EpochMillis?
+        /// The write concern of the worker's writes, once resolved (after the first contact).
+        public var writeConcern: WriteConcern?
+        /// Since when writes are applied but fail their write concern (nil: they do not). The
+        /// worker is degraded meanwhile: nothing leaves the journal.
+        public var writeConcernFailingSince: EpochMillis?
+        /// The last write concern failure, and when it happened (kept after recovery).
+        public var writeConcernLastFailure: String?
+        public var writeConcernLastFailureAt: EpochMillis?
+        /// Set when the server is a replica set member the URI does not name.
+        public var replicaSetAdvice: MongoClient.ReplicaSetAdvice?
     }
 
     /// A drain that has not stored a batch for this long while messages wait is stalled.
@@ -48,6 +58,12 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private var mongoReachable = false
     private var mongoLastError: String?
     private var mongoLastSuccessAt: EpochMillis?
+    private var writeConcernInForce: WriteConcern?
+    /// The stages whose last write failed its write concern, and since when any has.
+    private var writeConcernFailing: Set<StageMonitor.Stage> = []
+    private var writeConcernFailingSince: EpochMillis?
+    private var writeConcernLastFailure: (at: EpochMillis, error: String)?
+    private var replicaSetAdvice: MongoClient.ReplicaSetAdvice?
     private var schemaIsReady = false
     /// Written by the drain thread once the schema is checked, read by the other stages.
     private var schemaReady: Bool {
@@ -226,6 +242,9 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         let (reachable, lastError, lastSuccess, totals, progressAt) = stateLock.withLock {
             (mongoReachable, mongoLastError, mongoLastSuccessAt, self.totals, drainProgressAt)
         }
+        let (concern, failingSince, lastFailure, advice) = stateLock.withLock {
+            (writeConcernInForce, writeConcernFailingSince, writeConcernLastFailure, replicaSetAdvice)
+        }
         let loopAt = stages.lastBeat(.drain)
         let source = stateLock.withLock { mqtt }
         let bytes = journal.usedBytes
@@ -236,7 +255,10 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             mongoReachable: reachable, mongoLastError: lastError, mongoLastSuccessAt: lastSuccess,
             journalPending: pending, journalBytes: bytes, journalMaxBytes: journal.maxBytes,
             journalFull: bytes >= journal.maxBytes, journalPath: journal.path, totals: totals, drainLoopAt: loopAt,
-            drainStalledForMillis: pending > 0 && sinceProgress > 0 ? sinceProgress : nil)
+            drainStalledForMillis: pending > 0 && sinceProgress > 0 ? sinceProgress : nil,
+            writeConcern: concern, writeConcernFailingSince: failingSince,
+            writeConcernLastFailure: lastFailure?.error, writeConcernLastFailureAt: lastFailure?.at,
+            replicaSetAdvice: advice)
     }
 
     // MARK: HTTP ingest
@@ -391,6 +413,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 }
                 if outcome.inserted > 0 { ledgerWakeup.signal() }
                 setMongo(reachable: true, error: nil)
+                noteWriteConcernSatisfied(.drain)
                 backoff = 0.2
             } catch let conflict as Schema.Conflict {
                 logger.critical("\(conflict)")
@@ -398,10 +421,17 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 break
             } catch {
                 // A refused document never reaches here (IngestProcessor sets it aside); what does
-                // is an outage, to wait out, or something only a person can fix (authentication,
-                // an unknown server error), which is retried too but said loudly.
-                let transient = (error as? MongoError)?.isTransient ?? true
-                setMongo(reachable: false, error: "\(error)")
+                // keeps its batch in the journal: an outage, to wait out; writes applied but not
+                // acknowledged by the write concern (no majority), said once; or something only a
+                // person can fix (authentication, a command the deployment refuses, an unknown
+                // server error), retried too but said loudly every time.
+                let mongoError = error as? MongoError
+                let transient = mongoError?.isTransient ?? true
+                let writeConcernFailure = mongoError?.isWriteConcernFailure ?? false
+                // A write concern failure is an answer: the server is there, the writes are not
+                // acknowledged as asked.
+                setMongo(reachable: writeConcernFailure, error: "\(error)")
+                if let mongoError, writeConcernFailure { noteWriteConcernFailure(mongoError, .drain) }
                 metrics.storeErrors.increment()
                 if stopping {
                     logger.warning("MongoDB unavailable during shutdown; the journal keeps the rest", metadata: ["error": "\(error)"])
@@ -410,10 +440,12 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 let metadata: Logger.Metadata = [
                     "error": "\(error)", "retry_in_s": "\(String(format: "%.1f", backoff))", "pending": "\(journal.pendingRecords)",
                 ]
-                if transient {
+                if writeConcernFailure {
+                    logger.debug("write concern not satisfied; retrying", metadata: metadata)
+                } else if transient {
                     logger.warning("cannot store to MongoDB; retrying", metadata: metadata)
                 } else {
-                    logger.error("MongoDB refuses the batch for a reason that does not pass by itself; retrying", metadata: metadata)
+                    logger.error("MongoDB refuses the batch for a reason that does not pass by itself; the journal keeps it; retrying", metadata: metadata)
                 }
                 wakeupSleep(backoff * Double.random(in: 0.8...1.2), .drain)
                 backoff = min(backoff * 2, 15)
@@ -477,6 +509,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 }
                 // Days whose ledger changed: today's figures move during the day.
                 let recomputed = try aggregation.processDirtyDays(now: SystemClock.nowMillis())
+                noteWriteConcernSatisfied(.ledger)
                 backoff = 0.2
                 if batches.isEmpty && recomputed == 0 {
                     ledgerWakeup.wait(seconds: 1)
@@ -489,7 +522,10 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 // fault of ours or of the database, never of one device: it is retried (skipping
                 // a step would lose energy), loudly when it will not pass by itself.
                 let metadata: Logger.Metadata = ["error": "\(error)", "retry_in_s": "\(String(format: "%.1f", backoff))"]
-                if error.isTransient {
+                if let mongoError = error as? MongoError, mongoError.isWriteConcernFailure {
+                    noteWriteConcernFailure(mongoError, .ledger)
+                    logger.debug("ledger step: write concern not satisfied; retrying", metadata: metadata)
+                } else if error.isTransient {
                     logger.warning("ledger step failed; retrying", metadata: metadata)
                 } else {
                     logger.error("ledger step refused by the database; retrying (this does not pass by itself)", metadata: metadata)
@@ -588,10 +624,56 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         }
     }
 
+    /// The write concern from the server's `hello` (once, at the first contact), and the check
+    /// that a replica set member is reached through a URI that names the set.
     private func resolveWriteConcern() throws(MongoError) -> WriteConcern {
-        let concern = try config.writeConcern.resolve(for: client)
+        let hello = try client.hello()
+        let concern = config.writeConcern.resolve(isReplicaSet: hello["setName"]?.stringValue != nil)
         logger.info("MongoDB write concern", metadata: ["write_concern": "\(concern)"])
+        let advice = client.replicaSetAdvice(hello: hello)
+        if let advice {
+            logger.warning("MongoDB is a member of replica set \(advice.setName) but AUTOVOLT_MONGODB_URI does not name it: the worker talks to this one server directly and will not follow a failover to a new primary; set AUTOVOLT_MONGODB_URI=\(advice.suggestedURI)", metadata: [
+                "replica_set": "\(advice.setName)", "uri_to_use": "\(advice.suggestedURI)",
+                "writable_primary": "\(advice.isWritablePrimary)",
+            ])
+        }
+        stateLock.withLock {
+            writeConcernInForce = concern
+            replicaSetAdvice = advice
+        }
         return concern
+    }
+
+    /// A write of `stage` was applied but not acknowledged by its write concern. The first such
+    /// failure (while none is open) is one warning; the retries say nothing more until the
+    /// writes are acknowledged again (`noteWriteConcernSatisfied`), which is one notice.
+    private func noteWriteConcernFailure(_ error: MongoError, _ stage: StageMonitor.Stage) {
+        let now = SystemClock.nowMillis()
+        let (began, concern): (Bool, WriteConcern?) = stateLock.withLock {
+            let began = writeConcernFailing.isEmpty
+            writeConcernFailing.insert(stage)
+            if began { writeConcernFailingSince = now }
+            writeConcernLastFailure = (now, "\(error)")
+            return (began, writeConcernInForce)
+        }
+        guard began else { return }
+        logger.warning("MongoDB applies the writes but does not acknowledge them with the write concern in force (is a majority of the replica set up?); nothing leaves the journal until it does, and the writes are retried; /health says degraded meanwhile", metadata: [
+            "write_concern": "\(concern.map { "\($0)" } ?? "-")", "error": "\(error)", "stage": "\(stage.rawValue)",
+            "pending": "\(journal.pendingRecords)",
+        ])
+    }
+
+    private func noteWriteConcernSatisfied(_ stage: StageMonitor.Stage) {
+        let now = SystemClock.nowMillis()
+        let ended: EpochMillis? = stateLock.withLock {
+            guard writeConcernFailing.remove(stage) != nil, writeConcernFailing.isEmpty, let since = writeConcernFailingSince else { return nil }
+            writeConcernFailingSince = nil
+            return since
+        }
+        guard let since = ended else { return }
+        logger.notice("MongoDB acknowledges the writes with the write concern in force again", metadata: [
+            "failed_for_s": "\(String(format: "%.1f", Double(now - since) / 1000))",
+        ])
     }
 
     private func updateJournalGauges() {
@@ -599,11 +681,13 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         metrics.journalBytes.record(Int(journal.usedBytes))
     }
 
+    /// `error`, when given, becomes `mongodb.last_error` (also for a reachable server whose
+    /// writes fail their write concern); reachable without an error is a success.
     private func setMongo(reachable: Bool, error: String?) {
         let changed: Bool = stateLock.withLock {
             let was = mongoReachable
             mongoReachable = reachable
-            if reachable { mongoLastSuccessAt = SystemClock.nowMillis() } else { mongoLastError = error }
+            if let error { mongoLastError = error } else if reachable { mongoLastSuccessAt = SystemClock.nowMillis() }
             return was != reachable
         }
         metrics.mongoReachable.record(reachable ? 1 : 0)
