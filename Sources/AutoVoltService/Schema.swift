@@ -56,6 +56,9 @@ public enum Schema {
         ],
         Collections.reviewTickets: [
             IndexModel(keys: ["esp32_name": 1, "date": 1, "kind": 1], name: "esp32_name_date_kind_unique", unique: true),
+            // A reconciliation judges the tickets of its day; the dashboard lists the open ones.
+            IndexModel(keys: ["date": 1, "kind": 1], name: "date_kind"),
+            IndexModel(keys: ["status": 1, "date": 1], name: "status_date"),
         ],
         // One statement per (month, scope, version); the _id says the same, the index lets a
         // replica set refuse a second one whatever wrote it.
@@ -64,6 +67,9 @@ public enum Schema {
         ],
         StatementStore.exportsCollection: [
             IndexModel(keys: ["statement_id": 1], name: "statement_id"),
+        ],
+        StatementStore.sourcesCollection: [
+            IndexModel(keys: ["statement_id": 1, "token": 1, "chunk": 1], name: "statement_id_token_chunk"),
         ],
     ], uniquingKeysWith: { a, _ in a })
 

@@ -35,7 +35,32 @@ enum StatementDocuments {
                      energy: energyUnits(doc["energy_wh"]), cost: moneyUnits(doc["cost"]) ?? 0)
     }
 
-    static func document(_ s: Statement) -> BSONDocument {
+    /// Device-days per `statement_sources` document: about 250 bytes each, so well under 1 MB.
+    static let sourcesPerChunk = 2000
+
+    static func sourceChunkCount(_ count: Int) -> Int { (count + sourcesPerChunk - 1) / sourcesPerChunk }
+
+    static func sourceDocument(_ source: Statement.Source) -> BSON {
+        [
+            "id": .string(source.aggregateID), "version": .int64(source.version), "date": .string(source.date.description),
+            "esp32_name": .string(source.esp32Name), "energy_wh": wh(source.energy), "cost": money(source.cost),
+            "cost_version_ids": .array(source.costVersionIDs.map { .string($0) }),
+        ]
+    }
+
+    /// The statement's sources in `statement_sources` documents, under the token its document
+    /// names: a draft generated again writes a new token, and a replaced token is never named again.
+    static func sourceChunks(_ s: Statement, token: String) -> [BSONDocument] {
+        stride(from: 0, to: s.sources.count, by: sourcesPerChunk).enumerated().map { index, start in
+            [
+                "_id": .string("\(s.id)|\(token)|\(index)"), "statement_id": .string(s.id), "token": .string(token), "chunk": .int64(Int64(index)),
+                "aggregates": .array(s.sources[start..<min(start + sourcesPerChunk, s.sources.count)].map(sourceDocument)),
+            ]
+        }
+    }
+
+    /// The statement as stored; its sources go to `sourceChunks(s, token:)`.
+    static func document(_ s: Statement, sourcesToken: String) -> BSONDocument {
         [
             "_id": .string(s.id),
             "month": .string(s.month),
@@ -71,13 +96,10 @@ enum StatementDocuments {
             "review_tickets": .array(s.tickets.map { t in
                 ["id": .string(t.id), "esp32_name": .string(t.esp32Name), "date": .string(t.date), "kind": .string(t.kind), "detail": .string(t.detail)]
             }),
-            "aggregates": .array(s.sources.map { source in
-                [
-                    "id": .string(source.aggregateID), "version": .int64(source.version), "date": .string(source.date.description),
-                    "esp32_name": .string(source.esp32Name), "energy_wh": wh(source.energy), "cost": money(source.cost),
-                    "cost_version_ids": .array(source.costVersionIDs.map { .string($0) }),
-                ]
-            }),
+            // The device-days it rests on are kept beside it (`statement_sources`): one per device
+            // and day, they pass MongoDB's 16 MB document limit near 2,000 boards.
+            "sources": ["collection": .string(StatementStore.sourcesCollection), "token": .string(sourcesToken),
+                        "count": .int64(Int64(s.sources.count)), "chunks": .int64(Int64(sourceChunkCount(s.sources.count)))],
             "exports": exports(s.exports),
         ]
     }
@@ -110,6 +132,8 @@ enum StatementDocuments {
             Statement.Ticket(id: t["id"]?.stringValue ?? "", esp32Name: t["esp32_name"]?.stringValue ?? "", date: t["date"]?.stringValue ?? "",
                              kind: t["kind"]?.stringValue ?? "", detail: t["detail"]?.stringValue ?? "")
         }
+        // Statements stored before the sources moved beside them hold them inline; the others'
+        // are read by the store (`StatementStore.sources`).
         let sources: [Statement.Source] = docs("aggregates").compactMap(source)
         var exports: [Statement.Export] = []
         for format in StatementFormat.allCases {

@@ -97,6 +97,8 @@ public struct StatementSummary: Sendable, Encodable {
 public struct StatementStore: Sendable {
     public static let collection = "statements"
     public static let exportsCollection = "statement_exports"
+    /// The device-days each statement rests on, in chunks beside it (see `StatementDocuments.sourceChunks`).
+    public static let sourcesCollection = "statement_sources"
     /// A statement lists at most this many open review tickets (the oldest first).
     static let ticketLimit = 1000
 
@@ -144,16 +146,29 @@ public struct StatementStore: Sendable {
             let version = try Self.database { () throws(MongoError) in try lastFrozenVersion(month: month, scope: scope) } + 1
             var statement = try build(month: month, scope: scope, version: version, now: now)
             statement.status = .draft
-            var doc = StatementDocuments.document(statement)
-            doc["draft_token"] = .string(UUID().uuidString)
+            let token = UUID().uuidString
+            var doc = StatementDocuments.document(statement, sourcesToken: token)
+            doc["draft_token"] = .string(token)
             do {
-                _ = try client.bulkWrite(Self.collection, operations: [
-                    .replaceOne(filter: ["_id": .string(statement.id), "status": "draft"], replacement: doc, upsert: true),
-                ], ordered: true, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
-                // A duplicate key: the version was frozen meanwhile (the filter missed it, the
-                // upsert hit its _id). Go round: the next generate makes the next version.
-                if try client.findOne(Self.collection, filter: ["_id": .string(statement.id), "draft_token": doc["draft_token"] ?? .null],
-                                      projection: ["_id": 1]) == nil { continue }
+                // The sources first: once the document names them, they are all there.
+                try client.insertMany(StatementDocuments.sourceChunks(statement, token: token), into: Self.sourcesCollection,
+                                      ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
+                let replaced: BSONDocument?
+                do {
+                    replaced = try client.findOneAndUpdate(Self.collection, filter: ["_id": .string(statement.id), "status": "draft"],
+                                                           update: doc, upsert: true, returnNew: false, writeConcern: writeConcern)
+                } catch let error where error.isDuplicateKey {
+                    // The version was frozen meanwhile (the filter missed it, the upsert hit its
+                    // _id). Go round: the next generate makes the next version.
+                    _ = try client.deleteMany(Self.sourcesCollection, filter: ["statement_id": .string(statement.id), "token": .string(token)],
+                                              writeConcern: writeConcern)
+                    continue
+                }
+                // The draft this one replaced: its sources are named by nothing any more.
+                if let old = replaced?["sources"]?.documentValue?["token"]?.stringValue {
+                    _ = try client.deleteMany(Self.sourcesCollection, filter: ["statement_id": .string(statement.id), "token": .string(old)],
+                                              writeConcern: writeConcern)
+                }
             } catch {
                 throw .database(error)
             }
@@ -239,8 +254,33 @@ public struct StatementStore: Sendable {
 
     public func show(_ id: String) throws(StatementError) -> Statement {
         guard let doc = try Self.database({ () throws(MongoError) in try client.findOne(Self.collection, filter: ["_id": .string(id)]) }),
-              let statement = StatementDocuments.statement(doc) else { throw .notFound(id) }
+              var statement = StatementDocuments.statement(doc) else { throw .notFound(id) }
+        statement.sources = try sources(of: doc)
         return statement
+    }
+
+    /// A statement's device-days: inline in statements stored before they moved beside it, else
+    /// its `statement_sources` chunks, all of them (a missing one is an error, never a short list).
+    func sources(of doc: BSONDocument) throws(StatementError) -> [Statement.Source] {
+        guard let named = doc["sources"]?.documentValue, let token = named["token"]?.stringValue, let id = doc["_id"]?.stringValue else {
+            return doc["aggregates"]?.arrayValue?.compactMap(\.documentValue).compactMap(StatementDocuments.source) ?? []
+        }
+        var sources: [Statement.Source] = []
+        var chunks = 0
+        try Self.database { () throws(MongoError) in
+            try client.forEachBatch(Self.sourcesCollection, filter: ["statement_id": .string(id), "token": .string(token)],
+                                    sort: ["chunk": 1], batchSize: 8) { (docs) throws(MongoError) in
+                for chunk in docs {
+                    chunks += 1
+                    sources += chunk["aggregates"]?.arrayValue?.compactMap(\.documentValue).compactMap(StatementDocuments.source) ?? []
+                }
+            }
+        }
+        let expected = named["count"]?.intValue ?? 0
+        guard chunks == named["chunks"]?.intValue ?? 0, sources.count == expected else {
+            throw .conflict("statement \(id): \(sources.count) of its \(expected) device-days are in \(Self.sourcesCollection); generate the draft again (a frozen statement's exports are unaffected)")
+        }
+        return sources
     }
 
     public func list(month: String?) throws(StatementError) -> [StatementSummary] {
@@ -251,7 +291,7 @@ public struct StatementStore: Sendable {
         }
         let docs = try Self.database { () throws(MongoError) in
             try client.find(Self.collection, filter: filter, sort: ["month": -1, "scope_key": 1, "version": -1],
-                            projection: ["lines": 0, "aggregates": 0, "days": 0, "review_tickets": 0, "segments": 0], limit: 1000)
+                            projection: ["lines": 0, "aggregates": 0, "sources": 0, "days": 0, "review_tickets": 0, "segments": 0], limit: 1000)
         }
         return docs.compactMap(StatementDocuments.statement).map(summary)
     }
@@ -275,6 +315,7 @@ public struct StatementStore: Sendable {
         guard let doc = try Self.database({ () throws(MongoError) in try client.findOne(Self.collection, filter: ["_id": .string(id)]) }),
               var statement = StatementDocuments.statement(doc) else { throw .notFound(id) }
         guard statement.status == .draft else { throw .alreadyFrozen(id) }
+        statement.sources = try sources(of: doc)
         statement.status = .frozen
         statement.frozenAt = now
         statement.frozenBy = by

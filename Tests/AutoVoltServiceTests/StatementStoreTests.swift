@@ -107,6 +107,51 @@ struct StatementStoreTests {
         #expect(v2.exports.count == 3)
     }
 
+    /// A statement's device-days (one per board and day, 174 bytes each) are kept beside it in
+    /// chunks: inline, 2,500 boards' month made a 13.9 MB document (measured with this test at
+    /// 2,500 boards: 873 KB without them), and MongoDB refuses documents over 16 MB, which
+    /// dev-mongo does not check; so the sizes are measured here. Read back whole; a draft
+    /// generated again leaves only its own; a missing chunk is an error.
+    @Test func aLargeCampusStatementKeepsItsDeviceDaysBesideIt() throws {
+        let rig = try StatementRig()
+        let boards = 300
+        let dates = (1...30).map { String(format: "2026-11-%02d", $0) }
+        for date in dates {
+            let docs: [BSONDocument] = (0..<boards).map { index in
+                let name = "board-\(index)"
+                return ["_id": .string("\(date)|\(name)"), "date": .string(date), "esp32_name": .string(name), "classroom": .string("R-\(index / 4)"),
+                        "energy_wh": 1250.5, "cost": 10.004, "currency": "INR", "unpriced_wh": 0.0, "coverage": 1.0,
+                        "confidence": ["high": 2880, "medium": 0, "low": 0], "cost_version_ids": ["tv-1"],
+                        "cost_segments": [["cost_version_id": "tv-1", "cost_per_kwh": 8.0, "energy_wh": 1250.5, "cost": 10.004]],
+                        "version": 1, "computed_at": .millis(later)]
+            }
+            _ = try rig.client.insertMany(docs, into: Collections.dailyAggregates, ordered: false, writeConcern: .acknowledged)
+        }
+        let draft = try rig.store.generate(month: Self.november, scope: .campus, now: later)
+        #expect(draft.sources.count == boards * dates.count && draft.lines.count == boards)
+        let stored = try #require(try rig.client.findOne(StatementStore.collection, filter: ["_id": .string(draft.id)]))
+        let size = try stored.toBSONBytes().count
+        #expect(size < boards * 400, "the statement document is \(size) bytes: it grows with the boards, not the device-days")
+        let chunks = try rig.client.find(StatementStore.sourcesCollection, filter: ["statement_id": .string(draft.id)], limit: 100)
+        #expect(chunks.count == 5)
+        for chunk in chunks { #expect(try chunk.toBSONBytes().count < 1 << 20) }
+        // What the sources would weigh inline, as before.
+        var inline = stored
+        inline["aggregates"] = .array(draft.sources.map(StatementDocuments.sourceDocument))
+        #expect(try inline.toBSONBytes().count - size > boards * dates.count * 150)
+
+        let shown = try rig.store.show(draft.id)
+        #expect(shown.sources == draft.sources)
+        // Generated again: the new draft's chunks only.
+        let again = try rig.store.generate(month: Self.november, scope: .campus, now: later + 1000)
+        #expect(rig.client.countDocumentsOrZero(StatementStore.sourcesCollection) == 5)
+        #expect(try rig.store.show(again.id).sources.count == boards * dates.count)
+        // A chunk gone is an error, not a shorter list.
+        _ = try rig.client.deleteMany(StatementStore.sourcesCollection, filter: ["statement_id": .string(draft.id), "chunk": 3],
+                                      writeConcern: .acknowledged)
+        #expect(throws: StatementError.self) { try rig.store.show(draft.id).sources.count }
+    }
+
     @Test func scopesAreAClassroomOrARegistryGroup() throws {
         let rig = try StatementRig()
         try rig.threeDays()
