@@ -65,6 +65,16 @@ public struct Reconciler: Sendable {
 
     /// Judges `date` as the database holds it now. `judgedOn` says whether the data of the day
     /// had settled (the scheduler waits for that, within a bound); the report keeps it.
+    /// What of the day's data the database holds but the ledger has not taken yet: events of the
+    /// day or before still unprocessed. Few (the index on processed leads), unless a backlog is
+    /// being worked off, which is what a judgement waits for.
+    public func pendingInDatabase(_ date: CivilDate) throws(MongoError) -> [String] {
+        let dayEnd = LocalCalendar(timeZone: timeZone).startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
+        let waiting = try client.findOne(Collections.telemetryEvents, filter: ["processed": false, "device_ts": ["$lt": .millis(dayEnd)]],
+                                         projection: ["_id": 1])
+        return waiting == nil ? [] : ["events of \(date) or before not yet in the ledger"]
+    }
+
     public func run(date: CivilDate, now: EpochMillis, judgedOn: DataReadiness = .complete) throws(MongoError) -> Report {
         let runID = "recon-\(date)-\(ISO8601.format(now).filter(\.isNumber).prefix(14))-\(UUID().uuidString.prefix(4).lowercased())"
         let calendar = LocalCalendar(timeZone: timeZone)
@@ -438,16 +448,7 @@ public final class Scheduler: Sendable {
     /// next tick), else what it is judged on; after `maxJudgementWait` that is whatever has
     /// arrived, and the report says what had not.
     func readiness(toJudge date: CivilDate, jobID: String, now: EpochMillis) throws(MongoError) -> DataReadiness? {
-        var pending = intakeReadiness?().pending ?? []
-        let calendar = LocalCalendar(timeZone: timeZone)
-        let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
-        // Events of the day (or before) that the ledger has not taken yet; few (the index on
-        // processed leads), unless a backlog is being worked off, which is what this waits for.
-        if try client.findOne(Collections.telemetryEvents, filter: ["processed": false, "device_ts": ["$lt": .millis(dayEnd)]],
-                              projection: ["_id": 1]) != nil {
-            pending.append("events of \(date) or before not yet in the ledger")
-        }
-        let readiness = DataReadiness(pending: pending)
+        let readiness = DataReadiness(pending: (intakeReadiness?().pending ?? []) + (try reconciler.pendingInDatabase(date)))
         let since: EpochMillis = waitingSince.withLock { waiting in
             if readiness.isComplete { waiting[jobID] = nil; return now }
             if let since = waiting[jobID] { return since }

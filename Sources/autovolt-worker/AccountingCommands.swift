@@ -163,8 +163,10 @@ struct Reconcile: ParsableCommand {
         var calendar = LocalCalendar(timeZone: config.timeZone)
         let day = date.flatMap(CivilDate.init) ?? CivilDate(daysSinceEpoch: calendar.date(of: now).daysSinceEpoch - 1)
         let report = try withDatabase(config, "reconcile") { db in
-            try Reconciler(client: db.client, registry: config.devices, timeZone: config.timeZone, writeConcern: db.writeConcern,
-                           logger: logger).run(date: day, now: now)
+            let reconciler = Reconciler(client: db.client, registry: config.devices, timeZone: config.timeZone,
+                                        writeConcern: db.writeConcern, logger: logger)
+            // By hand it judges at once; the report says if the ledger had not caught up.
+            return try reconciler.run(date: day, now: now, judgedOn: DataReadiness(pending: try reconciler.pendingInDatabase(day)))
         }
         if json { return printJSON(report) }
         print(Reconciler.text(report))
