@@ -154,8 +154,11 @@ public final class LedgerStore: @unchecked Sendable {
     /// so a long rebuild keeps it from the live workers. Each window's writes are final and its
     /// events marked processed only once they are, so an interrupted rebuild leaves a ledger that
     /// is rebuilt up to some time and as before after it; running it again finishes it.
+    ///
+    /// History whose events have expired (`expiredHistory`) is not derived again: the rebuild
+    /// starts at its floor, and `expired` says what it left as it was.
     public func rebuild(_ name: String, dates: ClosedRange<CivilDate>?, now: EpochMillis,
-                        windowReadings: Int = 20_000) throws(MongoError) -> (inserted: Int, superseded: Int) {
+                        windowReadings: Int = 20_000) throws(MongoError) -> (inserted: Int, superseded: Int, expired: ExpiredHistory?) {
         var attempts = 0
         var held = try acquireLeases([name], now: now)
         while held.isEmpty {
@@ -167,13 +170,123 @@ public final class LedgerStore: @unchecked Sendable {
             held = try acquireLeases([name], now: SystemClock.nowMillis())
         }
         do {
-            let outcome = try deriveInWindows(name, from: nil, dates: dates, windowReadings: windowReadings)
+            let expired = try expiredHistory(name, now: now)
+            if let expired { logger.warning("\(expired.explanation(name, timeZone: timeZone))", metadata: ["esp32_name": "\(name)"]) }
+            if let expired, expired.floor == nil || dates.map({ $0.upperBound <= expired.lostDay }) == true {
+                // Nothing to derive: the device's state stays as it was (its dip deadline, if it
+                // waits on one); the next live step asks the ledger for its tail.
+                let state = try client.findOne(Self.stateCollection, filter: ["_id": .string(name)], projection: ["pending_dip_until": 1])
+                let dip = state?["pending_dip_until"]?.dateValue.map(Self.millis)
+                try releaseLeases(held, tails: [:], pendingDips: dip.map { [name: $0] } ?? [:])
+                return (0, 0, expired)
+            }
+            let outcome = try deriveInWindows(name, from: expired?.floor, dates: dates, windowReadings: windowReadings)
             try releaseLeases(held, tails: outcome.tail.map { [name: $0] } ?? [:], pendingDips: outcome.pendingDip.map { [name: $0] } ?? [:])
-            return (outcome.inserted, outcome.superseded)
+            return (outcome.inserted, outcome.superseded, expired)
         } catch {
             try? releaseLeases(held, tails: [:], pendingDips: [:])
             throw error
         }
+    }
+
+    /// Ledger history a rebuild cannot derive again: live entries whose readings are gone from
+    /// `telemetry_events` (its TTL removes events 730 days after `received_at`; the ledger has
+    /// none). Derived from the readings that are left, those days would read as days without
+    /// readings (issue 20: 940 Wh -> 0, and the next day 960 -> 940 without the interval that
+    /// crosses into it). A rebuild never changes a day that lost readings, nor the interval that
+    /// crosses out of it: it starts at `floor`.
+    public struct ExpiredHistory: Sendable, Equatable {
+        /// The last local day with a reading that a live entry runs from or to and that is gone.
+        public var lostDay: CivilDate
+        /// The first reading the rebuild may start from: the end of the interval that crosses the
+        /// midnight after `lostDay` (or the start of the first interval after it when none
+        /// crosses). Every entry that starts before it is left as it is. nil: the ledger has no
+        /// interval after the lost day, and there is nothing to rebuild.
+        public var floor: EpochMillis?
+        /// The midnight after `lostDay`.
+        public var lostDayEnd: EpochMillis
+
+        /// One line for the operator.
+        public func explanation(_ name: String, timeZone: TimeZone) -> String {
+            let kept = floor.map { floor in
+                "before \(ISO8601.format(floor, in: timeZone)) (\(lostDay) and before" + (floor > lostDayEnd ? ", and the interval from \(lostDay) into the next day)" : ")")
+            } ?? "(it has nothing after \(lostDay))"
+            let days = LedgerStore.eventLifetimeMillis / 86_400_000
+            return "rebuild-ledger: \(name): readings up to \(lostDay) have expired from telemetry_events (kept \(days) days); the ledger \(kept) is kept as it is, not derived again from what is left"
+        }
+    }
+
+    /// How long `telemetry_events` keeps an event after its `received_at` (the TTL index).
+    static let eventLifetimeMillis: EpochMillis = {
+        let ttl = Schema.indexes[Collections.telemetryEvents]?.first { $0.keys["received_at"] != nil && $0.expireAfterSeconds != nil }
+        return EpochMillis(ttl?.expireAfterSeconds ?? 730 * 86_400) * 1000
+    }()
+
+    /// Finds the history of `name` that has expired (`ExpiredHistory`), or nil when every live
+    /// entry's readings are there.
+    ///
+    /// Only readings received more than the TTL before `now` can have expired, and a device time
+    /// is never trusted more than `ClockPolicy`'s lead after its receive time; readings before the
+    /// device's first stored one are gone too. So only live entries that start before the later
+    /// of those two bounds are looked at, latest first, a page at a time, each page's source
+    /// events looked up in one query; the first page with a missing reading holds the latest
+    /// one. A device with nothing expired costs a query or two; one with expired history, the
+    /// first page below the bound. (Events deleted by hand after the bound are not looked for.)
+    func expiredHistory(_ name: String, now: EpochMillis, pageSize: Int = 1_000) throws(MongoError) -> ExpiredHistory? {
+        let first = try client.findOne(Collections.telemetryEvents, filter: ["esp32_name": .string(name)], sort: ["device_ts": 1],
+                                       projection: ["device_ts": 1])
+        // nil: no bound (the device has no events left at all).
+        var below: EpochMillis? = now - Self.eventLifetimeMillis + ClockPolicy().maxLeadMillis
+        if let first {
+            if let time = first["device_ts"]?.dateValue.map(Self.millis), let bound = below { below = max(bound, time) }
+        } else {
+            below = nil
+        }
+        var lost: EpochMillis?
+        while lost == nil {
+            let page = try liveEntries(of: name, extra: below.map { ["start_ts": ["$lt": .millis($0)]] } ?? [:], sort: ["start_ts": -1], limit: pageSize)
+            guard let oldest = page.last else { break }
+            let hashes = Set(page.flatMap(\.sourceEvents))
+            let present = Set(try client.find(Collections.telemetryEvents,
+                                              filter: ["esp32_name": .string(name), "event_hash": ["$in": .array(hashes.sorted().map { .string($0) })]],
+                                              projection: ["event_hash": 1], limit: hashes.count)
+                .compactMap { $0["event_hash"]?.stringValue })
+            // Entries are latest first: the first one with a missing reading is of the latest
+            // interval that has one (the midnight parts of an interval share its readings).
+            if let entry = page.first(where: { $0.sourceEvents.count == 2 && $0.sourceEvents.contains { !present.contains($0) } }) {
+                let whole = try interval(of: entry, device: name)
+                // Its end reading gone: that is the later one; else its start reading.
+                lost = present.contains(entry.sourceEvents[1]) ? whole.start : whole.end
+            }
+            below = oldest.start
+        }
+        guard let lost else { return nil }
+        var calendar = LocalCalendar(timeZone: timeZone)
+        let day = calendar.day(containing: lost)
+        var expired = ExpiredHistory(lostDay: day.date, floor: nil, lostDayEnd: day.end)
+        // The first interval that ends at or after that midnight: kept whole when it crosses it
+        // (the rebuild starts at its end), else the rebuild starts at its start.
+        // (Live entries do not overlap: the first to end at or after it is the first to start.)
+        if let next = try liveEntries(of: name, extra: ["end_ts": ["$gte": .millis(day.end)]], sort: ["end_ts": 1], limit: 1).first {
+            let whole = try interval(of: next, device: name)
+            expired.floor = whole.start >= day.end ? whole.start : whole.end
+        }
+        return expired
+    }
+
+    /// The whole interval (all its midnight parts) a live entry belongs to. Its parts lie on
+    /// consecutive local days, `parts` of them, so the query is bounded to that many days (of at
+    /// most 25 hours) either side of the entry.
+    private func interval(of entry: StoredLedgerEntry, device name: String) throws(MongoError) -> LedgerWindow.Interval {
+        let own = LedgerWindow.Interval(start: entry.start, end: entry.end)
+        let doc = try client.findOne(Collections.ledgers, filter: ["_id": .string(entry.id)], projection: ["parts": 1])
+        guard let parts = doc?["parts"]?.int64Value, parts > 1 else { return own }
+        let span = parts * 25 * 3_600_000
+        let siblings = try liveEntries(of: name, extra: [
+            "source_events": .array(entry.sourceEvents.map { .string($0) }),
+            "start_ts": ["$gte": .millis(entry.start - span), "$lte": .millis(entry.start + span)],
+        ])
+        return LedgerWindow.intervals(of: siblings + [entry]).first ?? own
     }
 
     struct WindowedOutcome {
@@ -653,6 +766,8 @@ public enum LedgerRebuild {
         public var devices = 0
         public var inserted = 0
         public var superseded = 0
+        /// Devices whose history before some day has expired and was left as it was.
+        public var keptExpired = 0
     }
 
     public static func run(config: WorkerConfig, device: String?, dates: ClosedRange<CivilDate>?, windowReadings: Int = 20_000,
@@ -679,6 +794,7 @@ public enum LedgerRebuild {
             summary.devices += 1
             summary.inserted += result.inserted
             summary.superseded += result.superseded
+            if result.expired != nil { summary.keptExpired += 1 }
             if result.inserted + result.superseded > 0 {
                 logger.notice("ledger rebuilt", metadata: ["esp32_name": "\(name)", "inserted": "\(result.inserted)",
                                                            "superseded": "\(result.superseded)"])
