@@ -471,13 +471,29 @@ public final class LedgerStore: @unchecked Sendable {
             return tail.last?.start
         } else if let earliest {
             let nearby = try liveEntries(of: state.name, extra: ["end_ts": ["$gte": .millis(earliest)]], sort: ["start_ts": 1], limit: 64)
-            let before = try liveEntries(of: state.name, extra: ["end_ts": ["$lt": .millis(earliest)]], sort: ["start_ts": -1], limit: 8)
-            return LedgerWindow.restartPoint(intervals: LedgerWindow.intervals(of: before + nearby), earliestNewReading: earliest)
+            let before = try liveEntries(of: state.name, extra: ["end_ts": ["$lt": .millis(earliest)]], sort: ["start_ts": -1], limit: Self.entriesBefore)
+            guard before.count == Self.entriesBefore else {
+                return LedgerWindow.restartPoint(intervals: LedgerWindow.intervals(of: before + nearby), earliestNewReading: earliest)
+            }
+            // As many entries as were asked for: an interval of more midnight parts than that (days
+            // offline) may start before them, and its start taken from its last parts would be a
+            // midnight, dropping its first reading from the derivation (and superseding its parts
+            // without a replacement). Ask for the whole intervals instead.
+            guard let first = nearby.first else { return try interval(of: before[0], device: state.name).start }
+            let touched = try interval(of: first, device: state.name)
+            guard let previous = try liveEntries(of: state.name, extra: ["end_ts": ["$lte": .millis(touched.start)]],
+                                                 sort: ["end_ts": -1], limit: 1).first else { return nil }
+            return try interval(of: previous, device: state.name).start
         } else {
             // Nothing new: only a pending dip may need settling.
-            return LedgerWindow.intervals(of: try liveEntries(of: state.name, extra: [:], sort: ["start_ts": -1], limit: 8)).last?.start
+            let last = try liveEntries(of: state.name, extra: [:], sort: ["start_ts": -1], limit: Self.entriesBefore)
+            guard last.count == Self.entriesBefore else { return LedgerWindow.intervals(of: last).last?.start }
+            return try interval(of: last[0], device: state.name).start
         }
     }
+
+    /// How many entries before the earliest new reading a step reads to find its restart point.
+    static let entriesBefore = 8
 
     /// A step whose devices have more new events or readings than one read takes: each device
     /// from its restart point, a window at a time.

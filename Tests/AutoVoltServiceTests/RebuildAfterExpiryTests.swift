@@ -191,3 +191,34 @@ struct RebuildAfterExpiryTests {
         #expect(rebuilt == [940, 960, 940])
     }
 }
+
+/// Found while looking at the rebuild's floor (issue 20 §4): a late reading just after a device
+/// was offline more than eight days. The live step found its restart point among the last eight
+/// entries before the reading, which were midnight parts of the offline interval: it restarted
+/// at a midnight, without the interval's first reading, and superseded eight of its eleven parts
+/// with nothing in their place (102 Wh billed became 27.8). (Here, beside the other long-history
+/// test, because this change owns this file; it belongs with LedgerBatchTests.)
+@Suite("integration: a late reading after days offline", .serialized)
+struct LateReadingAfterDaysOfflineTests {
+    /// The late reading after the gap, inside its last day, days inside it, after the last
+    /// reading, and a dip after it (settled later); the previous step's tail trusted or not.
+    @Test(arguments: [30_000, -oneHour, -3 * 24 * oneHour, 90_000, 200_000] as [EpochMillis], [true, false])
+    func theLiveLedgerIsTheDerivation(offset: EpochMillis, tailTrusted: Bool) throws {
+        let rig = try AccountingRig()
+        let q = day5 + 10 * oneHour, p = q + 10 * 24 * oneHour // ten days offline: eleven parts
+        let base: [(time: EpochMillis, energy: Double)] = [(q - 60_000, 999), (q, 1000), (p, 1100), (p + 60_000, 1101), (p + 120_000, 1102)]
+        try rig.ingest("lab-101", base, now: p + 130_000)
+        if !tailTrusted {
+            // A step interrupted after its writes: the tail it recorded is not believed.
+            _ = try rig.client.updateOne(LedgerStore.stateCollection, filter: ["_id": "lab-101"], update: ["$inc": ["version": .int64(1)]],
+                                         upsert: false, writeConcern: .acknowledged)
+        }
+        let late: (time: EpochMillis, energy: Double) = offset > 150_000 ? (p + offset, 10) : (p + offset, offset > 0 ? 1101.5 : 1099)
+        try rig.ingest("lab-101", [late], now: p + 140_000 + max(0, offset))
+        try rig.ledger.advance("lab-101", now: p + 10 * oneHour) // settles a dip
+        let live = try rig.liveLedger()
+        let expected = rig.expected(["lab-101": base + [late]], now: p + 10 * oneHour)
+        #expect(live == expected)
+        #expect(abs(live.values.reduce(0, +) - (offset > 150_000 ? 113 : 103)) < 1e-9)
+    }
+}
