@@ -251,6 +251,9 @@ struct RebuildLedger: ParsableCommand {
         if let s = start.flatMap(CivilDate.init), let e = end.flatMap(CivilDate.init) { dates = s...e }
         let summary = try reportingFailures("rebuild") { try LedgerRebuild.run(config: config, device: esp32Name, dates: dates, windowReadings: window, logger: logger) }
         print("rebuilt \(summary.devices) devices: \(summary.inserted) entries inserted, \(summary.superseded) superseded")
+        if summary.keptExpired > 0 {
+            print("\(summary.keptExpired) devices kept their ledger before their oldest stored readings as it was (those events expired; the log says up to which day)")
+        }
     }
 }
 
