@@ -260,13 +260,31 @@ public final class MongoClient: @unchecked Sendable {
     private var pool: OpaquePointer?  // nil once closed
     private var inFlight = 0
     private var cachedIsReplicaSet: Bool?
+    private var longRunningClient: MongoClient?
+
+    /// The socket timeout of a client, unless its URI sets one: an answer that takes longer
+    /// fails the operation with a network error (libmongoc's default of 300000 would pin a
+    /// thread for 5 minutes on a hung server).
+    public static let defaultSocketTimeoutMS = 60_000
+    /// The socket timeout of `longRunning()` at least: for operations that legitimately keep the
+    /// server busy for minutes before it answers (an index build over a large collection, a
+    /// group over every event).
+    public static let longOperationSocketTimeoutMS = 3_600_000
+
+    /// `socketTimeoutMS` in force: the URI's, else `defaultSocketTimeoutMS` (or what `init` was
+    /// given), raised to the floor `init` was given.
+    public let socketTimeoutMS: Int
+    private let appName: String
+    private let socketTimeoutFloorMS: Int?
 
     /// Parses `uri` and creates the pool (no I/O happens until the first operation).
     ///
     /// Unless the URI sets them, `serverSelectionTimeoutMS` and `connectTimeoutMS` are 5000 (an
-    /// outage fails within about 5 s, and the caller backs off) and `socketTimeoutMS` is 60000
-    /// (libmongoc's default of 300000 would pin a thread for 5 minutes on a hung server).
-    public init(uri: String, appName: String = "autovolt-worker") throws(MongoError) {
+    /// outage fails within about 5 s, and the caller backs off) and `socketTimeoutMS` is
+    /// `socketTimeoutMS` (default 60000, `defaultSocketTimeoutMS`). `socketTimeoutFloorMS`, when
+    /// given, raises the socket timeout to at least that, whatever the URI says (`longRunning`).
+    public init(uri: String, appName: String = "autovolt-worker", socketTimeoutMS: Int = MongoClient.defaultSocketTimeoutMS,
+                socketTimeoutFloorMS: Int? = nil) throws(MongoError) {
         _ = mongocInitialised
         var error = bson_error_t()
         guard let parsed = mongoc_uri_new_with_error(uri, &error) else {
@@ -276,11 +294,18 @@ public final class MongoClient: @unchecked Sendable {
         let defaults: [(String, Int32)] = [
             (MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 5000),
             (MONGOC_URI_CONNECTTIMEOUTMS, 5000),
-            (MONGOC_URI_SOCKETTIMEOUTMS, 60000),
+            (MONGOC_URI_SOCKETTIMEOUTMS, Int32(clamping: socketTimeoutMS)),
         ]
         for (option, value) in defaults where !mongoc_uri_has_option(parsed, option) {
             _ = mongoc_uri_set_option_as_int32(parsed, option, value)
         }
+        if let floor = socketTimeoutFloorMS,
+           Int(mongoc_uri_get_option_as_int32(parsed, MONGOC_URI_SOCKETTIMEOUTMS, 0)) < floor {
+            _ = mongoc_uri_set_option_as_int32(parsed, MONGOC_URI_SOCKETTIMEOUTMS, Int32(clamping: floor))
+        }
+        self.socketTimeoutMS = Int(mongoc_uri_get_option_as_int32(parsed, MONGOC_URI_SOCKETTIMEOUTMS, 0))
+        self.appName = appName
+        self.socketTimeoutFloorMS = socketTimeoutFloorMS
         if !mongoc_uri_has_option(parsed, MONGOC_URI_APPNAME) {
             _ = mongoc_uri_set_appname(parsed, appName)
         }
@@ -309,9 +334,32 @@ public final class MongoClient: @unchecked Sendable {
         state.lock()
         guard let pool else { state.unlock(); return }
         self.pool = nil
+        let long = longRunningClient
+        longRunningClient = nil
         while inFlight > 0 { state.wait() }
         state.unlock()
+        long?.close()
         mongoc_client_pool_destroy(pool)
+    }
+
+    /// A client of the same URI whose socket timeout is at least `longOperationSocketTimeoutMS`,
+    /// for the few operations that keep the server busy longer than the socket timeout before
+    /// it answers: building indexes at start, a group over every event. Made on first use and
+    /// kept (a pool of its own; this client's operations keep their short timeout, so a hung
+    /// server is still noticed within a minute everywhere else). Closed with this client.
+    public func longRunning() throws(MongoError) -> MongoClient {
+        if let floor = socketTimeoutFloorMS, socketTimeoutMS >= floor { return self }
+        if socketTimeoutMS >= Self.longOperationSocketTimeoutMS { return self }
+        state.lock()
+        defer { state.unlock() }
+        guard pool != nil else {
+            throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "MongoClient is closed")
+        }
+        if let longRunningClient { return longRunningClient }
+        let long = try MongoClient(uri: uriText, appName: appName, socketTimeoutMS: socketTimeoutMS,
+                                   socketTimeoutFloorMS: Self.longOperationSocketTimeoutMS)
+        longRunningClient = long
+        return long
     }
 
     // MARK: Plumbing

@@ -145,6 +145,8 @@ actor HealthReporter {
         let ledger = engine.ledgerCounters
         let figures = status.mongoReachable ? await databaseFigures() : nil
         let lastRun = figures?.lastRun
+        var lastRunError: Any = NSNull()
+        if let error = figures?.errors["last_run"] { lastRunError = error }
         let counts = figures?.counts
         func iso(_ millis: EpochMillis?) -> Any { millis.map { ISO8601.format($0) } ?? NSNull() }
         func count(_ key: String) -> Any { counts?[key] ?? NSNull() }
@@ -177,8 +179,7 @@ actor HealthReporter {
                 "is_processing": engine.ledgerIsProcessing,
                 "lag_seconds": Double(ledger?.lastLagMillis ?? 0) / 1000,
             ],
-            "aggregation": ["last_run": iso(lastRun?.at), "last_run_id": lastRun?.runID ?? NSNull(),
-                            "error": figures?.errors["last_run"] ?? NSNull()],
+            "aggregation": ["last_run": iso(lastRun?.at), "last_run_id": lastRun?.runID ?? NSNull(), "error": lastRunError],
             "mqtt": [
                 "connected": status.mqttConnected,
                 "last_message_at": iso(status.mqttLastMessageAt),

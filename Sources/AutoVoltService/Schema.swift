@@ -123,9 +123,13 @@ public enum Schema {
                 throw Conflict(collection: collection, problem: "device_ts is not a date")
             }
         }
+        // Building a new index over a large collection keeps the server busy for minutes before
+        // it answers: past the socket timeout of the client (60 s), which would fail the build's
+        // wait and retry it forever. So on a client with a socket timeout of an hour.
+        let builder = try client.longRunning()
         for (collection, models) in indexes.sorted(by: { $0.key < $1.key }) {
             do {
-                try client.createIndexes(collection, models)
+                try builder.createIndexes(collection, models)
             } catch let error where error.isDuplicateKey {
                 throw Conflict(collection: collection, problem: "existing documents violate a unique index (\(error.message))")
             } catch let error {

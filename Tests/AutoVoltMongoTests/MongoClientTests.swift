@@ -477,6 +477,23 @@ import Testing
         #expect("\(WriteConcern.journaled)" == "w:1 j:true")
     }
 
+    /// Issue 20 §5: 60 s for an answer, unless the URI says; an hour at least on `longRunning()`
+    /// (index builds, a group over every event), which is one client, shared, closed with its own.
+    @Test func socketTimeoutsForShortAndLongOperations() throws {
+        let port = freeTCPPort()
+        let plain = try MongoClient(uri: "mongodb://127.0.0.1:\(port)/x")
+        #expect(plain.socketTimeoutMS == 60_000)
+        let long = try plain.longRunning()
+        #expect(long.socketTimeoutMS == MongoClient.longOperationSocketTimeoutMS && long.databaseName == "x")
+        #expect(try plain.longRunning() === long)
+        let set = try MongoClient(uri: "mongodb://127.0.0.1:\(port)/x?socketTimeoutMS=500")
+        #expect(set.socketTimeoutMS == 500)
+        #expect(try set.longRunning().socketTimeoutMS == MongoClient.longOperationSocketTimeoutMS)
+        #expect(try MongoClient(uri: "mongodb://127.0.0.1:\(port)/x", socketTimeoutMS: 7_200_000).longRunning().socketTimeoutMS == 7_200_000)
+        plain.close()
+        #expect(throws: MongoError.self) { try long.ping() }
+    }
+
     /// Issue 20 §3: a replica set member reached through a URI that does not name the set is
     /// found from `hello`, and the advice names the URI to use (the password masked).
     @Test func replicaSetAdviceNamesTheURIToUse() throws {
