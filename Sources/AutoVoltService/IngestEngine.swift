@@ -178,7 +178,11 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     /// Connects to the broker; messages flow into the journal from libmosquitto's thread.
     public func startMQTT() throws {
         let source = try MQTTSource(settings: config.mqtt, handler: self, logger: logger)
-        source.onConnectionChange = { [metrics] connected in metrics.mqttConnected.record(connected ? 1 : 0) }
+        source.onConnectionChange = { [metrics, weak self] connected in
+            metrics.mqttConnected.record(connected ? 1 : 0)
+            // A (re)connection is when the broker starts handing over what it queued meanwhile.
+            self?.mqttConnectedSince.withLock { $0 = connected ? SystemClock.nowMillis() : nil }
+        }
         stateLock.withLock { mqtt = source }
         source.start()
     }
@@ -583,6 +587,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     /// falls quiet.
     static let brokerBacklogSettle: EpochMillis = 30_000
     static let brokerBacklogLull: EpochMillis = 2_000
+    /// Since when the broker connection has been up (set by MQTTSource's connection callback).
     private let mqttConnectedSince = Mutex<EpochMillis?>(nil)
 
     /// What of this worker's intake is still on its way to the database: the journal's messages,
@@ -593,10 +598,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         let status = self.status
         var pending: [String] = []
         if status.journalPending > 0 { pending.append("\(status.journalPending) messages in the journal not yet stored") }
-        let since: EpochMillis? = mqttConnectedSince.withLock { since in
-            if !status.mqttConnected { since = nil } else if since == nil { since = now }
-            return since
-        }
+        let since: EpochMillis? = status.mqttConnected ? mqttConnectedSince.withLock { $0 } : nil
         if let since {
             let quietFor = now - max(since, status.mqttLastMessageAt ?? since)
             if now - since < Self.brokerBacklogSettle && quietFor < Self.brokerBacklogLull {
