@@ -63,19 +63,38 @@ public struct Reconciler: Sendable {
         self.logger = logger
     }
 
-    /// Judges `date` as the database holds it now. `judgedOn` says whether the data of the day
-    /// had settled (the scheduler waits for that, within a bound); the report keeps it.
-    /// What of the day's data the database holds but the ledger has not taken yet: events of the
-    /// day or before still unprocessed. Few (the index on processed leads), unless a backlog is
-    /// being worked off, which is what a judgement waits for.
+    /// What of the day's data the database holds but the ledger and aggregation have not taken
+    /// yet: events of the day or before still unprocessed, and days up to it whose aggregates wait
+    /// to be computed again (judged before that, a ledger already changed would be compared with
+    /// aggregates not yet: a false `aggregate_mismatch`). Few (the index on processed leads, and
+    /// ledger_dirty_days' on date), unless a backlog is being worked off, which is what a
+    /// judgement waits for.
     public func pendingInDatabase(_ date: CivilDate) throws(MongoError) -> [String] {
         let dayEnd = LocalCalendar(timeZone: timeZone).startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
-        let waiting = try client.findOne(Collections.telemetryEvents, filter: ["processed": false, "device_ts": ["$lt": .millis(dayEnd)]],
-                                         projection: ["_id": 1])
-        return waiting == nil ? [] : ["events of \(date) or before not yet in the ledger"]
+        var pending: [String] = []
+        if try client.findOne(Collections.telemetryEvents, filter: ["processed": false, "device_ts": ["$lt": .millis(dayEnd)]],
+                              projection: ["_id": 1]) != nil {
+            pending.append("events of \(date) or before not yet in the ledger")
+        }
+        if try client.findOne(LedgerStore.dirtyDaysCollection, filter: ["date": ["$lte": .string(date.description)]], projection: ["_id": 1]) != nil {
+            pending.append("aggregates of \(date) or before not yet computed again")
+        }
+        return pending
     }
 
-    public func run(date: CivilDate, now: EpochMillis, judgedOn: DataReadiness = .complete) throws(MongoError) -> Report {
+    /// A first judgement of a day, or one made again because its data changed after it.
+    public enum Judgement: Sendable {
+        case first
+        /// Judges what the late data can change: a finding about the moment of the run
+        /// (`missing_heartbeat`) is left to the first judgement, and a board silent that day is
+        /// not newly reported (it may be one registered since).
+        case again
+    }
+
+    /// Judges `date` as the database holds it now. `judgedOn` says whether the data of the day
+    /// had settled (the scheduler waits for that, within a bound); the report keeps it.
+    public func run(date: CivilDate, now: EpochMillis, judgedOn: DataReadiness = .complete,
+                    judgement: Judgement = .first) throws(MongoError) -> Report {
         let runID = "recon-\(date)-\(ISO8601.format(now).filter(\.isNumber).prefix(14))-\(UUID().uuidString.prefix(4).lowercased())"
         let calendar = LocalCalendar(timeZone: timeZone)
         let dayStart = calendar.startOfDay(date)
@@ -114,10 +133,16 @@ public struct Reconciler: Sendable {
             }
         }
         var aggregates: [String: BSONDocument] = [:]
+        var aggregatesComputedAt: EpochMillis?
         // One document per device of the day (as the dictionaries below): bounded by the campus.
         try client.forEachBatch(Collections.dailyAggregates, filter: ["date": .string(day)],
-                                projection: ["esp32_name": 1, "energy_wh": 1, "cost": 1, "overlap_ms": 1]) { (docs) throws(MongoError) in
-            for doc in docs { if let name = doc["esp32_name"]?.stringValue { aggregates[name] = doc } }
+                                projection: ["esp32_name": 1, "energy_wh": 1, "cost": 1, "overlap_ms": 1, "computed_at": 1]) { (docs) throws(MongoError) in
+            for doc in docs {
+                if let name = doc["esp32_name"]?.stringValue { aggregates[name] = doc }
+                // The newest aggregate this judgement saw, by the aggregates' own clock: the day is
+                // judged again when one newer appears (Scheduler.rejudgeChangedDays).
+                if let at = doc["computed_at"]?.dateValue.map(LedgerStore.millis) { aggregatesComputedAt = max(aggregatesComputedAt ?? at, at) }
+            }
         }
         let dayRange: BSON = ["$gte": .millis(dayStart), "$lt": .millis(dayEnd)]
         var unprocessed: [String: Int] = [:]
@@ -173,7 +198,7 @@ public struct Reconciler: Sendable {
                 findings.append(Finding(esp32Name: name, kind: "no_tariff",
                                         detail: "\(Self.wh(aggregateWh)) Wh with no tariff in force; add one with cost-versions add"))
             }
-            if let status = statuses[name], status["online"]?.boolValue == true {
+            if judgement == .first, let status = statuses[name], status["online"]?.boolValue == true {
                 let last = status["last_heartbeat_at"]?.dateValue.map(LedgerStore.millis)
                 if last.map({ now - $0 > heartbeatSilenceMillis }) ?? true {
                     missingHeartbeats.append(name)
@@ -183,7 +208,8 @@ public struct Reconciler: Sendable {
             }
         }
 
-        let tickets = try judgeTickets(day: day, findings: findings, runID: runID, now: now)
+        let tickets = try judgeTickets(day: day, findings: findings, runID: runID, now: now, judgement: judgement)
+        findings.removeAll { tickets.notReported.contains("\($0.esp32Name)|\($0.kind)") }
         let finished = SystemClock.nowMillis()
         let report = Report(runID: runID, date: day, startedAt: ISO8601.format(now), finishedAt: ISO8601.format(max(finished, now)),
                             status: findings.isEmpty ? "ok" : "anomalies", devicesChecked: devices.count, anomalies: findings,
@@ -199,6 +225,8 @@ public struct Reconciler: Sendable {
             "data_complete": .bool(judgedOn.isComplete),
         ]
         if !judgedOn.isComplete { document["incomplete_data"] = .string(judgedOn.description) }
+        if let aggregatesComputedAt { document["aggregates_computed_at"] = .millis(aggregatesComputedAt) }
+        if judgement == .again { document["judged_again"] = true }
         _ = try client.insertMany([document], into: Collections.reconciliationReports, ordered: true, writeConcern: writeConcern)
         log(report)
         // The last run's findings by kind (0 for kinds it did not find).
@@ -219,16 +247,25 @@ public struct Reconciler: Sendable {
         }
     }
 
-    struct TicketOutcome { var opened = 0, resolved = 0, stillOpen = 0 }
+    struct TicketOutcome {
+        var opened = 0, resolved = 0, stillOpen = 0
+        /// Findings a judgement made again does not report ("esp32_name|kind").
+        var notReported: Set<String> = []
+    }
+
+    /// Kinds about the moment of the run, not the day's data: judged by the first judgement only.
+    static let momentKinds: Set<String> = ["missing_heartbeat"]
 
     /// The day's tickets follow its findings: a finding with no ticket opens one, an open ticket
     /// whose finding no longer holds is resolved by this run, and one resolved earlier whose finding
     /// is back is open again. Only the kinds this check judges are touched (none other exist today,
     /// but a person's or another program's ticket is not ours to close).
-    func judgeTickets(day: String, findings: [Finding], runID: String, now: EpochMillis) throws(MongoError) -> TicketOutcome {
+    func judgeTickets(day: String, findings: [Finding], runID: String, now: EpochMillis,
+                      judgement: Judgement = .first) throws(MongoError) -> TicketOutcome {
+        let judged = judgement == .first ? Self.kinds : Self.kinds.filter { !Self.momentKinds.contains($0) }
         var existing: [String: (id: BSON, open: Bool)] = [:]
         // One document per device and kind of the day at most: bounded by the campus.
-        try client.forEachBatch(Collections.reviewTickets, filter: ["date": .string(day), "kind": ["$in": .array(Self.kinds.map { .string($0) })]],
+        try client.forEachBatch(Collections.reviewTickets, filter: ["date": .string(day), "kind": ["$in": .array(judged.map { .string($0) })]],
                                 projection: ["esp32_name": 1, "kind": 1, "status": 1]) { (docs) throws(MongoError) in
             for doc in docs {
                 guard let id = doc["_id"], let name = doc["esp32_name"]?.stringValue, let kind = doc["kind"]?.stringValue else { continue }
@@ -252,6 +289,8 @@ public struct Reconciler: Sendable {
                 }
                 update["$set"] = .document(set)
                 operations.append(.updateOne(filter: ["_id": ticket.id], update: update, upsert: false))
+            } else if judgement == .again && f.kind == "silent_device" {
+                outcome.notReported.insert(key)
             } else {
                 outcome.opened += 1
                 // Keyed like the unique index: a run racing this one (another worker's, or the
@@ -272,8 +311,11 @@ public struct Reconciler: Sendable {
                                          upsert: false))
         }
         if !operations.isEmpty {
-            try client.bulkWrite(Collections.reviewTickets, operations: operations, ordered: false, writeConcern: writeConcern)
-                .writeErrors.throwUnlessDuplicateKeys()
+            let result = try client.bulkWrite(Collections.reviewTickets, operations: operations, ordered: false, writeConcern: writeConcern)
+            try result.writeErrors.throwUnlessDuplicateKeys()
+            // Opened by this run: another (a second worker's run, the ledger's implausible_power)
+            // may have got there first.
+            outcome.opened = result.upsertedCount
         }
         return outcome
     }
@@ -486,14 +528,16 @@ public final class Scheduler: Sendable {
         let today = calendar.date(of: now)
         let window: BSON = ["$gte": .string(CivilDate(daysSinceEpoch: today.daysSinceEpoch - Self.rejudgeDays).description),
                             "$lt": .string(today.description)]
-        // The last judgement of each recent day, and the last change of its aggregates: one
-        // group each, over a month of reports and of device-days.
-        var judgedAt: [String: EpochMillis] = [:]
+        // The last judgement of each recent day (when, and the newest aggregate it saw), and
+        // the newest aggregate of each now: one pass each over a month of reports and device-days.
+        var judgedAt: [String: (at: EpochMillis, saw: EpochMillis?)] = [:]
         try client.aggregateBatches(Collections.reconciliationReports, pipeline: [
-            ["$match": ["date": window]], ["$group": ["_id": "$date", "at": ["$max": "$started_at"]]],
+            ["$match": ["date": window]], ["$sort": ["date": 1, "started_at": 1]],
+            ["$group": ["_id": "$date", "at": ["$last": "$started_at"], "saw": ["$last": "$aggregates_computed_at"]]],
         ]) { (groups) throws(MongoError) in
             for group in groups {
-                if let day = group["_id"]?.stringValue, let at = group["at"]?.dateValue { judgedAt[day] = LedgerStore.millis(at) }
+                guard let day = group["_id"]?.stringValue, let at = group["at"]?.dateValue else { continue }
+                judgedAt[day] = (LedgerStore.millis(at), group["saw"]?.dateValue.map(LedgerStore.millis))
             }
         }
         guard !judgedAt.isEmpty else { return [] }
@@ -506,17 +550,21 @@ public final class Scheduler: Sendable {
             }
         }
         var judged: [CivilDate] = []
-        for (day, at) in judgedAt.sorted(by: { $0.key < $1.key }) {
-            guard let changed = changedAt[day], changed > at, now - at >= Self.rejudgeInterval,
-                  let date = CivilDate(day) else { continue }
-            let id = "reconcile_again:\(day):\(now / Self.rejudgeInterval)"
-            guard let judgedOn = try readiness(toJudge: date, jobID: id, now: now),
-                  try acquire(id: id, kind: "reconcile_again", date: date, now: now) else { continue }
+        var candidates = Set<String>()
+        for (day, last) in judgedAt.sorted(by: { $0.key < $1.key }) {
+            // Newer than what the judgement saw, both by the aggregates' clock (a report without
+            // it, from before this check existed: newer than the judgement).
+            guard let changed = changedAt[day], changed > (last.saw ?? last.at), let date = CivilDate(day) else { continue }
+            let id = "reconcile_again:\(day)"
+            candidates.insert(id)
+            guard now - last.at >= Self.rejudgeInterval,
+                  let judgedOn = try readiness(toJudge: date, jobID: id, now: now),
+                  try acquireRejudge(id: id, date: date, now: now) else { continue }
             logger.info("scheduler: judging \(day) again: its data changed after its reconciliation",
-                        metadata: ["reconciled_at": "\(ISO8601.format(at))", "changed_at": "\(ISO8601.format(changed))"])
+                        metadata: ["reconciled_at": "\(ISO8601.format(last.at))", "changed_at": "\(ISO8601.format(changed))"])
             let runID: String
             do {
-                runID = try reconciler.run(date: date, now: now, judgedOn: judgedOn).runID
+                runID = try reconciler.run(date: date, now: now, judgedOn: judgedOn, judgement: .again).runID
             } catch {
                 _ = try? client.updateOne(Self.runsCollection, filter: ["_id": .string(id), "owner": .string(owner)],
                                           update: ["$set": ["status": "failed", "error": .string("\(error)")], "$unset": ["lease_until": ""]],
@@ -530,7 +578,31 @@ public final class Scheduler: Sendable {
             Counter(label: "autovolt_scheduler_runs_total", dimensions: [("job", "reconcile_again")]).increment()
             judged.append(date)
         }
+        // A day no longer waiting to be judged again is not waited for.
+        waitingSince.withLock { waiting in
+            for id in waiting.keys where id.hasPrefix("reconcile_again:") && !candidates.contains(id) { waiting[id] = nil }
+        }
         return judged
+    }
+
+    /// The lease of a day's judgement made again: one document per day in `scheduler_runs`, taken
+    /// when nobody holds it and it was last taken at least `rejudgeInterval` ago, so two workers
+    /// never judge a day at once, nor more than once an hour between them.
+    private func acquireRejudge(id: String, date: CivilDate, now: EpochMillis) throws(MongoError) -> Bool {
+        let filter: BSONDocument = ["_id": .string(id), "$and": [
+            ["$or": [["lease_until": ["$exists": false]], ["lease_until": ["$lt": .millis(now)]]]],
+            ["$or": [["started_at": ["$exists": false]], ["started_at": ["$lte": .millis(now - Self.rejudgeInterval)]]]],
+        ]]
+        let update: BSONDocument = ["$set": [
+            "kind": "reconcile_again", "date": .string(date.description), "status": "running", "owner": .string(owner),
+            "started_at": .millis(now), "lease_until": .millis(now + leaseMillis),
+        ]]
+        do {
+            let result = try client.updateOne(Self.runsCollection, filter: filter, update: update, upsert: true, writeConcern: writeConcern)
+            return result.matchedCount == 1 || result.upsertedID != nil
+        } catch let error where error.isDuplicateKey {
+            return false
+        }
     }
 
     /// The drafts of the month before the job's date; false when a scope's failed (each failure

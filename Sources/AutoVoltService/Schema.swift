@@ -43,6 +43,8 @@ public enum Schema {
         Collections.reconciliationReports: [
             IndexModel(keys: ["run_id": 1], name: "run_id_unique", unique: true),
             IndexModel(keys: ["finished_at": -1], name: "finished_at"), // /health's last run
+            // The last judgement of each recent day (Scheduler.rejudgeChangedDays, every 5 minutes).
+            IndexModel(keys: ["date": 1, "started_at": 1], name: "date_started_at"),
         ],
         "ledger_state": [
             IndexModel(keys: ["pending_dip_until": 1], name: "pending_dip_until"),

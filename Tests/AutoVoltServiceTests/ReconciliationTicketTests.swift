@@ -155,4 +155,68 @@ struct ReconciliationTicketTests {
         // Judged since the last change: not again.
         #expect(try b.rejudgeChangedDays(now: dueAt + 5 * oneHour).isEmpty)
     }
+
+    /// The lease alone keeps two workers from judging a day again at once (one holds it) or
+    /// twice within the hour (across the hour's turn).
+    @Test func aDayIsJudgedAgainByOneWorkerAtATimeAndAtMostHourlyAcrossWorkers() throws {
+        let rig = try AccountingRig()
+        try rig.ingest("lab-101", [(day5 + oneHour, 100), (day5 + 2 * oneHour, 150)], now: day6 + oneHour)
+        let dueAt = day6 + 2 * oneHour
+        _ = try scheduler(rig, owner: "a").tick(now: dueAt + 1000)
+        try lateDay(rig, now: dueAt + 30 * 60_000)
+        let id: BSON = "reconcile_again:2026-11-05"
+        // Another worker is judging it right now.
+        _ = try rig.client.insertMany([["_id": id, "kind": "reconcile_again", "status": "running", "owner": "other",
+                                        "started_at": .millis(dueAt + 150 * 60_000), "lease_until": .millis(dueAt + 165 * 60_000)]],
+                                      into: Scheduler.runsCollection, ordered: true, writeConcern: .acknowledged)
+        #expect(try scheduler(rig, owner: "a").rejudgeChangedDays(now: dueAt + 155 * 60_000).isEmpty)
+        // Its lease has passed but it started less than an hour ago (its report not written yet).
+        #expect(try scheduler(rig, owner: "b").rejudgeChangedDays(now: dueAt + 170 * 60_000).isEmpty)
+        #expect(rig.count(Collections.reconciliationReports, ["date": "2026-11-05"]) == 1)
+        // An hour after it started: this worker judges it.
+        #expect(try scheduler(rig, owner: "b").rejudgeChangedDays(now: dueAt + 211 * 60_000) == [day])
+        #expect(rig.count(Collections.reconciliationReports, ["date": "2026-11-05"]) == 2)
+    }
+
+    /// Judged again for late data, a day keeps what is about the moment of its first judgement
+    /// (a board online without a heartbeat then), and a board silent that day is not newly
+    /// reported (it may be one registered since).
+    @Test func aJudgementMadeAgainLeavesMomentFindingsAndDoesNotReportNewSilence() throws {
+        let rig = try AccountingRig()
+        _ = try rig.aggregation.addTariff(costPerKwh: 8, currency: "INR", effectiveFrom: 0, classroom: nil, notes: nil, now: day5)
+        try rig.ingest("lab-101", [(day5 + oneHour, 100), (day5 + 2 * oneHour, 150)], now: day6 + oneHour)
+        try rig.ingest("lab-201", [(day5 + oneHour, 100), (day5 + 2 * oneHour, 150)], now: day6 + oneHour)
+        _ = try rig.client.updateOne(Collections.deviceStatus, filter: ["_id": "lab-101"],
+                                     update: ["$set": ["esp32_name": "lab-101", "online": true]], upsert: true, writeConcern: .acknowledged)
+        let first = try reconciler(rig).run(date: day, now: day6 + 2 * oneHour)
+        #expect(Set(first.anomalies.map { "\($0.esp32Name):\($0.kind)" }) == ["lab-101:missing_heartbeat", "lab-102:silent_device"])
+        // The next morning lab-101 beats; late readings change the 5th; a board joins the registry.
+        _ = try rig.client.updateOne(Collections.deviceStatus, filter: ["_id": "lab-101"],
+                                     update: ["$set": ["last_heartbeat_at": .millis(day6 + 26 * oneHour)]], upsert: false, writeConcern: .acknowledged)
+        try rig.ingest("lab-201", [(day5 + 3 * oneHour, 190)], now: day6 + 26 * oneHour)
+        let joined = DeviceRegistry(devices: Array(rig.registry.devices.values) + [DeviceInfo(esp32Name: "lab-301", classroom: "EEE-105")])
+        let again = try Reconciler(client: rig.client, registry: joined, timeZone: rig.zone, writeConcern: .acknowledged, logger: rig.logger)
+            .run(date: day, now: day6 + 26 * oneHour, judgement: .again)
+        #expect(Set(again.anomalies.map { "\($0.esp32Name):\($0.kind)" }) == ["lab-102:silent_device"])
+        #expect(try ticket(rig, "lab-101", "missing_heartbeat")?["status"]?.stringValue == "open")
+        #expect(try ticket(rig, "lab-102", "silent_device")?["status"]?.stringValue == "open")
+        #expect(try ticket(rig, "lab-301", "silent_device") == nil)
+        #expect(again.ticketsOpened == 0 && again.ticketsResolved == 0)
+    }
+
+    /// A day whose ledger changed but whose aggregates wait to be computed again is not judged
+    /// yet: the ledger and the old aggregates would disagree (a false aggregate_mismatch).
+    @Test func theNightlyRunWaitsForTheDaysAggregatesToo() throws {
+        let rig = try AccountingRig()
+        try rig.ingest("lab-101", [(day5 + oneHour, 100), (day5 + 2 * oneHour, 150)], now: day6 + oneHour)
+        _ = try rig.client.insertMany([["_id": "lab-101|2026-11-05", "esp32_name": "lab-101", "date": "2026-11-05", "classroom": "CSE-301",
+                                        "dirty_at": .millis(day6 + oneHour)]],
+                                      into: LedgerStore.dirtyDaysCollection, ordered: true, writeConcern: .acknowledged)
+        let s = scheduler(rig)
+        let dueAt = day6 + 2 * oneHour
+        #expect(!(try s.tick(now: dueAt + 1000).map(\.id).contains("reconcile:2026-11-05")))
+        #expect(s.isWaitingForData)
+        _ = try rig.aggregation.processDirtyDays(now: dueAt + 2000)
+        #expect(try s.tick(now: dueAt + 3000).map(\.id) == ["reconcile:2026-11-05"])
+    }
 }
