@@ -446,7 +446,7 @@ public final class Scheduler: Sendable {
                 guard let readiness = try readiness(toJudge: job.date, jobID: job.id, now: now) else { continue }
                 judgedOn = readiness
             }
-            guard try acquire(id: job.id, kind: job.kind.rawValue, date: job.date, now: now) else { continue }
+            guard try acquire(id: job.id, kind: job.kind.rawValue, date: job.date, now: now, condition: ["status": ["$ne": "done"]]) else { continue }
             logger.info("scheduler: running \(job.id)")
             var runID: String?
             do {
@@ -559,7 +559,9 @@ public final class Scheduler: Sendable {
             candidates.insert(id)
             guard now - last.at >= Self.rejudgeInterval,
                   let judgedOn = try readiness(toJudge: date, jobID: id, now: now),
-                  try acquireRejudge(id: id, date: date, now: now) else { continue }
+                  try acquire(id: id, kind: "reconcile_again", date: date, now: now, condition: ["$or": [
+                      ["started_at": ["$exists": false]], ["started_at": ["$lte": .millis(now - Self.rejudgeInterval)]],
+                  ]]) else { continue }
             logger.info("scheduler: judging \(day) again: its data changed after its reconciliation",
                         metadata: ["reconciled_at": "\(ISO8601.format(last.at))", "changed_at": "\(ISO8601.format(changed))"])
             let runID: String
@@ -583,26 +585,6 @@ public final class Scheduler: Sendable {
             for id in waiting.keys where id.hasPrefix("reconcile_again:") && !candidates.contains(id) { waiting[id] = nil }
         }
         return judged
-    }
-
-    /// The lease of a day's judgement made again: one document per day in `scheduler_runs`, taken
-    /// when nobody holds it and it was last taken at least `rejudgeInterval` ago, so two workers
-    /// never judge a day at once, nor more than once an hour between them.
-    private func acquireRejudge(id: String, date: CivilDate, now: EpochMillis) throws(MongoError) -> Bool {
-        let filter: BSONDocument = ["_id": .string(id), "$and": [
-            ["$or": [["lease_until": ["$exists": false]], ["lease_until": ["$lt": .millis(now)]]]],
-            ["$or": [["started_at": ["$exists": false]], ["started_at": ["$lte": .millis(now - Self.rejudgeInterval)]]]],
-        ]]
-        let update: BSONDocument = ["$set": [
-            "kind": "reconcile_again", "date": .string(date.description), "status": "running", "owner": .string(owner),
-            "started_at": .millis(now), "lease_until": .millis(now + leaseMillis),
-        ]]
-        do {
-            let result = try client.updateOne(Self.runsCollection, filter: filter, update: update, upsert: true, writeConcern: writeConcern)
-            return result.matchedCount == 1 || result.upsertedID != nil
-        } catch let error where error.isDuplicateKey {
-            return false
-        }
     }
 
     /// The drafts of the month before the job's date; false when a scope's failed (each failure
@@ -633,9 +615,12 @@ public final class Scheduler: Sendable {
         return millis
     }
 
-    private func acquire(id: String, kind: String, date: CivilDate, now: EpochMillis) throws(MongoError) -> Bool {
-        let filter: BSONDocument = ["_id": .string(id), "status": ["$ne": "done"], "$or": [
-            ["lease_until": ["$exists": false]], ["lease_until": ["$lt": .millis(now)]],
+    /// Leases a job's document in `scheduler_runs` when nobody holds it and `condition` holds:
+    /// a nightly job not done yet, or a day judged again last taken at least `rejudgeInterval` ago
+    /// (one document per day, so two workers never judge it again at once, nor more than hourly).
+    private func acquire(id: String, kind: String, date: CivilDate, now: EpochMillis, condition: BSONDocument) throws(MongoError) -> Bool {
+        let filter: BSONDocument = ["_id": .string(id), "$and": [
+            ["$or": [["lease_until": ["$exists": false]], ["lease_until": ["$lt": .millis(now)]]]], .document(condition),
         ]]
         let update: BSONDocument = ["$set": [
             "kind": .string(kind), "date": .string(date.description), "status": "running", "owner": .string(owner),
