@@ -639,7 +639,16 @@ public final class MongoClient: @unchecked Sendable {
                 ? mongoc_collection_update_many(coll, f.pointer, u.pointer, opts.pointer, reply.pointer, &error)
                 : mongoc_collection_update_one(coll, f.pointer, u.pointer, opts.pointer, reply.pointer, &error)
             let doc = reply.document
-            guard ok else { throw MongoError(bsonError: error, reply: doc) }
+            guard ok else {
+                // A write error in the reply is the server's answer about the document the
+                // statement would write (a validator, a size limit, a duplicate key): one
+                // document's, like a bulk write's `writeErrors`. A write concern error is checked
+                // first (an update of many may have applied some documents before the error);
+                // anything else is about the request.
+                if let wce = Self.writeConcernError(in: doc) { throw wce }
+                if let writeError = Self.writeErrors(in: doc).first { throw writeError.asMongoError }
+                throw MongoError(bsonError: error, reply: doc)
+            }
             return UpdateResult(matchedCount: doc["matchedCount"]?.intValue ?? 0,
                                 modifiedCount: doc["modifiedCount"]?.intValue ?? 0,
                                 upsertedID: doc["upsertedId"])
@@ -647,7 +656,10 @@ public final class MongoClient: @unchecked Sendable {
     }
 
     /// Updates the first matching document (`update` must use `$` operators). A duplicate key
-    /// (e.g. a racing upsert) throws a `MongoError` with `isDuplicateKey == true`.
+    /// (e.g. a racing upsert) throws a `MongoError` with `isDuplicateKey == true`. The server's
+    /// write error for the statement (a validator refusing the updated document, a document
+    /// grown past the size limit) throws as an error about one document (`scope == .document`),
+    /// a command refused as a whole as one about the request.
     public func updateOne(_ collection: String, filter: BSONDocument, update: BSONDocument, upsert: Bool,
                           writeConcern: WriteConcern) throws(MongoError) -> UpdateResult {
         try self.update(collection, filter: filter, update: update, upsert: upsert, many: false, writeConcern: writeConcern)

@@ -2,6 +2,7 @@ import AutoVoltCore
 import AutoVoltMongo
 import Foundation
 import Logging
+import Metrics
 
 /// One message as it left the broker (or a replay file), with its receive time.
 public struct InboundMessage: Sendable {
@@ -27,6 +28,9 @@ public struct BatchOutcome: Sendable, Equatable {
     public var statuses = 0
     public var heartbeats = 0
     public var ignoredRetainedStatuses = 0
+    /// Presence updates (`device_status`) the database refused for good: the messages behind
+    /// them are stored all the same (the status is derived data).
+    public var presenceRefused = 0
 
     public init() {}
 
@@ -38,6 +42,7 @@ public struct BatchOutcome: Sendable, Equatable {
         statuses += other.statuses
         heartbeats += other.heartbeats
         ignoredRetainedStatuses += other.ignoredRetainedStatuses
+        presenceRefused += other.presenceRefused
     }
 
     public var rejectedTotal: Int { rejected.values.reduce(0, +) }
@@ -78,7 +83,9 @@ public final class IngestProcessor: @unchecked Sendable {
     /// One refused message never holds back the others: when a batch fails because of one
     /// document (`MongoError.refusesDocument`: said of one document, with a known code), its
     /// messages are stored one by one and only the refused ones are set aside. An error about
-    /// the request as a whole is never taken for a refused document.
+    /// the request as a whole is never taken for a refused document, nor is a refusal of the
+    /// presence derived from stored messages (`device_status`, see `writePresence`): a message
+    /// whose event is stored is never `store_refused`.
     public func process(_ messages: [InboundMessage]) throws(MongoError) -> BatchOutcome {
         do {
             return try processBatch(messages)
@@ -223,7 +230,9 @@ public final class IngestProcessor: @unchecked Sendable {
         }
 
         try recordRejections(rejects)
-        try writePresence(presence)
+        // Every message is stored by now (an event or a rejection): what follows is derived from
+        // them, and never sets a message aside (`writePresence`).
+        outcome.presenceRefused = try writePresence(presence)
         if let alarms {
             let refused = Set(insertFailures)
             let stored = events.indices.filter { !refused.contains($0) }.map { events[$0].reading }
@@ -310,8 +319,17 @@ public final class IngestProcessor: @unchecked Sendable {
 
     /// Telemetry and heartbeats are folded per device into one upsert each (a bulk write);
     /// status changes go one by one, in arrival order, because `sessions` counts transitions.
-    func writePresence(_ updates: [PresenceUpdate]) throws(MongoError) {
-        guard !updates.isEmpty else { return }
+    ///
+    /// `device_status` is derived from messages that are stored by now (as events or
+    /// rejections), so a device whose presence update the database refuses for good (a
+    /// validator, a size limit: `MongoError.refusesDocument`) must not send those messages to
+    /// `store_refused`, nor hold the batch in the journal: the refusal is said at error level
+    /// with the device and the code, counted (`autovolt_device_status_refused_total`), and that
+    /// device's presence stays as it was; the batch goes on. Returns how many updates were
+    /// refused. What it throws (an outage, a write concern not satisfied, a code not known to
+    /// refuse a document) keeps the batch, and is never a refused document.
+    func writePresence(_ updates: [PresenceUpdate]) throws(MongoError) -> Int {
+        guard !updates.isEmpty else { return 0 }
         var order: [String] = []
         var folded: [String: (set: BSONDocument, max: BSONDocument)] = [:]
         var statuses: [(name: String, classroom: String, online: Bool, at: EpochMillis)] = []
@@ -339,29 +357,80 @@ public final class IngestProcessor: @unchecked Sendable {
                 statuses.append((name, classroom, online, at))
             }
         }
+        var refused = 0
         if !order.isEmpty {
-            let operations: [WriteModel] = order.compactMap { name in
+            let operations: [(name: String, model: WriteModel)] = order.compactMap { name in
                 guard let f = folded[name] else { return nil }
                 // Only status messages say online/offline; until one arrives it is unknown (null).
                 let onInsert = Self.withNullTimes(["esp32_name": .string(name), "online": .null, "sessions": .int64(0)], except: f.max)
-                return .updateOne(
+                return (name, .updateOne(
                     filter: ["_id": .string(name)],
                     update: ["$set": .document(f.set), "$max": .document(f.max), "$setOnInsert": .document(onInsert)],
-                    upsert: true)
+                    upsert: true))
             }
-            let result = try client.bulkWrite(Collections.deviceStatus, operations: operations, ordered: false, writeConcern: writeConcern)
-            try result.writeErrors.throwUnlessDuplicateKeys()
-            if result.writeErrors.contains(where: \.isDuplicateKey) {
-                // Two workers raced to create the same device document: apply ours again as an update.
-                for error in result.writeErrors where error.isDuplicateKey {
-                    guard operations.indices.contains(error.index), case .updateOne(let filter, let update, _) = operations[error.index] else { continue }
-                    _ = try client.updateOne(Collections.deviceStatus, filter: filter, update: update, upsert: false, writeConcern: writeConcern)
-                }
-            }
+            refused += try upsertPresence(operations)
         }
         for status in statuses {
-            try writeStatus(name: status.name, classroom: status.classroom, online: status.online, at: status.at)
+            do {
+                try writeStatus(name: status.name, classroom: status.classroom, online: status.online, at: status.at)
+            } catch where error.refusesDocument {
+                presenceRefused(status.name, error)
+                refused += 1
+            }
         }
+        return refused
+    }
+
+    /// The folded upserts as one bulk write; the refused ones are said and counted (their number
+    /// is returned), the others stay written.
+    private func upsertPresence(_ operations: [(name: String, model: WriteModel)]) throws(MongoError) -> Int {
+        let result: BulkWriteResult
+        do {
+            result = try client.bulkWrite(Collections.deviceStatus, operations: operations.map(\.model), ordered: false,
+                                          writeConcern: writeConcern)
+        } catch where error.refusesDocument {
+            // An update that could not even be sent (encoded) is not named: one by one.
+            guard operations.count > 1 else {
+                presenceRefused(operations[0].name, error)
+                return 1
+            }
+            var refused = 0
+            for operation in operations { refused += try upsertPresence([operation]) }
+            return refused
+        }
+        // Anything but a duplicate or a known refusal (a stepped-down primary, a code nobody
+        // knows) is retried with the batch: the upserts are idempotent.
+        if let retry = result.writeErrors.first(where: { !$0.isDuplicateKey && !$0.refusesDocument }) {
+            throw retry.asMongoError.aboutTheRequest("writing device_status")
+        }
+        var refused = 0
+        for failure in result.writeErrors where failure.refusesDocument {
+            guard operations.indices.contains(failure.index) else {
+                throw failure.asMongoError.aboutTheRequest("a device_status write error names no update of the request (index \(failure.index))")
+            }
+            presenceRefused(operations[failure.index].name, failure.asMongoError)
+            refused += 1
+        }
+        // Two workers raced to create the same device document: apply ours again as an update.
+        for failure in result.writeErrors where failure.isDuplicateKey {
+            guard operations.indices.contains(failure.index),
+                  case .updateOne(let filter, let update, _) = operations[failure.index].model else { continue }
+            do {
+                _ = try client.updateOne(Collections.deviceStatus, filter: filter, update: update, upsert: false, writeConcern: writeConcern)
+            } catch where error.refusesDocument {
+                presenceRefused(operations[failure.index].name, error)
+                refused += 1
+            }
+        }
+        return refused
+    }
+
+    /// A presence update refused for good: loud, counted, and not the messages' fault.
+    private func presenceRefused(_ name: String, _ error: MongoError) {
+        logger.error("device_status refused the presence update of a device; its messages are stored, its status is left as it was (derived data); the batch goes on", metadata: [
+            "esp32_name": "\(name)", "code": "\(error.code)", "error": "\(error.message)",
+        ])
+        Counter(label: "autovolt_device_status_refused_total", dimensions: [("code", "\(error.code)")]).increment()
     }
 
     /// Every contract field of `device_status` exists from the start: times not yet seen are null

@@ -252,6 +252,63 @@ import Testing
         #expect(try !client.listCollectionNames().contains("rejected"))
     }
 
+    /// The server's write error for an update statement (a validator refusing the updated
+    /// document, a document grown past the size limit) is about that one document, as a bulk
+    /// write's; the same code refusing the command as a whole is about the request, and a write
+    /// concern error stays one.
+    @Test func anUpdatesWriteErrorIsAboutItsDocument() throws {
+        let wc = WriteConcern.acknowledged
+        func update(many: Bool = false) throws(MongoError) {
+            if many {
+                _ = try client.updateMany("status", filter: ["_id": "a"], update: ["$set": ["x": 2]], writeConcern: wc)
+            } else {
+                _ = try client.updateOne("status", filter: ["_id": "a"], update: ["$set": ["x": 2]], upsert: true, writeConcern: wc)
+            }
+        }
+        try update()
+        try server.failDocuments(collection: "status", match: ["_id": "a"], code: 121, errmsg: "Document failed validation", mode: .times(1))
+        #expect(throws: MongoError.self) { try update() }
+        do { try update() } catch { Issue.record("the fail point fired once: \(error)") }
+        try server.failDocuments(collection: "status", match: ["_id": "a"], code: 121, errmsg: "Document failed validation", mode: .times(1))
+        do {
+            try update()
+            Issue.record("expected a write error")
+        } catch {
+            #expect(error.scope == .document && error.code == 121 && error.refusesDocument, "\(error)")
+            #expect(error.message.contains("Document failed validation"), "\(error)")
+        }
+        try server.failDocuments(collection: "status", code: 17419, mode: .times(1))
+        do {
+            try update(many: true)
+            Issue.record("expected a write error")
+        } catch {
+            #expect(error.scope == .document && error.code == 17419 && error.refusesDocument, "\(error)")
+        }
+        // The command refused as a whole: about the request, never a refused document.
+        try server.failCommand(["update"], mode: .times(1), errorCode: 121)
+        do {
+            try update()
+            Issue.record("expected a command error")
+        } catch {
+            #expect(error.scope == .request && error.code == 121 && !error.refusesDocument && error.disposition == .persistent, "\(error)")
+        }
+        try server.failCommand(["update"], mode: .times(1), writeConcernError: .timeout)
+        do {
+            try update()
+            Issue.record("expected a write concern error")
+        } catch {
+            #expect(error.isWriteConcernFailure && error.isTransient && error.code == 64, "\(error)")
+        }
+        // A duplicate key of an upsert is still one.
+        try server.failDocuments(collection: "status", code: 11000, mode: .times(1))
+        do {
+            try update()
+            Issue.record("expected a duplicate key")
+        } catch {
+            #expect(error.isDuplicateKey && !error.refusesDocument, "\(error)")
+        }
+    }
+
     @Test func serverErrorsCarryTheServerCode() throws {
         do {
             _ = try client.runCommand(["noSuchCommand": 1])

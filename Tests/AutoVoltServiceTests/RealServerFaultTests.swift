@@ -48,6 +48,20 @@ struct RealServerFaultTests {
 
     static func occurrences(of text: String, in log: String) -> Int { log.components(separatedBy: text).count - 1 }
 
+    /// `/metrics` as text (empty when it does not answer).
+    static func metricsText(_ port: Int) -> String {
+        guard let url = URL(string: "http://127.0.0.1:\(port)/metrics"), let data = try? Data(contentsOf: url) else { return "" }
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// The value of the sample `name{...label...}` in /metrics (0 when absent).
+    static func metric(_ port: Int, _ name: String, label: String) -> Double {
+        for line in metricsText(port).split(separator: "\n") where line.hasPrefix(name + "{") && line.contains(label) {
+            if let value = line.split(separator: " ").last.flatMap({ Double($0) }) { return value }
+        }
+        return 0
+    }
+
     // MARK: (a) write concern timeouts
 
     /// Every insert into telemetry_events is applied and then reported as not acknowledged by
@@ -179,6 +193,49 @@ struct RealServerFaultTests {
         #expect(rig.count("rejected_messages") == 0, "\(worker.log.suffix(3000))")
         #expect(Self.section(Self.health(port), "ingest")["store_refused"] as? Int == 0)
         #expect(worker.log.contains("code not known to refuse a document"), "\(worker.log.suffix(3000))")
+    }
+
+    // MARK: (c') a refused presence update
+
+    /// `device_status` refuses every update of one board with DocumentValidationFailure (121),
+    /// said of that document (a write error), after the board's events are stored. The status is
+    /// derived from messages that are stored: none of them becomes store_refused, the batch is
+    /// not held in the journal, the refusal is said loudly with the board and the code, and
+    /// counted in /metrics. The other board's presence is written; once the cause is gone the
+    /// refused board's presence is written again.
+    @Test func aRefusedPresenceUpdateNeitherDeadLettersNorHoldsStoredMessages() throws {
+        let rig = try Rig()
+        let (worker, port) = try Self.start(rig)
+        #expect(eventually { Self.section(Self.health(port), "mongodb")["reachable"] as? Bool == true })
+        let events = Collections.telemetryEvents
+        try rig.mongo.failDocuments(collection: Collections.deviceStatus, match: ["_id": "lab-102"], code: 121,
+                                    errmsg: "Document failed validation", mode: .alwaysOn)
+        // Telemetry and a heartbeat (the folded bulk upsert), a status message (an update of its own).
+        let messages = Self.burst(20, devices: ["lab-101", "lab-102"])
+            + [("autovolt/lab-102/heartbeat", #"{"uptime":5000,"rssi":-55,"free_heap":20000}"#), ("autovolt/lab-102/status", "online")]
+        try rig.publisher().publish(messages)
+
+        #expect(rig.waitForCount(events, 20), "\(worker.log.suffix(3000))")
+        #expect(eventually(timeout: 30) { Self.section(Self.health(port), "journal")["pending_records"] as? Int == 0 },
+                "\(Self.health(port))\n\(worker.log.suffix(3000))")
+        #expect(rig.count(events, ["esp32_name": "lab-102"]) == 10)
+        #expect(rig.count("rejected_messages") == 0, "\(worker.log.suffix(3000))")
+        #expect(Self.section(Self.health(port), "ingest")["store_refused"] as? Int == 0)
+        #expect(rig.count(Collections.deviceStatus, ["_id": "lab-101"]) == 1)
+        #expect(rig.count(Collections.deviceStatus, ["_id": "lab-102"]) == 0)
+        #expect(Self.fired(rig.mongo, "devMongoWriteError") >= 2)
+        // Loud, with the board and the code; counted.
+        let said = worker.log.split(separator: "\n").filter { $0.contains("device_status refused the presence update") }
+        #expect(!said.isEmpty && said.allSatisfy { $0.contains(" ERROR device_status") }, "\(worker.log.suffix(3000))")
+        #expect(said.contains { $0.contains("esp32_name=lab-102") && $0.contains("code=121") }, "\(said)")
+        #expect(eventually { Self.metric(port, "autovolt_device_status_refused_total", label: #"code="121""#) >= 2 },
+                "\(Self.metricsText(port))")
+
+        // The cause gone, the board's presence is written again.
+        try rig.mongo.failDocuments(collection: Collections.deviceStatus, code: 121, mode: .off)
+        try rig.publisher().publish([reading("lab-102", 100)])
+        #expect(eventually(timeout: 30) { rig.count(Collections.deviceStatus, ["_id": "lab-102"]) == 1 }, "\(worker.log.suffix(3000))")
+        #expect(rig.count("rejected_messages") == 0)
     }
 
     // MARK: (d) /health figures fail one by one
