@@ -612,7 +612,10 @@ public final class MongoClient: @unchecked Sendable {
             }
             let doc = reply.document
             let inserted = doc["insertedCount"]?.intValue ?? 0
-            if ok { return InsertManyResult(insertedCount: inserted, writeErrors: []) }
+            if ok {
+                Self.noteAcknowledgedWrite()
+                return InsertManyResult(insertedCount: inserted, writeErrors: [])
+            }
             let errors = try Self.checkFailedWrite(error, doc)
             // Every document must be either inserted or refused (ordered: the first refusal
             // stops the insert); otherwise part of the write failed for another reason.
@@ -623,6 +626,7 @@ public final class MongoClient: @unchecked Sendable {
                 throw MongoError(kind: .connection, code: Int(error.code), domain: Int(error.domain),
                                  message: "insert incomplete: \(inserted) inserted, \(errors.count) refused of \(documents.count); \(MongoError(bsonError: error).message)")
             }
+            Self.noteAcknowledgedWrite()
             return InsertManyResult(insertedCount: inserted, writeErrors: errors)
         }
     }
@@ -649,6 +653,7 @@ public final class MongoClient: @unchecked Sendable {
                 if let writeError = Self.writeErrors(in: doc).first { throw writeError.asMongoError }
                 throw MongoError(bsonError: error, reply: doc)
             }
+            Self.noteAcknowledgedWrite()
             return UpdateResult(matchedCount: doc["matchedCount"]?.intValue ?? 0,
                                 modifiedCount: doc["modifiedCount"]?.intValue ?? 0,
                                 upsertedID: doc["upsertedId"])
@@ -681,6 +686,7 @@ public final class MongoClient: @unchecked Sendable {
             let ok = mongoc_collection_delete_many(coll, f.pointer, opts.pointer, reply.pointer, &error)
             let doc = reply.document
             guard ok else { throw MongoError(bsonError: error, reply: doc) }
+            Self.noteAcknowledgedWrite()
             return doc["deletedCount"]?.intValue ?? 0
         }
     }
@@ -751,6 +757,7 @@ public final class MongoClient: @unchecked Sendable {
                                      message: "bulk write incomplete (\(errors.count) write errors); \(MongoError(bsonError: error).message)")
                 }
             }
+            Self.noteAcknowledgedWrite()
             var upserted: [Int: BSON] = [:]
             for case .document(let u) in doc["upserted"]?.arrayValue ?? [] {
                 if let i = u["index"]?.intValue, let id = u["_id"] { upserted[i] = id }
@@ -795,6 +802,7 @@ public final class MongoClient: @unchecked Sendable {
             let doc = reply.document
             guard ok else { throw MongoError(bsonError: error, reply: doc) }
             if let wce = Self.writeConcernError(in: doc) { throw wce }
+            Self.noteAcknowledgedWrite()
             return doc["value"]?.documentValue
         }
     }
@@ -988,6 +996,47 @@ extension MongoClient {
             throw MongoError(kind: .server(code: 50), code: 50, domain: 0, message: "operation exceeded time limit (deadline passed)")
         }
         return Int(ms)
+    }
+}
+
+// MARK: - Acknowledged writes
+
+extension MongoClient {
+    /// How many writes the server acknowledged with their write concern, counted by
+    /// `countingAcknowledgedWrites`. Touched only by the thread that runs the count.
+    public final class AcknowledgedWrites: NSObject, @unchecked Sendable {
+        public fileprivate(set) var count = 0
+        override public init() {}
+    }
+
+    private static let acknowledgedWritesKey = "AutoVoltMongo.acknowledgedWrites"
+
+    private final class TallyBox: NSObject {
+        let tallies: [AcknowledgedWrites]
+        init(_ tallies: [AcknowledgedWrites]) { self.tallies = tallies }
+    }
+
+    /// Runs `body` (blocking, on the calling thread) and counts in `tally` every write issued
+    /// from this thread inside it that the server acknowledged with the write concern it was
+    /// sent with: an `insertMany`, `updateOne`, `updateMany`, `deleteMany`, `bulkWrite` or
+    /// `findOneAndUpdate` that returned (its reply had no write concern error; per-document
+    /// write errors such as duplicates do not make a reply unacknowledged, the server waits for
+    /// the concern all the same). A write that threw, or had nothing to send, is not counted.
+    /// What proves that writes are acknowledged again after write concern failures: a loop that
+    /// wrote nothing proves nothing. The count is kept when `body` throws; nested counts all count.
+    public static func countingAcknowledgedWrites<T, E: Error>(in tally: AcknowledgedWrites,
+                                                              _ body: () throws(E) -> T) throws(E) -> T {
+        let dictionary = Thread.current.threadDictionary
+        let previous = dictionary[acknowledgedWritesKey] as? TallyBox
+        dictionary[acknowledgedWritesKey] = TallyBox((previous?.tallies ?? []) + [tally])
+        defer { dictionary[acknowledgedWritesKey] = previous }
+        return try body()
+    }
+
+    /// A write of this thread was acknowledged with its write concern.
+    static func noteAcknowledgedWrite() {
+        guard let box = Thread.current.threadDictionary[acknowledgedWritesKey] as? TallyBox else { return }
+        for tally in box.tallies { tally.count += 1 }
     }
 }
 

@@ -404,7 +404,12 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 let messages = records.map {
                     InboundMessage(topic: $0.topic, payload: $0.payload, receivedAt: $0.receivedAt, retained: $0.retained)
                 }
-                let outcome = try active.process(messages)
+                // Only a write acknowledged with its write concern says the concern is met again
+                // (a batch of retained statuses writes nothing).
+                let acknowledged = MongoClient.AcknowledgedWrites()
+                let outcome = try MongoClient.countingAcknowledgedWrites(in: acknowledged) { () throws(MongoError) -> BatchOutcome in
+                    try active.process(messages)
+                }
                 if let last = records.last { try journal.remove(through: last.id) }
                 let now = SystemClock.nowMillis()
                 for record in records {
@@ -417,7 +422,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 }
                 if outcome.inserted > 0 { ledgerWakeup.signal() }
                 setMongo(reachable: true, error: nil)
-                noteWriteConcernSatisfied(.drain)
+                if acknowledged.count > 0 { noteWriteConcernSatisfied(.drain) }
                 backoff = 0.2
             } catch let conflict as Schema.Conflict {
                 logger.critical("\(conflict)")
@@ -472,48 +477,55 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 ledgerWakeup.wait(seconds: 0.5)
                 continue
             }
+            // What the loop wrote with the write concern acknowledged: only that may end a write
+            // concern failure (an idle loop, at night, writes nothing and proves nothing).
+            let acknowledged = MongoClient.AcknowledgedWrites()
             do {
-                let store: LedgerStore
-                if let ledger {
-                    store = ledger
-                } else {
-                    store = LedgerStore(client: client, registry: currentRegistry.registry, timeZone: config.timeZone,
-                                        writeConcern: try config.writeConcern.resolve(for: client),
-                                        owner: "worker:\(config.mqtt.clientID)", policy: config.ledgerPolicy, logger: logger)
-                    stateLock.withLock { ledger = store }
-                }
-                let aggregation: AggregationStore
-                if let existing = stateLock.withLock({ aggregates }) {
-                    aggregation = existing
-                } else {
-                    aggregation = AggregationStore(client: client, registry: currentRegistry.registry, timeZone: config.timeZone,
-                                                   writeConcern: store.writeConcern, logger: logger)
-                    stateLock.withLock { aggregates = aggregation }
-                }
-                let (registry, generation) = currentRegistry
-                if generation != appliedGeneration {
-                    store.registry = registry
-                    aggregation.registry = registry
-                    appliedGeneration = generation
-                }
-                let now = SystemClock.nowMillis()
-                // In batches: a batch costs the database the same few round trips as one device.
-                let batches = try store.workBatches(now: now)
-                var progressed = false
-                if !batches.isEmpty {
-                    stateLock.withLock { ledgerBusy = true }
-                    defer { stateLock.withLock { ledgerBusy = false } }
-                    for batch in batches {
-                        if isStopping(.ledger) { break }
-                        stages.beat(.ledger, now: SystemClock.nowMillis())
-                        let results = try store.advance(batch, now: SystemClock.nowMillis())
-                        if results.values.contains(where: { if case .done = $0 { true } else { false } }) { progressed = true }
+                let (batches, progressed, recomputed) = try MongoClient.countingAcknowledgedWrites(in: acknowledged) {
+                    () throws(MongoError) -> (batches: [[String]], progressed: Bool, recomputed: Int) in
+                    let store: LedgerStore
+                    if let ledger {
+                        store = ledger
+                    } else {
+                        store = LedgerStore(client: client, registry: currentRegistry.registry, timeZone: config.timeZone,
+                                            writeConcern: try config.writeConcern.resolve(for: client),
+                                            owner: "worker:\(config.mqtt.clientID)", policy: config.ledgerPolicy, logger: logger)
+                        stateLock.withLock { ledger = store }
                     }
-                    metrics.recordLedger(store.snapshot)
+                    let aggregation: AggregationStore
+                    if let existing = stateLock.withLock({ aggregates }) {
+                        aggregation = existing
+                    } else {
+                        aggregation = AggregationStore(client: client, registry: currentRegistry.registry, timeZone: config.timeZone,
+                                                       writeConcern: store.writeConcern, logger: logger)
+                        stateLock.withLock { aggregates = aggregation }
+                    }
+                    let (registry, generation) = currentRegistry
+                    if generation != appliedGeneration {
+                        store.registry = registry
+                        aggregation.registry = registry
+                        appliedGeneration = generation
+                    }
+                    let now = SystemClock.nowMillis()
+                    // In batches: a batch costs the database the same few round trips as one device.
+                    let batches = try store.workBatches(now: now)
+                    var progressed = false
+                    if !batches.isEmpty {
+                        stateLock.withLock { ledgerBusy = true }
+                        defer { stateLock.withLock { ledgerBusy = false } }
+                        for batch in batches {
+                            if isStopping(.ledger) { break }
+                            stages.beat(.ledger, now: SystemClock.nowMillis())
+                            let results = try store.advance(batch, now: SystemClock.nowMillis())
+                            if results.values.contains(where: { if case .done = $0 { true } else { false } }) { progressed = true }
+                        }
+                        metrics.recordLedger(store.snapshot)
+                    }
+                    // Days whose ledger changed: today's figures move during the day.
+                    let recomputed = try aggregation.processDirtyDays(now: SystemClock.nowMillis())
+                    return (batches, progressed, recomputed)
                 }
-                // Days whose ledger changed: today's figures move during the day.
-                let recomputed = try aggregation.processDirtyDays(now: SystemClock.nowMillis())
-                noteWriteConcernSatisfied(.ledger)
+                if acknowledged.count > 0 { noteWriteConcernSatisfied(.ledger) }
                 backoff = 0.2
                 if batches.isEmpty && recomputed == 0 {
                     ledgerWakeup.wait(seconds: 1)
@@ -665,6 +677,9 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         ])
     }
 
+    /// A write of `stage` was acknowledged with the write concern in force (call it only then:
+    /// `MongoClient.countingAcknowledgedWrites`; a loop that wrote nothing proves nothing).
+    /// The last stage whose writes failed it ends the failure, with one notice.
     private func noteWriteConcernSatisfied(_ stage: StageMonitor.Stage) {
         let now = SystemClock.nowMillis()
         let ended: EpochMillis? = stateLock.withLock {

@@ -309,6 +309,42 @@ import Testing
         }
     }
 
+    /// What proves that writes are acknowledged with their concern again: only writes that
+    /// returned, on this thread; not a write concern error, not a read, not an empty write.
+    @Test func acknowledgedWritesAreCountedOnTheirThread() throws {
+        let wc = WriteConcern.acknowledged
+        let tally = MongoClient.AcknowledgedWrites(), inner = MongoClient.AcknowledgedWrites()
+        try MongoClient.countingAcknowledgedWrites(in: tally) { () throws in
+            _ = try client.insertMany([["_id": 1]], into: "acks", ordered: false, writeConcern: wc)
+            _ = try client.insertMany([["_id": 1]], into: "acks", ordered: false, writeConcern: wc)  // a duplicate: answered
+            _ = try client.insertMany([], into: "acks", ordered: false, writeConcern: wc)  // nothing sent
+            _ = try client.find("acks", filter: [:], limit: 10)
+            _ = try client.bulkWrite("acks", operations: [.insertOne(["_id": 2])], ordered: false, writeConcern: wc)
+            try MongoClient.countingAcknowledgedWrites(in: inner) { () throws(MongoError) in
+                _ = try client.updateOne("acks", filter: ["_id": 1], update: ["$set": ["x": 1]], upsert: false, writeConcern: wc)
+            }
+            _ = try client.findOneAndUpdate("acks", filter: ["_id": 2], update: ["$set": ["x": 1]], upsert: false, returnNew: true, writeConcern: wc)
+            _ = try client.deleteMany("acks", filter: ["_id": 2], writeConcern: wc)
+            try server.failCommand(["insert"], mode: .times(1), writeConcernError: .timeout)
+            #expect(throws: MongoError.self) { try client.insertMany([["_id": 3]], into: "acks", ordered: false, writeConcern: wc) }
+        }
+        #expect(tally.count == 6 && inner.count == 1, "\(tally.count) \(inner.count)")
+        // Another thread's writes are not this one's.
+        let other = MongoClient.AcknowledgedWrites()
+        try MongoClient.countingAcknowledgedWrites(in: other) { () throws(MongoError) in
+            let done = DispatchSemaphore(value: 0)
+            let client = self.client
+            Thread.detachNewThread {
+                _ = try? client.insertMany([["_id": 4]], into: "acks", ordered: false, writeConcern: wc)
+                done.signal()
+            }
+            done.wait()
+        }
+        #expect(other.count == 0)
+        _ = try client.insertMany([["_id": 5]], into: "acks", ordered: false, writeConcern: wc)
+        #expect(tally.count == 6)
+    }
+
     @Test func serverErrorsCarryTheServerCode() throws {
         do {
             _ = try client.runCommand(["noSuchCommand": 1])

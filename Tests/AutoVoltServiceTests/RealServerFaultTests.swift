@@ -113,6 +113,52 @@ struct RealServerFaultTests {
         #expect(worker.log.contains("acknowledges the writes with the write concern in force again"), "\(worker.log.suffix(2000))")
     }
 
+    /// Only a write acknowledged with its concern ends a write concern failure. At night, with
+    /// no traffic: the aggregation's last write of a pass (removing the day marks) is applied
+    /// but fails its write concern, once. The ledger loop then goes round idle, writing nothing:
+    /// that proves nothing, /health stays degraded and nothing says "acknowledged again". The
+    /// next reading's ledger writes, acknowledged, end it.
+    @Test func anIdleLedgerLoopDoesNotDeclareTheWriteConcernSatisfied() throws {
+        let rig = try Rig()
+        let (worker, port) = try Self.start(rig)
+        let dirtyDays = "\(rig.database).ledger_dirty_days"
+        let publisher = try rig.publisher()
+        // A day with ledger entries, fully derived.
+        try publisher.publish([reading("lab-101", 1), reading("lab-101", 2)])
+        #expect(rig.waitForCount(Collections.telemetryEvents, 2))
+        #expect(eventually(timeout: 30) {
+            rig.count(Collections.telemetryEvents, ["processed": false]) == 0 && rig.count("ledger_dirty_days") == 0
+                && Self.health(port)["status"] as? String == "healthy"
+        }, "\(Self.health(port))\n\(worker.log.suffix(3000))")
+
+        // One more reading: its day's mark is removed (applied) without the write concern.
+        try rig.mongo.failCommand(["delete"], mode: .times(1), writeConcernError: .timeout, namespace: dirtyDays)
+        try publisher.publish([reading("lab-101", 3)])
+        #expect(eventually(timeout: 30) { worker.log.contains("does not acknowledge them with the write concern") },
+                "\(worker.log.suffix(3000))")
+        #expect(Self.fired(rig.mongo, "failCommand") == 1)
+
+        // The ledger loop goes round idle (each round reads the day marks), writing nothing.
+        try rig.mongo.failCommand(["find"], mode: .alwaysOn, blockTimeMS: 1, namespace: dirtyDays)
+        let rounds = Self.fired(rig.mongo, "failCommand")
+        #expect(eventually(timeout: 30) { Self.fired(rig.mongo, "failCommand") >= rounds + 3 }, "\(worker.log.suffix(3000))")
+        #expect(rig.count("ledger_dirty_days") == 0 && rig.count(Collections.telemetryEvents, ["processed": false]) == 0)
+        let document = Self.health(port)
+        #expect(document["status"] as? String == "degraded", "\(document)\n\(worker.log.suffix(3000))")
+        #expect(Self.section(document, "mongodb", "write_concern")["failing"] as? Bool == true, "\(document)")
+        #expect(!worker.log.contains("acknowledges the writes with the write concern in force again"), "\(worker.log.suffix(3000))")
+        try rig.mongo.failCommand(["find"], mode: .off)
+
+        // A ledger write acknowledged with the concern ends it.
+        try publisher.publish([reading("lab-101", 4)])
+        #expect(eventually(timeout: 30) {
+            let now = Self.health(port)
+            return Self.section(now, "mongodb", "write_concern")["failing"] as? Bool == false && now["status"] as? String == "healthy"
+        }, "\(Self.health(port))\n\(worker.log.suffix(3000))")
+        #expect(Self.occurrences(of: "acknowledges the writes with the write concern in force again", in: worker.log) == 1,
+                "\(worker.log.suffix(3000))")
+    }
+
     // MARK: (b) a command refused as a whole
 
     /// Every insert into telemetry_events fails as a command with BadValue (2), as mongod
