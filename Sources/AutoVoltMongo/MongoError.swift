@@ -211,6 +211,19 @@ public struct MongoError: Error, CustomStringConvertible, Sendable {
     /// for a majority that is not there).
     public var isWriteConcernFailure: Bool { kind == .writeConcern }
 
+    /// The write concern asked for cannot be satisfied by this deployment, however long one
+    /// waits: UnknownReplWriteConcern (79) or UnsatisfiableWriteConcern (100), as a write concern
+    /// error (the write applied) or as the answer to the command as a whole. An operator must
+    /// change the write concern or the deployment. (Classified `.persistent`.)
+    public var isUnsatisfiableWriteConcern: Bool {
+        guard Self.persistentWriteConcernCodes.contains(code) else { return false }
+        switch kind {
+        case .writeConcern: return true
+        case .server: return scope == .request
+        default: return false
+        }
+    }
+
     /// A unique index refused the write (E11000).
     public var isDuplicateKey: Bool {
         if case .server(let code) = kind { return code == 11000 || code == 11001 }

@@ -430,32 +430,18 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 break
             } catch {
                 // A refused document never reaches here (IngestProcessor sets it aside); what does
-                // keeps its batch in the journal: an outage, to wait out; writes applied but not
-                // acknowledged by the write concern (no majority), said once; or something only a
-                // person can fix (authentication, a command the deployment refuses, an unknown
-                // server error), retried too but said loudly every time.
-                let mongoError = error as? MongoError
-                let transient = mongoError?.isTransient ?? true
-                let writeConcernFailure = mongoError?.isWriteConcernFailure ?? false
+                // keeps its batch in the journal (see `WriteFailure`).
+                let failure = WriteFailure(error)
                 // A write concern failure is an answer: the server is there, the writes are not
                 // acknowledged as asked.
-                setMongo(reachable: writeConcernFailure, error: "\(error)")
-                if let mongoError, writeConcernFailure { noteWriteConcernFailure(mongoError, .drain) }
+                setMongo(reachable: failure.serverAnswered, error: "\(error)")
                 metrics.storeErrors.increment()
                 if stopping {
+                    noteWriteFailure(failure, error, .drain, retryIn: nil)
                     logger.warning("MongoDB unavailable during shutdown; the journal keeps the rest", metadata: ["error": "\(error)"])
                     break
                 }
-                let metadata: Logger.Metadata = [
-                    "error": "\(error)", "retry_in_s": "\(String(format: "%.1f", backoff))", "pending": "\(journal.pendingRecords)",
-                ]
-                if writeConcernFailure {
-                    logger.debug("write concern not satisfied; retrying", metadata: metadata)
-                } else if transient {
-                    logger.warning("cannot store to MongoDB; retrying", metadata: metadata)
-                } else {
-                    logger.error("MongoDB refuses the batch for a reason that does not pass by itself; the journal keeps it; retrying", metadata: metadata)
-                }
+                noteWriteFailure(failure, error, .drain, retryIn: backoff)
                 wakeupSleep(backoff * Double.random(in: 0.8...1.2), .drain)
                 backoff = min(backoff * 2, 15)
             }
@@ -537,15 +523,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 // Ledger and aggregate writes hold only what the worker derived, so a refusal is a
                 // fault of ours or of the database, never of one device: it is retried (skipping
                 // a step would lose energy), loudly when it will not pass by itself.
-                let metadata: Logger.Metadata = ["error": "\(error)", "retry_in_s": "\(String(format: "%.1f", backoff))"]
-                if let mongoError = error as? MongoError, mongoError.isWriteConcernFailure {
-                    noteWriteConcernFailure(mongoError, .ledger)
-                    logger.debug("ledger step: write concern not satisfied; retrying", metadata: metadata)
-                } else if error.isTransient {
-                    logger.warning("ledger step failed; retrying", metadata: metadata)
-                } else {
-                    logger.error("ledger step refused by the database; retrying (this does not pass by itself)", metadata: metadata)
-                }
+                noteWriteFailure(WriteFailure(error), error, .ledger, retryIn: backoff)
                 wakeupSleep(backoff, .ledger)
                 backoff = min(backoff * 2, 15)
             }
@@ -658,23 +636,111 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         return concern
     }
 
-    /// A write of `stage` was applied but not acknowledged by its write concern. The first such
-    /// failure (while none is open) is one warning; the retries say nothing more until the
+    /// What a failed write of the drain or the ledger is, for what is said and shown: the one
+    /// decision point, from `MongoError`'s classification. Every case keeps what failed (the
+    /// journal keeps its batch, the ledger its step) and is retried with backoff.
+    enum WriteFailure {
+        /// Applied, but not acknowledged by the write concern in time (no majority): it passes
+        /// when the replica set is whole again. One warning, /health degraded.
+        case writeConcernNotMet(MongoError)
+        /// The write concern in force cannot be satisfied by this deployment (79, 100): it never
+        /// passes by itself. An error naming AUTOVOLT_MONGODB_WRITE_CONCERN, repeated every
+        /// `unsatisfiableRepeatMillis`, /health degraded.
+        case writeConcernUnsatisfiable(MongoError)
+        /// An outage, a stepped-down primary: waited out, a warning per retry.
+        case transient
+        /// Something only a person can fix (authentication, a command the deployment refuses, an
+        /// unknown code): an error per retry.
+        case persistent
+
+        init(_ error: any Error) {
+            guard let error = error as? MongoError else {
+                self = .transient
+                return
+            }
+            if error.isUnsatisfiableWriteConcern {
+                self = .writeConcernUnsatisfiable(error)
+                return
+            }
+            switch error.disposition {
+            case .transient: self = error.isWriteConcernFailure ? .writeConcernNotMet(error) : .transient
+            case .persistent, .refusedDocument, .duplicateKey: self = .persistent
+            }
+        }
+
+        /// The server answered (the write concern is the problem, not the connection).
+        var serverAnswered: Bool {
+            switch self {
+            case .writeConcernNotMet, .writeConcernUnsatisfiable: true
+            case .transient, .persistent: false
+            }
+        }
+    }
+
+    /// How often the error about an unsatisfiable write concern is repeated while it lasts.
+    private let unsatisfiableRepeatMillis: EpochMillis =
+        ProcessInfo.processInfo.environment["AUTOVOLT_TEST_WRITE_CONCERN_REPEAT_MS"].flatMap(EpochMillis.init) ?? 60_000
+    /// When that error was last said (nil: not during this failure).
+    private var unsatisfiableSaidAt: EpochMillis?
+
+    /// Says and records a failed write of `stage` (`retryIn`: the backoff before the retry, nil
+    /// when stopping).
+    private func noteWriteFailure(_ failure: WriteFailure, _ error: any Error, _ stage: StageMonitor.Stage, retryIn: Double?) {
+        var metadata: Logger.Metadata = ["error": "\(error)"]
+        if let retryIn { metadata["retry_in_s"] = "\(String(format: "%.1f", retryIn))" }
+        if stage == .drain { metadata["pending"] = "\(journal.pendingRecords)" }
+        switch failure {
+        case .writeConcernNotMet(let error):
+            noteWriteConcernFailure(error, stage, unsatisfiable: false)
+            logger.debug("\(stage == .drain ? "" : "ledger step: ")write concern not satisfied; retrying", metadata: metadata)
+        case .writeConcernUnsatisfiable(let error):
+            noteWriteConcernFailure(error, stage, unsatisfiable: true)
+            logger.debug("\(stage == .drain ? "" : "ledger step: ")write concern cannot be satisfied; retrying", metadata: metadata)
+        case .transient:
+            logger.warning(stage == .drain ? "cannot store to MongoDB; retrying" : "ledger step failed; retrying", metadata: metadata)
+        case .persistent:
+            logger.error(stage == .drain
+                ? "MongoDB refuses the batch for a reason that does not pass by itself; the journal keeps it; retrying"
+                : "ledger step refused by the database; retrying (this does not pass by itself)", metadata: metadata)
+        }
+    }
+
+    /// What an operator does about an unsatisfiable write concern (in the log and in /health's
+    /// `mongodb.write_concern.last_failure`).
+    static let unsatisfiableAdvice = "the write concern in force cannot be satisfied by this MongoDB deployment: set AUTOVOLT_MONGODB_WRITE_CONCERN (auto, majority or 1) to one it can satisfy, or fix the deployment (its members, its journal), and restart the worker"
+
+    /// A write of `stage` failed its write concern. Not met in time (no majority): the first
+    /// such failure (while none is open) is one warning; the retries say nothing more until the
     /// writes are acknowledged again (`noteWriteConcernSatisfied`), which is one notice.
-    private func noteWriteConcernFailure(_ error: MongoError, _ stage: StageMonitor.Stage) {
+    /// Unsatisfiable: an error saying what to do, at once and then at most every
+    /// `unsatisfiableRepeatMillis` while it lasts.
+    private func noteWriteConcernFailure(_ error: MongoError, _ stage: StageMonitor.Stage, unsatisfiable: Bool) {
         let now = SystemClock.nowMillis()
-        let (began, concern): (Bool, WriteConcern?) = stateLock.withLock {
+        let (began, concern, say): (Bool, WriteConcern?, Bool) = stateLock.withLock {
             let began = writeConcernFailing.isEmpty
             writeConcernFailing.insert(stage)
             if began { writeConcernFailingSince = now }
-            writeConcernLastFailure = (now, "\(error)")
-            return (began, writeConcernInForce)
+            writeConcernLastFailure = (now, unsatisfiable ? "\(error); \(Self.unsatisfiableAdvice)" : "\(error)")
+            var say = false
+            if unsatisfiable, unsatisfiableSaidAt.map({ now - $0 >= unsatisfiableRepeatMillis }) ?? true {
+                unsatisfiableSaidAt = now
+                say = true
+            }
+            return (began, writeConcernInForce, say)
         }
-        guard began else { return }
-        logger.warning("MongoDB applies the writes but does not acknowledge them with the write concern in force (is a majority of the replica set up?); nothing leaves the journal until it does, and the writes are retried; /health says degraded meanwhile", metadata: [
+        let metadata: Logger.Metadata = [
             "write_concern": "\(concern.map { "\($0)" } ?? "-")", "error": "\(error)", "stage": "\(stage.rawValue)",
             "pending": "\(journal.pendingRecords)",
-        ])
+        ]
+        if unsatisfiable {
+            guard say else { return }
+            logger.error("MongoDB cannot satisfy the write concern in force (code \(error.code)); nothing leaves the journal until an operator acts, /health says degraded: \(Self.unsatisfiableAdvice)", metadata: metadata.merging([
+                "repeated_every_s": "\(unsatisfiableRepeatMillis / 1000)",
+            ]) { $1 })
+            return
+        }
+        guard began else { return }
+        logger.warning("MongoDB applies the writes but does not acknowledge them with the write concern in force (is a majority of the replica set up?); nothing leaves the journal until it does, and the writes are retried; /health says degraded meanwhile", metadata: metadata)
     }
 
     /// A write of `stage` was acknowledged with the write concern in force (call it only then:
@@ -685,6 +751,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         let ended: EpochMillis? = stateLock.withLock {
             guard writeConcernFailing.remove(stage) != nil, writeConcernFailing.isEmpty, let since = writeConcernFailingSince else { return nil }
             writeConcernFailingSince = nil
+            unsatisfiableSaidAt = nil
             return since
         }
         guard let since = ended else { return }

@@ -498,6 +498,23 @@ import Testing
                 == "MongoDB connection: No suitable servers found")
     }
 
+    /// A write concern this deployment can never satisfy (79, 100), as a write concern error or
+    /// as the command's answer, is persistent and said to be unsatisfiable; a timeout is not, nor
+    /// is the same code said of one document.
+    @Test func unsatisfiableWriteConcerns() {
+        for code in [79, 100] {
+            let wce = MongoError(kind: .writeConcern, code: code, domain: 16, message: "Not enough data-bearing nodes")
+            #expect(wce.isUnsatisfiableWriteConcern && wce.isWriteConcernFailure && wce.disposition == .persistent, "code \(code)")
+            let command = MongoError(kind: .server(code: code), code: code, domain: 17, message: "unsatisfiable")
+            #expect(command.isUnsatisfiableWriteConcern && command.disposition == .persistent, "code \(code)")
+            #expect(!command.aboutOneDocument.isUnsatisfiableWriteConcern, "code \(code)")
+        }
+        let timeout = MongoError(kind: .writeConcern, code: 64, domain: 16, message: "waiting for replication timed out")
+        #expect(!timeout.isUnsatisfiableWriteConcern && timeout.isTransient)
+        #expect(!MongoError(kind: .server(code: 2), code: 2, domain: 17, message: "bad value").isUnsatisfiableWriteConcern)
+        #expect(!MongoError(kind: .connection, code: 100, domain: 3, message: "x").isUnsatisfiableWriteConcern)
+    }
+
     /// Issue 20 §2: one classification decides for a failed command and a per-document write
     /// error alike. A document is refused for good only by a known document-refusal code said of
     /// that document; a command refused as a whole (BadValue for a write concern the deployment

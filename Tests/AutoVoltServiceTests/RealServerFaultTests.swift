@@ -159,6 +159,53 @@ struct RealServerFaultTests {
                 "\(worker.log.suffix(3000))")
     }
 
+    /// UnsatisfiableWriteConcern (100): the deployment can never satisfy the write concern in
+    /// force, waiting does not help. Not the "is a majority up?" warning said once: an error
+    /// naming AUTOVOLT_MONGODB_WRITE_CONCERN, repeated at a bounded rate (every second here, a
+    /// minute by default) while the writes are retried more often, /health degraded with the
+    /// advice in write_concern.last_failure. Nothing is lost.
+    @Test func anUnsatisfiableWriteConcernIsAnErrorForAnOperatorRepeatedAtABoundedRate() throws {
+        let rig = try Rig()
+        let (worker, port) = try Self.start(rig, extra: ["AUTOVOLT_TEST_WRITE_CONCERN_REPEAT_MS": "1000"])
+        #expect(eventually { Self.section(Self.health(port), "mongodb")["reachable"] as? Bool == true })
+        let events = Collections.telemetryEvents
+        let unsatisfiable = DevMongoServer.WriteConcernFailure(code: 100, codeName: "UnsatisfiableWriteConcern",
+                                                               errmsg: "Not enough data-bearing nodes")
+        try rig.mongo.failCommand(["insert"], mode: .alwaysOn, writeConcernError: unsatisfiable, namespace: "\(rig.database).\(events)")
+        let messages = Self.burst(20, devices: ["lab-101", "lab-102"])
+        try rig.publisher().publish(messages)
+
+        let said = "MongoDB cannot satisfy the write concern in force"
+        func lines() -> [Substring] { worker.log.split(separator: "\n").filter { $0.contains(said) } }
+        // Said again, and not at every retry (the first retries come within the second).
+        #expect(eventually(timeout: 30) { lines().count >= 3 && Self.fired(rig.mongo, "failCommand") > lines().count },
+                "\(worker.log.suffix(3000))")
+        let seen = lines()
+        #expect(seen.allSatisfy { $0.contains(" ERROR ") && $0.contains("AUTOVOLT_MONGODB_WRITE_CONCERN") && $0.contains("code 100") }, "\(seen)")
+        let format = ISO8601DateFormatter()
+        format.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let times = seen.compactMap { line in line.split(separator: " ").first.flatMap { format.date(from: String($0)) } }
+        #expect(times.count == seen.count)
+        for (earlier, later) in zip(times, times.dropFirst()) {
+            #expect(later.timeIntervalSince(earlier) >= 0.95, "\(seen)")
+        }
+        #expect(!worker.log.contains("is a majority of the replica set up?"), "\(worker.log.suffix(3000))")
+
+        let document = Self.health(port)
+        #expect(document["status"] as? String == "degraded", "\(document)")
+        let concern = Self.section(document, "mongodb", "write_concern")
+        #expect(concern["failing"] as? Bool == true, "\(concern)")
+        #expect((concern["last_failure"] as? String)?.contains("AUTOVOLT_MONGODB_WRITE_CONCERN") == true, "\(concern)")
+        #expect((Self.section(document, "journal")["pending_records"] as? Int ?? 0) > 0, "\(document)")
+        #expect(rig.count("rejected_messages") == 0)
+
+        try rig.mongo.failCommand(["insert"], mode: .off)
+        #expect(eventually(timeout: 60) { Self.section(Self.health(port), "journal")["pending_records"] as? Int == 0 },
+                "\(worker.log.suffix(3000))")
+        #expect(rig.count(events) == messages.count)
+        #expect(eventually(timeout: 30) { Self.health(port)["status"] as? String == "healthy" }, "\(Self.health(port))")
+    }
+
     // MARK: (b) a command refused as a whole
 
     /// Every insert into telemetry_events fails as a command with BadValue (2), as mongod
