@@ -253,7 +253,7 @@ public final class MongoClient: @unchecked Sendable {
     public let uriDirectConnection: Bool?
     /// `mongodb+srv://`: the hosts (and options) come from DNS.
     public let uriIsSRV: Bool
-    /// The URI as given, for `replicaSetAdvice` (which masks its password).
+    /// The URI as given, for `replicaSetAdvice` (which masks it: `masked(_:)`) and `longRunning`.
     private let uriText: String
 
     private let state = NSCondition()
@@ -534,7 +534,8 @@ public final class MongoClient: @unchecked Sendable {
         /// The set's name (`setName` in `hello`).
         public let setName: String
         /// The URI to use: the set's hosts as the server lists them, `replicaSet=NAME`, the
-        /// URI's other options, its password masked.
+        /// URI's other options, masked (`masked(_:)`: the password `****`, the value of any option
+        /// not known to hold no secret `***`).
         public let suggestedURI: String
         /// The server reached answers as the primary (else writes fail until one is reached).
         public let isWritablePrimary: Bool
@@ -554,41 +555,87 @@ public final class MongoClient: @unchecked Sendable {
     }
 
     /// `uri` with its host list replaced by `hosts` (when any), `directConnection` dropped,
-    /// `replicaSet=NAME` added, and any password shown as `****`.
+    /// `replicaSet=NAME` added, and masked as `masked(_:)` masks it.
     static func uri(_ uri: String, hosts: [String], replicaSet: String) -> String {
-        let scheme = "mongodb://"
-        guard uri.hasPrefix(scheme) else { return uri }
-        let rest = uri.dropFirst(scheme.count)
-        let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
-        let authority = rest[..<authorityEnd]
-        var userinfo: Substring?
-        var hostList = authority
-        if let at = authority.lastIndex(of: "@") {
-            userinfo = authority[..<at]
-            hostList = authority[authority.index(after: at)...]
+        guard var parts = MaskedURI(uri) else { return masked(uri) }
+        if !hosts.isEmpty { parts.hosts = hosts.joined(separator: ",") }
+        parts.options.removeAll { ["directconnection", "replicaset"].contains($0.split(separator: "=", maxSplits: 1).first?.lowercased() ?? "") }
+        parts.options.append("replicaSet=\(replicaSet)")
+        return parts.description
+    }
+
+    /// URI options (lowercased) whose values are known to hold no secret: timeouts, pool sizes,
+    /// read and write preferences, TLS switches and file paths, the authentication database and
+    /// mechanism's name. Every other option's value is masked (`***`) wherever the worker shows
+    /// a URI: `authMechanismProperties` (AWS_SESSION_TOKEN:...), `tlsCertificateKeyFilePassword`,
+    /// and whatever an option added later may hold. An allow-list, so that a new option is
+    /// masked until someone decides it is harmless.
+    public static let nonSecretURIOptions: Set<String> = [
+        "appname", "authmechanism", "authsource", "compressors", "connecttimeoutms", "directconnection",
+        "heartbeatfrequencyms", "journal", "loadbalanced", "localthresholdms", "maxconnecting", "maxidletimems",
+        "maxpoolsize", "maxstalenessseconds", "minpoolsize", "readconcernlevel", "readpreference",
+        "readpreferencetags", "replicaset", "retryreads", "retrywrites", "serverselectiontimeoutms",
+        "serverselectiontryonce", "sockettimeoutms", "srvmaxhosts", "srvservicename", "ssl", "tls",
+        "tlsallowinvalidcertificates", "tlsallowinvalidhostnames", "tlscafile", "tlscertificatekeyfile",
+        "tlsdisablecertificaterevocationcheck", "tlsdisableocspendpointcheck", "tlsinsecure", "w",
+        "waitqueuetimeoutms", "wtimeoutms", "zlibcompressionlevel",
+    ]
+
+    /// `uri` fit for a log line or /health: the user info's password is `****`, and the value of
+    /// every option not in `nonSecretURIOptions` is `***` (an option without a value that is not
+    /// in it is `***` whole). Hosts, the database and the user name are kept. Anything that is
+    /// not a `mongodb://` or `mongodb+srv://` URI is `***`.
+    public static func masked(_ uri: String) -> String {
+        MaskedURI(uri)?.description ?? "***"
+    }
+
+    /// A URI taken apart as libmongoc reads it, its secrets masked.
+    struct MaskedURI: CustomStringConvertible {
+        var scheme: String
+        /// `user` or `user:****`.
+        var userinfo: String?
+        var hosts: String
+        /// The path after the hosts (`/database`), possibly empty.
+        var path: String
+        /// `name=value` each, the values masked unless the name is known to hold no secret.
+        var options: [String]
+
+        init?(_ uri: String) {
+            guard let scheme = ["mongodb://", "mongodb+srv://"].first(where: { uri.lowercased().hasPrefix($0) }) else { return nil }
+            self.scheme = String(uri.prefix(scheme.count))
+            var rest = uri.dropFirst(scheme.count)
+            // The user info ends at the last '@' before the path (or the options): an '@' in an
+            // option's value is not it.
+            let head = rest[..<(rest.firstIndex(of: "/") ?? rest.firstIndex(of: "?") ?? rest.endIndex)]
+            if let at = head.lastIndex(of: "@") {
+                let info = rest[..<at]
+                userinfo = info.firstIndex(of: ":").map { String(info[..<$0]) + ":****" } ?? String(info)
+                rest = rest[rest.index(after: at)...]
+            }
+            let hostsEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
+            hosts = String(rest[..<hostsEnd])
+            var tail = rest[hostsEnd...]
+            options = []
+            if let q = tail.firstIndex(of: "?") {
+                options = tail[tail.index(after: q)...].split(whereSeparator: { $0 == "&" || $0 == ";" }).map { option in
+                    let parts = option.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                    let known = MongoClient.nonSecretURIOptions.contains(parts[0].lowercased())
+                    if parts.count == 1 { return known ? String(option) : "***" }
+                    return known ? String(option) : String(parts[0]) + "=***"
+                }
+                tail = tail[..<q]
+            }
+            path = String(tail)
         }
-        var tail = rest[authorityEnd...]
-        var query: [Substring] = []
-        if let q = tail.firstIndex(of: "?") {
-            query = tail[tail.index(after: q)...].split(whereSeparator: { $0 == "&" || $0 == ";" })
-            tail = tail[..<q]
+
+        var description: String {
+            var out = scheme
+            if let userinfo { out += userinfo + "@" }
+            out += hosts
+            out += path.isEmpty ? "/" : path
+            if !options.isEmpty { out += "?" + options.joined(separator: "&") }
+            return out
         }
-        query = query.filter { option in
-            let name = option.split(separator: "=", maxSplits: 1).first.map { $0.lowercased() } ?? ""
-            return name != "directconnection" && name != "replicaset"
-        }.map { option in
-            let parts = option.split(separator: "=", maxSplits: 1)
-            return parts.count == 2 && parts[0].lowercased().contains("password") ? parts[0] + "=****" : option
-        }
-        query.append("replicaSet=\(replicaSet)")
-        var out = scheme
-        if let userinfo {
-            if let colon = userinfo.firstIndex(of: ":") { out += userinfo[..<colon] + ":****@" } else { out += userinfo + "@" }
-        }
-        out += hosts.isEmpty ? String(hostList) : hosts.joined(separator: ",")
-        out += tail.isEmpty ? "/" : String(tail)
-        out += "?" + query.joined(separator: "&")
-        return out
     }
 
     // MARK: Writes

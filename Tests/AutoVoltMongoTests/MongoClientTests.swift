@@ -604,6 +604,38 @@ import Testing
         #expect(throws: MongoError.self) { try long.ping() }
     }
 
+    /// A URI the worker shows (the replicaSet warning's `uri_to_use`, /health) holds no secret:
+    /// the password is `****`, and the value of every option not known to hold none is `***`
+    /// (an allow-list: an AWS session token, a key file's password, an option nobody listed).
+    @Test func aShownURIHoldsNoSecret() throws {
+        let hello: BSONDocument = ["setName": "rs0", "hosts": .array(["db1:27017", "db2:27017"]), "isWritablePrimary": true, "ok": 1]
+        let uri = "mongodb://AKIDEXAMPLE:s3cret@db1:27017/autovolt_power?authSource=%24external&authMechanism=MONGODB-AWS"
+            + "&authMechanismProperties=AWS_SESSION_TOKEN:tok3n&tls=true&tlsCAFile=/etc/ca.pem&tlsCertificateKeyFile=/etc/key.pem"
+            + "&tlsCertificateKeyFilePassword=k3ypass&appname=autovolt&someFutureOption=f00ture&w=majority&wtimeoutMS=5000"
+        let advice = try #require(try MongoClient(uri: uri).replicaSetAdvice(hello: hello))
+        #expect(advice.suggestedURI == "mongodb://AKIDEXAMPLE:****@db1:27017,db2:27017/autovolt_power?authSource=%24external"
+                + "&authMechanism=MONGODB-AWS&authMechanismProperties=***&tls=true&tlsCAFile=/etc/ca.pem&tlsCertificateKeyFile=/etc/key.pem"
+                + "&tlsCertificateKeyFilePassword=***&appname=autovolt&someFutureOption=***&w=majority&wtimeoutMS=5000&replicaSet=rs0",
+                "\(advice.suggestedURI)")
+        for secret in ["s3cret", "tok3n", "k3ypass", "f00ture"] {
+            #expect(!advice.suggestedURI.contains(secret), "\(secret): \(advice.suggestedURI)")
+        }
+
+        // The masked form of any URI: names are case-insensitive, ';' separates too, an option
+        // without a value that nobody listed goes whole, an '@' in an option is not the user info.
+        #expect(MongoClient.masked("mongodb://u:p%40ss@h1,h2:27018/db?SSLCLIENTCERTIFICATEKEYPASSWORD=x;ReadPreference=secondary")
+                == "mongodb://u:****@h1,h2:27018/db?SSLCLIENTCERTIFICATEKEYPASSWORD=***&ReadPreference=secondary")
+        #expect(MongoClient.masked("mongodb://h/?appname=a@b&token=abc@def&mysteryflag")
+                == "mongodb://h/?appname=a@b&token=***&***")
+        #expect(MongoClient.masked("mongodb+srv://u:pw@cluster0.example.net/db?authMechanismProperties=SERVICE_NAME:x&retryWrites=true")
+                == "mongodb+srv://u:****@cluster0.example.net/db?authMechanismProperties=***&retryWrites=true")
+        #expect(MongoClient.masked("mongodb://user@h") == "mongodb://user@h/")
+        #expect(MongoClient.masked("postgres://u:pw@h/db") == "***")
+        // Nothing of the password survives, whatever it holds.
+        let tricky = MongoClient.masked("mongodb://u:a%3Fb%2Fc@h/db?x=1")
+        #expect(!tricky.contains("a%3F") && !tricky.contains("%2Fc") && tricky.hasPrefix("mongodb://u:****@h/db"), "\(tricky)")
+    }
+
     /// Issue 20 §3: a replica set member reached through a URI that does not name the set is
     /// found from `hello`, and the advice names the URI to use (the password masked).
     @Test func replicaSetAdviceNamesTheURIToUse() throws {
