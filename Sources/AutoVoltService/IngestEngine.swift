@@ -683,19 +683,23 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     /// When that error was last said (nil: not during this failure).
     private var unsatisfiableSaidAt: EpochMillis?
 
-    /// Says and records a failed write of `stage` (`retryIn`: the backoff before the retry, nil
-    /// when stopping).
+    /// Says and records a failed write of `stage` (`retryIn`: the backoff before the retry; nil
+    /// when stopping, which records the write concern's state and says nothing about a retry).
     private func noteWriteFailure(_ failure: WriteFailure, _ error: any Error, _ stage: StageMonitor.Stage, retryIn: Double?) {
-        var metadata: Logger.Metadata = ["error": "\(error)"]
-        if let retryIn { metadata["retry_in_s"] = "\(String(format: "%.1f", retryIn))" }
-        if stage == .drain { metadata["pending"] = "\(journal.pendingRecords)" }
         switch failure {
-        case .writeConcernNotMet(let error):
-            noteWriteConcernFailure(error, stage, unsatisfiable: false)
-            logger.debug("\(stage == .drain ? "" : "ledger step: ")write concern not satisfied; retrying", metadata: metadata)
-        case .writeConcernUnsatisfiable(let error):
-            noteWriteConcernFailure(error, stage, unsatisfiable: true)
-            logger.debug("\(stage == .drain ? "" : "ledger step: ")write concern cannot be satisfied; retrying", metadata: metadata)
+        case .writeConcernNotMet(let error): noteWriteConcernFailure(error, stage, unsatisfiable: false)
+        case .writeConcernUnsatisfiable(let error): noteWriteConcernFailure(error, stage, unsatisfiable: true)
+        case .transient, .persistent: break
+        }
+        guard let retryIn else { return }
+        var metadata: Logger.Metadata = ["error": "\(error)", "retry_in_s": "\(String(format: "%.1f", retryIn))"]
+        if stage == .drain { metadata["pending"] = "\(journal.pendingRecords)" }
+        let step = stage == .drain ? "" : "ledger step: "
+        switch failure {
+        case .writeConcernNotMet:
+            logger.debug("\(step)write concern not satisfied; retrying", metadata: metadata)
+        case .writeConcernUnsatisfiable:
+            logger.debug("\(step)write concern cannot be satisfied; retrying", metadata: metadata)
         case .transient:
             logger.warning(stage == .drain ? "cannot store to MongoDB; retrying" : "ledger step failed; retrying", metadata: metadata)
         case .persistent:
