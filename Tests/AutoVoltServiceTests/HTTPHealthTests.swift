@@ -45,6 +45,31 @@ struct HTTPHealthTests {
         return Answer(status: http?.statusCode ?? 0, headers: fields, body: data)
     }
 
+    /// GETs sent together (resumed in one loop, from one thread) with each answer's time taken
+    /// in URLSession's callback: a test process whose cooperative threads are held by other
+    /// suites' blocking waits can neither spread the requests out nor make an answer look late.
+    static func burst(_ session: URLSession, _ url: URL, count: Int) async -> Completions {
+        let completions = Completions()
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let group = DispatchGroup()
+            let tasks = (0..<count).map { _ in
+                group.enter()
+                let begin = ContinuousClock.now
+                return session.dataTask(with: url) { data, response, _ in
+                    let elapsed = ContinuousClock.now - begin
+                    let http = response as? HTTPURLResponse
+                    let json = data.flatMap { try? JSONSerialization.jsonObject(with: $0) as? [String: Any] }
+                    completions.add(http?.statusCode ?? 0, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
+                                    http?.value(forHTTPHeaderField: "Retry-After"), (json?["error"] as? String) ?? "")
+                    group.leave()
+                }
+            }
+            for task in tasks { task.resume() }
+            group.notify(queue: .global()) { continuation.resume() }
+        }
+        return completions
+    }
+
     /// A GET on the calling thread (URLSession's threads do the work); (status, milliseconds).
     static func blockingGet(_ session: URLSession, _ url: URL) -> (Int, Double) {
         // @unchecked: written by URLSession's callback before `done.signal()`, read after `done.wait()`.
@@ -171,18 +196,8 @@ struct HTTPHealthTests {
 
         // One runs (the server stops it at its maxTimeMS), two wait and time out in the queue,
         // the other three are refused at once.
-        let completions = Completions()
-        let tasks = (0..<6).map { _ in
-            Task {
-                let begin = ContinuousClock.now
-                let answer = try? await Self.call(session, port, "/api/power-analytics/timeline?start=2026-11-05&end=2026-11-06")
-                let elapsed = ContinuousClock.now - begin
-                completions.add(answer?.status ?? 0, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
-                                answer?.headers["retry-after"], (answer?.json["error"] as? String) ?? "")
-            }
-        }
-        for task in tasks { await task.value }
-        let answers = completions.all
+        let timeline = try #require(URL(string: "http://127.0.0.1:\(port)/api/power-analytics/timeline?start=2026-11-05&end=2026-11-06"))
+        let answers = await Self.burst(session, timeline, count: 6).all
         #expect(answers.allSatisfy { $0.status == 503 && $0.retryAfter == "1" }, "\(answers)")
         let refused = answers.filter { $0.error.contains("too many queries") }
         let late = answers.filter { $0.error.contains("did not finish within") }
