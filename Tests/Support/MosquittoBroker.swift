@@ -143,10 +143,15 @@ public func eventually(timeout: Double = 20, interval: Double = 0.1, _ condition
 /// Foundation.Process on Linux passes the spawning thread's signal mask on to the child
 /// (swift-corelibs-foundation#4772); tests run on Dispatch threads that block SIGTERM, so a child
 /// would ignore `terminate()`. The child therefore goes through a tiny exec shim that clears it.
-public func unmaskedProcess(_ executable: String, _ arguments: [String]) -> Process {
+///
+/// `closingInherited` also closes every descriptor above stderr before the exec: a command that
+/// leaves a daemon behind (`pg_ctl start`) would otherwise hand it Foundation's end of the socket
+/// that tells the child has exited, and the command would never be seen to finish.
+public func unmaskedProcess(_ executable: String, _ arguments: [String], closingInherited: Bool = false) -> Process {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
-    process.arguments = ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])",
+    let close = closingInherited ? "os.closerange(3, os.sysconf('SC_OPEN_MAX')); " : ""
+    process.arguments = ["-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); \(close)os.execv(sys.argv[1], sys.argv[1:])",
                          executable] + arguments
     return process
 }

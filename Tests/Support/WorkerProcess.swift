@@ -84,8 +84,8 @@ public final class WorkerProcess: @unchecked Sendable {
 /// Runs a program (signals unmasked) to completion, or to `timeout` seconds, with its output in
 /// files (a pipe nobody reads could fill and stall it); (exit status, stdout, stderr).
 public func runCapturing(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, stdin: Data? = nil,
-                         timeout: Double = 60) throws -> (status: Int32, stdout: String, stderr: String) {
-    let process = unmaskedProcess(executable, arguments)
+                         timeout: Double = 60, closingInherited: Bool = false) throws -> (status: Int32, stdout: String, stderr: String) {
+    let process = unmaskedProcess(executable, arguments, closingInherited: closingInherited)
     if let environment { process.environment = environment }
     let outURL = FileManager.default.temporaryDirectory.appendingPathComponent("autovolt-out-\(UUID().uuidString)")
     let errURL = FileManager.default.temporaryDirectory.appendingPathComponent("autovolt-err-\(UUID().uuidString)")
