@@ -50,6 +50,8 @@ let package = Package(
         .target(name: "AutoVoltExport", dependencies: ["AutoVoltCore", "CHaru", "CXlsxWriter"]),
         // Helpers for tests only: start real mosquitto and scripts/dev-mongo on free ports.
         .target(name: "AutoVoltTestSupport", dependencies: ["AutoVoltMQTT", "AutoVoltMongo"], path: "Tests/Support"),
+        // Ledger sequences both the pure and the store's regression tests run (issue 20 §4).
+        .target(name: "AutoVoltLedgerCases", dependencies: ["AutoVoltCore"], path: "Tests/LedgerCases"),
         .target(name: "AutoVoltService", dependencies: [
             "AutoVoltCore", "AutoVoltJournal", "AutoVoltMQTT", "AutoVoltMongo", "AutoVoltExport",
             .product(name: "Crypto", package: "swift-crypto"),
@@ -75,13 +77,13 @@ let package = Package(
         .executableTarget(name: "autovolt-bench", dependencies: ["AutoVoltCore", "AutoVoltJournal", "CMosquitto"]),
 
         .testTarget(name: "AutoVoltCoreTests", dependencies: [
-            "AutoVoltCore",
+            "AutoVoltCore", "AutoVoltLedgerCases",
             .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "AutoVoltJournalTests", dependencies: ["AutoVoltJournal"]),
         .testTarget(name: "AutoVoltExportTests", dependencies: ["AutoVoltExport"]),
         .testTarget(name: "AutoVoltMQTTTests", dependencies: ["AutoVoltMQTT", "AutoVoltTestSupport"]),
         .testTarget(name: "AutoVoltMongoTests", dependencies: ["AutoVoltMongo", "AutoVoltTestSupport"]),
-        .testTarget(name: "AutoVoltServiceTests", dependencies: ["AutoVoltService", "AutoVoltTestSupport"]),
+        .testTarget(name: "AutoVoltServiceTests", dependencies: ["AutoVoltService", "AutoVoltTestSupport", "AutoVoltLedgerCases"]),
     ]
 )

@@ -1,10 +1,11 @@
 import AutoVoltCore
+import AutoVoltLedgerCases
 import AutoVoltMongo
 @testable import AutoVoltService
 import Foundation
 import Testing
 
-/// Issue 20 §4's five late-reading sequences (Tests/AutoVoltCoreTests/LedgerRegressionTests.swift)
+/// Issue 20 §4's five late-reading sequences (`LateGlitchCases`, as AutoVoltCoreTests/LedgerRegressionTests)
 /// through the real `LedgerStore` against dev-mongo, not through `PureLiveLedger`, the model of
 /// it: the store's trusted tail, its restart point read from the ledger (the 8 entries before the
 /// earliest new reading, and the whole intervals when there are that many), its windowed backlog
@@ -27,92 +28,14 @@ import Testing
 /// windows of two readings.
 @Suite("ledger regressions through LedgerStore: late readings that make a glitch")
 struct LedgerRegressionStoreTests {
-    // MARK: The Core test's data, copied (the Core test target cannot be imported here)
+    // MARK: The cases (shared with the Core test)
 
-    /// 2026-11-01T10:00:00+05:30 (Tests/AutoVoltCoreTests/LedgerTests.swift).
-    static let t0: EpochMillis = 1_793_507_400_000
-    static let minute: EpochMillis = 60_000
-    static let lab = DeviceInfo(esp32Name: "lab-7", classroom: "R-7", maxPowerW: 20_000, rollbackToleranceWh: 50)
+    typealias Case = LateGlitchCases.Case
+    static let t0 = LateGlitchCases.t0
+    static let minute = LateGlitchCases.minute
+    static let lab = LateGlitchCases.lab
+    static let lateDelays = LateGlitchCases.lateDelays
     static let day = "2026-11-01"
-
-    struct Case: Sendable, CustomTestStringConvertible {
-        var name: String
-        /// In the order they reach the worker; the last one is the late reading.
-        var arrival: [LedgerReading]
-        var billedWh: Double
-        /// The live entries' deltas and reasons, in time order.
-        var entries: [(delta: Double, reasons: [LedgerReason])]
-        var testDescription: String { name }
-    }
-
-    static func reading(_ second: Int64, _ energy: Double, boot: String? = nil, seq: Int64? = nil) -> LedgerReading {
-        LedgerReading(eventHash: "x\(second)-\(energy)", time: t0 + second * 1000, energyWh: energy, bootID: boot, seq: seq)
-    }
-
-    static let cases: [Case] = [
-        // The issue's example, one boot: 1000 at t, 900 at t+5 s, 990 at t+60 s, and 1010 at
-        // t+30 s delivered last. In device-time order 1000, 900, 1010, 990:
-        //   1000 -> 900 falls with no evidence of a reboot and the next reading (1010) is back at or
-        //   above 1000: rule 3, the 900 is a glitch, one interval 1000 -> 1010 = 10 Wh;
-        //   1010 -> 990 falls 20 Wh (<= 50), nothing after it: rule 2, a rollback, 0 Wh.
-        // Billed 10 Wh (before the late reading: a 900 Wh reset and 90 Wh).
-        Case(name: "example: glitch then rollback (10 Wh)",
-             arrival: [reading(0, 1000, boot: "b1"), reading(5, 900, boot: "b1"), reading(60, 990, boot: "b1"),
-                       reading(30, 1010, boot: "b1")],
-             billedWh: 10,
-             entries: [(10, [.glitchSkipped]), (0, [.counterRollback])]),
-        // One boot, no reboot. 1000, 900, 995, 1014 at t, t+5, t+60, t+90; 1004 at t+30 late.
-        // In order 1000, 900, 1004, 995, 1014:
-        //   1000 -> 900, next 1004 >= 1000: glitch, 1000 -> 1004 = 4 Wh;
-        //   1004 -> 995, next 1014 >= 1004: glitch again, 1004 -> 1014 = 10 Wh.
-        // Billed 14 Wh (before the late reading: a 900 Wh reset, unbillable in 5 s, 95 and 19 Wh).
-        Case(name: "two glitches, the first made by the late reading (14 Wh)",
-             arrival: [reading(0, 1000, boot: "b1"), reading(5, 900, boot: "b1"), reading(60, 995, boot: "b1"),
-                       reading(90, 1014, boot: "b1"), reading(30, 1004, boot: "b1")],
-             billedWh: 14,
-             entries: [(4, [.glitchSkipped]), (10, [.glitchSkipped])]),
-        // A reboot (new boot_id) after the readings of the old boot. 1000, 900, 990 on b1 at t,
-        // t+5, t+60, then 999 on b2 at t+90; 1010 on b1 at t+30 late. In order:
-        //   1000 -> 900 (b1, b1), next 1010 >= 1000, no boot change to it: glitch, 10 Wh;
-        //   1010 -> 990 (b1, b1) falls 20 Wh, no evidence, next 999 < 1010: rule 2, rollback, 0 Wh;
-        //   990 (b1) -> 999 (b2): a reboot that rises counts 999 - 990 = 9 Wh (rule 2's last line).
-        // Billed 19 Wh.
-        Case(name: "glitch, rollback, then a new boot_id (19 Wh)",
-             arrival: [reading(0, 1000, boot: "b1"), reading(5, 900, boot: "b1"), reading(60, 990, boot: "b1"),
-                       reading(90, 999, boot: "b2"), reading(30, 1010, boot: "b1")],
-             billedWh: 19,
-             entries: [(10, [.glitchSkipped]), (0, [.counterRollback]), (9, [.reboot])]),
-        // A board without boot_id (the firmware guide's): its seq starts again after a reboot.
-        // 1000 seq 40, 900 seq 41, 990 seq 43 at t, t+5, t+60, then 1019 seq 1 at t+90; 1010 seq 42
-        // at t+30 late. In order 1000/40, 900/41, 1010/42, 990/43, 1019/1:
-        //   1000 -> 900: seq rose, no evidence; next 1010 >= 1000: glitch, 10 Wh (seq 40 -> 42: seq_gap);
-        //   1010 -> 990: seq rose, no evidence; next 1019 >= 1010: glitch, 1010 -> 1019 = 9 Wh; the
-        //   reboot (seq 43 -> 1) lies after the low reading, so it does not stop the glitch rule
-        //   and belongs to the interval over it (docs/ledger.md rule 3): reboot, reset marker.
-        // Billed 19 Wh.
-        Case(name: "glitch, then a glitch with a lower seq after it (19 Wh)",
-             arrival: [reading(0, 1000, seq: 40), reading(5, 900, seq: 41), reading(60, 990, seq: 43),
-                       reading(90, 1019, seq: 1), reading(30, 1010, seq: 42)],
-             billedWh: 19,
-             entries: [(10, [.glitchSkipped, .seqGap]), (9, [.glitchSkipped, .reboot])]),
-        // A reboot that reset the counter: boot_id and seq both start again. 1000 b1/10, 900 b1/11
-        // at t, t+5, then 3 b2/1 at t+60 and 23 b2/2 at t+90; 1010 b1/12 at t+30 late. In order:
-        //   1000 -> 900 (b1, seq up), next 1010 >= 1000 on the same boot: glitch, 10 Wh (seq_gap: 10 -> 12);
-        //   1010 (b1) -> 3 (b2): a fall with evidence of a reboot is classified at once by rule 2
-        //   (never a glitch): 1007 Wh > 50, a reset, counts the 3 Wh since the restart;
-        //   3 -> 23: 20 Wh.
-        // Billed 10 + 3 + 20 = 33 Wh (before the late reading: a 900 Wh reset, unbillable, then 3 and 20).
-        Case(name: "glitch, then a reboot that reset the counter (33 Wh)",
-             arrival: [reading(0, 1000, boot: "b1", seq: 10), reading(5, 900, boot: "b1", seq: 11),
-                       reading(60, 3, boot: "b2", seq: 1), reading(90, 23, boot: "b2", seq: 2),
-                       reading(30, 1010, boot: "b1", seq: 12)],
-             billedWh: 33,
-             entries: [(10, [.glitchSkipped, .seqGap]), (3, [.reboot, .counterReset]), (20, [])]),
-    ]
-
-    /// When the late reading is delivered: before any dip settles, or long after (every dip of
-    /// the earlier steps settled by the worker's dip check first).
-    static let lateDelays: [EpochMillis] = [100_000, 20 * minute]
 
     // MARK: The store's side
 
@@ -332,7 +255,7 @@ struct LedgerRegressionStoreTests {
     /// case's arrival order, one reading per step, the late one delivered while the earlier
     /// steps' dip still waits (100 s) or after every dip settled (20 min); aggregated after every
     /// step, as the worker does.
-    @Test(arguments: cases, Mode.allCases)
+    @Test(arguments: LateGlitchCases.cases, Mode.allCases)
     func fedOneStepAtATimeTheLateReadingSupersedesAndTheBillIsTheContracts(_ c: Case, mode: Mode) throws {
         let rig = try AccountingRig()
         for (runIndex, lateAt) in Self.lateDelays.enumerated() {
@@ -364,7 +287,7 @@ struct LedgerRegressionStoreTests {
     /// a dozen steps each (75 s against dev-mongo); `orders` keeps a representative subset, 288
     /// runs (about 8 s with the test above). Set AUTOVOLT_LEDGER_ALL_ORDERS=1 to run every order,
     /// as the Core test does.
-    @Test(arguments: cases, Mode.allCases)
+    @Test(arguments: LateGlitchCases.cases, Mode.allCases)
     func otherArrivalOrdersEndInTheSameLedger(_ c: Case, mode: Mode) throws {
         let rig = try AccountingRig()
         var runIndex = 0
@@ -417,4 +340,8 @@ struct LedgerRegressionStoreTests {
             return permutations(rest).map { [first] + $0 }
         }
     }
+}
+
+extension LateGlitchCases.Case: CustomTestStringConvertible {
+    public var testDescription: String { name }
 }
