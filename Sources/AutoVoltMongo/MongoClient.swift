@@ -1050,7 +1050,8 @@ extension MongoClient {
 
 extension MongoClient {
     /// How many writes the server acknowledged with their write concern, counted by
-    /// `countingAcknowledgedWrites`. Touched only by the thread that runs the count.
+    /// `countingAcknowledgedWrites`. @unchecked: `count` is written only by the thread that runs
+    /// the count (the tally is found through that thread's dictionary), and read after it.
     public final class AcknowledgedWrites: NSObject, @unchecked Sendable {
         public fileprivate(set) var count = 0
         override public init() {}

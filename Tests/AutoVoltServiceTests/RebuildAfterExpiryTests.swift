@@ -21,6 +21,8 @@ struct RebuildAfterExpiryTests {
     /// expired by a TTL pass. The days lie about 731, 730 and 729 days back, so the pass runs as
     /// of the second day's midnight plus 730 days (within a day before now); the server's own
     /// TTL monitor is set to an hour so it never runs during the test.
+    /// @unchecked: every property is a `let`, and one test uses a rig at a time (the stores it
+    /// holds are not Sendable).
     final class Rig: @unchecked Sendable {
         let mongo: DevMongoServer
         let client: MongoClient

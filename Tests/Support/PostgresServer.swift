@@ -10,7 +10,8 @@ public struct PostgresServerError: Error, CustomStringConvertible {
 /// A PostgreSQL 15 server of the test's own (Debian's `postgresql`, issue 21): `initdb` in a
 /// folder of its own, `pg_ctl` on a free port on 127.0.0.1, trust authentication for `postgres`.
 /// As root the server runs as the `postgres` user (initdb refuses root), and its folder is made
-/// traversable by that user. Stopped (immediately) and removed on deinit.
+/// traversable by that user. Stopped (immediately) and removed on deinit. @unchecked: the one
+/// mutable property, `running`, is read and written under `lock`.
 public final class PostgresServer: @unchecked Sendable {
     public let port: Int
     public let directory: URL
