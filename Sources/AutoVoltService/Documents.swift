@@ -73,33 +73,12 @@ enum Documents {
 
     static let maxStoredPayload = 4096
 
-    /// A rejected message. The `_id` is derived from the journal record (topic, bytes, receive
-    /// time), so replaying the journal after a crash never records the same rejection twice.
-    /// A message the database refused keeps its whole payload: it was valid data, and `requeue`
-    /// stores it again from exactly these bytes.
+    /// A rejected message (`RejectedMessageRecord`, which derives its `_id` from the journal
+    /// record) as a document.
     static func rejectedMessage(topic: String, payload: [UInt8], receivedAt: EpochMillis, rejection: Rejection,
                                 esp32Name: String?) -> BSONDocument {
-        let whole = rejection.reason == .storeRefused
-        var hasher = SHA256()
-        hasher.update(data: Array(topic.utf8))
-        hasher.update(data: [0])
-        hasher.update(data: payload)
-        hasher.update(data: Array(String(receivedAt).utf8))
-        var id = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        // A refused message has an id of its own: when `requeue` finds it rejected for another
-        // reason (a conflict), that rejection is recorded beside it before it is removed.
-        if whole { id += ":store_refused" }
-        var doc: BSONDocument = [
-            "_id": .string("r:\(id)"),
-            "topic": .string(topic),
-            "payload": .string(payloadText(payload, limit: whole ? payload.count : maxStoredPayload)),
-            "payload_bytes": .int64(Int64(payload.count)),
-            "reason": .string(rejection.reason.rawValue),
-            "detail": .string(rejection.detail),
-            "received_at": .millis(receivedAt),
-        ]
-        if let esp32Name { doc["esp32_name"] = .string(esp32Name) }
-        return doc
+        MongoIngestStorage.document(RejectedMessageRecord(topic: topic, payload: payload, receivedAt: receivedAt,
+                                                          rejection: rejection, esp32Name: esp32Name))
     }
 
     /// At most `limit` bytes of text (4 KiB). Invalid UTF-8 is kept as escaped text (`\xFF`) so the bytes the

@@ -20,30 +20,33 @@ public enum Requeue {
         public var other = 0
     }
 
-    /// Messages are read in pages of `pageSize` by `_id`, so memory stays bounded however many
-    /// wait.
+    /// Over the MongoDB database of `config`.
     public static func run(config: WorkerConfig, since: EpochMillis?, pageSize: Int = 200, logger: Logger) throws -> Summary {
         let database = try Database.open(config)
-        let client = database.client
-        let processor = IngestProcessor(client: client, decoder: MessageDecoder(clockPolicy: config.clockPolicy),
-                                        registry: config.devices, writeConcern: database.writeConcern, logger: logger)
+        let storage = MongoIngestStorage(client: database.client, writeConcern: database.writeConcern)
+        return try run(storage: storage, config: config, since: since, pageSize: pageSize, logger: logger)
+    }
+
+    /// Messages are read in pages of `pageSize` by id, so memory stays bounded however many
+    /// wait. Each is fed through an `IngestProcessor` over the same storage, then removed.
+    public static func run(storage: any IngestStorage, config: WorkerConfig, since: EpochMillis?, pageSize: Int = 200,
+                           logger: Logger) throws -> Summary {
+        let processor = IngestProcessor(storage: storage, decoder: MessageDecoder(clockPolicy: config.clockPolicy),
+                                        registry: config.devices, logger: logger)
         var summary = Summary()
         var after: String?
         while true {
-            var filter: BSONDocument = ["reason": .string(RejectReason.storeRefused.rawValue)]
-            if let since { filter["received_at"] = ["$gte": .millis(since)] }
-            if let after { filter["_id"] = ["$gt": .string(after)] }
-            let page = try client.find(Collections.rejectedMessages, filter: filter, sort: ["_id": 1], limit: pageSize)
-            guard let last = page.last?["_id"]?.stringValue else { break }
+            let page = try storage.storeRefusedRejections(since: since, after: after, limit: pageSize)
+            guard let last = page.last?.id else { break }
             after = last
-            for document in page {
-                guard let id = document["_id"]?.stringValue, let message = message(from: document) else {
+            for stored in page {
+                guard let id = stored.id, let message = message(from: stored) else {
                     logger.warning("requeue: skipped a rejected message without topic, payload or received_at",
-                                   metadata: ["id": "\(document["_id"]?.stringValue ?? "-")"])
+                                   metadata: ["id": "\(stored.id ?? "-")"])
                     continue
                 }
                 summary.examined += 1
-                let outcome = try processor.process([message])
+                let outcome = try processor.ingest([message])
                 if outcome.rejected[.storeRefused, default: 0] > 0 {
                     summary.stillRefused += 1
                     continue
@@ -57,8 +60,7 @@ public enum Requeue {
                 } else {
                     summary.other += 1   // a status or heartbeat, now applied
                 }
-                _ = try client.deleteMany(Collections.rejectedMessages, filter: ["_id": .string(id)],
-                                          writeConcern: database.writeConcern)
+                try storage.deleteRejection(id: id)
             }
             if page.count < pageSize { break }
         }
@@ -67,19 +69,18 @@ public enum Requeue {
 
     /// The message as it was received. The whole payload is kept for `store_refused` (as text,
     /// or as hex when even the text was refused).
-    static func message(from document: BSONDocument) -> InboundMessage? {
-        guard let topic = document["topic"]?.stringValue, let received = document["received_at"]?.dateValue else { return nil }
+    static func message(from stored: StoredRejection) -> InboundMessage? {
+        guard let topic = stored.topic, let received = stored.receivedAt else { return nil }
         let payload: [UInt8]
-        if let hex = document["payload_hex"]?.stringValue {
+        if let hex = stored.payloadHex {
             guard let bytes = bytes(hex: hex) else { return nil }
             payload = bytes
-        } else if let text = document["payload"]?.stringValue {
+        } else if let text = stored.payload {
             payload = Array(text.utf8)
         } else {
             return nil
         }
-        let millis = EpochMillis((received.timeIntervalSince1970 * 1000).rounded())
-        return InboundMessage(topic: topic, payload: payload, receivedAt: millis)
+        return InboundMessage(topic: topic, payload: payload, receivedAt: received)
     }
 
     static func bytes(hex: String) -> [UInt8]? {
