@@ -26,6 +26,7 @@ let package = Package(
                        providers: [.apt(["libmosquitto-dev"])]),
         .systemLibrary(name: "CMongoc", pkgConfig: "libmongoc-1.0",
                        providers: [.apt(["libmongoc-dev", "libbson-dev"])]),
+        .systemLibrary(name: "CLibpq", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3",
                        providers: [.apt(["libsqlite3-dev"])]),
         // Statement exports. libhpdf-dev has no pkg-config file; its header is in /usr/include.
@@ -46,14 +47,16 @@ let package = Package(
             "CMongoc",
             .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        // PostgreSQL through libpq (blocking, like libmongoc): the stages call it from their own threads.
+        .target(name: "AutoVoltPostgres", dependencies: ["CLibpq"]),
         // Statements as PDF (libharu, DejaVu Sans embedded for the rupee sign) and XLSX (libxlsxwriter).
         .target(name: "AutoVoltExport", dependencies: ["AutoVoltCore", "CHaru", "CXlsxWriter"]),
         // Helpers for tests only: start real mosquitto and scripts/dev-mongo on free ports.
-        .target(name: "AutoVoltTestSupport", dependencies: ["AutoVoltMQTT", "AutoVoltMongo"], path: "Tests/Support"),
+        .target(name: "AutoVoltTestSupport", dependencies: ["AutoVoltMQTT", "AutoVoltMongo", "AutoVoltPostgres"], path: "Tests/Support"),
         // Ledger sequences both the pure and the store's regression tests run (issue 20 §4).
         .target(name: "AutoVoltLedgerCases", dependencies: ["AutoVoltCore"], path: "Tests/LedgerCases"),
         .target(name: "AutoVoltService", dependencies: [
-            "AutoVoltCore", "AutoVoltJournal", "AutoVoltMQTT", "AutoVoltMongo", "AutoVoltExport",
+            "AutoVoltCore", "AutoVoltJournal", "AutoVoltMQTT", "AutoVoltMongo", "AutoVoltPostgres", "AutoVoltExport",
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "Logging", package: "swift-log"),
@@ -83,6 +86,7 @@ let package = Package(
         .testTarget(name: "AutoVoltJournalTests", dependencies: ["AutoVoltJournal"]),
         .testTarget(name: "AutoVoltExportTests", dependencies: ["AutoVoltExport"]),
         .testTarget(name: "AutoVoltMQTTTests", dependencies: ["AutoVoltMQTT", "AutoVoltTestSupport"]),
+        .testTarget(name: "AutoVoltPostgresTests", dependencies: ["AutoVoltPostgres", "AutoVoltTestSupport"]),
         .testTarget(name: "AutoVoltMongoTests", dependencies: ["AutoVoltMongo", "AutoVoltTestSupport"]),
         .testTarget(name: "AutoVoltServiceTests", dependencies: ["AutoVoltService", "AutoVoltTestSupport", "AutoVoltLedgerCases"]),
     ]

@@ -1,0 +1,67 @@
+/// The PostgreSQL tables, one per collection of contract sections 4 and 8, with the documents'
+/// field names as columns (nested documents and arrays as jsonb, times as timestamptz, local
+/// dates as "YYYY-MM-DD" text). Each store's file adds the DDL of the tables it owns as a
+/// fragment; `PostgresSchema` assembles the migrations from them.
+public enum PostgresTables {
+    /// Accepted telemetry, immutable but for `processed`. Partitioned by month of `received_at`
+    /// so retention (730 days) drops whole partitions. `id` is the MongoDB document's `_id`
+    /// (`esp32_name@device_ts` for a trusted device clock, `h:<event_hash>` otherwise). A unique
+    /// index on a partitioned table must contain the partition key, so `event_hash` and `id`
+    /// cannot be unique across months by an index: the drain checks them under an advisory lock
+    /// per device (see the ingest storage).
+    static let telemetryEvents = """
+    CREATE TABLE telemetry_events (
+        id text NOT NULL,
+        event_hash text NOT NULL,
+        esp32_name text NOT NULL,
+        classroom text NOT NULL,
+        device_ts timestamptz NOT NULL,
+        received_at timestamptz NOT NULL,
+        energy_wh_total double precision NOT NULL,
+        switch_state jsonb NOT NULL,
+        clock text NOT NULL,
+        timestamp_sent text,
+        processed boolean NOT NULL DEFAULT false,
+        clock_note text,
+        power_w double precision,
+        boot_id text,
+        seq bigint,
+        uptime_s double precision,
+        fw_version text,
+        extra jsonb NOT NULL DEFAULT '{}'::jsonb,
+        PRIMARY KEY (id, received_at)
+    ) PARTITION BY RANGE (received_at);
+    CREATE INDEX telemetry_events_event_hash ON telemetry_events (event_hash);
+    CREATE INDEX telemetry_events_esp32_name_device_ts ON telemetry_events (esp32_name, device_ts);
+    CREATE INDEX telemetry_events_unprocessed ON telemetry_events (received_at) WHERE NOT processed;
+    CREATE INDEX telemetry_events_device_ts ON telemetry_events (device_ts);
+    """
+
+    /// The ledger: append-only; an entry replaced by late data keeps its row with
+    /// `superseded_by` set. `id` is the content-addressed entry id (`LedgerEntry.id`).
+    static let ledgers = """
+    CREATE TABLE device_consumption_ledgers (
+        id text PRIMARY KEY,
+        esp32_name text NOT NULL,
+        classroom text NOT NULL,
+        start_ts timestamptz NOT NULL,
+        end_ts timestamptz NOT NULL,
+        date text NOT NULL,
+        delta_wh double precision NOT NULL CHECK (delta_wh >= 0),
+        is_reset_marker boolean NOT NULL,
+        billable boolean NOT NULL,
+        quality jsonb NOT NULL,
+        source_events jsonb NOT NULL,
+        part integer NOT NULL DEFAULT 1,
+        parts integer NOT NULL DEFAULT 1,
+        derivation_version integer NOT NULL,
+        created_at timestamptz NOT NULL,
+        superseded_by text,
+        superseded_at timestamptz
+    );
+    CREATE INDEX device_consumption_ledgers_esp32_name_start_ts ON device_consumption_ledgers (esp32_name, start_ts);
+    CREATE INDEX device_consumption_ledgers_esp32_name_end_ts ON device_consumption_ledgers (esp32_name, end_ts);
+    CREATE INDEX device_consumption_ledgers_esp32_name_date ON device_consumption_ledgers (esp32_name, date);
+    CREATE INDEX device_consumption_ledgers_date_classroom ON device_consumption_ledgers (date, classroom);
+    """
+}
