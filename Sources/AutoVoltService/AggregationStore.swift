@@ -2,6 +2,7 @@ import AutoVoltCore
 import AutoVoltMongo
 import Foundation
 import Logging
+import Synchronization
 
 /// One recalculated aggregate document: what it said before and what it says now.
 public struct AggregateChange: Sendable, Encodable, Equatable {
@@ -60,38 +61,64 @@ public struct RecalculationReport: Sendable, Encodable {
 /// intermediate figures of a day or month still in progress, see `History`); figures that did
 /// not change stay the same, so recalculating twice gives the same figures.
 ///
+/// One piece of logic for every backend: the data operations are an `AggregationStorage`
+/// (MongoDB or PostgreSQL).
+///
 /// Blocking: call from a dedicated thread (or through MongoExecutor).
+// @unchecked: `beforeVersionedWrite` is a test hook set before the store is used; the registry,
+// which the ledger thread replaces on SIGHUP while the scheduler's reads it, is under a Mutex.
 public final class AggregationStore: @unchecked Sendable {
-    static let historyCollection = "aggregate_history"
+    static let historyCollection = AggregateHistory.collection
 
-    let client: MongoClient
-    // Replaced by the owning thread when the registry is reloaded (SIGHUP).
-    var registry: DeviceRegistry
+    let storage: any AggregationStorage
+    private let currentRegistry: Mutex<DeviceRegistry>
+    /// Replaced when the registry is reloaded (SIGHUP), from any thread.
+    var registry: DeviceRegistry {
+        get { currentRegistry.withLock { $0 } }
+        set { currentRegistry.withLock { $0 = newValue } }
+    }
     let timeZone: TimeZone
-    let writeConcern: WriteConcern
     let logger: Logger
     /// Tests only: runs between reading the stored versions and writing, to stage a race.
     var beforeVersionedWrite: (() -> Void)?
     /// Minutes after local midnight from which a day counts as complete (its close job).
     let closeDelayMillis: Int64 = 5 * 60_000
 
-    public init(client: MongoClient, registry: DeviceRegistry, timeZone: TimeZone, writeConcern: WriteConcern, logger: Logger) {
-        self.client = client
-        self.registry = registry
+    public init(storage: any AggregationStorage, registry: DeviceRegistry, timeZone: TimeZone, logger: Logger) {
+        self.storage = storage
+        self.currentRegistry = Mutex(registry)
         self.timeZone = timeZone
-        self.writeConcern = writeConcern
         self.logger = logger
+    }
+
+    /// On MongoDB.
+    public convenience init(client: MongoClient, registry: DeviceRegistry, timeZone: TimeZone, writeConcern: WriteConcern, logger: Logger) {
+        self.init(storage: MongoAggregationStorage(client: client, writeConcern: writeConcern), registry: registry, timeZone: timeZone,
+                  logger: logger)
+    }
+
+    /// Interim (issue 21): the public operations keep `throws(MongoError)` while their callers
+    /// (IngestEngine's ledger loop, the Scheduler, HTTPAccountingAPI, DashboardData) are typed;
+    /// once those take untyped errors the operations become `throws` and this goes. A MongoDB
+    /// storage throws only `MongoError`, passed through unchanged; a conflict is the write
+    /// conflict (112) it always was; another backend's error keeps its disposition.
+    static func mongoTyped<T>(_ body: () throws -> T) throws(MongoError) -> T {
+        do {
+            return try body()
+        } catch let error as MongoError {
+            throw error
+        } catch {
+            let transient = storageDisposition(of: error) == .transient
+            throw MongoError(kind: transient ? .server(code: 112) : .protocolError, code: transient ? 112 : 0, domain: 0,
+                             message: (error as? any StorageFailure)?.storageMessage ?? "\(error)")
+        }
     }
 
     // MARK: Tariffs
 
     /// Every tariff version: pricing needs the whole book (a few documents per tariff change).
     public func listTariffs() throws(MongoError) -> [Tariff] {
-        var tariffs: [Tariff] = []
-        try client.forEachBatch(Collections.costVersions, filter: [:], sort: ["effective_from": 1, "created_at": 1]) { batch in
-            tariffs += batch.compactMap(Self.tariff)
-        }
-        return tariffs
+        try Self.mongoTyped { try storage.tariffs() }
     }
 
     public func tariffBook() throws(MongoError) -> TariffBook { TariffBook(try listTariffs()) }
@@ -114,43 +141,36 @@ public final class AggregationStore: @unchecked Sendable {
     /// of days at a time in date order (each month once, when its last page is done).
     public func addTariff(costPerKwh: Double, currency: String, effectiveFrom: EpochMillis, classroom: String?, notes: String?,
                           now: EpochMillis) throws(MongoError) -> TariffChange {
-        let id = "tv-\(ISO8601.format(now).filter(\.isNumber).prefix(17))-\(UUID().uuidString.prefix(6).lowercased())"
-        let tariff = Tariff(id: id, costPerKwh: costPerKwh, currency: currency, effectiveFrom: effectiveFrom,
-                            classroom: classroom, createdAt: now, notes: notes)
-        _ = try client.insertMany([Self.document(tariff)], into: Collections.costVersions, ordered: true, writeConcern: writeConcern)
-        var calendar = LocalCalendar(timeZone: timeZone)
-        let firstDate = calendar.date(of: effectiveFrom)
-        var filter: BSONDocument = ["date": ["$gte": .string(firstDate.description)]]
-        if let classroom { filter["classroom"] = .string(classroom) }
-        var run = Recalculation(tariffs: try tariffBook())
-        // A daily aggregate's _id is "date|esp32_name": pages in _id order are in date order.
-        var after: String?
-        while true {
-            var page = filter
-            if let after { page["_id"] = ["$gt": .string(after)] }
-            let docs = try client.find(Collections.dailyAggregates, filter: page, sort: ["_id": 1], projection: ["date": 1, "esp32_name": 1],
-                                       limit: Self.pageSize)
-            try run.days(docs.compactMap { doc -> (String, CivilDate)? in
-                guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue.flatMap(CivilDate.init) else { return nil }
-                return (name, date)
-            }, store: self, now: now)
-            guard docs.count == Self.pageSize, let last = docs.last?["_id"]?.stringValue else { break }
-            after = last
-        }
-        try run.finish(store: self, now: now)
-        let report = run.report
-        logger.notice("tariff added", metadata: [
-            "id": "\(id)", "cost_per_kwh": "\(costPerKwh)", "currency": "\(currency)", "effective_from": "\(ISO8601.format(effectiveFrom))",
-            "classroom": "\(classroom ?? "all")", "aggregates_recalculated": "\(report.recalculated)", "aggregates_changed": "\(report.changedCount)",
-        ])
-        for change in report.changed where change.oldCost != change.newCost {
-            logger.notice("cost recalculated", metadata: [
-                "esp32_name": "\(change.esp32Name)", "\(change.kind)": "\(change.key)",
-                "old_cost": "\(change.oldCost.map { "\($0)" } ?? "null")", "new_cost": "\(change.newCost.map { "\($0)" } ?? "null")",
+        try Self.mongoTyped { () throws -> TariffChange in
+            let id = "tv-\(ISO8601.format(now).filter(\.isNumber).prefix(17))-\(UUID().uuidString.prefix(6).lowercased())"
+            let tariff = Tariff(id: id, costPerKwh: costPerKwh, currency: currency, effectiveFrom: effectiveFrom,
+                                classroom: classroom, createdAt: now, notes: notes)
+            try storage.insertTariff(tariff)
+            var calendar = LocalCalendar(timeZone: timeZone)
+            let firstDate = calendar.date(of: effectiveFrom)
+            var run = Recalculation(tariffs: TariffBook(try storage.tariffs()))
+            var after: DeviceDay?
+            while true {
+                let days = try storage.aggregatedDays(from: firstDate, classroom: classroom, after: after, limit: Self.pageSize)
+                try run.days(days.map { ($0.esp32Name, $0.date) }, store: self, now: now)
+                guard days.count == Self.pageSize, let last = days.last else { break }
+                after = last
+            }
+            try run.finish(store: self, now: now)
+            let report = run.report
+            logger.notice("tariff added", metadata: [
+                "id": "\(id)", "cost_per_kwh": "\(costPerKwh)", "currency": "\(currency)", "effective_from": "\(ISO8601.format(effectiveFrom))",
+                "classroom": "\(classroom ?? "all")", "aggregates_recalculated": "\(report.recalculated)", "aggregates_changed": "\(report.changedCount)",
             ])
+            for change in report.changed where change.oldCost != change.newCost {
+                logger.notice("cost recalculated", metadata: [
+                    "esp32_name": "\(change.esp32Name)", "\(change.kind)": "\(change.key)",
+                    "old_cost": "\(change.oldCost.map { "\($0)" } ?? "null")", "new_cost": "\(change.newCost.map { "\($0)" } ?? "null")",
+                ])
+            }
+            return TariffChange(tariff: TariffDocument(tariff, timeZone: timeZone), recalculated: report.recalculated,
+                                changedCount: report.changedCount, changes: report.changed)
         }
-        return TariffChange(tariff: TariffDocument(tariff, timeZone: timeZone), recalculated: report.recalculated,
-                            changedCount: report.changedCount, changes: report.changed)
     }
 
     static let pageSize = 1_000
@@ -161,49 +181,32 @@ public final class AggregationStore: @unchecked Sendable {
     /// date at a time (the devices of one date, found by the database), each month once.
     public func recalculate(start: CivilDate, end: CivilDate, classroom: String?, esp32Name: String?,
                             now: EpochMillis) throws(MongoError) -> RecalculationReport {
-        var run = Recalculation(tariffs: try tariffBook())
-        guard start <= end else { return run.report }
-        for day in start.daysSinceEpoch...end.daysSinceEpoch {
-            let date = CivilDate(daysSinceEpoch: day)
-            var filter: BSONDocument = ["date": .string(date.description), "superseded_by": ["$exists": false]]
-            if let classroom { filter["classroom"] = .string(classroom) }
-            if let esp32Name { filter["esp32_name"] = .string(esp32Name) }
-            var names = Set<String>()
-            try client.aggregateBatches(Collections.ledgers, pipeline: [["$match": .document(filter)], ["$group": ["_id": "$esp32_name"]]]) { batch in
-                for doc in batch { if let name = doc["_id"]?.stringValue { names.insert(name) } }
+        try Self.mongoTyped { () throws -> RecalculationReport in
+            var run = Recalculation(tariffs: TariffBook(try storage.tariffs()))
+            guard start <= end else { return run.report }
+            for day in start.daysSinceEpoch...end.daysSinceEpoch {
+                let date = CivilDate(daysSinceEpoch: day)
+                let names = try storage.devicesToRecompute(on: date, classroom: classroom, esp32Name: esp32Name)
+                try run.days(names.sorted().map { ($0, date) }, store: self, now: now)
             }
-            // Days that have an aggregate but no entries any more must go to zero too.
-            var aggregateFilter: BSONDocument = ["date": .string(date.description)]
-            if let classroom { aggregateFilter["classroom"] = .string(classroom) }
-            if let esp32Name { aggregateFilter["esp32_name"] = .string(esp32Name) }
-            try client.forEachBatch(Collections.dailyAggregates, filter: aggregateFilter, projection: ["esp32_name": 1]) { batch in
-                for doc in batch { if let name = doc["esp32_name"]?.stringValue { names.insert(name) } }
-            }
-            try run.days(names.sorted().map { ($0, date) }, store: self, now: now)
+            try run.finish(store: self, now: now)
+            return run.report
         }
-        try run.finish(store: self, now: now)
-        return run.report
     }
 
     /// Days the ledger changed (`ledger_dirty_days`), oldest mark first; each is removed once
     /// recomputed unless it was marked again meanwhile.
     public func processDirtyDays(now: EpochMillis, limit: Int = 500) throws(MongoError) -> Int {
-        let dirty = try client.find(LedgerStore.dirtyDaysCollection, filter: [:], sort: ["dirty_at": 1], limit: limit)
-        guard !dirty.isEmpty else { return 0 }
-        let pairs = dirty.compactMap { doc -> (String, CivilDate)? in
-            guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue.flatMap(CivilDate.init) else { return nil }
-            return (name, date)
+        try Self.mongoTyped { () throws -> Int in
+            let dirty = try storage.dirtyDays(limit: limit)
+            guard !dirty.isEmpty else { return 0 }
+            var run = Recalculation(tariffs: TariffBook(try storage.tariffs()), history: .closedPeriodsOnly)
+            try run.days(dirty.compactMap { $0.day.map { ($0.esp32Name, $0.date) } }, store: self, now: now)
+            try run.finish(store: self, now: now)
+            // Each mark goes unless the ledger marked the day again meanwhile.
+            try storage.clearDirtyDays(dirty)
+            return dirty.count
         }
-        var run = Recalculation(tariffs: try tariffBook(), history: .closedPeriodsOnly)
-        try run.days(pairs, store: self, now: now)
-        try run.finish(store: self, now: now)
-        // Each mark goes unless the ledger marked the day again meanwhile.
-        let done: [WriteModel] = dirty.compactMap { doc -> WriteModel? in
-            guard let id = doc["_id"], let at = doc["dirty_at"] else { return nil }
-            return .deleteOne(["_id": id, "dirty_at": at])
-        }
-        try client.bulkWrite(LedgerStore.dirtyDaysCollection, operations: done, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
-        return dirty.count
     }
 
     /// The day close: every device with entries or an aggregate that day is recomputed, now
@@ -232,7 +235,7 @@ public final class AggregationStore: @unchecked Sendable {
         /// Months whose days changed and that are not recomputed yet: month -> device names.
         var pendingMonths: [String: Set<String>] = [:]
 
-        mutating func days(_ pairs: [(String, CivilDate)], store: AggregationStore, now: EpochMillis) throws(MongoError) {
+        mutating func days(_ pairs: [(String, CivilDate)], store: AggregationStore, now: EpochMillis) throws {
             for start in stride(from: 0, to: pairs.count, by: AggregationStore.dayBatchSize) {
                 let batch = Array(pairs[start..<min(start + AggregationStore.dayBatchSize, pairs.count)])
                 report.add(try store.recomputeDays(batch, tariffs: tariffs, now: now, history: history))
@@ -245,11 +248,11 @@ public final class AggregationStore: @unchecked Sendable {
             }
         }
 
-        mutating func finish(store: AggregationStore, now: EpochMillis) throws(MongoError) {
+        mutating func finish(store: AggregationStore, now: EpochMillis) throws {
             for month in pendingMonths.keys.sorted() { try flush(month, store: store, now: now) }
         }
 
-        private mutating func flush(_ month: String, store: AggregationStore, now: EpochMillis) throws(MongoError) {
+        private mutating func flush(_ month: String, store: AggregationStore, now: EpochMillis) throws {
             let names = (pendingMonths.removeValue(forKey: month) ?? []).sorted()
             for start in stride(from: 0, to: names.count, by: AggregationStore.monthBatchSize) {
                 report.add(try store.recomputeMonths(month, names: Array(names[start..<min(start + AggregationStore.monthBatchSize, names.count)]),
@@ -262,239 +265,123 @@ public final class AggregationStore: @unchecked Sendable {
     static let monthBatchSize = 200
 
     fileprivate func recomputeDays(_ pairs: [(String, CivilDate)], tariffs: TariffBook, now: EpochMillis,
-                               history: History) throws(MongoError) -> [AggregateChange] {
-        var seen = Set<String>()
-        let pairs = pairs.filter { seen.insert("\($0.0)|\($0.1)").inserted }
-        guard !pairs.isEmpty else { return [] }
-        let clauses: [BSON] = pairs.map { ["esp32_name": .string($0.0), "date": .string($0.1.description)] }
+                                   history: History) throws -> [AggregateChange] {
+        var seen = Set<DeviceDay>()
+        let days = pairs.map { DeviceDay(esp32Name: $0.0, date: $0.1) }.filter { seen.insert($0).inserted }
+        guard !days.isEmpty else { return [] }
         // A day's figures need all its entries (2,880 a day per device at most): the batch of
-        // days bounds them. Kept as the small AggregateEntry, not as documents.
-        var byDay: [String: (entries: [AggregateEntry], classroom: String?)] = [:]
-        try client.forEachBatch(Collections.ledgers, filter: ["$or": .array(clauses), "superseded_by": ["$exists": false]],
-                                projection: ["esp32_name": 1, "date": 1, "start_ts": 1, "end_ts": 1, "delta_wh": 1, "billable": 1,
-                                             "quality": 1, "classroom": 1]) { batch in
-            for doc in batch {
-                guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue,
-                      let start = doc["start_ts"]?.dateValue, let end = doc["end_ts"]?.dateValue, let delta = doc["delta_wh"]?.doubleValue else { continue }
-                let confidence = doc["quality"]?.documentValue?["confidence"]?.stringValue.flatMap(Confidence.init) ?? .low
-                let key = "\(name)|\(date)"
-                byDay[key, default: ([], nil)].entries.append(AggregateEntry(start: LedgerStore.millis(start), end: LedgerStore.millis(end), deltaWh: delta,
-                                                                            billable: doc["billable"]?.boolValue ?? false, confidence: confidence))
-                if byDay[key]?.classroom == nil { byDay[key]?.classroom = doc["classroom"]?.stringValue }
-            }
-        }
+        // days bounds them.
+        let byDay = try storage.liveEntries(of: days)
+        let registry = self.registry
         var calendar = LocalCalendar(timeZone: timeZone)
-        let items = pairs.map { name, date in
-            let day = byDay["\(name)|\(date)"]
-            let entries = day?.entries ?? []
-            let classroom = day?.classroom ?? registry.resolve(name).classroom
-            let figures = Aggregator.daily(date: date, esp32Name: name, classroom: classroom, entries: entries, tariffs: tariffs, calendar: &calendar)
-            let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
-            let fields: BSONDocument = [
-                "date": .string(date.description),
-                "esp32_name": .string(name),
-                "classroom": .string(classroom),
-                "energy_wh": .double(figures.energyWh),
-                "cost": figures.cost.map { .double(Self.roundMoney($0)) } ?? .null,
-                "currency": figures.currency.map { .string($0) } ?? .null,
-                "cost_version_ids": .array(figures.costVersionIDs.map { .string($0) }),
-                "coverage": .double(figures.coverage),
-                "confidence": .document(BSONDocument(Confidence.allCases.map { ($0.rawValue, .int64(Int64(figures.confidence[$0] ?? 0))) })),
-                "entries": .int64(Int64(figures.entries)),
-                "unpriced_wh": .double(figures.unpricedWh),
-                "overlap_ms": .int64(figures.overlapMillis),
-                "hourly_wh": .array(figures.hourlyWh.map { .double($0) }),
-                "cost_segments": Self.costSegments(figures),
-                "complete": .bool(now >= dayEnd + closeDelayMillis),
-            ]
-            return Figures(id: "\(date)|\(name)", key: date.description, name: name, classroom: classroom, fields: fields)
+        let items = days.map { key in
+            let day = byDay[key]
+            let classroom = day?.classroom ?? registry.resolve(key.esp32Name).classroom
+            let figures = Aggregator.daily(date: key.date, esp32Name: key.esp32Name, classroom: classroom, entries: day?.entries ?? [],
+                                           tariffs: tariffs, calendar: &calendar)
+            let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: key.date.daysSinceEpoch + 1))
+            var confidence: [Confidence: Int] = [:]
+            for level in Confidence.allCases { confidence[level] = figures.confidence[level] ?? 0 }
+            return AggregateFigures(
+                kind: .daily, key: key.date.description, esp32Name: key.esp32Name, classroom: classroom, energyWh: figures.energyWh,
+                cost: figures.cost.map(Self.roundMoney), currency: figures.currency,
+                day: DayDetail(costVersionIDs: figures.costVersionIDs, coverage: figures.coverage, confidence: confidence,
+                               entries: figures.entries, unpricedWh: figures.unpricedWh, overlapMillis: figures.overlapMillis,
+                               hourlyWh: figures.hourlyWh, costSegments: Self.costSegments(figures),
+                               complete: now >= dayEnd + closeDelayMillis))
         }
-        return try store(Collections.dailyAggregates, kind: "daily", items, now: now, history: history)
+        return try store(.daily, items, now: now, history: history)
     }
 
-    fileprivate func recomputeMonths(_ month: String, names: [String], now: EpochMillis, history: History) throws(MongoError) -> [AggregateChange] {
-        let days = try client.find(Collections.dailyAggregates, filter: [
-            "esp32_name": LedgerStore.oneOf(names), "date": ["$gte": .string("\(month)-01"), "$lte": .string("\(month)-31")],
-        ], sort: ["date": 1], limit: names.count * 31)
-        var byDevice: [String: [BSONDocument]] = [:]
-        for doc in days { if let name = doc["esp32_name"]?.stringValue { byDevice[name, default: []].append(doc) } }
+    fileprivate func recomputeMonths(_ month: String, names: [String], now: EpochMillis, history: History) throws -> [AggregateChange] {
+        let byDevice = try storage.dailyFigures(month: month, esp32Names: names)
+        let registry = self.registry
         let items = names.map { name in
             let days = byDevice[name] ?? []
-            let figures = days.map { doc in
-                DailyFigures(date: doc["date"]?.stringValue.flatMap(CivilDate.init) ?? CivilDate(year: 1970, month: 1, day: 1),
-                             esp32Name: name, classroom: doc["classroom"]?.stringValue ?? "", energyWh: doc["energy_wh"]?.doubleValue ?? 0,
-                             cost: doc["cost"]?.doubleValue, currency: doc["currency"]?.stringValue, costVersionIDs: [],
-                             coverage: doc["coverage"]?.doubleValue ?? 0, confidence: [:], entries: 0, unpricedWh: 0)
-            }
-            let total = Aggregator.monthly(month: month, days: figures)
-            let classroom = days.last?["classroom"]?.stringValue ?? registry.resolve(name).classroom
-            let fields: BSONDocument = [
-                "month": .string(month),
-                "esp32_name": .string(name),
-                "classroom": .string(classroom),
-                "energy_wh": .double(total.energyWh),
-                "cost": total.cost.map { .double(Self.roundMoney($0)) } ?? .null,
-                "currency": total.currency.map { .string($0) } ?? .null,
-                "days": .int64(Int64(total.days)),
-            ]
-            return Figures(id: "\(month)|\(name)", key: month, name: name, classroom: classroom, fields: fields)
+            let total = Aggregator.monthly(month: month, days: days)
+            let classroom = days.last?.classroom ?? registry.resolve(name).classroom
+            return AggregateFigures(kind: .monthly, key: month, esp32Name: name, classroom: classroom, energyWh: total.energyWh,
+                                    cost: total.cost.map(Self.roundMoney), currency: total.currency, days: total.days)
         }
-        return try store(Collections.monthlyAggregates, kind: "monthly", items, now: now, history: history)
+        return try store(.monthly, items, now: now, history: history)
     }
 
-    /// Newly computed figures of one aggregate document.
-    struct Figures {
-        var id: String
-        var key: String
-        var name: String
-        var classroom: String
-        var fields: BSONDocument
-    }
-
-    /// Writes the recomputed figures: the old document goes to `aggregate_history`, the new one
+    /// Writes the recomputed figures: the old version goes to `aggregate_history`, the new one
     /// gets `version + 1`. Each write is conditional on the version read, so two workers
-    /// recomputing at once cannot lose an update: when any write of the batch did not apply,
-    /// those aggregates are read again and written one by one.
-    private func store(_ collection: String, kind: String, _ items: [Figures], now: EpochMillis,
-                       history keep: History) throws(MongoError) -> [AggregateChange] {
+    /// recomputing at once cannot lose an update: the aggregates whose write did not apply are
+    /// read again and written one by one.
+    private func store(_ kind: AggregateKind, _ items: [AggregateFigures], now: EpochMillis, history keep: History) throws -> [AggregateChange] {
         guard !items.isEmpty else { return [] }
-        var existing: [String: BSONDocument] = [:]
-        for doc in try client.find(collection, filter: ["_id": ["$in": .array(items.map { .string($0.id) })]], limit: items.count) {
-            if let id = doc["_id"]?.stringValue { existing[id] = doc }
-        }
+        let existing = try storage.aggregates(kind, ids: items.map(\.id))
         beforeVersionedWrite?()
         let keepsHistory = historyRule(kind: kind, now: now, keep)
-        // Marks this call's writes, so that after a lost race it can tell which of them applied
-        // (stored now, or already replaced and in the history) from those to redo.
+        // Marks this call's writes, so that after a lost race the storage can tell which of them
+        // applied (stored now, or already replaced and in the history) from those to redo.
         let writeID = UUID().uuidString
-        let history: [WriteModel] = items.compactMap { item in
-            guard let old = existing[item.id], keepsHistory(old) else { return nil }
-            let historyID = Self.historyID(kind: kind, id: item.id, version: old["version"]?.int64Value ?? 0)
-            return .updateOne(filter: ["_id": .string(historyID)],
-                              update: ["$setOnInsert": .document(Self.historyCopy(old, kind: kind, id: item.id, collection: collection, now: now))], upsert: true)
+        let writes = items.map { item in
+            AggregateWrite(figures: item, replacing: existing[item.id], keepsHistory: existing[item.id].map(keepsHistory) ?? false)
         }
-        try client.bulkWrite(Self.historyCollection, operations: history, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
-        let updates: [WriteModel] = items.map { item in
-            let version = existing[item.id]?["version"]?.int64Value ?? 0
-            return .updateOne(filter: Self.unchangedSinceRead(item.id, existing[item.id]), update: ["$set": .document(Self.newFigures(item, version: version + 1, now: now, writeID: writeID))],
-                              upsert: existing[item.id] == nil)
-        }
-        let result = try client.bulkWrite(collection, operations: updates, ordered: false, writeConcern: writeConcern)
-        let lost = Set(result.writeErrors.filter(\.isDuplicateKey).map(\.index))
-        try result.writeErrors.throwUnlessDuplicateKeys()
-        if lost.isEmpty && result.matchedCount + result.upsertedCount == items.count {
-            return items.map { Self.change($0, kind: kind, old: existing[$0.id]) }
-        }
-        // Someone else wrote some of them meanwhile: find which of ours applied, redo the rest.
-        var applied = Set<String>()
-        for doc in try client.find(collection, filter: ["_id": ["$in": .array(items.map { .string($0.id) })], "write_id": .string(writeID)],
-                                   projection: ["_id": 1], limit: items.count) {
-            if let id = doc["_id"]?.stringValue { applied.insert(id) }
-        }
-        let replacedIDs = items.filter { !applied.contains($0.id) }.map { item -> BSON in
-            .string(Self.historyID(kind: kind, id: item.id, version: (existing[item.id]?["version"]?.int64Value ?? 0) + 1))
-        }
-        if !replacedIDs.isEmpty {
-            for doc in try client.find(Self.historyCollection, filter: ["_id": ["$in": .array(replacedIDs)], "write_id": .string(writeID)],
-                                       projection: ["aggregate_id": 1], limit: replacedIDs.count) {
-                if let id = doc["aggregate_id"]?.stringValue { applied.insert(id) }
-            }
-        }
+        let applied = try storage.writeAggregates(kind, writes, now: now, writeID: writeID)
         var changes: [AggregateChange] = []
         for item in items {
             if applied.contains(item.id) {
-                changes.append(Self.change(item, kind: kind, old: existing[item.id]))
+                changes.append(Self.change(item, old: existing[item.id]))
             } else {
-                changes.append(try storeOne(collection, kind: kind, item, now: now, writeID: writeID, history: keep))
+                changes.append(try storeOne(kind, item, now: now, writeID: writeID, history: keep))
             }
         }
         return changes
     }
 
     /// One aggregate, read and written until the write applies (see `store`).
-    private func storeOne(_ collection: String, kind: String, _ item: Figures, now: EpochMillis, writeID: String,
-                          history keep: History) throws(MongoError) -> AggregateChange {
+    private func storeOne(_ kind: AggregateKind, _ item: AggregateFigures, now: EpochMillis, writeID: String,
+                          history keep: History) throws -> AggregateChange {
         let keepsHistory = historyRule(kind: kind, now: now, keep)
         for _ in 0..<5 {
-            let existing = try client.findOne(collection, filter: ["_id": .string(item.id)])
-            let version = existing?["version"]?.int64Value ?? 0
-            if let existing, keepsHistory(existing) {
-                let historyID = Self.historyID(kind: kind, id: item.id, version: version)
-                _ = try client.updateOne(Self.historyCollection, filter: ["_id": .string(historyID)],
-                                         update: ["$setOnInsert": .document(Self.historyCopy(existing, kind: kind, id: item.id, collection: collection, now: now))],
-                                         upsert: true, writeConcern: writeConcern)
+            let existing = try storage.aggregates(kind, ids: [item.id])[item.id]
+            let write = AggregateWrite(figures: item, replacing: existing, keepsHistory: existing.map(keepsHistory) ?? false)
+            if try storage.writeAggregates(kind, [write], now: now, writeID: writeID).contains(item.id) {
+                return Self.change(item, old: existing)
             }
-            do {
-                let result = try client.updateOne(collection, filter: Self.unchangedSinceRead(item.id, existing),
-                                                  update: ["$set": .document(Self.newFigures(item, version: version + 1, now: now, writeID: writeID))],
-                                                  upsert: existing == nil, writeConcern: writeConcern)
-                if result.matchedCount == 0 && result.upsertedID == nil { continue } // someone else wrote: read again
-            } catch let error where error.isDuplicateKey {
-                continue
-            }
-            return Self.change(item, kind: kind, old: existing)
         }
-        throw MongoError(kind: .server(code: 112), code: 112, domain: 0, message: "aggregate \(item.id) kept changing under us")
+        throw AggregateWriteConflict(aggregateID: item.id)
     }
 
     /// Whether a replaced version goes to the history (see `History`); decided once per write.
-    private func historyRule(kind: String, now: EpochMillis, _ keep: History) -> (BSONDocument) -> Bool {
+    private func historyRule(kind: AggregateKind, now: EpochMillis, _ keep: History) -> (StoredAggregate) -> Bool {
         switch keep {
         case .always:
             return { _ in true }
-        case .closedPeriodsOnly where kind == "daily":
-            return { $0["complete"]?.boolValue == true }
+        case .closedPeriodsOnly where kind == .daily:
+            return { $0.figures.day?.complete == true }
         case .closedPeriodsOnly:
             var calendar = LocalCalendar(timeZone: timeZone)
             let currentMonth = Aggregator.monthKey(calendar.date(of: now))
-            return { ($0["month"]?.stringValue ?? "") < currentMonth }
+            return { $0.figures.key < currentMonth }
         }
     }
 
-    /// The condition of a versioned write: the document is still as it was read (same version,
-    /// or still absent).
-    static func unchangedSinceRead(_ id: String, _ read: BSONDocument?) -> BSONDocument {
-        guard let read else { return ["_id": .string(id), "version": ["$exists": false]] }
-        return ["_id": .string(id), "version": .int64(read["version"]?.int64Value ?? 0)]
+    static func change(_ item: AggregateFigures, old: StoredAggregate?) -> AggregateChange {
+        AggregateChange(kind: item.kind.rawValue, key: item.key, esp32Name: item.esp32Name, classroom: item.classroom,
+                        oldEnergyWh: old?.figures.energyWh, newEnergyWh: item.energyWh,
+                        oldCost: old?.figures.cost, newCost: item.cost,
+                        version: (old?.version ?? 0) + 1,
+                        figuresChanged: old.map { !sameBilledFigures($0.figures, item) } ?? true)
     }
 
-    static func newFigures(_ item: Figures, version: Int64, now: EpochMillis, writeID: String) -> BSONDocument {
-        var set = item.fields
-        set["version"] = .int64(version)
-        set["computed_at"] = .millis(now)
-        set["write_id"] = .string(writeID)
-        return set
+    /// The money figures a bill shows (energy, cost, currency, tariff versions): what "changed"
+    /// means in a recalculation's report.
+    static func sameBilledFigures(_ a: AggregateFigures, _ b: AggregateFigures) -> Bool {
+        func same(_ x: Double?, _ y: Double?) -> Bool {
+            guard let x, let y else { return x == nil && y == nil }
+            return abs(x - y) <= 1e-9 * max(1, abs(x), abs(y))
+        }
+        return same(a.energyWh, b.energyWh) && same(a.cost, b.cost) && a.currency == b.currency
+            && a.day?.costVersionIDs == b.day?.costVersionIDs
     }
 
-    /// The replaced document as kept in `aggregate_history`.
-    static func historyCopy(_ old: BSONDocument, kind: String, id: String, collection: String, now: EpochMillis) -> BSONDocument {
-        var copy = old
-        copy["_id"] = .string(historyID(kind: kind, id: id, version: old["version"]?.int64Value ?? 0))
-        copy["aggregate_id"] = .string(id)
-        copy["collection"] = .string(collection)
-        copy["replaced_at"] = .millis(now)
-        return copy
-    }
-
-    /// The money figures a bill shows: what "changed" means in a recalculation's report.
-    static let billedFields = ["energy_wh", "cost", "currency", "cost_version_ids"]
-
-    static func change(_ item: Figures, kind: String, old: BSONDocument?) -> AggregateChange {
-        AggregateChange(kind: kind, key: item.key, esp32Name: item.name, classroom: item.classroom,
-                        oldEnergyWh: old?["energy_wh"]?.doubleValue, newEnergyWh: item.fields["energy_wh"]?.doubleValue ?? 0,
-                        oldCost: old?["cost"]?.doubleValue, newCost: item.fields["cost"]?.doubleValue,
-                        version: (old?["version"]?.int64Value ?? 0) + 1,
-                        figuresChanged: old == nil || !billedFields.allSatisfy { field in
-                            item.fields[field].map { same(old?[field], $0) } ?? (old?[field] == nil)
-                        })
-    }
-
-    static func historyID(kind: String, id: String, version: Int64) -> String { "\(kind)|\(id)|v\(version)" }
-
-    static func same(_ a: BSON?, _ b: BSON) -> Bool {
-        guard let a else { return false }
-        if let x = a.doubleValue, let y = b.doubleValue { return abs(x - y) <= 1e-9 * max(1, abs(x), abs(y)) }
-        return a == b
+    static func historyID(kind: AggregateKind, id: String, version: Int64) -> String {
+        AggregateHistory.id(kind: kind, aggregateID: id, version: version)
     }
 
     /// Money is stored to 1/10,000 of the currency unit (sums of many small intervals otherwise
@@ -502,35 +389,22 @@ public final class AggregationStore: @unchecked Sendable {
     static func roundMoney(_ value: Double) -> Double { Double(FixedPoint.money(value)) / Double(FixedPoint.moneyScale) }
 
     /// The day's energy and cost per tariff version; the costs, rounded like `cost`, add up to it exactly.
-    static func costSegments(_ figures: DailyFigures) -> BSON {
+    static func costSegments(_ figures: DailyFigures) -> [CostSegment] {
         let parts = figures.costSegments.map(\.cost)
         let costs = figures.cost.map { FixedPoint.apportion(total: FixedPoint.money($0), parts: parts, scale: FixedPoint.moneyScale) }
             ?? parts.map(FixedPoint.money)
-        return .array(zip(figures.costSegments, costs).map { segment, cost in
-            .document([
-                "cost_version_id": .string(segment.costVersionID), "cost_per_kwh": .double(segment.costPerKwh),
-                "energy_wh": .double(segment.energyWh), "cost": .double(Double(cost) / Double(FixedPoint.moneyScale)),
-            ])
-        })
+        return zip(figures.costSegments, costs).map { segment, cost in
+            CostSegment(costVersionID: segment.costVersionID, costPerKwh: segment.costPerKwh, energyWh: segment.energyWh,
+                        cost: Double(cost) / Double(FixedPoint.moneyScale))
+        }
     }
 
     // MARK: Documents
 
-    static func document(_ t: Tariff) -> BSONDocument {
-        [
-            "_id": .string(t.id), "cost_per_kwh": .double(t.costPerKwh), "currency": .string(t.currency),
-            "effective_from": .millis(t.effectiveFrom), "classroom": t.classroom.map { .string($0) } ?? .null,
-            "notes": t.notes.map { .string($0) } ?? .null, "created_at": .millis(t.createdAt),
-        ]
-    }
+    /// A tariff as its `cost_versions` document (tests store versions directly).
+    static func document(_ t: Tariff) -> BSONDocument { MongoAggregationStorage.document(t) }
 
-    static func tariff(_ doc: BSONDocument) -> Tariff? {
-        guard let id = doc["_id"]?.stringValue ?? doc["_id"]?.objectIDValue, let price = doc["cost_per_kwh"]?.doubleValue,
-              let from = doc["effective_from"]?.dateValue else { return nil }
-        return Tariff(id: id, costPerKwh: price, currency: doc["currency"]?.stringValue ?? "INR", effectiveFrom: LedgerStore.millis(from),
-                      classroom: doc["classroom"]?.stringValue, createdAt: doc["created_at"]?.dateValue.map(LedgerStore.millis) ?? 0,
-                      notes: doc["notes"]?.stringValue)
-    }
+    static func tariff(_ doc: BSONDocument) -> Tariff? { MongoAggregationStorage.tariff(doc) }
 }
 
 /// A tariff version as the CLI and the HTTP API show it.

@@ -1,0 +1,236 @@
+import AutoVoltCore
+
+/// The data operations of the aggregation stage (`AggregationStore`): the tariff book, the
+/// device-days to recompute, their live ledger entries, and versioned writes of the aggregates
+/// with their history. Synchronous and blocking: call from a dedicated thread. Errors are the
+/// backend's own (`MongoError`, `PostgresError`), classified through `StorageFailure`.
+///
+/// The logic (pricing, sums, what a version and a change are) stays in `AggregationStore`;
+/// implementations only store and read. Two of them: `MongoAggregationStorage` and
+/// `PostgresAggregationStorage`, held to the same contract by AggregationStorageConformanceTests.
+public protocol AggregationStorage: Sendable {
+    // MARK: Tariffs (cost_versions)
+
+    /// Every tariff version, by effective time then creation time: pricing needs the whole
+    /// book (a few rows per tariff change).
+    func tariffs() throws -> [Tariff]
+
+    /// Adds a version; versions are never edited. An id already stored is an error.
+    func insertTariff(_ tariff: Tariff) throws
+
+    // MARK: What to recompute
+
+    /// Device-days with a daily aggregate from `date` on (of `classroom` when given), in
+    /// (date, esp32_name) order, after `after` when given, at most `limit`: pages of a
+    /// retroactive tariff change.
+    func aggregatedDays(from date: CivilDate, classroom: String?, after: DeviceDay?, limit: Int) throws -> [DeviceDay]
+
+    /// Devices that have live ledger entries or a daily aggregate on `date`, narrowed to a
+    /// classroom or a device when given: a day that lost all its entries must go to zero too.
+    func devicesToRecompute(on date: CivilDate, classroom: String?, esp32Name: String?) throws -> Set<String>
+
+    /// The ledger's marks of changed days (`ledger_dirty_days`), oldest mark first, at most `limit`.
+    func dirtyDays(limit: Int) throws -> [DirtyDay]
+
+    /// Removes each mark unless it was marked again since it was read (its `mark` differs).
+    func clearDirtyDays(_ days: [DirtyDay]) throws
+
+    // MARK: Inputs
+
+    /// Live (not superseded) ledger entries of each device-day asked for (a batch of a few dozen:
+    /// at most 2,880 entries a device-day), with the classroom of an entry of that day.
+    func liveEntries(of days: [DeviceDay]) throws -> [DeviceDay: DayEntries]
+
+    /// The stored daily aggregates of `month` ("YYYY-MM") of these devices, each device's in date
+    /// order: the figures a monthly aggregate sums (date, classroom, energy, cost, currency, coverage).
+    func dailyFigures(month: String, esp32Names: [String]) throws -> [String: [DailyFigures]]
+
+    // MARK: Versioned aggregates (daily_aggregates, monthly_aggregates, aggregate_history)
+
+    /// The stored aggregates of these ids (`AggregateFigures.id`), as they are now.
+    func aggregates(_ kind: AggregateKind, ids: [String]) throws -> [String: StoredAggregate]
+
+    /// Writes each aggregate as the version after the one it replaces (1 when it replaces none),
+    /// with `computed_at = now` and `write_id = writeID`, only if the stored aggregate is still the
+    /// one read (same version, or still absent): optimistic concurrency, so two workers can never
+    /// lose each other's update. A replaced version with `keepsHistory` is copied to
+    /// `aggregate_history` (id `AggregateHistory.id`, first copy wins) before, or in the same
+    /// transaction as, the write. Returns the ids whose write applied; the others were changed by
+    /// someone else meanwhile (the caller reads them again). Idempotent per `writeID`: a write that
+    /// applied and was replaced since by another worker still counts as applied.
+    func writeAggregates(_ kind: AggregateKind, _ writes: [AggregateWrite], now: EpochMillis, writeID: String) throws -> Set<String>
+}
+
+/// Which aggregate: `daily_aggregates` (key: local date) or `monthly_aggregates` (key: month).
+public enum AggregateKind: String, Sendable, Hashable {
+    case daily, monthly
+
+    /// The collection or table.
+    public var collection: String {
+        switch self {
+        case .daily: return "daily_aggregates"
+        case .monthly: return "monthly_aggregates"
+        }
+    }
+}
+
+/// One device on one local date.
+public struct DeviceDay: Sendable, Hashable {
+    public var esp32Name: String
+    public var date: CivilDate
+
+    public init(esp32Name: String, date: CivilDate) {
+        self.esp32Name = esp32Name
+        self.date = date
+    }
+}
+
+/// A mark of `ledger_dirty_days`: the ledger changed this device-day.
+public struct DirtyDay: Sendable, Hashable {
+    /// The mark's key ("esp32_name|date").
+    public var id: String
+    /// nil for a mark that cannot be read (it is cleared all the same).
+    public var day: DeviceDay?
+    /// When it was marked, as the backend compares it (opaque): a mark is cleared only while it
+    /// still has this value, so a day marked again during its recomputation is recomputed again.
+    public var mark: String
+
+    public init(id: String, day: DeviceDay?, mark: String) {
+        self.id = id
+        self.day = day
+        self.mark = mark
+    }
+}
+
+/// The live ledger entries of one device-day.
+public struct DayEntries: Sendable, Equatable {
+    /// The classroom of one of the entries (nil when none says one).
+    public var classroom: String?
+    public var entries: [AggregateEntry]
+
+    public init(classroom: String?, entries: [AggregateEntry]) {
+        self.classroom = classroom
+        self.entries = entries
+    }
+}
+
+/// The figures of one aggregate document or row, as written (money already rounded). Fields
+/// of the other kind are nil.
+public struct AggregateFigures: Sendable, Equatable {
+    public var kind: AggregateKind
+    /// The local date ("YYYY-MM-DD") of a daily aggregate, the month ("YYYY-MM") of a monthly one.
+    public var key: String
+    public var esp32Name: String
+    public var classroom: String
+    public var energyWh: Double
+    public var cost: Double?
+    public var currency: String?
+    /// Daily only.
+    public var day: DayDetail?
+    /// Monthly only: the number of daily aggregates summed.
+    public var days: Int?
+
+    public init(kind: AggregateKind, key: String, esp32Name: String, classroom: String, energyWh: Double, cost: Double?,
+                currency: String?, day: DayDetail? = nil, days: Int? = nil) {
+        self.kind = kind
+        self.key = key
+        self.esp32Name = esp32Name
+        self.classroom = classroom
+        self.energyWh = energyWh
+        self.cost = cost
+        self.currency = currency
+        self.day = day
+        self.days = days
+    }
+
+    /// The document's `_id` / the row's `id`: "date|esp32_name" or "month|esp32_name".
+    public var id: String { AggregateFigures.id(key: key, esp32Name: esp32Name) }
+
+    public static func id(key: String, esp32Name: String) -> String { "\(key)|\(esp32Name)" }
+}
+
+/// What a daily aggregate holds beyond the billed figures.
+public struct DayDetail: Sendable, Equatable {
+    public var costVersionIDs: [String]
+    public var coverage: Double
+    /// Entries per confidence level (every level present, 0 when none).
+    public var confidence: [Confidence: Int]
+    public var entries: Int
+    public var unpricedWh: Double
+    public var overlapMillis: Int64
+    public var hourlyWh: [Double]
+    /// Energy and cost per tariff version (costs rounded, summing to the day's cost).
+    public var costSegments: [CostSegment]
+    /// Whether the day was closed when computed (its close job's time had come).
+    public var complete: Bool
+
+    public init(costVersionIDs: [String], coverage: Double, confidence: [Confidence: Int], entries: Int, unpricedWh: Double,
+                overlapMillis: Int64, hourlyWh: [Double], costSegments: [CostSegment], complete: Bool) {
+        self.costVersionIDs = costVersionIDs
+        self.coverage = coverage
+        self.confidence = confidence
+        self.entries = entries
+        self.unpricedWh = unpricedWh
+        self.overlapMillis = overlapMillis
+        self.hourlyWh = hourlyWh
+        self.costSegments = costSegments
+        self.complete = complete
+    }
+}
+
+/// An aggregate as stored: its figures and its version.
+public struct StoredAggregate: Sendable, Equatable {
+    public var figures: AggregateFigures
+    public var version: Int64
+    public var computedAt: EpochMillis?
+    /// The `writeID` of the write that made this version.
+    public var writeID: String?
+
+    public init(figures: AggregateFigures, version: Int64, computedAt: EpochMillis?, writeID: String?) {
+        self.figures = figures
+        self.version = version
+        self.computedAt = computedAt
+        self.writeID = writeID
+    }
+}
+
+/// One versioned write: new figures over the version read.
+public struct AggregateWrite: Sendable, Equatable {
+    public var figures: AggregateFigures
+    /// The version read, which this write replaces; nil: none was stored (this is version 1).
+    public var replacing: StoredAggregate?
+    /// Whether the replaced version goes to `aggregate_history`.
+    public var keepsHistory: Bool
+
+    public init(figures: AggregateFigures, replacing: StoredAggregate?, keepsHistory: Bool) {
+        self.figures = figures
+        self.replacing = replacing
+        self.keepsHistory = keepsHistory
+    }
+
+    /// The version this write makes.
+    public var version: Int64 { (replacing?.version ?? 0) + 1 }
+}
+
+/// `aggregate_history`: replaced versions, one per (aggregate, version).
+public enum AggregateHistory {
+    public static let collection = "aggregate_history"
+
+    /// "daily|2026-11-05|lab-101|v3"
+    public static func id(kind: AggregateKind, aggregateID: String, version: Int64) -> String {
+        "\(kind.rawValue)|\(aggregateID)|v\(version)"
+    }
+}
+
+/// A versioned write that kept losing to other writers (five reads and writes in a row): it may
+/// pass by itself, so the stage retries it.
+public struct AggregateWriteConflict: StorageFailure, Sendable {
+    public var aggregateID: String
+
+    public init(aggregateID: String) { self.aggregateID = aggregateID }
+
+    public var storageDisposition: StorageDisposition { .transient }
+    public var storageCode: String { "aggregate_write_conflict" }
+    public var storageMessage: String { "aggregate \(aggregateID) kept changing under us" }
+    public var description: String { storageMessage }
+}
