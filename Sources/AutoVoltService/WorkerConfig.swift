@@ -23,7 +23,13 @@ public struct WorkerConfig: Sendable {
 
     public var mqtt: MQTTSettings
     public var mqttShareGroup: String?
+    /// Which database `AUTOVOLT_DATABASE_URL` (or `AUTOVOLT_MONGODB_URI`) names (contract section 9).
+    public enum DatabaseKind: String, Sendable { case mongodb, postgresql }
+    public var databaseKind: DatabaseKind
+    /// The MongoDB URI when `databaseKind` is `.mongodb`.
     public var mongoURI: String
+    /// The `postgresql://` URL when `databaseKind` is `.postgresql`.
+    public var postgresURL: String?
     public var writeConcern: WriteConcernSetting
     public var timeZone: TimeZone
     public var clockPolicy: ClockPolicy
@@ -110,10 +116,25 @@ public struct WorkerConfig: Sendable {
         return values
     }
 
+    /// A database URL fit for a log or an error: the password of `user:password@` and any
+    /// `password=` option replaced by `***`.
+    public static func masked(_ url: String) -> String {
+        var text = url
+        if let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].firstIndex(of: "@"),
+           let colon = text[scheme.upperBound..<at].firstIndex(of: ":") {
+            text.replaceSubrange(text.index(after: colon)..<at, with: "***")
+        }
+        if let range = text.range(of: "password=") {
+            let end = text[range.upperBound...].firstIndex(of: "&") ?? text.endIndex
+            text.replaceSubrange(range.upperBound..<end, with: "***")
+        }
+        return text
+    }
+
     public static let knownVariables: Set<String> = [
         "AUTOVOLT_MQTT_URL", "AUTOVOLT_MQTT_CA_FILE", "AUTOVOLT_MQTT_CERT_FILE", "AUTOVOLT_MQTT_KEY_FILE",
         "AUTOVOLT_MQTT_USERNAME", "AUTOVOLT_MQTT_PASSWORD_FILE", "AUTOVOLT_MQTT_CLIENT_ID", "AUTOVOLT_MQTT_SHARE_GROUP",
-        "AUTOVOLT_MQTT_PROTOCOL", "AUTOVOLT_MQTT_KEEPALIVE", "AUTOVOLT_INGEST_SECRET_FILE", "AUTOVOLT_MONGODB_URI", "AUTOVOLT_MONGODB_WRITE_CONCERN",
+        "AUTOVOLT_MQTT_PROTOCOL", "AUTOVOLT_MQTT_KEEPALIVE", "AUTOVOLT_INGEST_SECRET_FILE", "AUTOVOLT_DATABASE_URL", "AUTOVOLT_MONGODB_URI", "AUTOVOLT_MONGODB_WRITE_CONCERN",
         "AUTOVOLT_TIMEZONE", "AUTOVOLT_MAX_CLOCK_LAG", "AUTOVOLT_RECONCILE_AT", "AUTOVOLT_STATEMENT_AT", "AUTOVOLT_HTTP_ADDR",
         "AUTOVOLT_API_TOKEN_FILE", "AUTOVOLT_STATE_DIR", "AUTOVOLT_DEVICES", "AUTOVOLT_ALARMS", "AUTOVOLT_ALARM_WEBHOOK_URL", "AUTOVOLT_LOG_LEVEL", "AUTOVOLT_LOG_FORMAT",
         "AUTOVOLT_JOURNAL_MAX_BYTES", "AUTOVOLT_JOURNAL_SYNC", "AUTOVOLT_BATCH_SIZE", "AUTOVOLT_DIP_TIMEOUT",
@@ -182,10 +203,33 @@ public struct WorkerConfig: Sendable {
                             keepaliveSeconds: keepalive, protocolVersion: protocolVersion)
         mqttShareGroup = shareGroup
 
-        // MongoDB
-        mongoURI = value("AUTOVOLT_MONGODB_URI") ?? "mongodb://127.0.0.1:27017/autovolt_power"
-        guard mongoURI.hasPrefix("mongodb://") || mongoURI.hasPrefix("mongodb+srv://") else {
-            throw ConfigError("AUTOVOLT_MONGODB_URI", "\"\(mongoURI)\" is not a mongodb:// or mongodb+srv:// URI")
+        // The database: AUTOVOLT_DATABASE_URL, or its MongoDB alias AUTOVOLT_MONGODB_URI.
+        let databaseURL = value("AUTOVOLT_DATABASE_URL")
+        let mongoAlias = value("AUTOVOLT_MONGODB_URI")
+        func isMongo(_ url: String) -> Bool { url.hasPrefix("mongodb://") || url.hasPrefix("mongodb+srv://") }
+        if let databaseURL {
+            if databaseURL.hasPrefix("postgresql://") || databaseURL.hasPrefix("postgres://") {
+                if mongoAlias != nil {
+                    throw ConfigError("AUTOVOLT_DATABASE_URL", "names PostgreSQL but AUTOVOLT_MONGODB_URI names MongoDB: set one of them")
+                }
+                databaseKind = .postgresql
+                postgresURL = databaseURL
+                mongoURI = ""
+            } else if isMongo(databaseURL) {
+                if let mongoAlias, mongoAlias != databaseURL {
+                    throw ConfigError("AUTOVOLT_DATABASE_URL", "and AUTOVOLT_MONGODB_URI name different databases: set one of them")
+                }
+                databaseKind = .mongodb
+                mongoURI = databaseURL
+            } else {
+                throw ConfigError("AUTOVOLT_DATABASE_URL", "\"\(WorkerConfig.masked(databaseURL))\" is not a postgresql://, postgres://, mongodb:// or mongodb+srv:// URL")
+            }
+        } else {
+            databaseKind = .mongodb
+            mongoURI = mongoAlias ?? "mongodb://127.0.0.1:27017/autovolt_power"
+            guard isMongo(mongoURI) else {
+                throw ConfigError("AUTOVOLT_MONGODB_URI", "\"\(WorkerConfig.masked(mongoURI))\" is not a mongodb:// or mongodb+srv:// URI")
+            }
         }
         let wc = value("AUTOVOLT_MONGODB_WRITE_CONCERN") ?? "auto"
         guard let writeConcern = WriteConcernSetting(rawValue: wc) else {

@@ -90,7 +90,7 @@ struct AutoVoltWorker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "autovolt-worker",
         abstract: "AutoVolt energy-metering ingestion: MQTT in, MongoDB out.",
-        subcommands: [Run.self, ReplayCommand.self, RequeueCommand.self, RebuildLedger.self, CostVersions.self, Recalculate.self, Reconcile.self, Summary.self, Timeline.self, DeviceBreakdown.self, Monthly.self, Alarms.self, Statements.self, Simulate.self])
+        subcommands: [Run.self, Migrate.self, ReplayCommand.self, RequeueCommand.self, RebuildLedger.self, CostVersions.self, Recalculate.self, Reconcile.self, Summary.self, Timeline.self, DeviceBreakdown.self, Monthly.self, Alarms.self, Statements.self, Simulate.self])
 }
 
 struct Run: AsyncParsableCommand {

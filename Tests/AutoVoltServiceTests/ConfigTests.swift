@@ -95,6 +95,9 @@ struct ConfigTests {
         (["AUTOVOLT_MQTT_SHARE_GROUP": "a/b"], "AUTOVOLT_MQTT_SHARE_GROUP"),
         (["AUTOVOLT_MQTT_PROTOCOL": "4"], "AUTOVOLT_MQTT_PROTOCOL"),
         (["AUTOVOLT_MONGODB_URI": "postgres://x"], "AUTOVOLT_MONGODB_URI"),
+        (["AUTOVOLT_DATABASE_URL": "mysql://x/y"], "AUTOVOLT_DATABASE_URL"),
+        (["AUTOVOLT_DATABASE_URL": "postgresql://pg/db", "AUTOVOLT_MONGODB_URI": "mongodb://m/db"], "AUTOVOLT_DATABASE_URL"),
+        (["AUTOVOLT_DATABASE_URL": "mongodb://a/db", "AUTOVOLT_MONGODB_URI": "mongodb://b/db"], "AUTOVOLT_DATABASE_URL"),
         (["AUTOVOLT_TIMEZONE": "Mars/Olympus"], "AUTOVOLT_TIMEZONE"),
         (["AUTOVOLT_MAX_CLOCK_LAG": "soon"], "AUTOVOLT_MAX_CLOCK_LAG"),
         (["AUTOVOLT_RECONCILE_AT": "25:00"], "AUTOVOLT_RECONCILE_AT"),
@@ -119,6 +122,22 @@ struct ConfigTests {
         let error = configError(values, files: ["/bad.toml": "[[device]]\nesp32_name = 3\n", "/empty": " \n"])
         #expect(error?.variable == variable, "\(String(describing: error))")
         #expect(error?.description.hasPrefix("configuration error: \(variable): ") == true)
+    }
+
+    @Test func theDatabaseURLNamesTheBackendAndTheMongoDBVariableStaysItsAlias() throws {
+        #expect(try config([:]).databaseKind == .mongodb)
+        let pg = try config(["AUTOVOLT_DATABASE_URL": "postgresql://autovolt@db.campus:5432/autovolt_power"])
+        #expect(pg.databaseKind == .postgresql && pg.postgresURL == "postgresql://autovolt@db.campus:5432/autovolt_power")
+        #expect(try config(["AUTOVOLT_DATABASE_URL": "postgres://h/db"]).databaseKind == .postgresql)
+        let mongo = try config(["AUTOVOLT_DATABASE_URL": "mongodb://m:27017/autovolt_power"])
+        #expect(mongo.databaseKind == .mongodb && mongo.mongoURI == "mongodb://m:27017/autovolt_power")
+        // Both set to the same MongoDB URI is not a conflict.
+        let same = try config(["AUTOVOLT_DATABASE_URL": "mongodb://m/db", "AUTOVOLT_MONGODB_URI": "mongodb://m/db"])
+        #expect(same.mongoURI == "mongodb://m/db")
+        #expect(try config(["AUTOVOLT_MONGODB_URI": "mongodb://alias/db"]).mongoURI == "mongodb://alias/db")
+        // A refused URL is shown without its password.
+        let error = configError(["AUTOVOLT_DATABASE_URL": "mysql://admin:hunter2@db/x?password=hunter2"])
+        #expect(error?.description.contains("hunter2") == false)
     }
 
     @Test func alarmRulesAreLoadedAndABadRuleNamesTheRuleAndField() throws {
