@@ -12,99 +12,45 @@ import Foundation
 extension AnalyticsQueries {
     // MARK: Helpers
 
-    static let liveEntry: BSONDocument = ["$exists": false]
-
-    static func scoped(_ filter: BSONDocument, _ classroom: String?) -> BSONDocument {
-        var filter = filter
-        if let classroom { filter["classroom"] = .string(classroom) }
-        return filter
-    }
-
     static func millis(_ value: BSON?) -> EpochMillis? {
         value?.dateValue.map { EpochMillis(($0.timeIntervalSince1970 * 1000).rounded()) }
     }
-
 
     static func wh(_ v: Double) -> Double { Breakdown.rounded(v, 3) }
     static func kwh(_ v: Double) -> Double { Breakdown.rounded(v / 1000, 6) }
     static func money(_ v: Double?) -> Double? { v.map { Breakdown.rounded($0, 4) } }
     static func fraction(_ v: Double) -> Double { Breakdown.rounded(v, 4) }
 
-    /// Energy and cost summed over aggregate documents. The cost is unknown when a part with
-    /// energy has none, or when the parts are in different currencies.
-    struct CostSum {
-        var energyWh = 0.0
-        var cost = 0.0
-        var costUnknown = false
-        var currencies = Set<String>()
-
-        mutating func add(_ doc: BSONDocument) {
-            let energy = doc["energy_wh"]?.doubleValue ?? 0
-            energyWh += energy
-            if let c = doc["cost"]?.doubleValue {
-                cost += c
-            } else if energy > 0 || (doc["unpriced_wh"]?.doubleValue ?? 0) > 0 {
-                costUnknown = true
-            }
-            if let currency = doc["currency"]?.stringValue { currencies.insert(currency) }
-        }
-
-        var costValue: Double? { costUnknown || currencies.count > 1 ? nil : cost }
-        var currency: String? { currencies.count == 1 ? currencies.first : nil }
-    }
-
     // MARK: summary
 
     /// Energy, cost and coverage of a day or a month, from `daily_aggregates` (a month is the sum
     /// of its days). Classroom totals are sums over the classroom's devices.
-    public static func summary(client: MongoClient, config: WorkerConfig, parameters p: SummaryParameters,
-                               now: EpochMillis? = nil) throws(MongoError) -> SummaryResult {
+    public static func summary(storage: any AnalyticsStorage, config: WorkerConfig, parameters p: SummaryParameters,
+                               now: EpochMillis? = nil) throws -> SummaryResult {
         let first = p.period.firstDay, last = p.period.lastDay
-        let dateFilter: BSON = first == last ? .string(first.description)
-            : ["$gte": .string(first.description), "$lte": .string(last.description)]
         var calendar = LocalCalendar(timeZone: config.timeZone)
         let today = calendar.date(of: now ?? SystemClock.nowMillis())
-
-        struct Group {
-            var sum = CostSum()
-            var devices = Set<String>()
-            var dates = Set<String>()
-            var coverage = 0.0
+        let grouped = try storage.dailyTotals(from: first, to: last, classroom: p.classroom)
+        let elapsed = p.period.elapsedDays(today: today, latestData: grouped.total.latestDate.flatMap(CivilDate.init))
+        func meanCoverage(_ group: AggregateTotals) -> Double {
+            group.devices == 0 ? 0 : fraction(min(1, group.coverage / Double(group.devices * elapsed)))
         }
-        func add(_ doc: BSONDocument, to group: inout Group) {
-            group.sum.add(doc)
-            if let name = doc["esp32_name"]?.stringValue { group.devices.insert(name) }
-            if let date = doc["date"]?.stringValue { group.dates.insert(date) }
-            group.coverage += min(1, max(0, doc["coverage"]?.doubleValue ?? 0))
+        let classrooms: [ClassroomSummary]? = p.classroom != nil ? nil : grouped.byClassroom.sorted { $0.key < $1.key }.map { name, g in
+            ClassroomSummary(classroom: name, kwh: kwh(g.energyWh), energyWh: wh(g.energyWh), cost: money(g.costValue),
+                             currency: g.currency, devices: g.devices, coverage: meanCoverage(g), days: g.days)
         }
-        var total = Group()
-        var byClassroom: [String: Group] = [:]
-        var latest: CivilDate?
-        // One device-day per document: read in batches, so a campus month is never one array.
-        try client.forEachBatch(Collections.dailyAggregates, filter: scoped(["date": dateFilter], p.classroom),
-                                projection: ["date": 1, "esp32_name": 1, "classroom": 1, "energy_wh": 1, "cost": 1,
-                                             "currency": 1, "coverage": 1, "unpriced_wh": 1], batchSize: 2000) { (docs) throws(MongoError) in
-            for doc in docs {
-                if let date = doc["date"]?.stringValue.flatMap(CivilDate.init), latest.map({ date > $0 }) ?? true { latest = date }
-                add(doc, to: &total)
-                add(doc, to: &byClassroom[doc["classroom"]?.stringValue ?? DeviceInfo.unassignedClassroom, default: Group()])
-            }
-        }
-        let elapsed = p.period.elapsedDays(today: today, latestData: latest)
-        func meanCoverage(_ group: Group) -> Double {
-            group.devices.isEmpty ? 0 : fraction(min(1, group.coverage / Double(group.devices.count * elapsed)))
-        }
-        let classrooms: [ClassroomSummary]? = p.classroom != nil ? nil : byClassroom.keys.sorted().map { name in
-            let g = byClassroom[name]!
-            return ClassroomSummary(classroom: name, kwh: kwh(g.sum.energyWh), energyWh: wh(g.sum.energyWh),
-                                    cost: money(g.sum.costValue), currency: g.sum.currency, devices: g.devices.count,
-                                    coverage: meanCoverage(g), days: g.dates.count)
-        }
+        let total = grouped.total
         return SummaryResult(scope: p.classroom ?? "campus", period: p.period.description, periodType: p.period.kind,
-                             startDate: first.description, endDate: last.description, kwh: kwh(total.sum.energyWh),
-                             energyWh: wh(total.sum.energyWh), cost: money(total.sum.costValue), currency: total.sum.currency,
-                             devices: total.devices.count, coverage: meanCoverage(total), days: total.dates.count,
+                             startDate: first.description, endDate: last.description, kwh: kwh(total.energyWh),
+                             energyWh: wh(total.energyWh), cost: money(total.costValue), currency: total.currency,
+                             devices: total.devices, coverage: meanCoverage(total), days: total.days,
                              daysElapsed: elapsed, byClassroom: classrooms)
+    }
+
+    /// On MongoDB.
+    public static func summary(client: MongoClient, config: WorkerConfig, parameters p: SummaryParameters,
+                               now: EpochMillis? = nil) throws(MongoError) -> SummaryResult {
+        try MongoAnalyticsStorage.typed { try summary(storage: MongoAnalyticsStorage(client: client), config: config, parameters: p, now: now) }
     }
 
     // MARK: timeline
@@ -113,7 +59,7 @@ extension AnalyticsQueries {
     /// each entry's energy spread over the buckets in proportion to time. Whole local days are
     /// summed by the database (an entry never crosses local midnight, so a day is the sum of its
     /// date's entries); only the partial days at the ends, and hourly buckets, read entries.
-    public static func timeline(client: MongoClient, config: WorkerConfig, parameters p: TimelineParameters) throws(MongoError) -> TimelineResult {
+    public static func timeline(storage: any AnalyticsStorage, config: WorkerConfig, parameters p: TimelineParameters) throws -> TimelineResult {
         var calendar = LocalCalendar(timeZone: config.timeZone)
         let buckets = Breakdown.buckets(from: p.start, to: p.end, size: p.bucket, calendar: &calendar)
         var totals = [Double](repeating: 0, count: buckets.count)
@@ -130,26 +76,16 @@ extension AnalyticsQueries {
             }
         }
         if !wholeDays.isEmpty {
-            let match = scoped(["date": ["$in": .array(wholeDays.keys.sorted().map { .string($0) })],
-                                "superseded_by": .document(liveEntry), "billable": true], p.classroom)
-            try client.aggregateBatches(Collections.ledgers, pipeline: [
-                ["$match": .document(match)],
-                ["$group": ["_id": "$date", "energy_wh": ["$sum": "$delta_wh"]]],
-            ]) { (groups) throws(MongoError) in
-                for group in groups {
-                    if let date = group["_id"]?.stringValue, let index = wholeDays[date] {
-                        totals[index] += group["energy_wh"]?.doubleValue ?? 0
-                    }
-                }
+            for (date, energy) in try storage.liveBillableEnergy(dates: wholeDays.keys.sorted(), classroom: p.classroom) {
+                if let index = wholeDays[date] { totals[index] += energy }
             }
         }
         if p.bucket == .hour {
-            try hourlyTotals(client: client, parameters: p, buckets: buckets, calendar: &calendar, into: &totals)
+            try hourlyTotals(storage: storage, parameters: p, buckets: buckets, calendar: &calendar, into: &totals)
         } else if !partialDays.isEmpty {
-            let filter = scoped(["date": ["$in": .array(partialDays.map { .string($0) })], "superseded_by": .document(liveEntry),
-                                 "billable": true, "start_ts": ["$lt": .datetime(date(p.end))],
-                                 "end_ts": ["$gte": .datetime(date(p.start))]], p.classroom)
-            try spreadEntries(client: client, filter: filter, buckets: buckets, into: &totals) { _ in true }
+            try spreadEntries(storage: storage, LiveIntervalQuery(dates: .list(partialDays), startBefore: p.end, endFrom: p.start,
+                                                                  classroom: p.classroom),
+                              buckets: buckets, into: &totals) { _ in true }
         }
         let total = totals.reduce(0, +)
         return TimelineResult(
@@ -161,19 +97,16 @@ extension AnalyticsQueries {
             })
     }
 
-    static func date(_ millis: EpochMillis) -> Date { Date(timeIntervalSince1970: Double(millis) / 1000) }
+    /// On MongoDB.
+    public static func timeline(client: MongoClient, config: WorkerConfig, parameters p: TimelineParameters) throws(MongoError) -> TimelineResult {
+        try MongoAnalyticsStorage.typed { try timeline(storage: MongoAnalyticsStorage(client: client), config: config, parameters: p) }
+    }
 
-    /// Live billable ledger entries matching `filter`, read in batches and spread over `buckets`;
+    /// The live billable entries `query` selects, read in batches and spread over `buckets`;
     /// only the buckets `counts` accepts are added to `totals`. Memory: one batch.
-    static func spreadEntries(client: MongoClient, filter: BSONDocument, buckets: [Breakdown.Bucket], into totals: inout [Double],
-                              counts: (Int) -> Bool) throws(MongoError) {
-        try client.forEachBatch(Collections.ledgers, filter: filter, projection: ["start_ts": 1, "end_ts": 1, "delta_wh": 1],
-                                batchSize: 2000) { (docs) throws(MongoError) in
-            let intervals = docs.compactMap { doc -> Breakdown.Interval? in
-                guard let start = millis(doc["start_ts"]), let end = millis(doc["end_ts"]),
-                      let energy = doc["delta_wh"]?.doubleValue else { return nil }
-                return Breakdown.Interval(start: start, end: end, energyWh: energy)
-            }
+    static func spreadEntries(storage: any AnalyticsStorage, _ query: LiveIntervalQuery, buckets: [Breakdown.Bucket],
+                              into totals: inout [Double], counts: (Int) -> Bool) throws {
+        try storage.forEachLiveBillableInterval(query) { intervals in
             for (index, energy) in Breakdown.spread(intervals, over: buckets).enumerated() where energy != 0 && counts(index) {
                 totals[index] += energy
             }
@@ -182,13 +115,14 @@ extension AnalyticsQueries {
 
     /// Hourly buckets from the daily aggregates' `hourly_wh` (one number per local hour, the
     /// entries split by time at hour boundaries exactly as `Breakdown.spread` splits them), so a
-    /// campus month is one small document per device-day instead of millions of entries. The
-    /// ledger is still read, in batches, where an aggregate cannot answer: device-days without an
-    /// aggregate with `hourly_wh` (not aggregated yet, or aggregated before `hourly_wh` existed),
-    /// device-days the ledger changed since (`ledger_dirty_days`), and the clipped hours at the
-    /// ends of a range that does not start or end on a whole local hour.
-    static func hourlyTotals(client: MongoClient, parameters p: TimelineParameters, buckets: [Breakdown.Bucket],
-                             calendar: inout LocalCalendar, into totals: inout [Double]) throws(MongoError) {
+    /// campus month is one small row per device-day, summed per hour by the database, instead of
+    /// millions of entries. The ledger is still read, in batches, where an aggregate cannot
+    /// answer: device-days without an aggregate with `hourly_wh` (not aggregated yet, or
+    /// aggregated before `hourly_wh` existed), device-days the ledger changed since
+    /// (`ledger_dirty_days`), and the clipped hours at the ends of a range that does not start or
+    /// end on a whole local hour.
+    static func hourlyTotals(storage: any AnalyticsStorage, parameters p: TimelineParameters, buckets: [Breakdown.Bucket],
+                             calendar: inout LocalCalendar, into totals: inout [Double]) throws {
         guard !buckets.isEmpty else { return }
         let firstDate = calendar.date(of: p.start), lastDate = calendar.date(of: p.end - 1)
         let dates = (firstDate.daysSinceEpoch...max(firstDate.daysSinceEpoch, lastDate.daysSinceEpoch)).map(CivilDate.init(daysSinceEpoch:))
@@ -206,50 +140,29 @@ extension AnalyticsQueries {
         for (index, bucket) in buckets.enumerated() {
             if hourEnd[bucket.start] == bucket.end { wholeBucket[bucket.start] = index } else { clipped.append(index) }
         }
-        let dateRange: BSON = ["$gte": .string(firstDate.description), "$lte": .string(lastDate.description)]
-        var dirty = Set<String>()
-        try client.forEachBatch(LedgerStore.dirtyDaysCollection, filter: ["date": dateRange],
-                                projection: ["esp32_name": 1, "date": 1]) { (docs) throws(MongoError) in
-            for doc in docs {
-                if let name = doc["esp32_name"]?.stringValue, let day = doc["date"]?.stringValue { dirty.insert("\(name)|\(day)") }
-            }
-        }
         // Whole hours from the aggregates that can answer for their device-day.
-        var covered: [String: Set<String>] = [:]
-        try client.forEachBatch(Collections.dailyAggregates, filter: scoped(["date": dateRange, "hourly_wh": ["$exists": true]], p.classroom),
-                                projection: ["esp32_name": 1, "date": 1, "hourly_wh": 1], batchSize: 500) { (docs) throws(MongoError) in
-            for doc in docs {
-                guard let name = doc["esp32_name"]?.stringValue, let day = doc["date"]?.stringValue,
-                      !dirty.contains("\(name)|\(day)"), let hours = hoursOf[day],
-                      let values = doc["hourly_wh"]?.arrayValue, values.count == hours.count - 1 else { continue }
-                let hourly = values.map { $0.doubleValue ?? .nan }
-                guard !hourly.contains(where: \.isNaN) else { continue }
-                covered[day, default: []].insert(name)
-                for i in hourly.indices where hourly[i] != 0 {
-                    if let index = wholeBucket[hours[i]] { totals[index] += hourly[i] }
-                }
+        let sums = try storage.hourlySums(hoursPerDate: hoursOf.mapValues { $0.count - 1 }, classroom: p.classroom)
+        for (day, sum) in sums {
+            guard let hours = hoursOf[day], sum.hourlyWh.count == hours.count - 1 else { continue }
+            for i in sum.hourlyWh.indices where sum.hourlyWh[i] != 0 {
+                if let index = wholeBucket[hours[i]] { totals[index] += sum.hourlyWh[i] }
             }
         }
-        let live: BSONDocument = ["superseded_by": .document(liveEntry), "billable": true,
-                                  "start_ts": ["$lt": .datetime(date(p.end))], "end_ts": ["$gte": .datetime(date(p.start))]]
         let clippedSet = Set(clipped)
         // Whole hours of the device-days no aggregate answered for, from the ledger.
         for day in dates {
-            var filter = live
-            filter["date"] = .string(day.description)
-            if let names = covered[day.description], !names.isEmpty {
-                filter["esp32_name"] = ["$nin": .array(names.sorted().map { .string($0) })]
-            }
-            try spreadEntries(client: client, filter: scoped(filter, p.classroom), buckets: buckets, into: &totals) { !clippedSet.contains($0) }
+            let answered = sums[day.description]?.devices.sorted() ?? []
+            try spreadEntries(storage: storage, LiveIntervalQuery(dates: .list([day.description]), startBefore: p.end, endFrom: p.start,
+                                                                  classroom: p.classroom, excludingDevices: answered),
+                              buckets: buckets, into: &totals) { !clippedSet.contains($0) }
         }
         // Clipped hours at the ends, from the ledger of every device.
         for index in clipped {
             let bucket = buckets[index]
-            var filter: BSONDocument = ["superseded_by": .document(liveEntry), "billable": true,
-                                        "start_ts": ["$lt": .datetime(date(bucket.end))], "end_ts": ["$gte": .datetime(date(bucket.start))]]
-            filter["date"] = ["$gte": .string(calendar.date(of: bucket.start).description),
-                              "$lte": .string(calendar.date(of: bucket.end - 1).description)]
-            try spreadEntries(client: client, filter: scoped(filter, p.classroom), buckets: buckets, into: &totals) { $0 == index }
+            let range = LiveIntervalQuery.Dates.range(calendar.date(of: bucket.start).description, calendar.date(of: bucket.end - 1).description)
+            try spreadEntries(storage: storage, LiveIntervalQuery(dates: range, startBefore: bucket.end, endFrom: bucket.start,
+                                                                  classroom: p.classroom),
+                              buckets: buckets, into: &totals) { $0 == index }
         }
     }
 
@@ -265,16 +178,14 @@ extension AnalyticsQueries {
         public var coverage: Double
         public var confidence: ConfidenceCounts
 
-        public init(_ doc: BSONDocument) {
-            let energy = doc["energy_wh"]?.doubleValue ?? 0
-            let counts = doc["confidence"]?.documentValue
+        public init(_ row: DailyAggregateRow) {
+            let energy = row.energyWh ?? 0
             kwh = AnalyticsQueries.kwh(energy)
             energyWh = AnalyticsQueries.wh(energy)
-            cost = AnalyticsQueries.money(doc["cost"]?.doubleValue)
-            currency = doc["currency"]?.stringValue
-            coverage = AnalyticsQueries.fraction(doc["coverage"]?.doubleValue ?? 0)
-            confidence = ConfidenceCounts(high: counts?["high"]?.intValue ?? 0, medium: counts?["medium"]?.intValue ?? 0,
-                                          low: counts?["low"]?.intValue ?? 0)
+            cost = AnalyticsQueries.money(row.cost)
+            currency = row.currency
+            coverage = AnalyticsQueries.fraction(row.coverage ?? 0)
+            confidence = row.confidence
         }
     }
 
@@ -286,26 +197,19 @@ extension AnalyticsQueries {
     /// ledger interval's energy is shared among the switches on at its start reading in
     /// proportion to their `rated_w` (`Breakdown.switchShares`); what cannot be attributed is
     /// `unattributed`.
-    public static func deviceBreakdown(client: MongoClient, config: WorkerConfig,
-                                       parameters p: DeviceBreakdownParameters) throws(MongoError) -> DeviceBreakdownResult {
+    public static func deviceBreakdown(storage: any AnalyticsStorage, config: WorkerConfig,
+                                       parameters p: DeviceBreakdownParameters) throws -> DeviceBreakdownResult {
         let dateText = p.date.description
         let calendar = LocalCalendar(timeZone: config.timeZone)
         let dayStart = calendar.startOfDay(p.date)
         let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: p.date.daysSinceEpoch + 1))
         // One aggregate per device of the day, and the names of the devices with entries that day
         // (grouped by the database): both grow with the devices, not with the readings.
-        var aggregateByDevice: [String: BSONDocument] = [:]
-        try client.forEachBatch(Collections.dailyAggregates, filter: scoped(["date": .string(dateText)], p.classroom),
-                                projection: ["hourly_wh": 0], batchSize: 500) { (docs) throws(MongoError) in
-            for doc in docs { if let name = doc["esp32_name"]?.stringValue { aggregateByDevice[name] = doc } }
+        var aggregateByDevice: [String: DailyAggregateRow] = [:]
+        for row in try storage.dailyAggregates(date: p.date, classroom: p.classroom, withHourly: false) {
+            aggregateByDevice[row.esp32Name] = row
         }
-        var names = Set(aggregateByDevice.keys)
-        try client.aggregateBatches(Collections.ledgers, pipeline: [
-            ["$match": .document(scoped(["date": .string(dateText), "superseded_by": .document(liveEntry)], p.classroom))],
-            ["$group": ["_id": "$esp32_name"]],
-        ]) { (docs) throws(MongoError) in
-            for doc in docs { if let name = doc["_id"]?.stringValue { names.insert(name) } }
-        }
+        let names = Set(aggregateByDevice.keys).union(try storage.devicesWithLiveEntries(date: p.date, classroom: p.classroom))
 
         struct Entry {
             var start: EpochMillis
@@ -315,7 +219,7 @@ extension AnalyticsQueries {
             var confidence: Confidence?
             var startEvent: String?
         }
-        var total = CostSum()
+        var total = AggregateTotals()
         var devices: [DeviceDayBreakdown] = []
         // The entries (and their start readings' switch states) of a few devices at a time: a
         // device-day is at most a few thousand entries, so memory stays at `devicesPerRead` of them.
@@ -323,27 +227,18 @@ extension AnalyticsQueries {
         for first in stride(from: 0, to: sortedNames.count, by: Self.devicesPerRead) {
             let chunk = Array(sortedNames[first..<min(first + Self.devicesPerRead, sortedNames.count)])
             var byDevice: [String: (classroom: String, entries: [Entry])] = [:]
-            try client.forEachBatch(
-                Collections.ledgers,
-                filter: scoped(["date": .string(dateText), "superseded_by": .document(liveEntry),
-                                "esp32_name": ["$in": .array(chunk.map { .string($0) })]], p.classroom),
-                projection: ["esp32_name": 1, "classroom": 1, "start_ts": 1, "end_ts": 1, "delta_wh": 1, "billable": 1,
-                             "quality.confidence": 1, "source_events": 1], batchSize: 2000) { (docs) throws(MongoError) in
-                for doc in docs {
-                    guard let name = doc["esp32_name"]?.stringValue, let start = millis(doc["start_ts"]),
-                          let end = millis(doc["end_ts"]) else { continue }
-                    let entry = Entry(start: start, end: end, energyWh: doc["delta_wh"]?.doubleValue ?? 0,
-                                      billable: doc["billable"]?.boolValue ?? false,
-                                      confidence: doc["quality"]?.documentValue?["confidence"]?.stringValue.flatMap(Confidence.init(rawValue:)),
-                                      startEvent: doc["source_events"]?.arrayValue?.first?.stringValue)
-                    byDevice[name, default: (doc["classroom"]?.stringValue ?? DeviceInfo.unassignedClassroom, [])].entries.append(entry)
+            try storage.forEachLiveEntry(date: p.date, classroom: p.classroom, devices: chunk) { rows in
+                for row in rows {
+                    let entry = Entry(start: row.start, end: row.end, energyWh: row.energyWh, billable: row.billable,
+                                      confidence: row.confidence, startEvent: row.startEvent)
+                    byDevice[row.esp32Name, default: (row.classroom ?? DeviceInfo.unassignedClassroom, [])].entries.append(entry)
                 }
             }
 
             // The switch state of each interval's start reading.
             let wanted = Set(byDevice.values.flatMap { $0.entries.filter { $0.billable && $0.energyWh > 0 }.compactMap(\.startEvent) })
-            let states = try switchStates(client: client, hashes: wanted, devices: Array(byDevice.keys),
-                                          from: dayStart - 3 * 3_600_000, to: dayEnd)
+            let states = wanted.isEmpty ? [:] : try storage.switchStates(hashes: wanted, devices: Array(byDevice.keys),
+                                                                         from: dayStart - 3 * 3_600_000, to: dayEnd)
 
             for name in chunk {
                 let ledger = byDevice[name]?.entries ?? []
@@ -364,14 +259,14 @@ extension AnalyticsQueries {
                 let unattributed = Unattributed(energyWh: wh(switchTotals.unattributedWh), kwh: kwh(switchTotals.unattributedWh),
                                                 share: share(switchTotals.unattributedWh))
                 var row: DeviceDayBreakdown
-                if let doc = aggregateByDevice[name] {
-                    total.add(doc)
-                    let f = DeviceDayFigures(doc)
+                if let aggregate = aggregateByDevice[name] {
+                    total.add(aggregate)
+                    let f = DeviceDayFigures(aggregate)
                     row = DeviceDayBreakdown(
-                        esp32Name: name, classroom: doc["classroom"]?.stringValue ?? byDevice[name]?.classroom ?? info.classroom,
+                        esp32Name: name, classroom: aggregate.classroom ?? byDevice[name]?.classroom ?? info.classroom,
                         source: "aggregate", kwh: f.kwh, energyWh: f.energyWh, cost: f.cost,
                         currency: f.currency, coverage: f.coverage, confidence: f.confidence,
-                        entries: doc["entries"]?.intValue ?? ledger.count, complete: doc["complete"]?.boolValue,
+                        entries: aggregate.entries ?? ledger.count, complete: aggregate.complete,
                         ledgerWh: wh(ledgerWh), switches: switches, unattributed: unattributed)
                 } else {
                     // Not aggregated yet: the same figures from the ledger (Breakdown.LedgerDay), with the cost unknown.
@@ -380,7 +275,7 @@ extension AnalyticsQueries {
                         day.add(start: entry.start, end: entry.end, energyWh: entry.energyWh, billable: entry.billable,
                                 confidence: entry.confidence, dayStart: dayStart, dayEnd: dayEnd)
                     }
-                    total.add(["energy_wh": .double(day.energyWh), "cost": .null])
+                    total.add(energyWh: day.energyWh, cost: nil, unpricedWh: 0, currency: nil)
                     row = DeviceDayBreakdown(
                         esp32Name: name, classroom: byDevice[name]?.classroom ?? info.classroom, source: "ledger",
                         kwh: kwh(day.energyWh), energyWh: wh(day.energyWh), cost: nil, currency: nil,
@@ -397,114 +292,69 @@ extension AnalyticsQueries {
                                      devices: devices)
     }
 
-    /// `switch_state` of the events with these hashes. Reads the devices' events of the day (and
-    /// a little before) by the `esp32_name, device_ts` index first; hashes not found there (an
-    /// interval that began long before) are looked up by `event_hash`.
-    static func switchStates(client: MongoClient, hashes: Set<String>, devices: [String], from: EpochMillis,
-                             to: EpochMillis) throws(MongoError) -> [String: Breakdown.SwitchState] {
-        guard !hashes.isEmpty else { return [:] }
-        var states: [String: Breakdown.SwitchState] = [:]
-        var found = Set<String>()
-        func take(_ docs: [BSONDocument]) {
-            for doc in docs {
-                guard let hash = doc["event_hash"]?.stringValue, hashes.contains(hash) else { continue }
-                found.insert(hash)
-                if let state = switchState(doc["switch_state"]) { states[hash] = state }
-            }
-        }
-        try client.forEachBatch(Collections.telemetryEvents,
-                                filter: ["esp32_name": ["$in": .array(devices.sorted().map { .string($0) })],
-                                         "device_ts": ["$gte": .datetime(Date(timeIntervalSince1970: Double(from) / 1000)),
-                                                       "$lt": .datetime(Date(timeIntervalSince1970: Double(to) / 1000))]],
-                                projection: ["event_hash": 1, "switch_state": 1], batchSize: 2000) { (docs) throws(MongoError) in take(docs) }
-        let missing = hashes.subtracting(found).sorted()
-        var index = 0
-        while index < missing.count {
-            let chunk = missing[index..<min(index + 500, missing.count)]
-            take(try client.find(Collections.telemetryEvents, filter: ["event_hash": ["$in": .array(chunk.map { .string($0) })]],
-                                 projection: ["event_hash": 1, "switch_state": 1], limit: chunk.count))
-            index += 500
-        }
-        return states
-    }
-
-    /// `switch_state` as stored (array of 0/1 or booleans, or an object of name to boolean or
-    /// 0/1); nil for anything else.
-    static func switchState(_ value: BSON?) -> Breakdown.SwitchState? {
-        func onOff(_ v: BSON) -> Bool? { v.boolValue ?? v.doubleValue.map { $0 != 0 } }
-        switch value {
-        case .array(let items)?:
-            var out: [Bool] = []
-            for item in items {
-                guard let on = onOff(item) else { return nil }
-                out.append(on)
-            }
-            return .positions(out)
-        case .document(let doc)?:
-            var out: [String: Bool] = [:]
-            for (key, item) in doc {
-                guard let on = onOff(item) else { return nil }
-                out[key] = on
-            }
-            return .named(out)
-        default:
-            return nil
-        }
+    /// On MongoDB.
+    public static func deviceBreakdown(client: MongoClient, config: WorkerConfig,
+                                       parameters p: DeviceBreakdownParameters) throws(MongoError) -> DeviceBreakdownResult {
+        try MongoAnalyticsStorage.typed { try deviceBreakdown(storage: MongoAnalyticsStorage(client: client), config: config, parameters: p) }
     }
 
     // MARK: monthly
 
     /// Month over month per classroom, from `monthly_aggregates`: this month's and the previous
     /// month's energy and cost, and the change.
-    public static func monthly(client: MongoClient, config: WorkerConfig, parameters p: MonthlyParameters) throws(MongoError) -> MonthlyResult {
+    public static func monthly(storage: any AnalyticsStorage, config: WorkerConfig, parameters p: MonthlyParameters) throws -> MonthlyResult {
         let current = p.month.description, previous = p.month.previous.description
-        struct Side {
-            var sum = CostSum()
-            var devices = Set<String>()
+        let grouped = try storage.monthlyTotals(months: [current, previous], classroom: p.classroom)
+        let now = grouped[current] ?? GroupedTotals(), before = grouped[previous] ?? GroupedTotals()
+        func figures(_ side: AggregateTotals) -> MonthFigures {
+            MonthFigures(kwh: kwh(side.energyWh), energyWh: wh(side.energyWh), cost: money(side.costValue),
+                         currency: side.currency, devices: side.devices)
         }
-        var sides: [String: (current: Side, previous: Side)] = [:]
-        var total = (current: Side(), previous: Side())
-        func take(_ doc: BSONDocument) {
-            let classroom = doc["classroom"]?.stringValue ?? DeviceInfo.unassignedClassroom
-            let name = doc["esp32_name"]?.stringValue ?? ""
-            let isCurrent = doc["month"]?.stringValue == current
-            func add(_ side: inout Side) {
-                side.sum.add(doc)
-                side.devices.insert(name)
-            }
-            if isCurrent {
-                add(&sides[classroom, default: (Side(), Side())].current)
-                add(&total.current)
-            } else {
-                add(&sides[classroom, default: (Side(), Side())].previous)
-                add(&total.previous)
-            }
-        }
-        try client.forEachBatch(Collections.monthlyAggregates,
-                                filter: scoped(["month": ["$in": [.string(current), .string(previous)]]], p.classroom),
-                                projection: ["month": 1, "esp32_name": 1, "classroom": 1, "energy_wh": 1, "cost": 1,
-                                             "currency": 1, "unpriced_wh": 1], batchSize: 2000) { (docs) throws(MongoError) in
-            for doc in docs { take(doc) }
-        }
-        func figures(_ side: Side) -> MonthFigures {
-            MonthFigures(kwh: kwh(side.sum.energyWh), energyWh: wh(side.sum.energyWh), cost: money(side.sum.costValue),
-                         currency: side.sum.currency, devices: side.devices.count)
-        }
-        func compare(_ name: String, _ pair: (current: Side, previous: Side)) -> MonthComparison {
-            let energy = Breakdown.change(current: pair.current.sum.energyWh, previous: pair.previous.sum.energyWh)
-            let sameCurrency = pair.current.sum.currency == pair.previous.sum.currency || pair.current.sum.currency == nil
-                || pair.previous.sum.currency == nil
-            let cost: (absolute: Double?, percent: Double?) = sameCurrency ? Breakdown.change(current: pair.current.sum.costValue, previous: pair.previous.sum.costValue)
+        func compare(_ name: String, _ current: AggregateTotals, _ previous: AggregateTotals) -> MonthComparison {
+            let energy = Breakdown.change(current: current.energyWh, previous: previous.energyWh)
+            let sameCurrency = current.currency == previous.currency || current.currency == nil || previous.currency == nil
+            let cost: (absolute: Double?, percent: Double?) = sameCurrency ? Breakdown.change(current: current.costValue, previous: previous.costValue)
                 : (nil, nil)
             let energyChange = energy.absolute ?? 0
             return MonthComparison(
-                classroom: name, current: figures(pair.current), previous: figures(pair.previous),
+                classroom: name, current: figures(current), previous: figures(previous),
                 change: MonthChange(kwh: kwh(energyChange), energyWh: wh(energyChange),
                                     energyPercent: energy.percent.map { Breakdown.rounded($0, 2) },
                                     cost: money(cost.absolute), costPercent: cost.percent.map { Breakdown.rounded($0, 2) }))
         }
         let scope = p.classroom ?? "campus"
-        return MonthlyResult(month: current, previousMonth: previous, scope: scope, total: compare(scope, total),
-                             classrooms: sides.keys.sorted().map { compare($0, sides[$0]!) })
+        let classrooms = Set(now.byClassroom.keys).union(before.byClassroom.keys).sorted()
+        return MonthlyResult(month: current, previousMonth: previous, scope: scope, total: compare(scope, now.total, before.total),
+                             classrooms: classrooms.map {
+                                 compare($0, now.byClassroom[$0] ?? AggregateTotals(), before.byClassroom[$0] ?? AggregateTotals())
+                             })
     }
+
+    /// On MongoDB.
+    public static func monthly(client: MongoClient, config: WorkerConfig, parameters p: MonthlyParameters) throws(MongoError) -> MonthlyResult {
+        try MongoAnalyticsStorage.typed { try monthly(storage: MongoAnalyticsStorage(client: client), config: config, parameters: p) }
+    }
+}
+
+extension AggregateTotals {
+    /// Adds one aggregate's figures. Its cost is unknown when it has energy (or unpriced energy)
+    /// and no cost.
+    mutating func add(energyWh energy: Double, cost: Double?, unpricedWh: Double, currency: String?) {
+        energyWh += energy
+        if let cost {
+            self.cost += cost
+        } else if energy > 0 || unpricedWh > 0 {
+            costUnknown = true
+        }
+        if let currency { currencies.insert(currency) }
+    }
+
+    mutating func add(_ row: DailyAggregateRow) {
+        add(energyWh: row.energyWh ?? 0, cost: row.cost, unpricedWh: row.unpricedWh ?? 0, currency: row.currency)
+    }
+
+    /// The summed cost; unknown when a part with energy has none, or when the parts are in
+    /// different currencies.
+    var costValue: Double? { costUnknown || currencies.count > 1 ? nil : cost }
+    var currency: String? { currencies.count == 1 ? currencies.first : nil }
 }
