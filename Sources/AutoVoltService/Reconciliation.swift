@@ -47,20 +47,24 @@ public struct Reconciler: Sendable {
         }
     }
 
-    let client: MongoClient
+    let storage: any ReconciliationStorage
     let registry: DeviceRegistry
     let timeZone: TimeZone
-    let writeConcern: WriteConcern
     let logger: Logger
     /// No heartbeat for longer than this while online is a finding.
     var heartbeatSilenceMillis: Int64 = 10 * 60_000
 
-    public init(client: MongoClient, registry: DeviceRegistry, timeZone: TimeZone, writeConcern: WriteConcern, logger: Logger) {
-        self.client = client
+    public init(storage: any ReconciliationStorage, registry: DeviceRegistry, timeZone: TimeZone, logger: Logger) {
+        self.storage = storage
         self.registry = registry
         self.timeZone = timeZone
-        self.writeConcern = writeConcern
         self.logger = logger
+    }
+
+    /// On MongoDB.
+    public init(client: MongoClient, registry: DeviceRegistry, timeZone: TimeZone, writeConcern: WriteConcern, logger: Logger) {
+        self.init(storage: MongoReconciliationStorage(client: client, writeConcern: writeConcern), registry: registry, timeZone: timeZone,
+                  logger: logger)
     }
 
     /// What of the day's data the database holds but the ledger and aggregation have not taken
@@ -69,14 +73,13 @@ public struct Reconciler: Sendable {
     /// aggregates not yet: a false `aggregate_mismatch`). Few (the index on processed leads, and
     /// ledger_dirty_days' on date), unless a backlog is being worked off, which is what a
     /// judgement waits for.
-    public func pendingInDatabase(_ date: CivilDate) throws(MongoError) -> [String] {
+    public func pendingInDatabase(_ date: CivilDate) throws -> [String] {
         let dayEnd = LocalCalendar(timeZone: timeZone).startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
         var pending: [String] = []
-        if try client.findOne(Collections.telemetryEvents, filter: ["processed": false, "device_ts": ["$lt": .millis(dayEnd)]],
-                              projection: ["_id": 1]) != nil {
+        if try storage.hasUnprocessedEvents(before: dayEnd) {
             pending.append("events of \(date) or before not yet in the ledger")
         }
-        if try client.findOne(LedgerStore.dirtyDaysCollection, filter: ["date": ["$lte": .string(date.description)]], projection: ["_id": 1]) != nil {
+        if try storage.hasDirtyDays(upTo: date) {
             pending.append("aggregates of \(date) or before not yet computed again")
         }
         return pending
@@ -94,7 +97,7 @@ public struct Reconciler: Sendable {
     /// Judges `date` as the database holds it now. `judgedOn` says whether the data of the day
     /// had settled (the scheduler waits for that, within a bound); the report keeps it.
     public func run(date: CivilDate, now: EpochMillis, judgedOn: DataReadiness = .complete,
-                    judgement: Judgement = .first) throws(MongoError) -> Report {
+                    judgement: Judgement = .first) throws -> Report {
         let runID = "recon-\(date)-\(ISO8601.format(now).filter(\.isNumber).prefix(14))-\(UUID().uuidString.prefix(4).lowercased())"
         let calendar = LocalCalendar(timeZone: timeZone)
         let dayStart = calendar.startOfDay(date)
@@ -103,73 +106,24 @@ public struct Reconciler: Sendable {
 
         // The day's figures per device, summed by the database: the day of a campus is ~1.4 M
         // ledger entries and as many events, and only a few of them are findings.
-        struct DeviceDay { var billableWh = 0.0; var resets = 0; var glitches = 0; var implausible = 0; var longGaps = 0 }
-        var ledger: [String: DeviceDay] = [:]
-        let live: BSONDocument = ["date": .string(day), "superseded_by": ["$exists": false]]
-        var billable = live
-        billable["billable"] = true
-        try client.aggregateBatches(Collections.ledgers, pipeline: [
-            ["$match": .document(billable)], ["$group": ["_id": "$esp32_name", "wh": ["$sum": "$delta_wh"]]],
-        ]) { (groups) throws(MongoError) in
-            for group in groups {
-                guard let name = group["_id"]?.stringValue else { continue }
-                ledger[name, default: DeviceDay()].billableWh = group["wh"]?.doubleValue ?? 0
-            }
-        }
-        var flagged = live
-        flagged["quality.reasons"] = ["$in": ["counter_reset", "glitch_skipped", "implausible_power", "long_gap"]]
-        try client.forEachBatch(Collections.ledgers, filter: flagged,
-                                projection: ["esp32_name": 1, "quality": 1, "part": 1]) { (docs) throws(MongoError) in
-            for doc in docs {
-                // A midnight-split interval counts once, by its first part.
-                guard let name = doc["esp32_name"]?.stringValue, (doc["part"]?.int64Value ?? 0) == 0 else { continue }
-                let reasons = doc["quality"]?.documentValue?["reasons"]?.arrayValue?.compactMap { $0.stringValue } ?? []
-                var entry = ledger[name] ?? DeviceDay()
-                if reasons.contains("counter_reset") { entry.resets += 1 }
-                if reasons.contains("glitch_skipped") { entry.glitches += 1 }
-                if reasons.contains("implausible_power") { entry.implausible += 1 }
-                if reasons.contains("long_gap") { entry.longGaps += 1 }
-                ledger[name] = entry
-            }
-        }
-        var aggregates: [String: BSONDocument] = [:]
-        var aggregatesComputedAt: EpochMillis?
-        // One document per device of the day (as the dictionaries below): bounded by the campus.
-        try client.forEachBatch(Collections.dailyAggregates, filter: ["date": .string(day)],
-                                projection: ["esp32_name": 1, "energy_wh": 1, "cost": 1, "overlap_ms": 1, "computed_at": 1]) { (docs) throws(MongoError) in
-            for doc in docs {
-                if let name = doc["esp32_name"]?.stringValue { aggregates[name] = doc }
-                // The newest aggregate this judgement saw, by the aggregates' own clock: the day is
-                // judged again when one newer appears (Scheduler.rejudgeChangedDays).
-                if let at = doc["computed_at"]?.dateValue.map(LedgerStore.millis) { aggregatesComputedAt = max(aggregatesComputedAt ?? at, at) }
-            }
-        }
-        let dayRange: BSON = ["$gte": .millis(dayStart), "$lt": .millis(dayEnd)]
-        var unprocessed: [String: Int] = [:]
-        try client.aggregateBatches(Collections.telemetryEvents, pipeline: [
-            ["$match": ["processed": false, "device_ts": dayRange]], ["$group": ["_id": "$esp32_name", "n": ["$sum": 1]]],
-        ]) { (groups) throws(MongoError) in
-            for group in groups { if let name = group["_id"]?.stringValue { unprocessed[name] = group["n"]?.intValue ?? 0 } }
-        }
+        let ledger = try storage.ledgerFigures(of: date)
+        let dayAggregates = try storage.dayAggregates(of: date)
+        let aggregates = dayAggregates.byDevice
+        // The newest aggregate this judgement saw, by the aggregates' own clock: the day is
+        // judged again when one newer appears (Scheduler.rejudgeChangedDays).
+        let aggregatesComputedAt = dayAggregates.newestComputedAt
+        let unprocessed = try storage.unprocessedEventCounts(from: dayStart, to: dayEnd)
         // Silent all day: one indexed probe (esp32_name, device_ts) per registered device.
-        var silent = Set<String>()
-        for name in registry.devices.keys {
-            let any = try client.findOne(Collections.telemetryEvents, filter: ["esp32_name": .string(name), "device_ts": dayRange],
-                                         projection: ["_id": 1])
-            if any == nil { silent.insert(name) }
-        }
-        var statuses: [String: BSONDocument] = [:]
-        try client.forEachBatch(Collections.deviceStatus, filter: [:]) { (docs) throws(MongoError) in
-            for doc in docs { if let name = doc["esp32_name"]?.stringValue { statuses[name] = doc } }
-        }
+        let silent = try storage.devicesWithoutEvents(Array(registry.devices.keys), from: dayStart, to: dayEnd)
+        let statuses = try storage.presence()
 
         let devices = Set(registry.devices.keys).union(ledger.keys).union(aggregates.keys).union(unprocessed.keys).sorted()
         var findings: [Finding] = []
         var mismatches: [Finding] = []
         var missingHeartbeats: [String] = []
         for name in devices {
-            let day = ledger[name] ?? DeviceDay()
-            let aggregateWh = aggregates[name]?["energy_wh"]?.doubleValue ?? 0
+            let day = ledger[name] ?? LedgerDayFigures()
+            let aggregateWh = aggregates[name]?.energyWh ?? 0
             if abs(day.billableWh - aggregateWh) > 1e-6 * max(1, day.billableWh) {
                 let finding = Finding(esp32Name: name, kind: "aggregate_mismatch",
                                       detail: "ledger \(Self.wh(day.billableWh)) Wh, daily aggregate \(Self.wh(aggregateWh)) Wh")
@@ -177,7 +131,7 @@ public struct Reconciler: Sendable {
                 mismatches.append(finding)
             }
             // Computed by the day's aggregation, which reads every live entry of the day anyway.
-            if let overlap = aggregates[name]?["overlap_ms"]?.int64Value, overlap > 0 {
+            if let overlap = aggregates[name]?.overlapMillis, overlap > 0 {
                 findings.append(Finding(esp32Name: name, kind: "ledger_overlap",
                                         detail: "live ledger entries overlap for \(String(format: "%.1f", Double(overlap) / 1000)) s; run rebuild-ledger for the device"))
             }
@@ -193,13 +147,12 @@ public struct Reconciler: Sendable {
             if silent.contains(name) {
                 findings.append(Finding(esp32Name: name, kind: "silent_device", detail: "no telemetry all day"))
             }
-            if let aggregate = aggregates[name], aggregate["cost"] == .null || aggregate["cost"] == nil,
-               (aggregate["energy_wh"]?.doubleValue ?? 0) > 0 {
+            if let aggregate = aggregates[name], aggregate.cost == nil, aggregate.energyWh > 0 {
                 findings.append(Finding(esp32Name: name, kind: "no_tariff",
                                         detail: "\(Self.wh(aggregateWh)) Wh with no tariff in force; add one with cost-versions add"))
             }
-            if judgement == .first, let status = statuses[name], status["online"]?.boolValue == true {
-                let last = status["last_heartbeat_at"]?.dateValue.map(LedgerStore.millis)
+            if judgement == .first, let status = statuses[name], status.online == true {
+                let last = status.lastHeartbeatAt
                 if last.map({ now - $0 > heartbeatSilenceMillis }) ?? true {
                     missingHeartbeats.append(name)
                     let detail = last.map { "online, but no heartbeat since \(ISO8601.format($0))" } ?? "online, but no heartbeat ever received"
@@ -208,26 +161,16 @@ public struct Reconciler: Sendable {
             }
         }
 
-        let tickets = try judgeTickets(day: day, findings: findings, runID: runID, now: now, judgement: judgement)
-        findings.removeAll { tickets.notReported.contains("\($0.esp32Name)|\($0.kind)") }
+        let tickets = try judgeTickets(date: date, findings: findings, runID: runID, now: now, judgement: judgement)
+        findings.removeAll { tickets.notReported.contains(TicketKey(esp32Name: $0.esp32Name, kind: $0.kind)) }
         let finished = SystemClock.nowMillis()
         let report = Report(runID: runID, date: day, startedAt: ISO8601.format(now), finishedAt: ISO8601.format(max(finished, now)),
                             status: findings.isEmpty ? "ok" : "anomalies", devicesChecked: devices.count, anomalies: findings,
                             missingHeartbeats: missingHeartbeats, aggregateMismatches: mismatches, ticketsOpened: tickets.opened,
                             ticketsResolved: tickets.resolved, ticketsStillOpen: tickets.stillOpen,
                             dataComplete: judgedOn.isComplete, incompleteData: judgedOn.isComplete ? nil : judgedOn.description)
-        var document: BSONDocument = [
-            "_id": .string(runID), "run_id": .string(runID), "date": .string(day), "started_at": .millis(now),
-            "finished_at": .millis(max(finished, now)), "status": .string(report.status), "devices_checked": .int64(Int64(devices.count)),
-            "anomalies": .array(findings.map(Self.document)), "missing_heartbeats": .array(missingHeartbeats.map { .string($0) }),
-            "aggregate_mismatches": .array(mismatches.map(Self.document)), "tickets_opened": .int64(Int64(tickets.opened)),
-            "tickets_resolved": .int64(Int64(tickets.resolved)), "tickets_still_open": .int64(Int64(tickets.stillOpen)),
-            "data_complete": .bool(judgedOn.isComplete),
-        ]
-        if !judgedOn.isComplete { document["incomplete_data"] = .string(judgedOn.description) }
-        if let aggregatesComputedAt { document["aggregates_computed_at"] = .millis(aggregatesComputedAt) }
-        if judgement == .again { document["judged_again"] = true }
-        _ = try client.insertMany([document], into: Collections.reconciliationReports, ordered: true, writeConcern: writeConcern)
+        try storage.insertReport(ReconciliationReportRecord(report: report, startedAt: now, finishedAt: max(finished, now),
+                                                            aggregatesComputedAt: aggregatesComputedAt, judgedAgain: judgement == .again))
         log(report)
         // The last run's findings by kind (0 for kinds it did not find).
         var byKind: [String: Int] = [:]
@@ -249,8 +192,8 @@ public struct Reconciler: Sendable {
 
     struct TicketOutcome {
         var opened = 0, resolved = 0, stillOpen = 0
-        /// Findings a judgement made again does not report ("esp32_name|kind").
-        var notReported: Set<String> = []
+        /// Findings a judgement made again does not report.
+        var notReported: Set<TicketKey> = []
     }
 
     /// Kinds about the moment of the run, not the day's data: judged by the first judgement only.
@@ -260,63 +203,39 @@ public struct Reconciler: Sendable {
     /// whose finding no longer holds is resolved by this run, and one resolved earlier whose finding
     /// is back is open again. Only the kinds this check judges are touched (none other exist today,
     /// but a person's or another program's ticket is not ours to close).
-    func judgeTickets(day: String, findings: [Finding], runID: String, now: EpochMillis,
-                      judgement: Judgement = .first) throws(MongoError) -> TicketOutcome {
+    func judgeTickets(date: CivilDate, findings: [Finding], runID: String, now: EpochMillis,
+                      judgement: Judgement = .first) throws -> TicketOutcome {
         let judged = judgement == .first ? Self.kinds : Self.kinds.filter { !Self.momentKinds.contains($0) }
-        var existing: [String: (id: BSON, open: Bool)] = [:]
-        // One document per device and kind of the day at most: bounded by the campus.
-        try client.forEachBatch(Collections.reviewTickets, filter: ["date": .string(day), "kind": ["$in": .array(judged.map { .string($0) })]],
-                                projection: ["esp32_name": 1, "kind": 1, "status": 1]) { (docs) throws(MongoError) in
-            for doc in docs {
-                guard let id = doc["_id"], let name = doc["esp32_name"]?.stringValue, let kind = doc["kind"]?.stringValue else { continue }
-                existing["\(name)|\(kind)"] = (id, doc["status"]?.stringValue == "open")
-            }
+        var found: [TicketKey: Finding] = [:]
+        for f in findings {
+            let key = TicketKey(esp32Name: f.esp32Name, kind: f.kind)
+            found[key] = found[key] ?? f
         }
-        var found: [String: Finding] = [:]
-        for f in findings { found["\(f.esp32Name)|\(f.kind)"] = found["\(f.esp32Name)|\(f.kind)"] ?? f }
         var outcome = TicketOutcome()
-        var operations: [WriteModel] = []
-        for key in found.keys.sorted() {
-            guard let f = found[key] else { continue }
-            if let ticket = existing[key] {
-                outcome.stillOpen += 1
-                var set: BSONDocument = ["detail": .string(f.detail), "last_run_id": .string(runID)]
-                var update: BSONDocument = [:]
-                if !ticket.open {
-                    set["status"] = "open"
-                    set["reopened_at"] = .millis(now)
-                    update["$unset"] = ["resolved_at": "", "resolved_run_id": ""]
+        let opened = try storage.judgeTickets(date: date, kinds: judged, runID: runID, now: now) { existing in
+            outcome = TicketOutcome()
+            var changes: [TicketChange] = []
+            for key in found.keys.sorted() {
+                guard let f = found[key] else { continue }
+                if let ticket = existing[key] {
+                    outcome.stillOpen += 1
+                    changes.append(.keep(key, detail: f.detail, reopen: !ticket.isOpen))
+                } else if judgement == .again && f.kind == "silent_device" {
+                    outcome.notReported.insert(key)
+                } else {
+                    outcome.opened += 1
+                    changes.append(.open(key, detail: f.detail))
                 }
-                update["$set"] = .document(set)
-                operations.append(.updateOne(filter: ["_id": ticket.id], update: update, upsert: false))
-            } else if judgement == .again && f.kind == "silent_device" {
-                outcome.notReported.insert(key)
-            } else {
-                outcome.opened += 1
-                // Keyed like the unique index: a run racing this one (another worker's, or the
-                // ledger's implausible_power ticket) meets the same document.
-                operations.append(.updateOne(
-                    filter: ["esp32_name": .string(f.esp32Name), "date": .string(day), "kind": .string(f.kind)],
-                    update: ["$setOnInsert": ["esp32_name": .string(f.esp32Name), "date": .string(day), "kind": .string(f.kind),
-                                              "detail": .string(f.detail), "status": "open", "created_at": .millis(now),
-                                              "run_id": .string(runID)],
-                             "$set": ["last_run_id": .string(runID)]],
-                    upsert: true))
             }
+            for (key, ticket) in existing.sorted(by: { $0.key < $1.key }) where ticket.isOpen && found[key] == nil {
+                outcome.resolved += 1
+                changes.append(.resolve(key))
+            }
+            return changes
         }
-        for (key, ticket) in existing.sorted(by: { $0.key < $1.key }) where ticket.open && found[key] == nil {
-            outcome.resolved += 1
-            operations.append(.updateOne(filter: ["_id": ticket.id, "status": "open"],
-                                         update: ["$set": ["status": "resolved", "resolved_at": .millis(now), "resolved_run_id": .string(runID)]],
-                                         upsert: false))
-        }
-        if !operations.isEmpty {
-            let result = try client.bulkWrite(Collections.reviewTickets, operations: operations, ordered: false, writeConcern: writeConcern)
-            try result.writeErrors.throwUnlessDuplicateKeys()
-            // Opened by this run: another (a second worker's run, the ledger's implausible_power)
-            // may have got there first.
-            outcome.opened = result.upsertedCount
-        }
+        // Opened by this run: another (a second worker's run, the ledger's implausible_power)
+        // may have got there first.
+        outcome.opened = opened
         return outcome
     }
 
@@ -329,10 +248,6 @@ public struct Reconciler: Sendable {
         return lines.joined(separator: "\n")
     }
 
-    static func document(_ f: Finding) -> BSON {
-        ["esp32_name": .string(f.esp32Name), "kind": .string(f.kind), "detail": .string(f.detail)]
-    }
-
     static let kinds = ["aggregate_mismatch", "ledger_overlap", "unprocessed_events", "counter_reset", "glitch", "implausible_power", "long_gap",
                         "silent_device", "no_tariff", "missing_heartbeat"]
 
@@ -340,10 +255,12 @@ public struct Reconciler: Sendable {
 
     /// The last finished reconciliation, nightly or by `reconcile`, for /health's `aggregation`.
     public static func lastReconciliation(_ client: MongoClient) throws(MongoError) -> (at: EpochMillis, runID: String)? {
-        guard let doc = try client.findOne(Collections.reconciliationReports, filter: [:], sort: ["finished_at": -1],
-                                           projection: ["finished_at": 1, "run_id": 1]),
-              let at = doc["finished_at"]?.dateValue, let id = doc["run_id"]?.stringValue else { return nil }
-        return (LedgerStore.millis(at), id)
+        try MongoReconciliationStorage.lastReconciliation(client)
+    }
+
+    /// The same, on any backend.
+    public static func lastReconciliation(_ storage: any ReconciliationStorage) throws -> (at: EpochMillis, runID: String)? {
+        try storage.lastReconciliation()
     }
 }
 
@@ -363,9 +280,9 @@ public struct DataReadiness: Sendable, Equatable, CustomStringConvertible {
 /// `AUTOVOLT_RECONCILE_AT`. Runs are recorded in `scheduler_runs`, so a worker that was down
 /// catches up on start, and a lease on the run document means two workers never run a job twice.
 public final class Scheduler: Sendable {
-    static let runsCollection = "scheduler_runs"
+    static let runsCollection = MongoReconciliationStorage.runsCollection
 
-    let client: MongoClient
+    let storage: any ReconciliationStorage
     let schedule: Schedule
     let timeZone: TimeZone
     let owner: String
@@ -373,7 +290,6 @@ public final class Scheduler: Sendable {
     let reconciler: Reconciler
     /// Makes the month-end statement drafts (nil: not this scheduler's job, as in some tests).
     let statements: StatementStore?
-    let writeConcern: WriteConcern
     let logger: Logger
     let leaseMillis: Int64 = 15 * 60_000
     /// When this worker started: a job that comes due after it always runs.
@@ -395,27 +311,36 @@ public final class Scheduler: Sendable {
     /// How often the judged days are checked for changed data.
     static let changedDaysCheckInterval: EpochMillis = 5 * 60_000
 
-    public init(client: MongoClient, schedule: Schedule, timeZone: TimeZone, owner: String, aggregation: AggregationStore,
-                reconciler: Reconciler, statements: StatementStore? = nil, writeConcern: WriteConcern, logger: Logger,
+    public init(storage: any ReconciliationStorage, schedule: Schedule, timeZone: TimeZone, owner: String, aggregation: AggregationStore,
+                reconciler: Reconciler, statements: StatementStore? = nil, logger: Logger,
                 listeningSince: EpochMillis, intakeReadiness: (@Sendable () -> DataReadiness)? = nil,
                 maxJudgementWait: EpochMillis = 20 * 60_000) {
         self.listeningSince = listeningSince
         self.intakeReadiness = intakeReadiness
         self.maxJudgementWait = maxJudgementWait
         self.statements = statements
-        self.client = client
+        self.storage = storage
         self.schedule = schedule
         self.timeZone = timeZone
         self.owner = owner
         self.aggregation = aggregation
         self.reconciler = reconciler
-        self.writeConcern = writeConcern
         self.logger = logger
+    }
+
+    /// On MongoDB.
+    public convenience init(client: MongoClient, schedule: Schedule, timeZone: TimeZone, owner: String, aggregation: AggregationStore,
+                            reconciler: Reconciler, statements: StatementStore? = nil, writeConcern: WriteConcern, logger: Logger,
+                            listeningSince: EpochMillis, intakeReadiness: (@Sendable () -> DataReadiness)? = nil,
+                            maxJudgementWait: EpochMillis = 20 * 60_000) {
+        self.init(storage: MongoReconciliationStorage(client: client, writeConcern: writeConcern), schedule: schedule, timeZone: timeZone,
+                  owner: owner, aggregation: aggregation, reconciler: reconciler, statements: statements, logger: logger,
+                  listeningSince: listeningSince, intakeReadiness: intakeReadiness, maxJudgementWait: maxJudgementWait)
     }
 
     /// Runs every job due at `now` that nobody has done or is doing; returns the ones it ran.
     @discardableResult
-    public func tick(now: EpochMillis) throws(MongoError) -> [ScheduledJob] {
+    public func tick(now: EpochMillis) throws -> [ScheduledJob] {
         var calendar = LocalCalendar(timeZone: timeZone)
         // A job that came due while this worker ran always runs (2 AM comes, the report is
         // written). Missed ones are caught up only back to the day of the first reading this
@@ -426,8 +351,7 @@ public final class Scheduler: Sendable {
             job.dueAt >= listeningSince || firstDate.map { job.date >= $0 } ?? false
         }
         guard !candidates.isEmpty else { return [] }
-        let done = Set(try client.find(Self.runsCollection, filter: ["_id": ["$in": .array(candidates.map { .string($0.id) })], "status": "done"],
-                                       projection: ["_id": 1], limit: candidates.count).compactMap { $0["_id"]?.stringValue })
+        let done = try storage.doneRuns(candidates.map(\.id))
         // A reconciliation another worker ran while this one waited is no longer waited for.
         waitingSince.withLock { waiting in for id in done { waiting[id] = nil } }
         var ran: [ScheduledJob] = []
@@ -446,7 +370,7 @@ public final class Scheduler: Sendable {
                 guard let readiness = try readiness(toJudge: job.date, jobID: job.id, now: now) else { continue }
                 judgedOn = readiness
             }
-            guard try acquire(id: job.id, kind: job.kind.rawValue, date: job.date, now: now, condition: ["status": ["$ne": "done"]]) else { continue }
+            guard try acquire(id: job.id, kind: job.kind.rawValue, date: job.date, now: now, condition: .notDone) else { continue }
             logger.info("scheduler: running \(job.id)")
             var runID: String?
             do {
@@ -461,22 +385,15 @@ public final class Scheduler: Sendable {
                     // A failure is this job's alone: it is marked failed (retried at the next
                     // tick) and the jobs after it still run.
                     guard makeStatementDrafts(for: job, now: now) else {
-                        _ = try? client.updateOne(Self.runsCollection, filter: ["_id": .string(job.id), "owner": .string(owner)],
-                                                  update: ["$set": ["status": "failed"], "$unset": ["lease_until": ""]],
-                                                  upsert: false, writeConcern: writeConcern)
+                        try? storage.failRun(id: job.id, owner: owner, error: nil)
                         continue
                     }
                 }
             } catch {
-                _ = try? client.updateOne(Self.runsCollection, filter: ["_id": .string(job.id), "owner": .string(owner)],
-                                          update: ["$set": ["status": "failed", "error": .string("\(error)")], "$unset": ["lease_until": ""]],
-                                          upsert: false, writeConcern: writeConcern)
+                try? storage.failRun(id: job.id, owner: owner, error: "\(error)")
                 throw error
             }
-            var set: BSONDocument = ["status": "done", "finished_at": .millis(max(now, SystemClock.nowMillis()))]
-            if let runID { set["run_id"] = .string(runID) }
-            _ = try client.updateOne(Self.runsCollection, filter: ["_id": .string(job.id), "owner": .string(owner)],
-                                     update: ["$set": .document(set), "$unset": ["lease_until": ""]], upsert: false, writeConcern: writeConcern)
+            try storage.finishRun(id: job.id, owner: owner, finishedAt: max(now, SystemClock.nowMillis()), runID: runID)
             Counter(label: "autovolt_scheduler_runs_total", dimensions: [("job", job.kind.rawValue)]).increment()
             ran.append(job)
         }
@@ -489,7 +406,7 @@ public final class Scheduler: Sendable {
     /// Whether the data of `date` can be judged now: nil to wait (the caller tries again at the
     /// next tick), else what it is judged on; after `maxJudgementWait` that is whatever has
     /// arrived, and the report says what had not.
-    func readiness(toJudge date: CivilDate, jobID: String, now: EpochMillis) throws(MongoError) -> DataReadiness? {
+    func readiness(toJudge date: CivilDate, jobID: String, now: EpochMillis) throws -> DataReadiness? {
         let readiness = DataReadiness(pending: (intakeReadiness?().pending ?? []) + (try reconciler.pendingInDatabase(date)))
         let since: EpochMillis = waitingSince.withLock { waiting in
             if readiness.isComplete { waiting[jobID] = nil; return now }
@@ -517,7 +434,7 @@ public final class Scheduler: Sendable {
     /// computed since. At most once per `rejudgeInterval` per day, across workers (leased like
     /// the nightly jobs). Returns the days judged.
     @discardableResult
-    public func rejudgeChangedDays(now: EpochMillis) throws(MongoError) -> [CivilDate] {
+    public func rejudgeChangedDays(now: EpochMillis) throws -> [CivilDate] {
         let due: Bool = changedDaysCheckedAt.withLock { last in
             if let last, now - last < Self.changedDaysCheckInterval, now >= last { return false }
             last = now
@@ -526,57 +443,34 @@ public final class Scheduler: Sendable {
         guard due else { return [] }
         var calendar = LocalCalendar(timeZone: timeZone)
         let today = calendar.date(of: now)
-        let window: BSON = ["$gte": .string(CivilDate(daysSinceEpoch: today.daysSinceEpoch - Self.rejudgeDays).description),
-                            "$lt": .string(today.description)]
+        let from = CivilDate(daysSinceEpoch: today.daysSinceEpoch - Self.rejudgeDays)
         // The last judgement of each recent day (when, and the newest aggregate it saw), and
         // the newest aggregate of each now: one pass each over a month of reports and device-days.
-        var judgedAt: [String: (at: EpochMillis, saw: EpochMillis?)] = [:]
-        try client.aggregateBatches(Collections.reconciliationReports, pipeline: [
-            ["$match": ["date": window]], ["$sort": ["date": 1, "started_at": 1]],
-            ["$group": ["_id": "$date", "at": ["$last": "$started_at"], "saw": ["$last": "$aggregates_computed_at"]]],
-        ]) { (groups) throws(MongoError) in
-            for group in groups {
-                guard let day = group["_id"]?.stringValue, let at = group["at"]?.dateValue else { continue }
-                judgedAt[day] = (LedgerStore.millis(at), group["saw"]?.dateValue.map(LedgerStore.millis))
-            }
-        }
+        let judgedAt = try storage.lastJudgements(from: from, before: today)
         guard !judgedAt.isEmpty else { return [] }
-        var changedAt: [String: EpochMillis] = [:]
-        try client.aggregateBatches(Collections.dailyAggregates, pipeline: [
-            ["$match": ["date": window]], ["$group": ["_id": "$date", "at": ["$max": "$computed_at"]]],
-        ]) { (groups) throws(MongoError) in
-            for group in groups {
-                if let day = group["_id"]?.stringValue, let at = group["at"]?.dateValue { changedAt[day] = LedgerStore.millis(at) }
-            }
-        }
+        let changedAt = try storage.newestAggregates(from: from, before: today)
         var judged: [CivilDate] = []
         var candidates = Set<String>()
-        for (day, last) in judgedAt.sorted(by: { $0.key < $1.key }) {
+        for (date, last) in judgedAt.sorted(by: { $0.key < $1.key }) {
             // Newer than what the judgement saw, both by the aggregates' clock (a report without
             // it, from before this check existed: newer than the judgement).
-            guard let changed = changedAt[day], changed > (last.saw ?? last.at), let date = CivilDate(day) else { continue }
-            let id = "reconcile_again:\(day)"
+            guard let changed = changedAt[date], changed > (last.aggregatesComputedAt ?? last.startedAt) else { continue }
+            let id = "reconcile_again:\(date)"
             candidates.insert(id)
-            guard now - last.at >= Self.rejudgeInterval,
+            guard now - last.startedAt >= Self.rejudgeInterval,
                   let judgedOn = try readiness(toJudge: date, jobID: id, now: now),
-                  try acquire(id: id, kind: "reconcile_again", date: date, now: now, condition: ["$or": [
-                      ["started_at": ["$exists": false]], ["started_at": ["$lte": .millis(now - Self.rejudgeInterval)]],
-                  ]]) else { continue }
-            logger.info("scheduler: judging \(day) again: its data changed after its reconciliation",
-                        metadata: ["reconciled_at": "\(ISO8601.format(last.at))", "changed_at": "\(ISO8601.format(changed))"])
+                  try acquire(id: id, kind: "reconcile_again", date: date, now: now,
+                              condition: .lastStartedAtOrBefore(now - Self.rejudgeInterval)) else { continue }
+            logger.info("scheduler: judging \(date) again: its data changed after its reconciliation",
+                        metadata: ["reconciled_at": "\(ISO8601.format(last.startedAt))", "changed_at": "\(ISO8601.format(changed))"])
             let runID: String
             do {
                 runID = try reconciler.run(date: date, now: now, judgedOn: judgedOn, judgement: .again).runID
             } catch {
-                _ = try? client.updateOne(Self.runsCollection, filter: ["_id": .string(id), "owner": .string(owner)],
-                                          update: ["$set": ["status": "failed", "error": .string("\(error)")], "$unset": ["lease_until": ""]],
-                                          upsert: false, writeConcern: writeConcern)
+                try? storage.failRun(id: id, owner: owner, error: "\(error)")
                 throw error
             }
-            _ = try client.updateOne(Self.runsCollection, filter: ["_id": .string(id), "owner": .string(owner)],
-                                     update: ["$set": ["status": "done", "finished_at": .millis(max(now, SystemClock.nowMillis())),
-                                                       "run_id": .string(runID)],
-                                              "$unset": ["lease_until": ""]], upsert: false, writeConcern: writeConcern)
+            try storage.finishRun(id: id, owner: owner, finishedAt: max(now, SystemClock.nowMillis()), runID: runID)
             Counter(label: "autovolt_scheduler_runs_total", dimensions: [("job", "reconcile_again")]).increment()
             judged.append(date)
         }
@@ -606,11 +500,9 @@ public final class Scheduler: Sendable {
 
     /// When this database received its first reading; asked once, then remembered (the scheduler
     /// ticks every 30 s, and the answer only moves if events expire two years later).
-    private func firstReceived() throws(MongoError) -> EpochMillis? {
+    private func firstReceived() throws -> EpochMillis? {
         if let known = firstReceivedAt.withLock({ $0 }) { return known }
-        guard let first = try client.findOne(Collections.telemetryEvents, filter: [:], sort: ["received_at": 1],
-                                             projection: ["received_at": 1])?["received_at"]?.dateValue else { return nil }
-        let millis = LedgerStore.millis(first)
+        guard let millis = try storage.firstReceivedAt() else { return nil }
         firstReceivedAt.withLock { $0 = millis }
         return millis
     }
@@ -618,19 +510,8 @@ public final class Scheduler: Sendable {
     /// Leases a job's document in `scheduler_runs` when nobody holds it and `condition` holds:
     /// a nightly job not done yet, or a day judged again last taken at least `rejudgeInterval` ago
     /// (one document per day, so two workers never judge it again at once, nor more than hourly).
-    private func acquire(id: String, kind: String, date: CivilDate, now: EpochMillis, condition: BSONDocument) throws(MongoError) -> Bool {
-        let filter: BSONDocument = ["_id": .string(id), "$and": [
-            ["$or": [["lease_until": ["$exists": false]], ["lease_until": ["$lt": .millis(now)]]]], .document(condition),
-        ]]
-        let update: BSONDocument = ["$set": [
-            "kind": .string(kind), "date": .string(date.description), "status": "running", "owner": .string(owner),
-            "started_at": .millis(now), "lease_until": .millis(now + leaseMillis),
-        ]]
-        do {
-            let result = try client.updateOne(Self.runsCollection, filter: filter, update: update, upsert: true, writeConcern: writeConcern)
-            return result.matchedCount == 1 || result.upsertedID != nil
-        } catch let error where error.isDuplicateKey {
-            return false
-        }
+    private func acquire(id: String, kind: String, date: CivilDate, now: EpochMillis, condition: RunCondition) throws -> Bool {
+        try storage.acquireRun(RunLease(id: id, kind: kind, date: date, owner: owner, startedAt: now, leaseUntil: now + leaseMillis),
+                               condition: condition)
     }
 }
