@@ -15,7 +15,7 @@ public protocol AggregationStorage: Sendable {
     /// book (a few rows per tariff change).
     func tariffs() throws -> [Tariff]
 
-    /// Adds a version; versions are never edited. An id already stored is an error.
+    /// Adds a version; versions are never edited (an id already stored is left as it is).
     func insertTariff(_ tariff: Tariff) throws
 
     // MARK: What to recompute
@@ -56,8 +56,9 @@ public protocol AggregationStorage: Sendable {
     /// lose each other's update. A replaced version with `keepsHistory` is copied to
     /// `aggregate_history` (id `AggregateHistory.id`, first copy wins) before, or in the same
     /// transaction as, the write. Returns the ids whose write applied; the others were changed by
-    /// someone else meanwhile (the caller reads them again). Idempotent per `writeID`: a write that
-    /// applied and was replaced since by another worker still counts as applied.
+    /// someone else meanwhile (the caller reads them again). `writeID` is new for each batch
+    /// the caller writes: a backend whose bulk result does not say which writes applied finds
+    /// them by it (on the aggregate, or on its history copy if another worker replaced it since).
     func writeAggregates(_ kind: AggregateKind, _ writes: [AggregateWrite], now: EpochMillis, writeID: String) throws -> Set<String>
 }
 
