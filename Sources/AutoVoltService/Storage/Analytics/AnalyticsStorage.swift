@@ -272,3 +272,14 @@ public struct OpenTicketGroup: Sendable, Equatable {
         self.detail = detail
     }
 }
+
+extension WorkerDatabase {
+    /// The analytics reads of this database. `deadline` bounds every statement on PostgreSQL
+    /// (`statement_timeout`); on MongoDB the caller's `MongoClient.withDeadline` does (`maxTimeMS`).
+    public func analyticsStorage(deadline: ContinuousClock.Instant? = nil) -> any AnalyticsStorage {
+        switch self {
+        case .mongodb(let client): MongoAnalyticsStorage(client: client)
+        case .postgresql(let pool): PostgresAnalyticsStorage(pool: pool, deadline: deadline)
+        }
+    }
+}
