@@ -240,7 +240,8 @@ public final class PostgresLedgerStorage: LedgerStorage {
     }
 
     /// The receive times bound the partitions looked in (the events of one step are days apart
-    /// at most, usually seconds); rows processed already are not written again.
+    /// at most, usually seconds), a millisecond wider either side than read (a time stored with
+    /// microseconds is read rounded); rows processed already are not written again.
     public func markProcessed(_ events: [LedgerEventRef]) throws {
         guard !events.isEmpty else { return }
         let ids = PostgresTextArray(events.map(\.id))
@@ -250,7 +251,7 @@ public final class PostgresLedgerStorage: LedgerStorage {
                 try connection.execute("""
                     UPDATE telemetry_events SET processed = true
                     WHERE id = ANY($1::text[]) AND received_at >= $2::timestamptz AND received_at <= $3::timestamptz AND NOT processed
-                    """, [ids, PostgresTimestamp(millis: first), PostgresTimestamp(millis: last)])
+                    """, [ids, PostgresTimestamp(millis: first - 1), PostgresTimestamp(millis: last + 1)])
             } else {
                 try connection.execute("UPDATE telemetry_events SET processed = true WHERE id = ANY($1::text[]) AND NOT processed", [ids])
             }
