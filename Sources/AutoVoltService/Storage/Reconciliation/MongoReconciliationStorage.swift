@@ -214,7 +214,9 @@ public final class MongoReconciliationStorage: ReconciliationStorage {
         var judged: [CivilDate: DayJudgement] = [:]
         try client.aggregateBatches(Collections.reconciliationReports, pipeline: [
             ["$match": ["date": Self.window(from, before)]], ["$sort": ["date": 1, "started_at": 1]],
-            ["$group": ["_id": "$date", "at": ["$last": "$started_at"], "saw": ["$last": "$aggregates_computed_at"]]],
+            // A missing field made null, so a last judgement that saw no aggregate says none
+            // (MongoDB's $last does; mongomock's would skip to an earlier report's).
+            ["$group": ["_id": "$date", "at": ["$last": "$started_at"], "saw": ["$last": ["$ifNull": ["$aggregates_computed_at", .null]]]]],
         ]) { (groups) throws(MongoError) in
             for group in groups {
                 guard let day = group["_id"]?.stringValue.flatMap(CivilDate.init), let at = group["at"]?.dateValue else { continue }
