@@ -20,19 +20,19 @@ public enum Requeue {
         public var other = 0
     }
 
-    /// Over the MongoDB database of `config`.
+    /// Over the database of `config` (`AUTOVOLT_DATABASE_URL`: PostgreSQL or MongoDB).
     public static func run(config: WorkerConfig, since: EpochMillis?, pageSize: Int = 200, logger: Logger) throws -> Summary {
-        let database = try Database.open(config)
-        let storage = MongoIngestStorage(client: database.client, writeConcern: database.writeConcern)
-        return try run(storage: storage, config: config, since: since, pageSize: pageSize, logger: logger)
+        let (database, writeConcern) = try WorkerDatabase.openForCommand(config)
+        defer { database.close() }
+        return try run(storage: database.ingestStorage(writeConcern: writeConcern), decoder: MessageDecoder(clockPolicy: config.clockPolicy),
+                       registry: config.devices, since: since, pageSize: pageSize, logger: logger)
     }
 
     /// Messages are read in pages of `pageSize` by id, so memory stays bounded however many
     /// wait. Each is fed through an `IngestProcessor` over the same storage, then removed.
-    public static func run(storage: any IngestStorage, config: WorkerConfig, since: EpochMillis?, pageSize: Int = 200,
-                           logger: Logger) throws -> Summary {
-        let processor = IngestProcessor(storage: storage, decoder: MessageDecoder(clockPolicy: config.clockPolicy),
-                                        registry: config.devices, logger: logger)
+    public static func run(storage: any IngestStorage, decoder: MessageDecoder, registry: DeviceRegistry, since: EpochMillis?,
+                           pageSize: Int = 200, logger: Logger) throws -> Summary {
+        let processor = IngestProcessor(storage: storage, decoder: decoder, registry: registry, logger: logger)
         var summary = Summary()
         var after: String?
         while true {
