@@ -100,17 +100,21 @@ public final class AggregationStore: @unchecked Sendable {
     /// Interim (issue 21): the public operations keep `throws(MongoError)` while their callers
     /// (IngestEngine's ledger loop, the Scheduler, HTTPAccountingAPI, DashboardData) are typed;
     /// once those take untyped errors the operations become `throws` and this goes. A MongoDB
-    /// storage throws only `MongoError`, passed through unchanged; a conflict is the write
-    /// conflict (112) it always was; another backend's error keeps its disposition.
+    /// storage throws only `MongoError`, passed through unchanged; a conflict is the error (112)
+    /// it always was; another backend's error keeps its disposition, transient or persistent.
     static func mongoTyped<T>(_ body: () throws -> T) throws(MongoError) -> T {
         do {
             return try body()
         } catch let error as MongoError {
             throw error
+        } catch let conflict as AggregateWriteConflict {
+            throw MongoError(kind: .server(code: 112), code: 112, domain: 0, message: conflict.storageMessage)
         } catch {
-            let transient = storageDisposition(of: error) == .transient
-            throw MongoError(kind: transient ? .server(code: 112) : .protocolError, code: transient ? 112 : 0, domain: 0,
-                             message: (error as? any StorageFailure)?.storageMessage ?? "\(error)")
+            let message = (error as? any StorageFailure).map { "\($0)" } ?? "\(error)"
+            switch storageDisposition(of: error) {
+            case .transient: throw MongoError(kind: .connection, code: 0, domain: 0, message: message)
+            default: throw MongoError(kind: .protocolError, code: 0, domain: 0, message: message)
+            }
         }
     }
 

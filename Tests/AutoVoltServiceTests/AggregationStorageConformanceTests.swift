@@ -35,7 +35,7 @@ final class AggregationStorageRig: @unchecked Sendable {
     let logger = Logger(label: "test")
     private var mongo: DevMongoServer?
     private var client: MongoClient?
-    private var postgres: PostgresServer?
+    private(set) var postgres: PostgresServer?
     private var postgresURL = ""
     private var mongoURI = ""
     private var pool: PostgresPool?
