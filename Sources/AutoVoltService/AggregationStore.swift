@@ -97,9 +97,9 @@ public final class AggregationStore: @unchecked Sendable {
                   logger: logger)
     }
 
-    /// Interim (issue 21): the public operations keep `throws(MongoError)` while their callers
-    /// (IngestEngine's ledger loop, the Scheduler, HTTPAccountingAPI, DashboardData) are typed;
-    /// once those take untyped errors the operations become `throws` and this goes. A MongoDB
+    /// Interim (issue 21): the public operations keep `throws(MongoError)` while a caller is
+    /// typed (HTTPAccountingAPI's closures for MongoExecutor); once it takes untyped errors the
+    /// operations become `throws` and this goes. A MongoDB
     /// storage throws only `MongoError`, passed through unchanged; a conflict is the error (112)
     /// it always was; another backend's error keeps its disposition, transient or persistent.
     static func mongoTyped<T>(_ body: () throws -> T) throws(MongoError) -> T {
