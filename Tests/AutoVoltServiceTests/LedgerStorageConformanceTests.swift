@@ -114,26 +114,10 @@ struct LedgerStorageConformanceTests {
             postgres?.stop()
         }
 
-        /// The lead's migration, and whatever of the ledger's tables it does not create yet (the
-        /// fragments of this change, `review_tickets` as the reconciliation will have it, a
-        /// default partition of `telemetry_events` for the tests' months).
+        /// The worker's migrations (every table, the ledger's fragments among them), and a
+        /// default partition of `telemetry_events` for the tests' months.
         static func createTables(_ connection: PostgresConnection) throws {
             try PostgresSchema.migrate(on: connection)
-            func exists(_ table: String) throws -> Bool {
-                try connection.query("SELECT to_regclass($1) IS NOT NULL AS present", [table]).first?.bool("present") ?? false
-            }
-            if try !exists("ledger_state") { try connection.executeScript(PostgresTables.ledgerState) }
-            if try !exists("ledger_dirty_days") { try connection.executeScript(PostgresTables.ledgerDirtyDays) }
-            if try !exists("review_tickets") {
-                try connection.executeScript("""
-                    CREATE TABLE review_tickets (
-                        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                        esp32_name text NOT NULL, date text NOT NULL, kind text NOT NULL, detail jsonb, status text NOT NULL,
-                        created_at timestamptz NOT NULL, run_id text,
-                        UNIQUE (esp32_name, date, kind)
-                    )
-                    """)
-            }
             let hasDefault = try connection.query("""
                 SELECT partdefid <> 0 AS present FROM pg_partitioned_table WHERE partrelid = 'telemetry_events'::regclass
                 """).first?.bool("present") ?? false
