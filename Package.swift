@@ -70,7 +70,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .executableTarget(name: "autovolt-worker", dependencies: [
-            "AutoVoltService", "AutoVoltMongo", "AutoVoltMQTT", "AutoVoltCore",
+            "AutoVoltService", "AutoVoltMongo", "AutoVoltPostgres", "AutoVoltMQTT", "AutoVoltCore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -11,6 +11,9 @@ public struct PostgresRow: Sendable {
         return cells[i]
     }
 
+    /// The cells in the order of the query's columns.
+    public var columnsInOrder: [String?] { cells }
+
     public func string(_ column: String) -> String? { self[column] }
     public func int64(_ column: String) -> Int64? { self[column].flatMap { Int64($0) } }
     public func int(_ column: String) -> Int? { self[column].flatMap { Int($0) } }

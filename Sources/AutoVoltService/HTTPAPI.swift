@@ -19,8 +19,8 @@ enum PowerAnalyticsAPI {
             let q = request.uri.queryParameters
             return await answer(runner: runner, logger: logger, route: "summary") { () throws(AnalyticsParameterError) in
                 try AnalyticsQueries.summaryParameters(classroom: q["classroom"].map(String.init), date: q["date"].map(String.init))
-            } query: { client, parameters throws(MongoError) in
-                try AnalyticsQueries.summary(client: client, config: config, parameters: parameters)
+            } query: { storage, parameters in
+                try AnalyticsQueries.summary(storage: storage, config: config, parameters: parameters)
             }
         }
         router.get("\(prefix)/timeline") { request, _ -> Response in
@@ -29,24 +29,24 @@ enum PowerAnalyticsAPI {
                 try AnalyticsQueries.timelineParameters(classroom: q["classroom"].map(String.init), start: q["start"].map(String.init),
                                                         end: q["end"].map(String.init), bucket: q["bucket"].map(String.init),
                                                         timeZone: config.timeZone)
-            } query: { client, parameters throws(MongoError) in
-                try AnalyticsQueries.timeline(client: client, config: config, parameters: parameters)
+            } query: { storage, parameters in
+                try AnalyticsQueries.timeline(storage: storage, config: config, parameters: parameters)
             }
         }
         router.get("\(prefix)/device-breakdown") { request, _ -> Response in
             let q = request.uri.queryParameters
             return await answer(runner: runner, logger: logger, route: "device-breakdown") { () throws(AnalyticsParameterError) in
                 try AnalyticsQueries.deviceBreakdownParameters(classroom: q["classroom"].map(String.init), date: q["date"].map(String.init))
-            } query: { client, parameters throws(MongoError) in
-                try AnalyticsQueries.deviceBreakdown(client: client, config: config, parameters: parameters)
+            } query: { storage, parameters in
+                try AnalyticsQueries.deviceBreakdown(storage: storage, config: config, parameters: parameters)
             }
         }
         router.get("\(prefix)/monthly") { request, _ -> Response in
             let q = request.uri.queryParameters
             return await answer(runner: runner, logger: logger, route: "monthly") { () throws(AnalyticsParameterError) in
                 try AnalyticsQueries.monthlyParameters(classroom: q["classroom"].map(String.init), month: q["month"].map(String.init))
-            } query: { client, parameters throws(MongoError) in
-                try AnalyticsQueries.monthly(client: client, config: config, parameters: parameters)
+            } query: { storage, parameters in
+                try AnalyticsQueries.monthly(storage: storage, config: config, parameters: parameters)
             }
         }
 
@@ -57,11 +57,11 @@ enum PowerAnalyticsAPI {
 
     /// Parses, runs the query through the runner (admission limit, deadline), and answers its
     /// JSON; 400 for bad parameters, 503 with `Retry-After` when saturated or past the deadline,
-    /// 503 when MongoDB fails.
+    /// 503 when the database fails.
     static func answer<Parameters: Sendable, Result: Encodable & Sendable>(
         runner: QueryRunner, logger: Logger, route: String,
         parse: () throws(AnalyticsParameterError) -> Parameters,
-        query: @escaping @Sendable (MongoClient, Parameters) throws(MongoError) -> Result
+        query: @escaping @Sendable (any AnalyticsStorage, Parameters) throws -> Result
     ) async -> Response {
         let parameters: Parameters
         do {
@@ -69,7 +69,7 @@ enum PowerAnalyticsAPI {
         } catch {
             return errorResponse(.badRequest, error.message)
         }
-        switch await runner.run({ client throws(MongoError) -> Result in try query(client, parameters) }) {
+        switch await runner.analytics({ storage in try query(storage, parameters) }) {
         case .value(let result):
             return jsonResponse(status: .ok, body: AnalyticsQueries.json(result))
         case .saturated:

@@ -77,7 +77,7 @@ enum AlarmsAPI {
                 }
                 switch outcome {
                 case .acknowledged(let record, let published):
-                    engine.alarms.announce(published)
+                    engine.alarms?.announce(published)
                     return AccountingAPI.json(.ok, AckAnswer(acknowledged: true, alarm: record))
                 case .already(let record):
                     return AccountingAPI.json(.ok, AckAnswer(acknowledged: false, alarm: record))

@@ -19,8 +19,8 @@ enum DashboardRoutes {
         router.get("/") { request, _ -> Response in
             guard let date = self.date(request, config) else { return page(.badRequest, error: "date must be YYYY-MM-DD") }
             let registry = engine.registryInForce
-            return await serve(runner: runner, logger: logger) { client throws(MongoError) in
-                try DashboardData.load(client: client, config: config, registry: registry, date: date, now: SystemClock.nowMillis())
+            return await serve(runner: runner, logger: logger) { storage in
+                try DashboardData.load(storage: storage, config: config, registry: registry, date: date, now: SystemClock.nowMillis())
             } render: { DashboardPage.render($0) }
         }
         router.get("/devices/:name") { request, context -> Response in
@@ -29,8 +29,8 @@ enum DashboardRoutes {
                 return page(.badRequest, error: "not a device name")
             }
             let registry = engine.registryInForce
-            return await serve(runner: runner, logger: logger) { client throws(MongoError) in
-                try DevicePageData.load(client: client, config: config, registry: registry, esp32Name: name, date: date)
+            return await serve(runner: runner, logger: logger) { storage in
+                try DevicePageData.load(storage: storage, config: config, registry: registry, esp32Name: name, date: date)
             } render: { DashboardPage.renderDevice($0) }
         }
     }
@@ -43,10 +43,10 @@ enum DashboardRoutes {
         return text.utf8.count == 10 ? CivilDate(text) : nil
     }
 
-    static func serve<Data: Sendable>(runner: QueryRunner, logger: Logger, load: @escaping @Sendable (MongoClient) throws(MongoError) -> Data,
+    static func serve<Data: Sendable>(runner: QueryRunner, logger: Logger, load: @escaping @Sendable (any AnalyticsStorage) throws -> Data,
                                       render: (Data) -> String) async -> Response {
         let began = ContinuousClock.now
-        switch await runner.run(load) {
+        switch await runner.analytics(load) {
         case .value(let data):
             let loaded = ContinuousClock.now
             let html = render(data)

@@ -1,4 +1,5 @@
 import AutoVoltMongo
+import AutoVoltPostgres
 import Foundation
 import Synchronization
 import Hummingbird
@@ -166,14 +167,67 @@ struct QueryRunner: Sendable {
         case timedOut
     }
 
-    let executor: MongoExecutor
+    /// Where the analytics reads run: MongoDB's executor, or PostgreSQL's pool (each read on a
+    /// thread of its own, never the cooperative pool; the gate bounds how many at once).
+    enum Source: Sendable {
+        case mongodb(MongoExecutor)
+        case postgresql(PostgresPool)
+    }
+
+    let source: Source
     let gate: AdmissionGate
     let timeout: Duration
+
+    init(executor: MongoExecutor, gate: AdmissionGate, timeout: Duration) {
+        self.init(source: .mongodb(executor), gate: gate, timeout: timeout)
+    }
+
+    init(source: Source, gate: AdmissionGate, timeout: Duration) {
+        self.source = source
+        self.gate = gate
+        self.timeout = timeout
+    }
+
+    struct NotOnThisBackend: Error, CustomStringConvertible {
+        var description: String { "not available on the PostgreSQL backend yet" }
+    }
+
+    /// An analytics read (queries, dashboard) over whichever backend the worker runs on, with
+    /// the same admission gate and deadline as `run`.
+    func analytics<T: Sendable>(_ body: @escaping @Sendable (any AnalyticsStorage) throws -> T) async -> Outcome<T> {
+        switch source {
+        case .mongodb:
+            return await run { client throws(MongoError) -> T in
+                do {
+                    return try body(MongoAnalyticsStorage(client: client))
+                } catch let error as MongoError {
+                    throw error
+                } catch {
+                    throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "\(error)")
+                }
+            }
+        case .postgresql(let pool):
+            return await admitted { deadline in
+                try await onThread { try body(PostgresAnalyticsStorage(pool: pool, deadline: deadline)) }
+            }
+        }
+    }
 
     /// `body` runs on the executor's thread under `MongoClient.withDeadline`, so each read it
     /// makes carries the time left as `maxTimeMS`. The answer does not wait past the deadline
     /// (plus a little for the server's own timeout to arrive first), even when the database hangs.
     func run<T: Sendable>(_ body: @escaping @Sendable (MongoClient) throws(MongoError) -> T) async -> Outcome<T> {
+        guard case .mongodb(let executor) = source else { return .failed(NotOnThisBackend()) }
+        return await admitted { deadline in
+            try await executor.run { client throws(MongoError) -> T in
+                try MongoClient.withDeadline(deadline) { () throws(MongoError) -> T in try body(client) }
+            }
+        }
+    }
+
+    /// Admission, then `work` with its deadline; the answer, or `.timedOut` 250 ms past the
+    /// deadline whatever the work is doing.
+    private func admitted<T: Sendable>(_ work: @escaping @Sendable (ContinuousClock.Instant) async throws -> T) async -> Outcome<T> {
         let deadline = ContinuousClock.now + timeout
         switch await gate.acquire(deadline: deadline) {
         case .saturated: return .saturated
@@ -181,15 +235,14 @@ struct QueryRunner: Sendable {
         case .admitted: break
         }
         let first = FirstOffer<Outcome<T>>()
-        let executor = self.executor, gate = self.gate
+        let gate = self.gate
         Task {
             let outcome: Outcome<T>
             do {
-                let value = try await executor.run { client throws(MongoError) -> T in
-                    try MongoClient.withDeadline(deadline) { () throws(MongoError) -> T in try body(client) }
-                }
-                outcome = .value(value)
+                outcome = .value(try await work(deadline))
             } catch let error as MongoError where error.isTimeLimitExceeded {
+                outcome = .timedOut
+            } catch where PostgresAnalyticsStorage.isDeadlineExceeded(error) {
                 outcome = .timedOut
             } catch {
                 outcome = .failed(error)

@@ -1,5 +1,6 @@
 import AutoVoltCore
 import AutoVoltMongo
+import AutoVoltPostgres
 import Foundation
 import Hummingbird
 import Logging
@@ -11,12 +12,15 @@ import Prometheus
 /// own for its few counts, which are cached and refreshed in the background, and it waits at
 /// most `HealthReporter.waitBudget` for a refresh. `/metrics` never touches the database.
 enum HTTPServer {
-    static func application(host: String, port: Int, engine: IngestEngine, executor: MongoExecutor,
-                            queries: QueryRunner, healthExecutor: MongoExecutor,
+    /// `executor`: MongoDB's, for the routes that are on MongoDB only so far (accounting, alarms,
+    /// statements; issue 21); nil on PostgreSQL, where they are not served yet. The analytics
+    /// API and the dashboard run through `queries` on either backend.
+    static func application(host: String, port: Int, engine: IngestEngine, queries: QueryRunner, executor: MongoExecutor?,
+                            health loadFigures: @escaping @Sendable () async -> HealthReporter.Figures?,
                             registry: PrometheusCollectorRegistry?, logger: Logger) -> some ApplicationProtocol {
         let router = Router()
         router.add(middleware: RequestBoundsMiddleware())
-        let health = HealthReporter(engine: engine, executor: healthExecutor)
+        let health = HealthReporter(engine: engine, load: loadFigures)
         // The AutoVolt deployment guide monitors `/api/power-analytics/health`: the same document.
         for path in ["/health", "\(PowerAnalyticsAPI.prefix)/health"] {
             router.get(.init(path)) { _, _ -> Response in
@@ -25,12 +29,14 @@ enum HTTPServer {
                                 body: .init(byteBuffer: ByteBuffer(bytes: report.json)))
             }
         }
-        PowerAnalyticsAPI.register(on: router, runner: queries, config: engine.config, logger: logger)
-        AccountingAPI.register(on: router, executor: executor, runner: queries, config: engine.config, logger: logger)
         HTTPIngestAPI.register(on: router, engine: engine, logger: logger)
+        PowerAnalyticsAPI.register(on: router, runner: queries, config: engine.config, logger: logger)
         DashboardRoutes.register(on: router, engine: engine, runner: queries, logger: logger)
-        AlarmsAPI.register(on: router, engine: engine, executor: executor, runner: queries)
-        StatementsAPI.register(on: router, engine: engine, executor: executor, runner: queries, logger: logger)
+        if let executor {
+            AccountingAPI.register(on: router, executor: executor, runner: queries, config: engine.config, logger: logger)
+            AlarmsAPI.register(on: router, engine: engine, executor: executor, runner: queries)
+            StatementsAPI.register(on: router, engine: engine, executor: executor, runner: queries, logger: logger)
+        }
         router.get("/metrics") { _, _ -> Response in
             let text = registry?.emitToString() ?? ""
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
@@ -68,13 +74,13 @@ actor HealthReporter {
     static let countNames = ["total_events", "unprocessed_events", "events_last_hour", "online_devices"]
 
     let engine: IngestEngine
-    let executor: MongoExecutor
+    let load: @Sendable () async -> Figures?
     private var cached: (at: ContinuousClock.Instant, figures: Figures)?
     private var refreshing: Task<Figures?, Never>?
 
-    init(engine: IngestEngine, executor: MongoExecutor) {
+    init(engine: IngestEngine, load: @escaping @Sendable () async -> Figures?) {
         self.engine = engine
-        self.executor = executor
+        self.load = load
     }
 
     private func databaseFigures() async -> Figures? {
@@ -83,9 +89,9 @@ actor HealthReporter {
         if let refreshing {
             refresh = refreshing
         } else {
-            let executor = self.executor
+            let load = self.load
             refresh = Task { [weak self] in
-                let figures = await Self.load(executor)
+                let figures = await load()
                 await self?.finished(figures)
                 return figures
             }
@@ -107,7 +113,7 @@ actor HealthReporter {
         refreshing = nil
     }
 
-    private static func load(_ executor: MongoExecutor) async -> Figures? {
+    static func load(_ executor: MongoExecutor) async -> Figures? {
         let hourAgo = SystemClock.nowMillis() - 3_600_000
         let ms = countTimeMS
         return try? await executor.run { client throws(MongoError) -> Figures in
@@ -133,6 +139,48 @@ actor HealthReporter {
                 lastRun = try MongoClient.withDeadline(ContinuousClock.now + .milliseconds(ms)) { () throws(MongoError) -> LastRun? in
                     try Reconciler.lastReconciliation(client).map { LastRun(at: $0.at, runID: $0.runID) }
                 }
+            } catch {
+                errors["last_run"] = "\(error)"
+            }
+            return Figures(counts: counts, errors: errors, lastRun: lastRun)
+        }
+    }
+
+    /// The same figures from PostgreSQL, each under a statement timeout of `countTimeMS`.
+    /// `total_events` is the planner's estimate once the table is past a million rows (it is
+    /// kept by autovacuum; counting would scan), an exact count below.
+    static func load(_ pool: PostgresPool) async -> Figures? {
+        let hourAgo = SystemClock.nowMillis() - 3_600_000
+        let ms = countTimeMS
+        return try? await onThread { () throws -> Figures in
+            var (counts, errors) = try pool.withConnection { connection in
+                var counts: [String: Int] = [:]
+                var errors: [String: String] = [:]
+                func figure(_ name: String, _ sql: String, _ params: [any PostgresBindable] = []) {
+                    do {
+                        let value = try connection.transaction {
+                            try connection.execute("SET LOCAL statement_timeout = \(ms)")
+                            return try connection.query(sql, params).first?.int("n")
+                        }
+                        counts[name] = value ?? 0
+                    } catch {
+                        errors[name] = "\(error)"
+                    }
+                }
+                figure("total_events", """
+                    SELECT CASE WHEN e.estimate > 1000000 THEN e.estimate ELSE (SELECT count(*) FROM telemetry_events) END AS n
+                    FROM (SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint AS estimate FROM pg_inherits i
+                          JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'telemetry_events'::regclass) e
+                    """)
+                figure("unprocessed_events", "SELECT count(*) AS n FROM telemetry_events WHERE NOT processed")
+                figure("events_last_hour", "SELECT count(*) AS n FROM telemetry_events WHERE received_at >= $1::timestamptz",
+                       [PostgresTimestamp(millis: hourAgo)])
+                figure("online_devices", "SELECT count(*) AS n FROM device_status WHERE online")
+                return (counts, errors)
+            }
+            var lastRun: LastRun?
+            do {
+                lastRun = try PostgresReconciliationStorage(pool: pool).lastReconciliation().map { LastRun(at: $0.at, runID: $0.runID) }
             } catch {
                 errors["last_run"] = "\(error)"
             }

@@ -47,7 +47,11 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
 
     let config: WorkerConfig
     let journal: Journal
-    let client: MongoClient
+    /// The database chosen by AUTOVOLT_DATABASE_URL: each stage takes its storage from it.
+    let database: WorkerDatabase
+    /// MongoDB's client, for what only that backend does so far (alarms, the scheduler's
+    /// reconciliation and statements, the HTTP API's reads): nil on PostgreSQL.
+    var client: MongoClient? { database.mongo }
     let logger: Logger
     let metrics = WorkerMetrics()
     private var mqtt: MQTTSource?
@@ -100,7 +104,8 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private let testExitAtFlush = ProcessInfo.processInfo.environment["AUTOVOLT_TEST_EXIT_AT_FLUSH"].flatMap(Int.init)
     private var flushesSeen = 0
     /// Alarm evaluation (AUTOVOLT_ALARMS): fed by the drain, stored by the alarms stage.
-    let alarms: AlarmService
+    /// nil on PostgreSQL until alarms have a PostgreSQL storage (issue 21).
+    let alarms: AlarmService?
 
     /// The journal in AUTOVOLT_STATE_DIR; a directory that cannot hold one is a configuration
     /// error (exit 78), not an outage to retry.
@@ -118,8 +123,13 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         self.logger = logger
         registry = config.devices
         journal = try Self.openJournal(config)
-        client = try Database.connect(config)
-        alarms = AlarmService(config: config, client: client, logger: logger, startedAt: SystemClock.nowMillis())
+        // The drain, ledger and scheduler hold one connection each at most, /health one, and the
+        // analytics reads as many as may run at once.
+        database = try WorkerDatabase.open(config, poolSize: 4 + config.httpQueryConcurrency)
+        alarms = database.mongo.map { AlarmService(config: config, client: $0, logger: logger, startedAt: SystemClock.nowMillis()) }
+        if database.mongo == nil {
+            logger.warning("PostgreSQL backend: alarms, statements and the accounting HTTP routes (tariffs, recalculate, acks) are not on PostgreSQL yet; ingest, the ledger, the aggregates, day closes, the nightly reconciliation, the analytics API and the dashboard are")
+        }
         let pending = journal.pendingRecords
         if pending > 0 {
             logger.notice("journal holds messages from before the last stop; storing them first", metadata: ["pending": "\(pending)"])
@@ -130,13 +140,15 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     /// worker (exit 78) before it consumes anything. An unreachable database is not an error here.
     public func checkSchemaIfReachable() throws {
         do {
-            try Schema.ensure(on: client)
+            try database.ensureSchema()
             schemaReady = true
             setMongo(reachable: true, error: nil)
         } catch let conflict as Schema.Conflict {
             throw conflict
+        } catch let refusal as PostgresSchema.Refusal {
+            throw refusal
         } catch {
-            logger.warning("MongoDB not reachable at start-up; journaling until it is", metadata: ["error": "\(error)"])
+            logger.warning("\(database.backendName) not reachable at start-up; journaling until it is", metadata: ["error": "\(error)"])
             setMongo(reachable: false, error: "\(error)")
         }
     }
@@ -156,6 +168,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         case .ledger: ledgerLoop()
         case .scheduler: schedulerLoop()
         case .alarms:
+            guard let alarms, let client else { return idleUntilStopped(.alarms) }
             alarms.run(schemaReady: { schemaReady }, writeConcern: { try config.writeConcern.resolve(for: client) },
                        beat: { stallIfTesting(.alarms); stages.beat(.alarms, now: SystemClock.nowMillis()) })
         }
@@ -169,7 +182,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         case .drain: wakeup.signal()
         case .ledger: ledgerWakeup.signal()
         case .scheduler: schedulerWakeup.signal()
-        case .alarms: alarms.requestStop()
+        case .alarms: alarms?.requestStop()
         }
     }
 
@@ -216,7 +229,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             registryGeneration += 1
         }
         logger.notice("device registry reloaded", metadata: ["path": "\(path)", "devices": "\(loaded.devices.count)"])
-        alarms.reload(registry: loaded, rulesPath: nil)
+        alarms?.reload(registry: loaded, rulesPath: nil)
         wakeup.signal()
         ledgerWakeup.signal()
         return true
@@ -224,7 +237,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
 
     /// Reads `AUTOVOLT_ALARMS` again (SIGHUP, after the registry); a bad file keeps the rules in force.
     public func reloadAlarmRules() {
-        alarms.reload(registry: currentRegistry.registry, rulesPath: config.alarmsPath)
+        alarms?.reload(registry: currentRegistry.registry, rulesPath: config.alarmsPath)
     }
 
     /// The device registry in force (the dashboard's registered boards per classroom).
@@ -378,17 +391,18 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             }
             do {
                 if !schemaReady {
-                    try Schema.ensure(on: client)
+                    try database.ensureSchema()
                     schemaReady = true
-                    logger.info("MongoDB schema ready", metadata: ["database": "\(client.databaseName)"])
+                    logger.info("\(database.backendName) schema ready", metadata: ["database": "\(database.name)"])
                 }
                 let active: IngestProcessor
                 let (registry, generation) = currentRegistry
                 if let processor, processorGeneration == generation {
                     active = processor
                 } else {
-                    active = IngestProcessor(client: client, decoder: decoder, registry: registry,
-                                             writeConcern: try processor?.writeConcern ?? resolveWriteConcern(), logger: logger)
+                    let concern = try writeConcern
+                    active = IngestProcessor(storage: database.ingestStorage(writeConcern: concern), decoder: decoder,
+                                             registry: registry, logger: logger)
                     active.alarms = alarms
                     processor = active
                     processorGeneration = generation
@@ -407,8 +421,8 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 // Only a write acknowledged with its write concern says the concern is met again
                 // (a batch of retained statuses writes nothing).
                 let acknowledged = MongoClient.AcknowledgedWrites()
-                let outcome = try MongoClient.countingAcknowledgedWrites(in: acknowledged) { () throws(MongoError) -> BatchOutcome in
-                    try active.process(messages)
+                let outcome = try MongoClient.countingAcknowledgedWrites(in: acknowledged) { () throws -> BatchOutcome in
+                    try active.ingest(messages)
                 }
                 if let last = records.last { try journal.remove(through: last.id) }
                 let now = SystemClock.nowMillis()
@@ -428,6 +442,10 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 logger.critical("\(conflict)")
                 stateLock.withLock { fatalError = conflict }
                 break
+            } catch let refusal as PostgresSchema.Refusal {
+                logger.critical("\(refusal)")
+                stateLock.withLock { fatalError = refusal }
+                break
             } catch {
                 // A refused document never reaches here (IngestProcessor sets it aside); what does
                 // keeps its batch in the journal (see `WriteFailure`).
@@ -438,7 +456,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 metrics.storeErrors.increment()
                 if stopping {
                     noteWriteFailure(failure, error, .drain, retryIn: nil)
-                    logger.warning("MongoDB unavailable during shutdown; the journal keeps the rest", metadata: ["error": "\(error)"])
+                    logger.warning("\(database.backendName) unavailable during shutdown; the journal keeps the rest", metadata: ["error": "\(error)"])
                     break
                 }
                 noteWriteFailure(failure, error, .drain, retryIn: backoff)
@@ -468,22 +486,23 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             let acknowledged = MongoClient.AcknowledgedWrites()
             do {
                 let (batches, progressed, recomputed) = try MongoClient.countingAcknowledgedWrites(in: acknowledged) {
-                    () throws(MongoError) -> (batches: [[String]], progressed: Bool, recomputed: Int) in
+                    () throws -> (batches: [[String]], progressed: Bool, recomputed: Int) in
                     let store: LedgerStore
+                    let concern = try writeConcern
                     if let ledger {
                         store = ledger
                     } else {
-                        store = LedgerStore(client: client, registry: currentRegistry.registry, timeZone: config.timeZone,
-                                            writeConcern: try config.writeConcern.resolve(for: client),
-                                            owner: "worker:\(config.mqtt.clientID)", policy: config.ledgerPolicy, logger: logger)
+                        store = LedgerStore(storage: database.ledgerStorage(writeConcern: concern), registry: currentRegistry.registry,
+                                            timeZone: config.timeZone, owner: "worker:\(config.mqtt.clientID)",
+                                            policy: config.ledgerPolicy, logger: logger)
                         stateLock.withLock { ledger = store }
                     }
                     let aggregation: AggregationStore
                     if let existing = stateLock.withLock({ aggregates }) {
                         aggregation = existing
                     } else {
-                        aggregation = AggregationStore(client: client, registry: currentRegistry.registry, timeZone: config.timeZone,
-                                                       writeConcern: store.writeConcern, logger: logger)
+                        aggregation = AggregationStore(storage: database.aggregationStorage(writeConcern: concern),
+                                                       registry: currentRegistry.registry, timeZone: config.timeZone, logger: logger)
                         stateLock.withLock { aggregates = aggregation }
                     }
                     let (registry, generation) = currentRegistry
@@ -494,7 +513,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                     }
                     let now = SystemClock.nowMillis()
                     // In batches: a batch costs the database the same few round trips as one device.
-                    let batches = try store.workBatches(now: now)
+                    let batches = try store.findWork(now: now)
                     var progressed = false
                     if !batches.isEmpty {
                         stateLock.withLock { ledgerBusy = true }
@@ -502,7 +521,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                         for batch in batches {
                             if isStopping(.ledger) { break }
                             stages.beat(.ledger, now: SystemClock.nowMillis())
-                            let results = try store.advance(batch, now: SystemClock.nowMillis())
+                            let results = try store.step(batch, now: SystemClock.nowMillis())
                             if results.values.contains(where: { if case .done = $0 { true } else { false } }) { progressed = true }
                         }
                         metrics.recordLedger(store.snapshot)
@@ -550,14 +569,16 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                     active = scheduler
                 } else {
                     appliedGeneration = generation
-                    let concern = try config.writeConcern.resolve(for: client)
-                    active = Scheduler(client: client, schedule: Schedule(reconcileAt: config.reconcileAt, statementAt: config.statementAt),
+                    let concern = try writeConcern
+                    // Statements are on MongoDB only so far: on PostgreSQL the month-end drafts wait.
+                    let statements = client.map {
+                        StatementStore(client: $0, registry: registry, timeZone: config.timeZone, writeConcern: concern, logger: logger)
+                    }
+                    let storage = database.reconciliationStorage(writeConcern: concern)
+                    active = Scheduler(storage: storage, schedule: Schedule(reconcileAt: config.reconcileAt, statementAt: config.statementAt),
                                        timeZone: config.timeZone, owner: "worker:\(config.mqtt.clientID)", aggregation: aggregation,
-                                       reconciler: Reconciler(client: client, registry: registry, timeZone: config.timeZone,
-                                                              writeConcern: concern, logger: logger),
-                                       statements: StatementStore(client: client, registry: registry, timeZone: config.timeZone,
-                                                                  writeConcern: concern, logger: logger),
-                                       writeConcern: concern, logger: logger, listeningSince: startedAt,
+                                       reconciler: Reconciler(storage: storage, registry: registry, timeZone: config.timeZone, logger: logger),
+                                       statements: statements, logger: logger, listeningSince: startedAt,
                                        intakeReadiness: { [unowned self] in intakeReadiness() })
                     scheduler = active
                 }
@@ -603,6 +624,14 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     public var ledgerCounters: LedgerStore.Counters? { stateLock.withLock { ledger?.snapshot } }
     public var ledgerIsProcessing: Bool { stateLock.withLock { ledgerBusy } }
 
+    /// A stage this backend does not run yet: it goes round (for the watchdog) until stopped.
+    private func idleUntilStopped(_ stage: StageMonitor.Stage) {
+        while !isStopping(stage) {
+            stages.beat(stage, now: SystemClock.nowMillis())
+            wakeupSleep(1, stage)
+        }
+    }
+
     private func stallIfTesting(_ stage: StageMonitor.Stage) {
         guard stage == testStalledStage else { return }
         while !isStopping(stage) { Thread.sleep(forTimeInterval: 0.1) }
@@ -616,9 +645,24 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         }
     }
 
+    /// The write concern of the worker's MongoDB writes, resolved at the first contact and kept;
+    /// PostgreSQL has none (a committed transaction is durable), so its storages ignore it.
+    private var writeConcern: WriteConcern {
+        get throws {
+            guard let client else { return .acknowledged }
+            // One stage resolves it (and warns about a replica set the URI does not name) while
+            // the others wait for its answer: said once, not once per stage.
+            return try writeConcernResolution.withLock { () throws -> WriteConcern in
+                if let known = stateLock.withLock({ writeConcernInForce }) { return known }
+                return try resolveWriteConcern(client)
+            }
+        }
+    }
+    private let writeConcernResolution = NSLock()
+
     /// The write concern from the server's `hello` (once, at the first contact), and the check
     /// that a replica set member is reached through a URI that names the set.
-    private func resolveWriteConcern() throws(MongoError) -> WriteConcern {
+    private func resolveWriteConcern(_ client: MongoClient) throws(MongoError) -> WriteConcern {
         let hello = try client.hello()
         let concern = config.writeConcern.resolve(isReplicaSet: hello["setName"]?.stringValue != nil)
         logger.info("MongoDB write concern", metadata: ["write_concern": "\(concern)"])
@@ -655,7 +699,10 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
 
         init(_ error: any Error) {
             guard let error = error as? MongoError else {
-                self = .transient
+                // PostgreSQL has no write concern: its errors say themselves what they are. Any
+                // other error (the journal's) is waited out.
+                let disposition = (error as? any StorageFailure)?.storageDisposition ?? .transient
+                self = disposition == .transient ? .transient : .persistent
                 return
             }
             if error.isUnsatisfiableWriteConcern {
@@ -779,7 +826,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             return was != reachable
         }
         metrics.mongoReachable.record(reachable ? 1 : 0)
-        if changed && reachable { logger.info("MongoDB reachable", metadata: ["database": "\(client.databaseName)"]) }
+        if changed && reachable { logger.info("\(database.backendName) reachable", metadata: ["database": "\(database.name)"]) }
     }
 
 }

@@ -31,16 +31,15 @@ public enum Replay {
 
     /// Blocking; run from a plain thread (the CLI's main thread is fine).
     public static func run(input: FileHandle, config: WorkerConfig, logger: Logger) throws -> Summary {
-        let database = try Database.open(config)
-        let client = database.client
-        let concern = database.writeConcern
-        let processor = IngestProcessor(client: client, decoder: MessageDecoder(clockPolicy: config.clockPolicy),
-                                        registry: config.devices, writeConcern: concern, logger: logger)
+        let (database, concern) = try WorkerDatabase.openForCommand(config)
+        let processor = IngestProcessor(storage: database.ingestStorage(writeConcern: concern),
+                                        decoder: MessageDecoder(clockPolicy: config.clockPolicy),
+                                        registry: config.devices, logger: logger)
         var summary = Summary()
         var batch: [InboundMessage] = []
         func flush() throws {
             guard !batch.isEmpty else { return }
-            summary.outcome.add(try processor.process(batch))
+            summary.outcome.add(try processor.ingest(batch))
             batch.removeAll(keepingCapacity: true)
         }
         var buffer = Data()

@@ -22,22 +22,25 @@ public enum WorkerService {
         // Three executors, so that nothing HTTP does waits behind something else: the write
         // routes (recalculate, tariffs), the read queries (as many threads as may run at once,
         // behind an admission gate with a bounded queue and a deadline), and /health's counts.
-        let executor = MongoExecutor(client: engine.client, threads: 2)
-        let queryExecutor = MongoExecutor(client: engine.client, threads: config.httpQueryConcurrency)
-        let healthExecutor = MongoExecutor(client: engine.client, threads: 1)
+        guard let client = engine.client else {
+            return try await runWithoutMongoDB(engine: engine, config: config, logger: logger, registry: registry)
+        }
+        let executor = MongoExecutor(client: client, threads: 2)
+        let queryExecutor = MongoExecutor(client: client, threads: config.httpQueryConcurrency)
+        let healthExecutor = MongoExecutor(client: client, threads: 1)
         let queries = QueryRunner(executor: queryExecutor,
                                   gate: AdmissionGate(maxConcurrent: config.httpQueryConcurrency, maxQueued: config.httpQueryQueue),
                                   timeout: .milliseconds(config.httpQueryTimeoutMillis))
         var http: (any Service)?
         if let (host, port) = config.httpAddress {
-            let app = HTTPServer.application(host: host, port: port, engine: engine, executor: executor,
-                                             queries: queries, healthExecutor: healthExecutor,
+            let app = HTTPServer.application(host: host, port: port, engine: engine, queries: queries, executor: executor,
+                                             health: { await HealthReporter.load(healthExecutor) },
                                              registry: registry, logger: logger)
             http = HTTPStage(app: app, address: "\(host):\(port)", logger: logger)
         }
         logger.info("autovolt-worker started", metadata: [
             "mqtt": "\(config.mqtt.host):\(config.mqtt.port)", "client_id": "\(config.mqtt.clientID)",
-            "subscriptions": "\(config.mqtt.subscriptions.joined(separator: ","))", "database": "\(engine.client.databaseName)",
+            "subscriptions": "\(config.mqtt.subscriptions.joined(separator: ","))", "database": "\(client.databaseName)",
             "state_dir": "\(config.stateDirectory)", "devices": "\(config.devices.devices.count)",
         ])
         let services = WorkerStages.services(engine: engine, http: http, notifier: SystemdNotifier(), logger: logger)
@@ -59,6 +62,39 @@ public enum WorkerService {
             throw error
         }
         await shutdownExecutors()
+        logger.info("autovolt-worker stopped", metadata: ["journal_pending": "\(engine.status.journalPending)"])
+    }
+}
+
+extension WorkerService {
+    /// The worker on PostgreSQL: the same stages (alarms, not on PostgreSQL yet, idle; see
+    /// IngestEngine), HTTP with health, metrics, ingest, the analytics API and the dashboard.
+    static func runWithoutMongoDB(engine: IngestEngine, config: WorkerConfig, logger: Logger,
+                                  registry: PrometheusCollectorRegistry?) async throws {
+        guard case .postgresql(let pool) = engine.database else { return }
+        var http: (any Service)?
+        if let (host, port) = config.httpAddress {
+            let queries = QueryRunner(source: .postgresql(pool),
+                                      gate: AdmissionGate(maxConcurrent: config.httpQueryConcurrency, maxQueued: config.httpQueryQueue),
+                                      timeout: .milliseconds(config.httpQueryTimeoutMillis))
+            let app = HTTPServer.application(host: host, port: port, engine: engine, queries: queries, executor: nil,
+                                             health: { await HealthReporter.load(pool) }, registry: registry, logger: logger)
+            http = HTTPStage(app: app, address: "\(host):\(port)", logger: logger)
+        }
+        logger.info("autovolt-worker started", metadata: [
+            "mqtt": "\(config.mqtt.host):\(config.mqtt.port)", "client_id": "\(config.mqtt.clientID)",
+            "subscriptions": "\(config.mqtt.subscriptions.joined(separator: ","))", "database": "\(engine.database.name)",
+            "state_dir": "\(config.stateDirectory)", "devices": "\(config.devices.devices.count)",
+        ])
+        let services = WorkerStages.services(engine: engine, http: http, notifier: SystemdNotifier(), logger: logger)
+        let group = ServiceGroup(configuration: .init(
+            services: services.map {
+                .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
+            },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger))
+        try await group.run()
+        pool.close()
         logger.info("autovolt-worker stopped", metadata: ["journal_pending": "\(engine.status.journalPending)"])
     }
 }

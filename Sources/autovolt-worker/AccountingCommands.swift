@@ -16,6 +16,13 @@ func withDatabase<T>(_ config: WorkerConfig, _ what: String, _ body: (Database) 
     try reportingFailures(what) { try body(try Database.open(config)) }
 }
 
+/// The same over either backend (AUTOVOLT_DATABASE_URL): the commands whose stores have a
+/// PostgreSQL storage.
+func withWorkerDatabase<T>(_ config: WorkerConfig, _ what: String,
+                           _ body: ((database: WorkerDatabase, writeConcern: WriteConcern)) throws -> T) throws -> T {
+    try reportingFailures(what) { try body(try WorkerDatabase.openForCommand(config)) }
+}
+
 /// The CLI's exit statuses for a one-shot command: a configuration problem or a foreign database
 /// is 78, anything else `WHAT failed: ...` and 1; each one line on stderr.
 func reportingFailures<T>(_ what: String, _ body: () throws -> T) throws -> T {
@@ -24,6 +31,8 @@ func reportingFailures<T>(_ what: String, _ body: () throws -> T) throws -> T {
     } catch let error as ConfigError {
         throw fail(error.description, Exit.config)
     } catch let error as Schema.Conflict {
+        throw fail(error.description, Exit.config)
+    } catch let error as PostgresSchema.Refusal {
         throw fail(error.description, Exit.config)
     } catch let error as ExitCode {
         throw error
@@ -72,9 +81,9 @@ struct CostVersions: ParsableCommand {
             let logger = makeLogger(config)
             let calendar = LocalCalendar(timeZone: config.timeZone)
             let instant = CivilDate(effectiveFrom).map { calendar.startOfDay($0) } ?? ISO8601.parseMillis(effectiveFrom) ?? 0
-            let result = try withDatabase(config, "cost-versions add") { db in
-                try AggregationStore(client: db.client, registry: config.devices, timeZone: config.timeZone,
-                                     writeConcern: db.writeConcern, logger: logger)
+            let result = try withWorkerDatabase(config, "cost-versions add") { db in
+                try AggregationStore(storage: db.database.aggregationStorage(writeConcern: db.writeConcern),
+                                     registry: config.devices, timeZone: config.timeZone, logger: logger)
                     .addTariff(costPerKwh: costPerKwh, currency: currency.uppercased(), effectiveFrom: instant,
                                classroom: classroom, notes: notes, now: Int64(Date().timeIntervalSince1970 * 1000))
             }
@@ -95,9 +104,9 @@ struct CostVersions: ParsableCommand {
         func run() throws {
             let config = try options.load()
             let logger = makeLogger(config)
-            let versions = try withDatabase(config, "cost-versions list") { db in
-                try AggregationStore(client: db.client, registry: config.devices, timeZone: config.timeZone,
-                                     writeConcern: db.writeConcern, logger: logger).listTariffs().map { TariffDocument($0, timeZone: config.timeZone) }
+            let versions = try withWorkerDatabase(config, "cost-versions list") { db in
+                try AggregationStore(storage: db.database.aggregationStorage(writeConcern: db.writeConcern),
+                                     registry: config.devices, timeZone: config.timeZone, logger: logger).listTariffs().map { TariffDocument($0, timeZone: config.timeZone) }
             }
             if json { return printJSON(versions) }
             if versions.isEmpty { return print("no tariff versions yet: add one with cost-versions add") }
@@ -131,9 +140,9 @@ struct Recalculate: ParsableCommand {
         let config = try options.load()
         let logger = makeLogger(config)
         guard let s = CivilDate(start), let e = CivilDate(end) else { throw ExitCode(64) }
-        let report = try withDatabase(config, "recalculate") { db in
-            try AggregationStore(client: db.client, registry: config.devices, timeZone: config.timeZone,
-                                 writeConcern: db.writeConcern, logger: logger)
+        let report = try withWorkerDatabase(config, "recalculate") { db in
+            try AggregationStore(storage: db.database.aggregationStorage(writeConcern: db.writeConcern),
+                                 registry: config.devices, timeZone: config.timeZone, logger: logger)
                 .recalculate(start: s, end: e, classroom: classroom, esp32Name: esp32Name, now: Int64(Date().timeIntervalSince1970 * 1000))
         }
         if json { return printJSON(report) }
@@ -162,9 +171,9 @@ struct Reconcile: ParsableCommand {
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         var calendar = LocalCalendar(timeZone: config.timeZone)
         let day = date.flatMap(CivilDate.init) ?? CivilDate(daysSinceEpoch: calendar.date(of: now).daysSinceEpoch - 1)
-        let report = try withDatabase(config, "reconcile") { db in
-            let reconciler = Reconciler(client: db.client, registry: config.devices, timeZone: config.timeZone,
-                                        writeConcern: db.writeConcern, logger: logger)
+        let report = try withWorkerDatabase(config, "reconcile") { db in
+            let reconciler = Reconciler(storage: db.database.reconciliationStorage(writeConcern: db.writeConcern),
+                                        registry: config.devices, timeZone: config.timeZone, logger: logger)
             // By hand it judges at once; the report says if the ledger had not caught up.
             return try reconciler.run(date: day, now: now, judgedOn: DataReadiness(pending: try reconciler.pendingInDatabase(day)))
         }

@@ -18,20 +18,23 @@ private func queryParameters<P>(_ parse: () throws(AnalyticsParameterError) -> P
     }
 }
 
-/// Opens the database, runs `body`, closes it. An unusable URI exits 78, a MongoDB failure 1.
-private func runQuery<T>(_ config: WorkerConfig, _ command: String, _ body: (MongoClient) throws(MongoError) -> T) throws -> T {
+/// Opens the database of AUTOVOLT_DATABASE_URL, runs `body` over its analytics storage, closes
+/// it. An unusable URL exits 78, a database failure 1.
+private func runQuery<T>(_ config: WorkerConfig, _ command: String, _ body: (any AnalyticsStorage) throws -> T) throws -> T {
     _ = makeLogger(config)
-    let client: MongoClient
+    let database: WorkerDatabase
     do {
-        client = try Database.connect(config)
-    } catch {
+        database = try WorkerDatabase.open(config, poolSize: 1)
+    } catch let error as ConfigError {
         throw fail(error.description, Exit.config)
-    }
-    defer { client.close() }
-    do {
-        return try body(client)
     } catch {
-        throw fail("\(command) failed: \(error.description.replacingOccurrences(of: "\n", with: " "))", Exit.failure)
+        throw fail("\(command) failed: \(error)", Exit.failure)
+    }
+    defer { database.close() }
+    do {
+        return try body(database.analyticsStorage())
+    } catch {
+        throw fail("\(command) failed: \("\(error)".replacingOccurrences(of: "\n", with: " "))", Exit.failure)
     }
 }
 
@@ -61,8 +64,8 @@ struct Summary: ParsableCommand {
         let p = try queryParameters { () throws(AnalyticsParameterError) in
             try AnalyticsQueries.summaryParameters(classroom: classroom, date: date)
         }
-        let result = try runQuery(config, "summary") { client throws(MongoError) in
-            try AnalyticsQueries.summary(client: client, config: config, parameters: p)
+        let result = try runQuery(config, "summary") { storage in
+            try AnalyticsQueries.summary(storage: storage, config: config, parameters: p)
         }
         if json { printQueryJSON(result) } else { print(QueryText.summary(result), terminator: "") }
     }
@@ -102,8 +105,8 @@ struct Timeline: ParsableCommand {
             try AnalyticsQueries.timelineParameters(classroom: classroom, start: start, end: end, bucket: bucket,
                                                     timeZone: config.timeZone)
         }
-        let result = try runQuery(config, "timeline") { client throws(MongoError) in
-            try AnalyticsQueries.timeline(client: client, config: config, parameters: p)
+        let result = try runQuery(config, "timeline") { storage in
+            try AnalyticsQueries.timeline(storage: storage, config: config, parameters: p)
         }
         if json { printQueryJSON(result) } else { print(QueryText.timeline(result), terminator: "") }
     }
@@ -135,8 +138,8 @@ struct DeviceBreakdown: ParsableCommand {
         let p = try queryParameters { () throws(AnalyticsParameterError) in
             try AnalyticsQueries.deviceBreakdownParameters(classroom: classroom, date: date)
         }
-        let result = try runQuery(config, "device-breakdown") { client throws(MongoError) in
-            try AnalyticsQueries.deviceBreakdown(client: client, config: config, parameters: p)
+        let result = try runQuery(config, "device-breakdown") { storage in
+            try AnalyticsQueries.deviceBreakdown(storage: storage, config: config, parameters: p)
         }
         if json { printQueryJSON(result) } else { print(QueryText.deviceBreakdown(result), terminator: "") }
     }
@@ -164,8 +167,8 @@ struct Monthly: ParsableCommand {
         let p = try queryParameters { () throws(AnalyticsParameterError) in
             try AnalyticsQueries.monthlyParameters(classroom: classroom, month: month)
         }
-        let result = try runQuery(config, "monthly") { client throws(MongoError) in
-            try AnalyticsQueries.monthly(client: client, config: config, parameters: p)
+        let result = try runQuery(config, "monthly") { storage in
+            try AnalyticsQueries.monthly(storage: storage, config: config, parameters: p)
         }
         if json { printQueryJSON(result) } else { print(QueryText.monthly(result), terminator: "") }
     }

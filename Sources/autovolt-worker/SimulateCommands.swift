@@ -2,6 +2,7 @@ import ArgumentParser
 import AutoVoltCore
 import AutoVoltMongo
 import AutoVoltMQTT
+import AutoVoltPostgres
 import AutoVoltService
 import Foundation
 import Synchronization
@@ -355,13 +356,22 @@ struct SimulateCheck: ParsableCommand {
 
     /// No event waits for the ledger and no day for its aggregates.
     func settled(_ config: WorkerConfig) throws -> Bool {
-        try withDatabase(config, "simulate check") { db throws -> Bool in
+        if config.databaseKind == .postgresql {
+            return try withPostgres(config) { c in
+                try c.query("""
+                    SELECT NOT EXISTS (SELECT 1 FROM telemetry_events WHERE NOT processed)
+                       AND NOT EXISTS (SELECT 1 FROM ledger_dirty_days) AS settled
+                    """).first?.bool("settled") ?? false
+            }
+        }
+        return try withDatabase(config, "simulate check") { db throws -> Bool in
             try db.client.countDocuments(Collections.telemetryEvents, filter: ["processed": false]) == 0
                 && db.client.countDocuments("ledger_dirty_days", filter: [:]) == 0
         }
     }
 
     func fetch(_ config: WorkerConfig, _ expected: TruthFile) throws -> Figures {
+        if config.databaseKind == .postgresql { return try fetchPostgres(config, expected) }
         let names = expected.devices.map { BSON.string($0.esp32Name) }
         return try withDatabase(config, "simulate check") { db throws -> Figures in
             var f = Figures()
@@ -393,6 +403,37 @@ struct SimulateCheck: ParsableCommand {
                 "topic": ["$in": .array(expected.devices.map { .string("autovolt/\($0.esp32Name)/telemetry") })],
             ])
             return f
+        }
+    }
+
+    /// The same figures from PostgreSQL, summed by the server.
+    func fetchPostgres(_ config: WorkerConfig, _ expected: TruthFile) throws -> Figures {
+        let names = PostgresTextArray(expected.devices.map(\.esp32Name))
+        return try withPostgres(config) { c in
+            var f = Figures()
+            try c.forEachBatch("""
+                SELECT esp32_name, date, sum(delta_wh) AS wh FROM device_consumption_ledgers
+                WHERE esp32_name = ANY($1::text[]) AND superseded_by IS NULL AND billable GROUP BY esp32_name, date
+                """, [names]) { rows in
+                for r in rows { if let n = r.string("esp32_name"), let d = r.string("date") { f.ledger["\(n)|\(d)"] = r.double("wh") ?? 0 } }
+            }
+            try c.forEachBatch("SELECT esp32_name, date, energy_wh FROM daily_aggregates WHERE esp32_name = ANY($1::text[])", [names]) { rows in
+                for r in rows { if let n = r.string("esp32_name"), let d = r.string("date") { f.aggregates["\(n)|\(d)"] = r.double("energy_wh") ?? 0 } }
+            }
+            for r in try c.query("SELECT esp32_name, count(*) AS n FROM telemetry_events WHERE esp32_name = ANY($1::text[]) GROUP BY esp32_name", [names]) {
+                if let n = r.string("esp32_name") { f.events[n] = r.int("n") ?? 0 }
+            }
+            let topics = PostgresTextArray(expected.devices.map { "autovolt/\($0.esp32Name)/telemetry" })
+            f.rejects = try c.query("SELECT count(*) AS n FROM rejected_messages WHERE topic = ANY($1::text[])", [topics]).first?.int("n") ?? 0
+            return f
+        }
+    }
+
+    func withPostgres<T>(_ config: WorkerConfig, _ body: (PostgresConnection) throws -> T) throws -> T {
+        try reportingFailures("simulate check") {
+            let pool = try PostgresDatabase.connect(config, size: 1, applicationName: "autovolt-worker simulate check")
+            defer { pool.close() }
+            return try pool.withConnection(body)
         }
     }
 

@@ -120,6 +120,8 @@ struct Run: AsyncParsableCommand {
             throw fail(error.description, Exit.config)
         } catch let error as Schema.Conflict {
             throw fail(error.description, Exit.config)
+        } catch let error as PostgresSchema.Refusal {
+            throw fail(error.description, Exit.config)
         } catch {
             throw fail("\(error)", Exit.failure)
         }
@@ -249,7 +251,10 @@ struct RebuildLedger: ParsableCommand {
         let logger = makeLogger(config)
         var dates: ClosedRange<CivilDate>?
         if let s = start.flatMap(CivilDate.init), let e = end.flatMap(CivilDate.init) { dates = s...e }
-        let summary = try reportingFailures("rebuild") { try LedgerRebuild.run(config: config, device: esp32Name, dates: dates, windowReadings: window, logger: logger) }
+        let summary = try withWorkerDatabase(config, "rebuild") { db in
+            try LedgerRebuild.run(storage: db.database.ledgerStorage(writeConcern: db.writeConcern), config: config, device: esp32Name,
+                                  dates: dates, windowReadings: window, logger: logger)
+        }
         print("rebuilt \(summary.devices) devices: \(summary.inserted) entries inserted, \(summary.superseded) superseded")
         if summary.keptExpired > 0 {
             print("\(summary.keptExpired) devices kept their ledger before their oldest stored readings as it was (those events expired; the log says up to which day)")

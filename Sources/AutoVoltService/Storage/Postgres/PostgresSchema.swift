@@ -15,7 +15,13 @@ public enum PostgresSchema {
     public static let migrations: [Migration] = [
         Migration(version: 1, name: "the collections of contract sections 4 and 8 as tables", sql: [
             PostgresTables.telemetryEvents,
+            PostgresTables.rejectedMessages,
+            PostgresTables.deviceStatus,
             PostgresTables.ledgers,
+            PostgresTables.ledgerState,
+            PostgresTables.ledgerDirtyDays,
+            PostgresTables.aggregates,
+            PostgresTables.reconciliation,
         ].joined(separator: "\n")),
     ]
 

@@ -35,6 +35,7 @@ public enum PostgresTables {
     CREATE INDEX telemetry_events_esp32_name_device_ts ON telemetry_events (esp32_name, device_ts);
     CREATE INDEX telemetry_events_unprocessed ON telemetry_events (received_at) WHERE NOT processed;
     CREATE INDEX telemetry_events_device_ts ON telemetry_events (device_ts);
+    CREATE INDEX telemetry_events_received_at ON telemetry_events (received_at);
     """
 
     /// The ledger: append-only; an entry replaced by late data keeps its row with
