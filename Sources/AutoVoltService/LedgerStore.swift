@@ -64,37 +64,19 @@ public final class LedgerStore: @unchecked Sendable {
                   owner: owner, policy: policy, logger: logger)
     }
 
-    /// The MongoDB write concern, for the stores the worker builds beside this one (transitional:
-    /// `.acknowledged` when the storage is not MongoDB's).
-    var writeConcern: WriteConcern { (storage as? MongoLedgerStorage)?.writeConcern ?? .acknowledged }
-
     public var snapshot: Counters { counters.withLock { $0 } }
 
-    // MARK: MongoDB-typed entry points (transitional, issue 21)
+    // MARK: The names before issue 21
 
-    /// `findWork` with MongoDB's typed error, for the worker's ledger loop (a `throws(MongoError)`
-    /// closure) until it calls `findWork`. An error that is not a `MongoError` (this store's own,
-    /// or another backend's) is passed on as a server error of code 0, as this store raised its
-    /// own before.
-    public func workBatches(now: EpochMillis, limit: Int = 200, batchSize: Int = 100,
-                            batchEvents: Int = 5_000) throws(MongoError) -> [[String]] {
-        try Self.asMongoError { try findWork(now: now, limit: limit, batchSize: batchSize, batchEvents: batchEvents) }
+    /// `findWork`.
+    public func workBatches(now: EpochMillis, limit: Int = 200, batchSize: Int = 100, batchEvents: Int = 5_000) throws -> [[String]] {
+        try findWork(now: now, limit: limit, batchSize: batchSize, batchEvents: batchEvents)
     }
 
-    /// `step` with MongoDB's typed error (see `workBatches`).
+    /// `step`.
     @discardableResult
-    public func advance(_ names: [String], now: EpochMillis) throws(MongoError) -> [String: StepResult] {
-        try Self.asMongoError { try step(names, now: now) }
-    }
-
-    static func asMongoError<T>(_ body: () throws -> T) throws(MongoError) -> T {
-        do {
-            return try body()
-        } catch let error as MongoError {
-            throw error
-        } catch {
-            throw MongoError(kind: .server(code: 0), code: 0, domain: 0, message: (error as? any StorageFailure)?.storageMessage ?? "\(error)")
-        }
+    public func advance(_ names: [String], now: EpochMillis) throws -> [String: StepResult] {
+        try step(names, now: now)
     }
 
     // MARK: Finding work
@@ -655,15 +637,7 @@ public enum LedgerRebuild {
         public var keptExpired = 0
     }
 
-    /// Over the MongoDB database of `config`.
-    public static func run(config: WorkerConfig, device: String?, dates: ClosedRange<CivilDate>?, windowReadings: Int = 20_000,
-                           logger: Logger) throws -> Summary {
-        let database = try Database.open(config)
-        return try run(storage: MongoLedgerStorage(client: database.client, writeConcern: database.writeConcern), config: config,
-                       device: device, dates: dates, windowReadings: windowReadings, logger: logger)
-    }
-
-    /// Over any backend's storage.
+    /// Over either backend's storage (`WorkerDatabase.ledgerStorage`).
     public static func run(storage: any LedgerStorage, config: WorkerConfig, device: String?, dates: ClosedRange<CivilDate>?,
                            windowReadings: Int = 20_000, logger: Logger) throws -> Summary {
         let store = LedgerStore(storage: storage, registry: config.devices, timeZone: config.timeZone,
