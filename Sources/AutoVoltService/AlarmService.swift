@@ -13,11 +13,14 @@ import Synchronization
 /// presence for `offline` on a timer, and reads back the active alarms so the book agrees with
 /// the database (a restart, a second worker in the share group). Ingestion never waits for it.
 ///
+/// One piece of logic for every backend: it reads and writes through an `AlarmStorage`
+/// (MongoDB or PostgreSQL), made by `makeStorage` once the write concern is known.
+///
 /// `@unchecked Sendable`: every mutable property (the book, the registry, the pending changes,
 /// the gauges, `stopping`) is read and written only with `lock` held; the rest is immutable or
-/// Sendable (MongoClient, Logger, Wakeup).
+/// Sendable (the storage factory, Logger, Wakeup).
 final class AlarmService: @unchecked Sendable {
-    let client: MongoClient
+    let makeStorage: @Sendable (WriteConcern) -> any AlarmStorage
     let logger: Logger
     private let lock = NSLock()
     private var book: AlarmBook
@@ -30,14 +33,21 @@ final class AlarmService: @unchecked Sendable {
     private var gauges: [String: Gauge] = [:]
     private var gaugeValues: [String: Int] = [:]
 
-    init(config: WorkerConfig, client: MongoClient, logger: Logger, startedAt: EpochMillis) {
-        self.client = client
+    /// `storage`: the alarms' storage with the write concern resolved at the first contact
+    /// (MongoDB's; PostgreSQL's storage ignores it).
+    init(config: WorkerConfig, storage: @escaping @Sendable (WriteConcern) -> any AlarmStorage, logger: Logger, startedAt: EpochMillis) {
+        makeStorage = storage
         self.logger = logger
         book = AlarmBook(rules: config.alarmRules.rules, calendar: LocalCalendar(timeZone: config.timeZone), startedAt: startedAt)
         registry = config.devices
         book.schedules = config.devices.schedules
         webhook = config.alarmWebhookURL.map { AlarmWebhook(url: $0, logger: logger) }
         for rule in config.alarmRules.rules { setGauge(rule: rule.name, severity: rule.severity.rawValue, 0) }
+    }
+
+    /// On MongoDB.
+    convenience init(config: WorkerConfig, client: MongoClient, logger: Logger, startedAt: EpochMillis) {
+        self.init(config: config, storage: { MongoAlarmStorage(client: client, writeConcern: $0) }, logger: logger, startedAt: startedAt)
     }
 
     // MARK: Fed by the drain
@@ -103,6 +113,7 @@ final class AlarmService: @unchecked Sendable {
         var store: AlarmStore?
         var synced = false
         var nextTick: EpochMillis = 0
+        var nextExpiry: EpochMillis = 0
         var backoff = 0.5
         while !isStopping {
             beat()
@@ -114,7 +125,7 @@ final class AlarmService: @unchecked Sendable {
             do {
                 let active: AlarmStore
                 if let store { active = store } else {
-                    active = AlarmStore(client: client, writeConcern: try writeConcern())
+                    active = AlarmStore(storage: makeStorage(try writeConcern()))
                     store = active
                 }
                 if !synced {
@@ -127,10 +138,16 @@ final class AlarmService: @unchecked Sendable {
                     try tick(active, now: now)
                     nextTick = now + tickInterval
                 }
+                if now >= nextExpiry {
+                    // The stream's log keeps 30 days (MongoDB's TTL index needs no call).
+                    let expired = try active.storage.expireEvents(before: now - AlarmStore.eventRetentionMillis)
+                    if expired > 0 { logger.debug("alarm events expired", metadata: ["deleted": "\(expired)"]) }
+                    nextExpiry = now + 3_600_000
+                }
                 backoff = 0.5
                 wakeup.wait(seconds: min(1, Double(tickInterval) / 1000))
             } catch {
-                logger.warning("alarms: cannot reach MongoDB; retrying", metadata: ["error": "\(error)", "retry_in_s": "\(backoff)"])
+                logger.warning("alarms: cannot reach the database; retrying", metadata: ["error": "\(error)", "retry_in_s": "\(backoff)"])
                 wakeup.wait(seconds: backoff)
                 backoff = min(backoff * 2, 15)
             }
@@ -197,15 +214,11 @@ final class AlarmService: @unchecked Sendable {
             // Presence from the database, which every worker of a share group writes: a device
             // whose messages all go to the other worker is not silent.
             var seen: Set<String> = []
-            try client.forEachBatch(Collections.deviceStatus, filter: [:],
-                                    projection: ["online": 1, "last_status_at": 1, "last_telemetry_at": 1], batchSize: 1000) { batch in
+            try store.storage.forEachPresence(batchSize: 1000) { batch in
                 lock.withLock {
-                    for doc in batch {
-                        guard let name = doc["_id"]?.stringValue else { continue }
-                        seen.insert(name)
-                        let presence = AlarmBook.Presence(esp32Name: name, online: doc["online"]?.boolValue,
-                                                          lastStatusAt: AnalyticsQueries.millis(doc["last_status_at"]), lastTelemetryAt: AnalyticsQueries.millis(doc["last_telemetry_at"]))
-                        pending += book.checkPresence(presence, device: devices.resolve(name), now: now)
+                    for presence in batch {
+                        seen.insert(presence.esp32Name)
+                        pending += book.checkPresence(presence, device: devices.resolve(presence.esp32Name), now: now)
                     }
                 }
             }
@@ -224,7 +237,7 @@ final class AlarmService: @unchecked Sendable {
             let longest = rejectRules.compactMap(\.windowMillis).max() ?? 0
             let keep = (rejectRules.compactMap(\.count).max() ?? 0) + 1
             for name in noisy {
-                let times = try recentRejects(of: name, since: now - longest, keep: keep)
+                let times = try store.storage.recentRejects(of: name, since: now - longest, keep: keep)
                 lock.withLock { book.learnRejects(of: name, times: times) }
             }
         }
@@ -265,13 +278,6 @@ final class AlarmService: @unchecked Sendable {
                 setGauge(rule: parts[0], severity: parts[1], counts[key] ?? 0)
             }
         }
-    }
-
-    /// The receive times of the device's latest `keep` rejected messages after `since` (index esp32_name_received_at).
-    private func recentRejects(of name: String, since: EpochMillis, keep: Int) throws(MongoError) -> [EpochMillis] {
-        try client.find(Collections.rejectedMessages, filter: ["esp32_name": .string(name), "received_at": ["$gt": .millis(since)]],
-                        sort: ["received_at": -1], projection: ["received_at": 1], limit: keep)
-            .compactMap { AnalyticsQueries.millis($0["received_at"]) }
     }
 
     private static func gaugeKey(_ rule: String, _ severity: String) -> String { "\(rule)\u{0}\(severity)" }
