@@ -58,9 +58,6 @@ public final class IngestProcessor: @unchecked Sendable {
     let storage: any IngestStorage
     let decoder: MessageDecoder
     let registry: DeviceRegistry
-    /// The MongoDB write concern, when built over MongoDB by the convenience initialiser (the
-    /// drain reuses it for the next registry generation).
-    let writeConcern: WriteConcern?
     let logger: Logger
     /// Told what each batch stored: the alarms are evaluated as readings arrive.
     var alarms: AlarmService?
@@ -72,7 +69,6 @@ public final class IngestProcessor: @unchecked Sendable {
         self.storage = storage
         self.decoder = decoder
         self.registry = registry
-        self.writeConcern = nil
         self.logger = logger
     }
 
@@ -81,23 +77,7 @@ public final class IngestProcessor: @unchecked Sendable {
         self.storage = MongoIngestStorage(client: client, writeConcern: writeConcern)
         self.decoder = decoder
         self.registry = registry
-        self.writeConcern = writeConcern
         self.logger = logger
-    }
-
-    /// `ingest(_:)` for callers that still expect a `MongoError` (the MongoDB drain, replay and
-    /// requeue until they move to `ingest`). Over MongoDB every error is a `MongoError`
-    /// already; another backend's error is carried in one with its disposition kept
-    /// (transient or persistent).
-    public func process(_ messages: [InboundMessage]) throws(MongoError) -> BatchOutcome {
-        do {
-            return try ingest(messages)
-        } catch let error as MongoError {
-            throw error
-        } catch {
-            let transient = storageDisposition(of: error) == .transient
-            throw MongoError(kind: transient ? .connection : .protocolError, code: 0, domain: 0, message: "\(error)")
-        }
     }
 
     /// Returns only when every message of the batch is stored somewhere: as an event, or as a
