@@ -157,8 +157,10 @@ public final class PostgresConnection {
             let message = PQresultErrorField(result, Int32(UInt8(ascii: "M"))).map { String(cString: $0) }
                 ?? String(cString: PQresultErrorMessage(result))
             if PQstatus(conn) != CONNECTION_OK || state == nil {
-                // The server went away mid-statement ("server closed the connection unexpectedly").
-                throw PostgresError(kind: PQstatus(conn) != CONNECTION_OK ? .connection : .protocolError, sqlState: state, message: message)
+                // An error the server did not send (no SQLSTATE) is libpq's own: the server went
+                // away mid-statement ("server closed the connection unexpectedly"), sometimes
+                // before libpq marks the connection bad. Transient: the next call reconnects.
+                throw PostgresError(kind: .connection, sqlState: state, message: message)
             }
             throw PostgresError(kind: .server, sqlState: state, message: message)
         }

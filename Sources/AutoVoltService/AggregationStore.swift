@@ -97,35 +97,14 @@ public final class AggregationStore: @unchecked Sendable {
                   logger: logger)
     }
 
-    /// Interim (issue 21): the public operations keep `throws(MongoError)` while a caller is
-    /// typed (HTTPAccountingAPI's closures for MongoExecutor); once it takes untyped errors the
-    /// operations become `throws` and this goes. A MongoDB
-    /// storage throws only `MongoError`, passed through unchanged; a conflict is the error (112)
-    /// it always was; another backend's error keeps its disposition, transient or persistent.
-    static func mongoTyped<T>(_ body: () throws -> T) throws(MongoError) -> T {
-        do {
-            return try body()
-        } catch let error as MongoError {
-            throw error
-        } catch let conflict as AggregateWriteConflict {
-            throw MongoError(kind: .server(code: 112), code: 112, domain: 0, message: conflict.storageMessage)
-        } catch {
-            let message = (error as? any StorageFailure).map { "\($0)" } ?? "\(error)"
-            switch storageDisposition(of: error) {
-            case .transient: throw MongoError(kind: .connection, code: 0, domain: 0, message: message)
-            default: throw MongoError(kind: .protocolError, code: 0, domain: 0, message: message)
-            }
-        }
-    }
-
     // MARK: Tariffs
 
     /// Every tariff version: pricing needs the whole book (a few documents per tariff change).
-    public func listTariffs() throws(MongoError) -> [Tariff] {
-        try Self.mongoTyped { try storage.tariffs() }
+    public func listTariffs() throws -> [Tariff] {
+        try storage.tariffs()
     }
 
-    public func tariffBook() throws(MongoError) -> TariffBook { TariffBook(try listTariffs()) }
+    public func tariffBook() throws -> TariffBook { TariffBook(try listTariffs()) }
 
     public struct TariffChange: Sendable, Encodable {
         public var tariff: TariffDocument
@@ -144,37 +123,35 @@ public final class AggregationStore: @unchecked Sendable {
     /// Adds a version (never edits one) and recalculates every day and month it reaches, a page
     /// of days at a time in date order (each month once, when its last page is done).
     public func addTariff(costPerKwh: Double, currency: String, effectiveFrom: EpochMillis, classroom: String?, notes: String?,
-                          now: EpochMillis) throws(MongoError) -> TariffChange {
-        try Self.mongoTyped { () throws -> TariffChange in
-            let id = "tv-\(ISO8601.format(now).filter(\.isNumber).prefix(17))-\(UUID().uuidString.prefix(6).lowercased())"
-            let tariff = Tariff(id: id, costPerKwh: costPerKwh, currency: currency, effectiveFrom: effectiveFrom,
-                                classroom: classroom, createdAt: now, notes: notes)
-            try storage.insertTariff(tariff)
-            var calendar = LocalCalendar(timeZone: timeZone)
-            let firstDate = calendar.date(of: effectiveFrom)
-            var run = Recalculation(tariffs: TariffBook(try storage.tariffs()))
-            var after: DeviceDay?
-            while true {
-                let days = try storage.aggregatedDays(from: firstDate, classroom: classroom, after: after, limit: Self.pageSize)
-                try run.days(days.map { ($0.esp32Name, $0.date) }, store: self, now: now)
-                guard days.count == Self.pageSize, let last = days.last else { break }
-                after = last
-            }
-            try run.finish(store: self, now: now)
-            let report = run.report
-            logger.notice("tariff added", metadata: [
-                "id": "\(id)", "cost_per_kwh": "\(costPerKwh)", "currency": "\(currency)", "effective_from": "\(ISO8601.format(effectiveFrom))",
-                "classroom": "\(classroom ?? "all")", "aggregates_recalculated": "\(report.recalculated)", "aggregates_changed": "\(report.changedCount)",
-            ])
-            for change in report.changed where change.oldCost != change.newCost {
-                logger.notice("cost recalculated", metadata: [
-                    "esp32_name": "\(change.esp32Name)", "\(change.kind)": "\(change.key)",
-                    "old_cost": "\(change.oldCost.map { "\($0)" } ?? "null")", "new_cost": "\(change.newCost.map { "\($0)" } ?? "null")",
-                ])
-            }
-            return TariffChange(tariff: TariffDocument(tariff, timeZone: timeZone), recalculated: report.recalculated,
-                                changedCount: report.changedCount, changes: report.changed)
+                          now: EpochMillis) throws -> TariffChange {
+        let id = "tv-\(ISO8601.format(now).filter(\.isNumber).prefix(17))-\(UUID().uuidString.prefix(6).lowercased())"
+        let tariff = Tariff(id: id, costPerKwh: costPerKwh, currency: currency, effectiveFrom: effectiveFrom,
+                            classroom: classroom, createdAt: now, notes: notes)
+        try storage.insertTariff(tariff)
+        var calendar = LocalCalendar(timeZone: timeZone)
+        let firstDate = calendar.date(of: effectiveFrom)
+        var run = Recalculation(tariffs: TariffBook(try storage.tariffs()))
+        var after: DeviceDay?
+        while true {
+            let days = try storage.aggregatedDays(from: firstDate, classroom: classroom, after: after, limit: Self.pageSize)
+            try run.days(days.map { ($0.esp32Name, $0.date) }, store: self, now: now)
+            guard days.count == Self.pageSize, let last = days.last else { break }
+            after = last
         }
+        try run.finish(store: self, now: now)
+        let report = run.report
+        logger.notice("tariff added", metadata: [
+            "id": "\(id)", "cost_per_kwh": "\(costPerKwh)", "currency": "\(currency)", "effective_from": "\(ISO8601.format(effectiveFrom))",
+            "classroom": "\(classroom ?? "all")", "aggregates_recalculated": "\(report.recalculated)", "aggregates_changed": "\(report.changedCount)",
+        ])
+        for change in report.changed where change.oldCost != change.newCost {
+            logger.notice("cost recalculated", metadata: [
+                "esp32_name": "\(change.esp32Name)", "\(change.kind)": "\(change.key)",
+                "old_cost": "\(change.oldCost.map { "\($0)" } ?? "null")", "new_cost": "\(change.newCost.map { "\($0)" } ?? "null")",
+            ])
+        }
+        return TariffChange(tariff: TariffDocument(tariff, timeZone: timeZone), recalculated: report.recalculated,
+                            changedCount: report.changedCount, changes: report.changed)
     }
 
     static let pageSize = 1_000
@@ -184,38 +161,34 @@ public final class AggregationStore: @unchecked Sendable {
     /// Rebuilds the aggregates of the local dates `start...end` (inclusive) from the ledger, a
     /// date at a time (the devices of one date, found by the database), each month once.
     public func recalculate(start: CivilDate, end: CivilDate, classroom: String?, esp32Name: String?,
-                            now: EpochMillis) throws(MongoError) -> RecalculationReport {
-        try Self.mongoTyped { () throws -> RecalculationReport in
-            var run = Recalculation(tariffs: TariffBook(try storage.tariffs()))
-            guard start <= end else { return run.report }
-            for day in start.daysSinceEpoch...end.daysSinceEpoch {
-                let date = CivilDate(daysSinceEpoch: day)
-                let names = try storage.devicesToRecompute(on: date, classroom: classroom, esp32Name: esp32Name)
-                try run.days(names.sorted().map { ($0, date) }, store: self, now: now)
-            }
-            try run.finish(store: self, now: now)
-            return run.report
+                            now: EpochMillis) throws -> RecalculationReport {
+        var run = Recalculation(tariffs: TariffBook(try storage.tariffs()))
+        guard start <= end else { return run.report }
+        for day in start.daysSinceEpoch...end.daysSinceEpoch {
+            let date = CivilDate(daysSinceEpoch: day)
+            let names = try storage.devicesToRecompute(on: date, classroom: classroom, esp32Name: esp32Name)
+            try run.days(names.sorted().map { ($0, date) }, store: self, now: now)
         }
+        try run.finish(store: self, now: now)
+        return run.report
     }
 
     /// Days the ledger changed (`ledger_dirty_days`), oldest mark first; each is removed once
     /// recomputed unless it was marked again meanwhile.
-    public func processDirtyDays(now: EpochMillis, limit: Int = 500) throws(MongoError) -> Int {
-        try Self.mongoTyped { () throws -> Int in
-            let dirty = try storage.dirtyDays(limit: limit)
-            guard !dirty.isEmpty else { return 0 }
-            var run = Recalculation(tariffs: TariffBook(try storage.tariffs()), history: .closedPeriodsOnly)
-            try run.days(dirty.compactMap { $0.day.map { ($0.esp32Name, $0.date) } }, store: self, now: now)
-            try run.finish(store: self, now: now)
-            // Each mark goes unless the ledger marked the day again meanwhile.
-            try storage.clearDirtyDays(dirty)
-            return dirty.count
-        }
+    public func processDirtyDays(now: EpochMillis, limit: Int = 500) throws -> Int {
+        let dirty = try storage.dirtyDays(limit: limit)
+        guard !dirty.isEmpty else { return 0 }
+        var run = Recalculation(tariffs: TariffBook(try storage.tariffs()), history: .closedPeriodsOnly)
+        try run.days(dirty.compactMap { $0.day.map { ($0.esp32Name, $0.date) } }, store: self, now: now)
+        try run.finish(store: self, now: now)
+        // Each mark goes unless the ledger marked the day again meanwhile.
+        try storage.clearDirtyDays(dirty)
+        return dirty.count
     }
 
     /// The day close: every device with entries or an aggregate that day is recomputed, now
     /// `complete`.
-    public func closeDay(_ date: CivilDate, now: EpochMillis) throws(MongoError) -> RecalculationReport {
+    public func closeDay(_ date: CivilDate, now: EpochMillis) throws -> RecalculationReport {
         try recalculate(start: date, end: date, classroom: nil, esp32Name: nil, now: now)
     }
 

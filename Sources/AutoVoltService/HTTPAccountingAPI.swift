@@ -28,14 +28,13 @@ enum AccountingAPI {
         enum CodingKeys: String, CodingKey { case start, end, classroom, esp32Name = "esp32_name" }
     }
 
-    static func register(on router: Router<BasicRequestContext>, executor: MongoExecutor, runner: QueryRunner,
+    static func register(on router: Router<BasicRequestContext>, writes: DatabaseWrites, runner: QueryRunner,
                          config: WorkerConfig, logger: Logger) {
         let base = "/api/power-analytics"
-        let concern = WriteConcernBox()
 
         router.get("\(base)/cost-versions") { _, _ -> Response in
-            let outcome = await runner.run({ client throws(MongoError) -> [TariffDocument] in
-                try store(client, config, concern, logger).listTariffs().map { TariffDocument($0, timeZone: config.timeZone) }
+            let outcome = await runner.analytics({ storage -> [TariffDocument] in
+                try storage.tariffs().map { TariffDocument($0, timeZone: config.timeZone) }
             })
             guard case .value(let versions) = outcome else { return runner.refusal(outcome) }
             return json(.ok, versions)
@@ -57,8 +56,8 @@ enum AccountingAPI {
                 return problem(.badRequest, "effective_from \"\(body.effectiveFrom)\" is not YYYY-MM-DD or an ISO 8601 instant")
             }
             do {
-                let result = try await executor.run { client throws(MongoError) -> AggregationStore.TariffChange in
-                    try store(client, config, concern, logger).addTariff(
+                let result = try await writes.run { database, concern -> AggregationStore.TariffChange in
+                    try store(database, concern, config, logger).addTariff(
                         costPerKwh: body.costPerKwh, currency: currency, effectiveFrom: instant, classroom: body.classroom,
                         notes: body.notes, now: SystemClock.nowMillis())
                 }
@@ -81,8 +80,8 @@ enum AccountingAPI {
             guard start <= end else { return problem(.badRequest, "end is before start") }
             guard end.daysSinceEpoch - start.daysSinceEpoch <= 366 else { return problem(.badRequest, "at most 366 days at a time") }
             do {
-                let report = try await executor.run { client throws(MongoError) -> RecalculationReport in
-                    try store(client, config, concern, logger).recalculate(
+                let report = try await writes.run { database, concern -> RecalculationReport in
+                    try store(database, concern, config, logger).recalculate(
                         start: start, end: end, classroom: body.classroom, esp32Name: body.esp32Name, now: SystemClock.nowMillis())
                 }
                 return json(.ok, report)
@@ -92,9 +91,9 @@ enum AccountingAPI {
         }
     }
 
-    static func store(_ client: MongoClient, _ config: WorkerConfig, _ concern: WriteConcernBox, _ logger: Logger) throws(MongoError) -> AggregationStore {
-        AggregationStore(client: client, registry: config.devices, timeZone: config.timeZone,
-                         writeConcern: try concern.resolve(config.writeConcern, client), logger: logger)
+    static func store(_ database: WorkerDatabase, _ concern: WriteConcern, _ config: WorkerConfig, _ logger: Logger) -> AggregationStore {
+        AggregationStore(storage: database.aggregationStorage(writeConcern: concern), registry: config.devices,
+                         timeZone: config.timeZone, logger: logger)
     }
 
     static func authorize(_ request: Request, _ config: WorkerConfig) -> Response? {
@@ -122,6 +121,32 @@ enum AccountingAPI {
 
     static func problem(_ status: HTTPResponse.Status, _ message: String) -> Response {
         json(status, ["error": message])
+    }
+}
+
+/// The HTTP routes that write (tariffs, recalculation): each call on a thread that may block,
+/// over whichever backend the worker runs on; MongoDB's write concern resolved once.
+struct DatabaseWrites: Sendable {
+    let database: WorkerDatabase
+    let executor: MongoExecutor?
+    let setting: WorkerConfig.WriteConcernSetting
+    let concern = WriteConcernBox()
+
+    func run<T: Sendable>(_ body: @escaping @Sendable (WorkerDatabase, WriteConcern) throws -> T) async throws -> T {
+        let (database, concern, setting) = (self.database, self.concern, self.setting)
+        if let executor, case .mongodb = database {
+            return try await executor.run { client throws(MongoError) -> T in
+                let resolved = try concern.resolve(setting, client)
+                do {
+                    return try body(database, resolved)
+                } catch let error as MongoError {
+                    throw error
+                } catch {
+                    throw MongoError(kind: .protocolError, code: 0, domain: 0, message: "\(error)")
+                }
+            }
+        }
+        return try await onThread { try body(database, .acknowledged) }
     }
 }
 

@@ -12,9 +12,9 @@ import Prometheus
 /// own for its few counts, which are cached and refreshed in the background, and it waits at
 /// most `HealthReporter.waitBudget` for a refresh. `/metrics` never touches the database.
 enum HTTPServer {
-    /// `executor`: MongoDB's, for the routes that are on MongoDB only so far (accounting, alarms,
-    /// statements; issue 21); nil on PostgreSQL, where they are not served yet. The analytics
-    /// API and the dashboard run through `queries` on either backend.
+    /// `executor`: MongoDB's, for the routes that are on MongoDB only so far (alarms, statements;
+    /// issue 21); nil on PostgreSQL, where they are not served yet. The analytics API, the
+    /// dashboard and the accounting routes run on either backend.
     static func application(host: String, port: Int, engine: IngestEngine, queries: QueryRunner, executor: MongoExecutor?,
                             health loadFigures: @escaping @Sendable () async -> HealthReporter.Figures?,
                             registry: PrometheusCollectorRegistry?, logger: Logger) -> some ApplicationProtocol {
@@ -32,8 +32,9 @@ enum HTTPServer {
         HTTPIngestAPI.register(on: router, engine: engine, logger: logger)
         PowerAnalyticsAPI.register(on: router, runner: queries, config: engine.config, logger: logger)
         DashboardRoutes.register(on: router, engine: engine, runner: queries, logger: logger)
+        AccountingAPI.register(on: router, writes: DatabaseWrites(database: engine.database, executor: executor, setting: engine.config.writeConcern),
+                               runner: queries, config: engine.config, logger: logger)
         if let executor {
-            AccountingAPI.register(on: router, executor: executor, runner: queries, config: engine.config, logger: logger)
             AlarmsAPI.register(on: router, engine: engine, executor: executor, runner: queries)
             StatementsAPI.register(on: router, engine: engine, executor: executor, runner: queries, logger: logger)
         }

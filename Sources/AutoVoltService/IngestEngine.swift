@@ -584,6 +584,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 }
                 try active.tick(now: clock.now())
                 try active.rejudgeChangedDays(now: clock.now())
+                try dropExpiredPartitionsHourly(now: clock.now())
             } catch {
                 logger.warning("scheduler: job failed; retrying later", metadata: ["error": "\(error)"])
             }
@@ -591,6 +592,24 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
             schedulerWakeup.wait(seconds: scheduler?.isWaitingForData == true ? 5 : 30)
         }
     }
+
+    /// PostgreSQL's retention (contract section 9): whole monthly partitions of telemetry_events
+    /// (730 days) and rejected_messages (30 days) are dropped, never a DELETE; MongoDB's TTL
+    /// indexes do the same there by themselves.
+    private func dropExpiredPartitionsHourly(now: EpochMillis) throws {
+        guard case .postgresql(let pool) = database else { return }
+        let due = retentionCheckedAt.withLock { last in
+            guard last.map({ now - $0 >= 3_600_000 }) ?? true else { return false }
+            last = now
+            return true
+        }
+        guard due else { return }
+        let dropped = try PostgresIngestStorage(pool: pool).dropExpiredPartitions(now: now)
+        if !dropped.isEmpty {
+            logger.notice("retention: dropped expired partitions", metadata: ["partitions": "\(dropped.joined(separator: ","))"])
+        }
+    }
+    private let retentionCheckedAt = Mutex<EpochMillis?>(nil)
 
     /// After (re)connecting, the broker hands over what it queued for this session at once, at
     /// tens of thousands of messages a second: it is taken as delivered after a lull of

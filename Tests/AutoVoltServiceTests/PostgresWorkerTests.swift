@@ -151,7 +151,10 @@ extension PostgresWorkerTests {
     func http() async throws {
         let rig = try PostgresRig()
         let port = freeTCPPort()
-        try rig.startWorker(extra: ["AUTOVOLT_HTTP_ADDR": "127.0.0.1:\(port)"])
+        let tokenFile = FileManager.default.temporaryDirectory.appendingPathComponent("token-\(UUID().uuidString)")
+        try "pg-test-token-0123456789".write(to: tokenFile, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: tokenFile) }
+        try rig.startWorker(extra: ["AUTOVOLT_HTTP_ADDR": "127.0.0.1:\(port)", "AUTOVOLT_API_TOKEN_FILE": tokenFile.path])
         let publisher = try rig.publisher()
         let readings: [(device: String, second: Int, energy: Double)] = [("lab-101", 0, 1000), ("lab-101", 30, 1010), ("lab-101", 60, 1025)]
         try publisher.publish(readings.map { telemetryPayload($0.device, second: $0.second, energy: $0.energy) })
@@ -182,5 +185,17 @@ extension PostgresWorkerTests {
         #expect(json(summary.body)["energy_wh"] as? Double == 25, "\(summary.body)")
         let page = try await get("/?date=\(day)")
         #expect(page.status == 200 && page.body.contains("lab-101"), "\(page.body.prefix(300))")
+
+        // A tariff over HTTP is stored in PostgreSQL and prices the day retroactively.
+        var request = URLRequest(url: try #require(URL(string: "http://127.0.0.1:\(port)/api/power-analytics/cost-versions")))
+        request.httpMethod = "POST"
+        request.setValue("Bearer pg-test-token-0123456789", forHTTPHeaderField: "Authorization")
+        request.httpBody = Data(#"{"cost_per_kwh": 8, "effective_from": "2020-01-01"}"#.utf8)
+        let (data, response) = try await URLSession.shared.data(for: request)
+        #expect((response as? HTTPURLResponse)?.statusCode == 201, "\(String(decoding: data, as: UTF8.self))")
+        let versions = try await get("/api/power-analytics/cost-versions")
+        #expect(versions.status == 200 && versions.body.contains("\"cost_per_kwh\":8"), "\(versions.body)")
+        let priced = json(try await get("/api/power-analytics/summary?date=\(day)").body)
+        #expect(priced["cost"] as? Double == 0.2, "\(priced)")
     }
 }
