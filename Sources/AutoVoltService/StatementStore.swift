@@ -19,7 +19,8 @@ public enum StatementError: Error, Sendable, CustomStringConvertible {
     /// A frozen export's stored bytes, or a fresh rendering of it, do not have the hash recorded at freezing.
     case exportChanged(id: String, format: StatementFormat, detail: String)
     case export(ExportError)
-    case database(MongoError)
+    /// The backend's own error (`MongoError`, `PostgresError`; `storageDisposition(of:)` classifies it).
+    case database(any Error)
 
     public var description: String {
         switch self {
@@ -91,9 +92,11 @@ public struct StatementSummary: Sendable, Encodable {
     }
 }
 
-/// Statements in MongoDB: `statements` (one document per month, scope and version) and
-/// `statement_exports` (the bytes of a frozen statement's exports, written when it is frozen).
-/// A draft is replaced by the next generate; a frozen statement is never written again.
+/// Monthly statements: `statements` (one per month, scope and version), `statement_sources`
+/// (the device-days each rests on) and `statement_exports` (the bytes of a frozen statement's
+/// exports, written when it is frozen), through a `StatementStorage` of either backend. A draft
+/// is replaced by the next generate; a frozen statement is never written again. What a
+/// statement holds, its versions, freezing, exports and diffs are decided here, once.
 public struct StatementStore: Sendable {
     public static let collection = "statements"
     public static let exportsCollection = "statement_exports"
@@ -102,23 +105,27 @@ public struct StatementStore: Sendable {
     /// A statement lists at most this many open review tickets (the oldest first).
     static let ticketLimit = 1000
 
-    let client: MongoClient
+    let storage: any StatementStorage
     let registry: DeviceRegistry
     let timeZone: TimeZone
-    let writeConcern: WriteConcern
     let logger: Logger
     /// Tests only: runs between freeze's read of the draft and its write, to stage a race.
     var beforeFreezeWrite: (@Sendable () -> Void)?
 
-    public init(client: MongoClient, registry: DeviceRegistry, timeZone: TimeZone, writeConcern: WriteConcern, logger: Logger) {
-        self.client = client
+    public init(storage: any StatementStorage, registry: DeviceRegistry, timeZone: TimeZone, logger: Logger) {
+        self.storage = storage
         self.registry = registry
         self.timeZone = timeZone
-        self.writeConcern = writeConcern
         self.logger = logger
     }
 
-    static func database<T>(_ body: () throws(MongoError) -> T) throws(StatementError) -> T {
+    /// On MongoDB.
+    public init(client: MongoClient, registry: DeviceRegistry, timeZone: TimeZone, writeConcern: WriteConcern, logger: Logger) {
+        self.init(storage: MongoStatementStorage(client: client, writeConcern: writeConcern), registry: registry, timeZone: timeZone,
+                  logger: logger)
+    }
+
+    static func database<T>(_ body: () throws -> T) throws(StatementError) -> T {
         do { return try body() } catch { throw .database(error) }
     }
 
@@ -143,35 +150,12 @@ public struct StatementStore: Sendable {
     /// the one after the last frozen version; a draft of that version is replaced.
     public func generate(month: String, scope: StatementScope, now: EpochMillis) throws(StatementError) -> Statement {
         for _ in 0..<5 {
-            let version = try Self.database { () throws(MongoError) in try lastFrozenVersion(month: month, scope: scope) } + 1
+            let version = try Self.database { try lastFrozenVersion(month: month, scope: scope) } + 1
             var statement = try build(month: month, scope: scope, version: version, now: now)
             statement.status = .draft
             let token = UUID().uuidString
-            var doc = StatementDocuments.document(statement, sourcesToken: token)
-            doc["draft_token"] = .string(token)
-            do {
-                // The sources first: once the document names them, they are all there.
-                try client.insertMany(StatementDocuments.sourceChunks(statement, token: token), into: Self.sourcesCollection,
-                                      ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
-                let replaced: BSONDocument?
-                do {
-                    replaced = try client.findOneAndUpdate(Self.collection, filter: ["_id": .string(statement.id), "status": "draft"],
-                                                           update: doc, upsert: true, returnNew: false, writeConcern: writeConcern)
-                } catch let error where error.isDuplicateKey {
-                    // The version was frozen meanwhile (the filter missed it, the upsert hit its
-                    // _id). Go round: the next generate makes the next version.
-                    _ = try client.deleteMany(Self.sourcesCollection, filter: ["statement_id": .string(statement.id), "token": .string(token)],
-                                              writeConcern: writeConcern)
-                    continue
-                }
-                // The draft this one replaced: its sources are named by nothing any more.
-                if let old = replaced?["sources"]?.documentValue?["token"]?.stringValue {
-                    _ = try client.deleteMany(Self.sourcesCollection, filter: ["statement_id": .string(statement.id), "token": .string(old)],
-                                              writeConcern: writeConcern)
-                }
-            } catch {
-                throw .database(error)
-            }
+            // The version was frozen meanwhile: go round, the next generate makes the next version.
+            guard try Self.database({ try storage.saveDraft(statement, token: token) }) == .saved else { continue }
             logger.info("statement generated", metadata: [
                 "statement_id": "\(statement.id)", "month": "\(month)", "scope": "\(StatementDocuments.scopeKey(scope))",
                 "version": "\(version)", "energy_wh": "\(FixedPoint.wh(statement.energy))",
@@ -183,9 +167,8 @@ public struct StatementStore: Sendable {
         throw .conflict("statement \(month) of the \(scope.description.lowercased()) kept changing while generating (other generates or freezes at the same time); try again")
     }
 
-    func lastFrozenVersion(month: String, scope: StatementScope) throws(MongoError) -> Int {
-        try client.findOne(Self.collection, filter: ["month": .string(month), "scope_key": .string(StatementDocuments.scopeKey(scope)), "status": "frozen"],
-                           sort: ["version": -1], projection: ["version": 1])?["version"]?.intValue ?? 0
+    func lastFrozenVersion(month: String, scope: StatementScope) throws -> Int {
+        try storage.lastFrozenVersion(month: month, scopeKey: StatementDocuments.scopeKey(scope))
     }
 
     /// The classrooms a scope stands for (nil: every classroom).
@@ -204,22 +187,13 @@ public struct StatementStore: Sendable {
         var calendar = LocalCalendar(timeZone: timeZone)
         guard first <= calendar.date(of: now) else { throw .futureMonth(month) }
         let members = classrooms(of: scope)
-        var filter: BSONDocument = ["date": ["$gte": .string(first.description), "$lte": .string(last.description)]]
-        if let members { filter["classroom"] = ["$in": .array(members.map { .string($0) })] }
-        var rates: [String: Double] = [:]
         var builder = StatementBuilder(month: month)
         var names = Set<String>()
         var count = 0
-        try Self.database { () throws(MongoError) in
-            try client.forEachBatch(Collections.costVersions, filter: [:], projection: ["cost_per_kwh": 1]) { batch in
-                for doc in batch {
-                    if let id = doc["_id"]?.stringValue ?? doc["_id"]?.objectIDValue, let rate = doc["cost_per_kwh"]?.doubleValue { rates[id] = rate }
-                }
-            }
-            builder = StatementBuilder(month: month, rates: rates)
-            try client.forEachBatch(Collections.dailyAggregates, filter: filter, sort: ["_id": 1], projection: StatementDocuments.dayProjection) { batch in
-                for doc in batch {
-                    guard let day = StatementDocuments.day(doc) else { continue }
+        try Self.database {
+            builder = StatementBuilder(month: month, rates: try storage.tariffRates())
+            try storage.forEachDailyAggregate(from: first, to: last, classrooms: members) { days in
+                for day in days {
                     builder.add(day)
                     names.insert(day.esp32Name)
                     count += 1
@@ -232,68 +206,37 @@ public struct StatementStore: Sendable {
             }
             throw .noFigures(month: month, scope: scope)
         }
-        let tickets = try Self.database { () throws(MongoError) in
-            try openTickets(first: first, last: last, names: members == nil ? nil : names)
+        let tickets = try Self.database {
+            try storage.openTickets(from: first, to: last, esp32Names: members == nil ? nil : names.sorted(), limit: Self.ticketLimit)
         }
         return builder.finish(id: Statement.id(month: month, scope: scope, version: version), scope: scope,
                               classrooms: members ?? [], version: version, timeZone: timeZone.identifier, createdAt: now, tickets: tickets)
     }
 
-    /// The month's open review tickets of the devices (nil: all), oldest first, at most `ticketLimit`.
-    func openTickets(first: CivilDate, last: CivilDate, names: Set<String>?) throws(MongoError) -> [Statement.Ticket] {
-        var filter: BSONDocument = ["status": "open", "date": ["$gte": .string(first.description), "$lte": .string(last.description)]]
-        if let names { filter["esp32_name"] = ["$in": .array(names.sorted().map { .string($0) })] }
-        return try client.find(Collections.reviewTickets, filter: filter, sort: ["date": 1, "esp32_name": 1, "kind": 1],
-                               limit: Self.ticketLimit).map { doc in
-            Statement.Ticket(id: doc["_id"]?.stringValue ?? doc["_id"]?.objectIDValue ?? "", esp32Name: doc["esp32_name"]?.stringValue ?? "",
-                             date: doc["date"]?.stringValue ?? "", kind: doc["kind"]?.stringValue ?? "", detail: doc["detail"]?.stringValue ?? "")
-        }
-    }
-
     // MARK: Read
 
     public func show(_ id: String) throws(StatementError) -> Statement {
-        guard let doc = try Self.database({ () throws(MongoError) in try client.findOne(Self.collection, filter: ["_id": .string(id)]) }),
-              var statement = StatementDocuments.statement(doc) else { throw .notFound(id) }
-        statement.sources = try sources(of: doc)
+        guard let stored = try Self.database({ try storage.statement(id: id) }) else { throw .notFound(id) }
+        var statement = stored.statement
+        statement.sources = try sources(of: stored)
         return statement
     }
 
     /// A statement's device-days: inline in statements stored before they moved beside it, else
     /// its `statement_sources` chunks, all of them (a missing one is an error, never a short list).
-    func sources(of doc: BSONDocument) throws(StatementError) -> [Statement.Source] {
-        guard let named = doc["sources"]?.documentValue, let token = named["token"]?.stringValue, let id = doc["_id"]?.stringValue else {
-            return doc["aggregates"]?.arrayValue?.compactMap(\.documentValue).compactMap(StatementDocuments.source) ?? []
+    func sources(of stored: StoredStatement) throws(StatementError) -> [Statement.Source] {
+        guard let named = stored.sources else { return stored.statement.sources }
+        let id = stored.statement.id
+        let found = try Self.database { try storage.sources(statementID: id, token: named.token) }
+        guard found.chunks == named.chunks, found.sources.count == named.count else {
+            throw .conflict("statement \(id): \(found.sources.count) of its \(named.count) device-days are in \(Self.sourcesCollection); generate the draft again (a frozen statement's exports are unaffected)")
         }
-        var sources: [Statement.Source] = []
-        var chunks = 0
-        try Self.database { () throws(MongoError) in
-            try client.forEachBatch(Self.sourcesCollection, filter: ["statement_id": .string(id), "token": .string(token)],
-                                    sort: ["chunk": 1], batchSize: 8) { (docs) throws(MongoError) in
-                for chunk in docs {
-                    chunks += 1
-                    sources += chunk["aggregates"]?.arrayValue?.compactMap(\.documentValue).compactMap(StatementDocuments.source) ?? []
-                }
-            }
-        }
-        let expected = named["count"]?.intValue ?? 0
-        guard chunks == named["chunks"]?.intValue ?? 0, sources.count == expected else {
-            throw .conflict("statement \(id): \(sources.count) of its \(expected) device-days are in \(Self.sourcesCollection); generate the draft again (a frozen statement's exports are unaffected)")
-        }
-        return sources
+        return found.sources
     }
 
     public func list(month: String?) throws(StatementError) -> [StatementSummary] {
-        var filter: BSONDocument = [:]
-        if let month {
-            guard Statement.parseMonth(month) != nil else { throw .badMonth(month) }
-            filter["month"] = .string(month)
-        }
-        let docs = try Self.database { () throws(MongoError) in
-            try client.find(Self.collection, filter: filter, sort: ["month": -1, "scope_key": 1, "version": -1],
-                            projection: ["lines": 0, "aggregates": 0, "sources": 0, "days": 0, "review_tickets": 0, "segments": 0], limit: 1000)
-        }
-        return docs.compactMap(StatementDocuments.statement).map(summary)
+        if let month, Statement.parseMonth(month) == nil { throw .badMonth(month) }
+        return try Self.database { try storage.statements(month: month, limit: 1000) }.map(summary)
     }
 
     public func summary(_ s: Statement) -> StatementSummary {
@@ -312,10 +255,10 @@ public struct StatementStore: Sendable {
     /// Freezes a draft: its exports are made now, their SHA-256 recorded with the freeze (one
     /// conditional write, so two freezes cannot both win) and their bytes kept.
     public func freeze(_ id: String, by: String, now: EpochMillis) throws(StatementError) -> Statement {
-        guard let doc = try Self.database({ () throws(MongoError) in try client.findOne(Self.collection, filter: ["_id": .string(id)]) }),
-              var statement = StatementDocuments.statement(doc) else { throw .notFound(id) }
+        guard let stored = try Self.database({ try storage.statement(id: id) }) else { throw .notFound(id) }
+        var statement = stored.statement
         guard statement.status == .draft else { throw .alreadyFrozen(id) }
-        statement.sources = try sources(of: doc)
+        statement.sources = try sources(of: stored)
         statement.status = .frozen
         statement.frozenAt = now
         statement.frozenBy = by
@@ -325,14 +268,11 @@ public struct StatementStore: Sendable {
         // records is there (a renderer that changes with a library upgrade cannot lose it).
         for (format, bytes) in rendered { try keep(statement, format, bytes) }
         beforeFreezeWrite?()
-        let result = try Self.database { () throws(MongoError) in
-            try client.updateOne(Self.collection, filter: ["_id": .string(id), "status": "draft", "draft_token": doc["draft_token"] ?? .null],
-                                 update: ["$set": ["status": "frozen", "frozen_at": .millis(now), "frozen_by": .string(by),
-                                                   "exports": StatementDocuments.exports(statement.exports)],
-                                          "$unset": ["draft_token": ""]],
-                                 upsert: false, writeConcern: writeConcern)
+        let exports = statement.exports
+        let frozen = try Self.database {
+            try storage.freeze(id: id, draftToken: stored.draftToken, frozenAt: now, by: by, exports: exports)
         }
-        guard result.matchedCount == 1 else {
+        guard frozen else {
             // Frozen by someone else, or replaced by a new generate, since it was read: the
             // figures this freeze was asked for are not the ones there now. (The bytes it kept
             // stay: they are found only by the hashes of this freeze, which nothing records.)
@@ -353,13 +293,7 @@ public struct StatementStore: Sendable {
 
     func keep(_ statement: Statement, _ format: StatementFormat, _ bytes: [UInt8]) throws(StatementError) {
         let sha = EventHash.sha256Hex(bytes: bytes)
-        _ = try Self.database { () throws(MongoError) in
-            try client.updateOne(Self.exportsCollection, filter: ["_id": .string(Self.exportID(statement.id, format, sha))],
-                                 update: ["$setOnInsert": [
-                                     "statement_id": .string(statement.id), "format": .string(format.rawValue), "sha256": .string(sha),
-                                     "bytes": .int64(Int64(bytes.count)), "data": .binary(subtype: 0, data: bytes),
-                                 ]], upsert: true, writeConcern: writeConcern)
-        }
+        try Self.database { try storage.keepExport(statementID: statement.id, format: format, sha256: sha, bytes: bytes) }
     }
 
     func render(_ statement: Statement, _ format: StatementFormat) throws(StatementError) -> [UInt8] {
@@ -382,11 +316,9 @@ public struct StatementStore: Sendable {
         guard let recorded = statement.exports.first(where: { $0.format == format }) else {
             throw .exportChanged(id: id, format: format, detail: "no hash was recorded at freezing")
         }
-        let stored = try Self.database { () throws(MongoError) in
-            try client.findOne(Self.exportsCollection, filter: ["_id": .string(Self.exportID(id, format, recorded.sha256))])
-        }
+        let stored = try Self.database { try storage.keptExport(statementID: id, format: format, sha256: recorded.sha256) }
         if let stored {
-            guard case .binary(_, let bytes)? = stored["data"] else {
+            guard let bytes = stored.data else {
                 throw .exportChanged(id: id, format: format, detail: "the kept export has no bytes")
             }
             let sha = EventHash.sha256Hex(bytes: bytes)
@@ -418,7 +350,7 @@ public struct StatementStore: Sendable {
         }
         let (earlier, later) = old.createdAt <= new.createdAt ? (old, new) : (new, old)
         let names = Set(old.lines.map(\.esp32Name)).union(new.lines.map(\.esp32Name))
-        let late = try Self.database { () throws(MongoError) in
+        let late = try Self.database {
             try lateReadings(month: old.month, names: names, after: earlier.createdAt, until: other == nil ? nil : later.createdAt)
         }
         var diff = StatementDiff.compare(earlier, later, lateReadings: late)
@@ -428,25 +360,18 @@ public struct StatementStore: Sendable {
 
     /// Per device, the readings of the month (by device time, a day either side: an interval that
     /// ends just after the month, or starts just before it, puts energy into it) received after `after`.
-    func lateReadings(month: String, names: Set<String>, after: EpochMillis, until: EpochMillis?) throws(MongoError) -> [String: Int] {
+    func lateReadings(month: String, names: Set<String>, after: EpochMillis, until: EpochMillis?) throws -> [String: Int] {
         guard let (first, last) = Statement.dates(ofMonth: month), !names.isEmpty else { return [:] }
         let calendar = LocalCalendar(timeZone: timeZone)
-        var received: BSONDocument = ["$gt": .millis(after)]
-        if let until { received["$lte"] = .millis(until) }
+        let from = calendar.startOfDay(CivilDate(daysSinceEpoch: first.daysSinceEpoch - 1))
+        let before = calendar.startOfDay(CivilDate(daysSinceEpoch: last.daysSinceEpoch + 2))
         var counts: [String: Int] = [:]
         let sorted = names.sorted()
+        // A bounded list of names per query.
         for start in stride(from: 0, to: sorted.count, by: 500) {
-            let chunk = sorted[start..<min(start + 500, sorted.count)]
-            try client.aggregateBatches(Collections.telemetryEvents, pipeline: [
-                ["$match": [
-                    "esp32_name": ["$in": .array(chunk.map { .string($0) })], "received_at": .document(received),
-                    "device_ts": ["$gte": .millis(calendar.startOfDay(CivilDate(daysSinceEpoch: first.daysSinceEpoch - 1))),
-                                  "$lt": .millis(calendar.startOfDay(CivilDate(daysSinceEpoch: last.daysSinceEpoch + 2)))],
-                ]],
-                ["$group": ["_id": "$esp32_name", "n": ["$sum": 1]]],
-            ]) { batch in
-                for doc in batch { if let name = doc["_id"]?.stringValue { counts[name] = doc["n"]?.intValue ?? 0 } }
-            }
+            let chunk = Array(sorted[start..<min(start + 500, sorted.count)])
+            counts.merge(try storage.lateReadingCounts(esp32Names: chunk, deviceFrom: from, deviceBefore: before,
+                                                       receivedAfter: after, receivedUntil: until)) { $1 }
         }
         return counts
     }
