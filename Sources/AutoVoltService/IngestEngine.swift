@@ -104,7 +104,6 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
     private let testExitAtFlush = ProcessInfo.processInfo.environment["AUTOVOLT_TEST_EXIT_AT_FLUSH"].flatMap(Int.init)
     private var flushesSeen = 0
     /// Alarm evaluation (AUTOVOLT_ALARMS): fed by the drain, stored by the alarms stage.
-    /// nil on PostgreSQL until alarms have a PostgreSQL storage (issue 21).
     let alarms: AlarmService?
 
     /// The journal in AUTOVOLT_STATE_DIR; a directory that cannot hold one is a configuration
@@ -126,9 +125,10 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         // The drain, ledger and scheduler hold one connection each at most, /health one, and the
         // analytics reads as many as may run at once.
         database = try WorkerDatabase.open(config, poolSize: 4 + config.httpQueryConcurrency)
-        alarms = database.mongo.map { AlarmService(config: config, client: $0, logger: logger, startedAt: SystemClock.nowMillis()) }
+        alarms = AlarmService(config: config, storage: { [database] in database.alarmStorage(writeConcern: $0) }, logger: logger,
+                              startedAt: SystemClock.nowMillis())
         if database.mongo == nil {
-            logger.warning("PostgreSQL backend: alarms, statements and the accounting HTTP routes (tariffs, recalculate, acks) are not on PostgreSQL yet; ingest, the ledger, the aggregates, day closes, the nightly reconciliation, the analytics API and the dashboard are")
+            logger.warning("PostgreSQL backend: statements and the alarm HTTP routes are not on PostgreSQL yet (alarms are evaluated and stored; list and ack them with autovolt-worker alarms)")
         }
         let pending = journal.pendingRecords
         if pending > 0 {
@@ -168,8 +168,8 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         case .ledger: ledgerLoop()
         case .scheduler: schedulerLoop()
         case .alarms:
-            guard let alarms, let client else { return idleUntilStopped(.alarms) }
-            alarms.run(schemaReady: { schemaReady }, writeConcern: { try config.writeConcern.resolve(for: client) },
+            guard let alarms else { return idleUntilStopped(.alarms) }
+            alarms.run(schemaReady: { schemaReady }, writeConcern: { try self.writeConcern },
                        beat: { stallIfTesting(.alarms); stages.beat(.alarms, now: SystemClock.nowMillis()) })
         }
     }

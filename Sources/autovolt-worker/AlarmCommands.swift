@@ -35,9 +35,10 @@ struct Alarms: ParsableCommand {
                 throw fail(error.message, ExitCode.validationFailure)
             }
             let alarms = try reportingFailures("alarms list") {
-                let client = try Database.connect(config)
-                defer { client.close() }
-                return try AlarmStore.reader(client).list(activeOnly: status == "active", from: range.0, to: range.1, limit: limit)
+                let database = try WorkerDatabase.open(config, poolSize: 1)
+                defer { database.close() }
+                return try AlarmStore(storage: database.alarmStorage(writeConcern: .acknowledged))
+                    .list(activeOnly: status == "active", from: range.0, to: range.1, limit: limit)
             }
             if json { return printJSON(AlarmList(status: status, alarms: alarms)) }
             if alarms.isEmpty { return print(status == "active" ? "no active alarms" : "no alarms in that range") }
@@ -60,8 +61,9 @@ struct Alarms: ParsableCommand {
         func run() throws {
             let config = try options.load()
             let person = by ?? ProcessInfo.processInfo.environment["USER"] ?? "cli"
-            let outcome = try withDatabase(config, "alarms ack") { db in
-                try AlarmStore(client: db.client, writeConcern: db.writeConcern).acknowledge(id: id, by: person, at: Int64(Date().timeIntervalSince1970 * 1000))
+            let outcome = try withWorkerDatabase(config, "alarms ack") { db in
+                try AlarmStore(storage: db.database.alarmStorage(writeConcern: db.writeConcern))
+                    .acknowledge(id: id, by: person, at: Int64(Date().timeIntervalSince1970 * 1000))
             }
             switch outcome {
             case .acknowledged(let alarm, _):

@@ -95,6 +95,13 @@ public enum WorkerDatabase: Sendable {
         }
     }
 
+    public func alarmStorage(writeConcern: WriteConcern) -> any AlarmStorage {
+        switch self {
+        case .mongodb(let client): MongoAlarmStorage(client: client, writeConcern: writeConcern)
+        case .postgresql(let pool): PostgresAlarmStorage(pool: pool)
+        }
+    }
+
     public func aggregationStorage(writeConcern: WriteConcern) -> any AggregationStorage {
         switch self {
         case .mongodb(let client): MongoAggregationStorage(client: client, writeConcern: writeConcern)

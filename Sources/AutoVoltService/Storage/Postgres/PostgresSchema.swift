@@ -22,6 +22,7 @@ public enum PostgresSchema {
             PostgresTables.ledgerDirtyDays,
             PostgresTables.aggregates,
             PostgresTables.reconciliation,
+            PostgresTables.alarms,
         ].joined(separator: "\n")),
     ]
 
@@ -93,6 +94,6 @@ public enum PostgresSchema {
     /// database is another program's.
     static let ownedTables = [
         "telemetry_events", "device_consumption_ledgers", "daily_aggregates", "monthly_aggregates", "cost_versions",
-        "device_status", "rejected_messages", "reconciliation_reports", "review_tickets", "alarms", "statements",
+        "device_status", "rejected_messages", "reconciliation_reports", "review_tickets", "alarms", "alarm_events", "statements",
     ]
 }
