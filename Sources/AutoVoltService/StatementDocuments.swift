@@ -2,9 +2,10 @@ import AutoVoltCore
 import AutoVoltMongo
 import Foundation
 
-/// A statement as stored in `statements`, and back. Figures are stored as the decimal numbers
-/// people read (`energy_wh`, `cost`) and read back into the integer units they were counted in,
-/// which round-trips exactly.
+/// A statement as stored in MongoDB's `statements`, and back (used by `MongoStatementStorage`;
+/// PostgreSQL's rows hold the same fields, see `PostgresStatementStorage`). Figures are stored as
+/// the decimal numbers people read (`energy_wh`, `cost`) and read back into the integer units
+/// they were counted in, which round-trips exactly.
 enum StatementDocuments {
     static func wh(_ units: Int64) -> BSON { .double(Double(units) / Double(FixedPoint.energyScale)) }
     static func money(_ units: Int64?) -> BSON { units.map { .double(Double($0) / Double(FixedPoint.moneyScale)) } ?? .null }
