@@ -128,7 +128,7 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
         alarms = AlarmService(config: config, storage: { [database] in database.alarmStorage(writeConcern: $0) }, logger: logger,
                               startedAt: SystemClock.nowMillis())
         if database.mongo == nil {
-            logger.warning("PostgreSQL backend: statements and the alarm HTTP routes are not on PostgreSQL yet (alarms are evaluated and stored; list and ack them with autovolt-worker alarms)")
+            logger.warning("PostgreSQL backend: the alarm and statement HTTP routes are not on PostgreSQL yet (alarms and statements are: use autovolt-worker alarms and statements)")
         }
         let pending = journal.pendingRecords
         if pending > 0 {
@@ -570,10 +570,8 @@ public final class IngestEngine: MQTTMessageHandler, @unchecked Sendable {
                 } else {
                     appliedGeneration = generation
                     let concern = try writeConcern
-                    // Statements are on MongoDB only so far: on PostgreSQL the month-end drafts wait.
-                    let statements = client.map {
-                        StatementStore(client: $0, registry: registry, timeZone: config.timeZone, writeConcern: concern, logger: logger)
-                    }
+                    let statements = StatementStore(storage: database.statementStorage(writeConcern: concern), registry: registry,
+                                                    timeZone: config.timeZone, logger: logger)
                     let storage = database.reconciliationStorage(writeConcern: concern)
                     active = Scheduler(storage: storage, schedule: Schedule(reconcileAt: config.reconcileAt, statementAt: config.statementAt),
                                        timeZone: config.timeZone, owner: "worker:\(config.mqtt.clientID)", aggregation: aggregation,

@@ -16,10 +16,10 @@ struct Statements: ParsableCommand {
     static func run<T>(_ options: ConfigOptions, _ what: String, _ body: (StatementStore, WorkerConfig) throws -> T) throws -> T {
         let config = try options.load()
         let logger = makeLogger(config)
-        return try withDatabase(config, what) { db in
+        return try withWorkerDatabase(config, what) { db in
             do {
-                return try body(StatementStore(client: db.client, registry: config.devices, timeZone: config.timeZone,
-                                               writeConcern: db.writeConcern, logger: logger), config)
+                return try body(StatementStore(storage: db.database.statementStorage(writeConcern: db.writeConcern),
+                                               registry: config.devices, timeZone: config.timeZone, logger: logger), config)
             } catch let error as StatementError {
                 throw fail("\(what): \(error)", ExitCode(error.exitCode))
             }

@@ -102,6 +102,13 @@ public enum WorkerDatabase: Sendable {
         }
     }
 
+    public func statementStorage(writeConcern: WriteConcern) -> any StatementStorage {
+        switch self {
+        case .mongodb(let client): MongoStatementStorage(client: client, writeConcern: writeConcern)
+        case .postgresql(let pool): PostgresStatementStorage(pool: pool)
+        }
+    }
+
     public func aggregationStorage(writeConcern: WriteConcern) -> any AggregationStorage {
         switch self {
         case .mongodb(let client): MongoAggregationStorage(client: client, writeConcern: writeConcern)

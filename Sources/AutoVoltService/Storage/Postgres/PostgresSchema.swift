@@ -23,6 +23,7 @@ public enum PostgresSchema {
             PostgresTables.aggregates,
             PostgresTables.reconciliation,
             PostgresTables.alarms,
+            PostgresTables.statements,
         ].joined(separator: "\n")),
     ]
 
@@ -94,6 +95,6 @@ public enum PostgresSchema {
     /// database is another program's.
     static let ownedTables = [
         "telemetry_events", "device_consumption_ledgers", "daily_aggregates", "monthly_aggregates", "cost_versions",
-        "device_status", "rejected_messages", "reconciliation_reports", "review_tickets", "alarms", "alarm_events", "statements",
+        "device_status", "rejected_messages", "reconciliation_reports", "review_tickets", "alarms", "alarm_events", "statements", "statement_sources", "statement_exports",
     ]
 }
