@@ -8,7 +8,9 @@ import FoundationNetworking
 import Testing
 
 /// A broker, a real PostgreSQL server with a database of the test's own, and workers run with
-/// `AUTOVOLT_DATABASE_URL=postgresql://...` (issue 21).
+/// `AUTOVOLT_DATABASE_URL=postgresql://...` (issue 21). @unchecked: like `Rig`, it is used by
+/// one test at a time; `workers` is appended only by that test's thread, and `sql` is one
+/// connection that test alone queries.
 final class PostgresRig: @unchecked Sendable {
     let broker: MosquittoBroker
     let server: PostgresServer
