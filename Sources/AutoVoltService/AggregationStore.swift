@@ -130,7 +130,7 @@ public final class AggregationStore: @unchecked Sendable {
         try storage.insertTariff(tariff)
         var calendar = LocalCalendar(timeZone: timeZone)
         let firstDate = calendar.date(of: effectiveFrom)
-        var run = Recalculation(tariffs: TariffBook(try storage.tariffs()))
+        var run = Recalculation()
         var after: DeviceDay?
         while true {
             let days = try storage.aggregatedDays(from: firstDate, classroom: classroom, after: after, limit: Self.pageSize)
@@ -162,7 +162,7 @@ public final class AggregationStore: @unchecked Sendable {
     /// date at a time (the devices of one date, found by the database), each month once.
     public func recalculate(start: CivilDate, end: CivilDate, classroom: String?, esp32Name: String?,
                             now: EpochMillis) throws -> RecalculationReport {
-        var run = Recalculation(tariffs: TariffBook(try storage.tariffs()))
+        var run = Recalculation()
         guard start <= end else { return run.report }
         for day in start.daysSinceEpoch...end.daysSinceEpoch {
             let date = CivilDate(daysSinceEpoch: day)
@@ -178,7 +178,7 @@ public final class AggregationStore: @unchecked Sendable {
     public func processDirtyDays(now: EpochMillis, limit: Int = 500) throws -> Int {
         let dirty = try storage.dirtyDays(limit: limit)
         guard !dirty.isEmpty else { return 0 }
-        var run = Recalculation(tariffs: TariffBook(try storage.tariffs()), history: .closedPeriodsOnly)
+        var run = Recalculation(history: .closedPeriodsOnly)
         try run.days(dirty.compactMap { $0.day.map { ($0.esp32Name, $0.date) } }, store: self, now: now)
         try run.finish(store: self, now: now)
         // Each mark goes unless the ledger marked the day again meanwhile.
@@ -206,7 +206,6 @@ public final class AggregationStore: @unchecked Sendable {
     /// costs the database the same few round trips as one. Holds one month's device names and
     /// the report, however many days it reaches.
     struct Recalculation {
-        let tariffs: TariffBook
         var history: History = .always
         var report = RecalculationReport()
         /// Months whose days changed and that are not recomputed yet: month -> device names.
@@ -215,7 +214,7 @@ public final class AggregationStore: @unchecked Sendable {
         mutating func days(_ pairs: [(String, CivilDate)], store: AggregationStore, now: EpochMillis) throws {
             for start in stride(from: 0, to: pairs.count, by: AggregationStore.dayBatchSize) {
                 let batch = Array(pairs[start..<min(start + AggregationStore.dayBatchSize, pairs.count)])
-                report.add(try store.recomputeDays(batch, tariffs: tariffs, now: now, history: history))
+                report.add(try store.recomputeDays(batch, now: now, history: history))
             }
             for (name, date) in pairs { pendingMonths[Aggregator.monthKey(date), default: []].insert(name) }
             // Days arrive in date order: the months before the last day's have all their days.
@@ -241,88 +240,94 @@ public final class AggregationStore: @unchecked Sendable {
     static let dayBatchSize = 50
     static let monthBatchSize = 200
 
-    fileprivate func recomputeDays(_ pairs: [(String, CivilDate)], tariffs: TariffBook, now: EpochMillis,
-                                   history: History) throws -> [AggregateChange] {
+    fileprivate func recomputeDays(_ pairs: [(String, CivilDate)], now: EpochMillis, history: History) throws -> [AggregateChange] {
         var seen = Set<DeviceDay>()
         let days = pairs.map { DeviceDay(esp32Name: $0.0, date: $0.1) }.filter { seen.insert($0).inserted }
-        guard !days.isEmpty else { return [] }
-        // A day's figures need all its entries (2,880 a day per device at most): the batch of
-        // days bounds them.
-        let byDay = try storage.liveEntries(of: days)
-        let registry = self.registry
-        var calendar = LocalCalendar(timeZone: timeZone)
-        let items = days.map { key in
-            let day = byDay[key]
-            let classroom = day?.classroom ?? registry.resolve(key.esp32Name).classroom
-            let figures = Aggregator.daily(date: key.date, esp32Name: key.esp32Name, classroom: classroom, entries: day?.entries ?? [],
-                                           tariffs: tariffs, calendar: &calendar)
-            let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: key.date.daysSinceEpoch + 1))
-            var confidence: [Confidence: Int] = [:]
-            for level in Confidence.allCases { confidence[level] = figures.confidence[level] ?? 0 }
-            return AggregateFigures(
-                kind: .daily, key: key.date.description, esp32Name: key.esp32Name, classroom: classroom, energyWh: figures.energyWh,
-                cost: figures.cost.map(Self.roundMoney), currency: figures.currency,
-                day: DayDetail(costVersionIDs: figures.costVersionIDs, coverage: figures.coverage, confidence: confidence,
-                               entries: figures.entries, unpricedWh: figures.unpricedWh, overlapMillis: figures.overlapMillis,
-                               hourlyWh: figures.hourlyWh, costSegments: Self.costSegments(figures),
-                               complete: now >= dayEnd + closeDelayMillis))
+        return try storeRecomputed(.daily, days, id: { AggregateFigures.id(key: $0.date.description, esp32Name: $0.esp32Name) },
+                                   now: now, history: history) { days in
+            // The book is read with the entries, after the versions (see `storeRecomputed`): a
+            // tariff added meanwhile is either in it or its recalculation bumped a version.
+            let tariffs = TariffBook(try self.storage.tariffs())
+            // A day's figures need all its entries (2,880 a day per device at most): the batch
+            // of days bounds them.
+            let byDay = try self.storage.liveEntries(of: days)
+            let registry = self.registry
+            var calendar = LocalCalendar(timeZone: self.timeZone)
+            return days.map { key in
+                let day = byDay[key]
+                let classroom = day?.classroom ?? registry.resolve(key.esp32Name).classroom
+                let figures = Aggregator.daily(date: key.date, esp32Name: key.esp32Name, classroom: classroom, entries: day?.entries ?? [],
+                                               tariffs: tariffs, calendar: &calendar)
+                let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: key.date.daysSinceEpoch + 1))
+                var confidence: [Confidence: Int] = [:]
+                for level in Confidence.allCases { confidence[level] = figures.confidence[level] ?? 0 }
+                return AggregateFigures(
+                    kind: .daily, key: key.date.description, esp32Name: key.esp32Name, classroom: classroom, energyWh: figures.energyWh,
+                    cost: figures.cost.map(Self.roundMoney), currency: figures.currency,
+                    day: DayDetail(costVersionIDs: figures.costVersionIDs, coverage: figures.coverage, confidence: confidence,
+                                   entries: figures.entries, unpricedWh: figures.unpricedWh, overlapMillis: figures.overlapMillis,
+                                   hourlyWh: figures.hourlyWh, costSegments: Self.costSegments(figures),
+                                   complete: now >= dayEnd + self.closeDelayMillis))
+            }
         }
-        return try store(.daily, items, now: now, history: history)
     }
 
     fileprivate func recomputeMonths(_ month: String, names: [String], now: EpochMillis, history: History) throws -> [AggregateChange] {
-        let byDevice = try storage.dailyFigures(month: month, esp32Names: names)
-        let registry = self.registry
-        let items = names.map { name in
-            let days = byDevice[name] ?? []
-            let total = Aggregator.monthly(month: month, days: days)
-            let classroom = days.last?.classroom ?? registry.resolve(name).classroom
-            return AggregateFigures(kind: .monthly, key: month, esp32Name: name, classroom: classroom, energyWh: total.energyWh,
-                                    cost: total.cost.map(Self.roundMoney), currency: total.currency, days: total.days)
+        try storeRecomputed(.monthly, names, id: { AggregateFigures.id(key: month, esp32Name: $0) }, now: now, history: history) { names in
+            let byDevice = try self.storage.dailyFigures(month: month, esp32Names: names)
+            let registry = self.registry
+            return names.map { name in
+                let days = byDevice[name] ?? []
+                let total = Aggregator.monthly(month: month, days: days)
+                let classroom = days.last?.classroom ?? registry.resolve(name).classroom
+                return AggregateFigures(kind: .monthly, key: month, esp32Name: name, classroom: classroom, energyWh: total.energyWh,
+                                        cost: total.cost.map(Self.roundMoney), currency: total.currency, days: total.days)
+            }
         }
-        return try store(.monthly, items, now: now, history: history)
     }
 
-    /// Writes the recomputed figures: the old version goes to `aggregate_history`, the new one
-    /// gets `version + 1`. Each write is conditional on the version read, so two workers
-    /// recomputing at once cannot lose an update: the aggregates whose write did not apply are
-    /// read again and written one by one.
-    private func store(_ kind: AggregateKind, _ items: [AggregateFigures], now: EpochMillis, history keep: History) throws -> [AggregateChange] {
-        guard !items.isEmpty else { return [] }
-        let existing = try storage.aggregates(kind, ids: items.map(\.id))
-        beforeVersionedWrite?()
+    /// Computes and writes aggregates with optimistic concurrency: the stored versions are read
+    /// first, then the inputs (`compute`), and each write applies only if its aggregate is still
+    /// the version read; the old version goes to `aggregate_history`, the new one gets
+    /// `version + 1`. The aggregates whose write did not apply are computed again from fresh
+    /// inputs and written again: whoever wrote meanwhile may have read newer entries or tariffs,
+    /// and writing figures computed before their write would put stale figures on top (a day
+    /// close overwrote the aggregation stage's newer figures this way, and nothing marked the
+    /// day dirty again). Reading the versions before the inputs is what makes a write that
+    /// applies the newest: any write based on later inputs bumps the version first.
+    private func storeRecomputed<Key>(_ kind: AggregateKind, _ keys: [Key], id: (Key) -> String, now: EpochMillis, history keep: History,
+                                      compute: ([Key]) throws -> [AggregateFigures]) throws -> [AggregateChange] {
         let keepsHistory = historyRule(kind: kind, now: now, keep)
-        // Marks this call's writes, so that after a lost race the storage can tell which of them
-        // applied (stored now, or already replaced and in the history) from those to redo.
-        let writeID = UUID().uuidString
-        let writes = items.map { item in
-            AggregateWrite(figures: item, replacing: existing[item.id], keepsHistory: existing[item.id].map(keepsHistory) ?? false)
-        }
-        let applied = try storage.writeAggregates(kind, writes, now: now, writeID: writeID)
+        var pending = keys
         var changes: [AggregateChange] = []
-        for item in items {
-            if applied.contains(item.id) {
-                changes.append(Self.change(item, old: existing[item.id]))
-            } else {
-                changes.append(try storeOne(kind, item, now: now, writeID: writeID, history: keep))
+        for _ in 0..<Self.writeAttempts {
+            guard !pending.isEmpty else { return changes }
+            let existing = try storage.aggregates(kind, ids: pending.map(id))
+            let items = try compute(pending)
+            beforeVersionedWrite?()
+            let writes = items.map { item in
+                AggregateWrite(figures: item, replacing: existing[item.id], keepsHistory: existing[item.id].map(keepsHistory) ?? false)
             }
+            // Marks this attempt's writes, so that after a lost race the storage can tell which
+            // of them applied (stored now, or already replaced and in the history).
+            let applied = try storage.writeAggregates(kind, writes, now: now, writeID: UUID().uuidString)
+            var lost: [Key] = []
+            for (key, item) in zip(pending, items) {
+                if applied.contains(item.id) {
+                    changes.append(Self.change(item, old: existing[item.id]))
+                } else {
+                    lost.append(key)
+                }
+            }
+            pending = lost
         }
-        return changes
+        guard let first = pending.first else { return changes }
+        throw AggregateWriteConflict(aggregateID: id(first))
     }
 
-    /// One aggregate, read and written until the write applies (see `store`).
-    private func storeOne(_ kind: AggregateKind, _ item: AggregateFigures, now: EpochMillis, writeID: String,
-                          history keep: History) throws -> AggregateChange {
-        let keepsHistory = historyRule(kind: kind, now: now, keep)
-        for _ in 0..<5 {
-            let existing = try storage.aggregates(kind, ids: [item.id])[item.id]
-            let write = AggregateWrite(figures: item, replacing: existing, keepsHistory: existing.map(keepsHistory) ?? false)
-            if try storage.writeAggregates(kind, [write], now: now, writeID: writeID).contains(item.id) {
-                return Self.change(item, old: existing)
-            }
-        }
-        throw AggregateWriteConflict(aggregateID: item.id)
-    }
+    /// How often an aggregate is computed and written before a conflict is an error: each lost
+    /// race means another worker wrote it meanwhile, so a few are rare and many are a fault.
+    static let writeAttempts = 6
 
     /// Whether a replaced version goes to the history (see `History`); decided once per write.
     private func historyRule(kind: AggregateKind, now: EpochMillis, _ keep: History) -> (StoredAggregate) -> Bool {

@@ -273,8 +273,9 @@ struct AggregationStorageConformanceTests {
     }
 
     /// Another worker writes between this one's read and its write: this write does not apply
-    /// over it; the aggregate is read again and written on top. Both figures are versions, the
-    /// other's is in the history, nothing is lost.
+    /// over it; the aggregate is computed again from fresh inputs (the other's tariff included)
+    /// and written on top. Both are versions, the other's is in the history, nothing is lost
+    /// and the figures written last are not older than the ones they replace.
     @Test(arguments: AggregationBackend.allCases)
     func aWriterThatLosesTheRaceReadsAgainAndNothingIsLost(_ backend: AggregationBackend) throws {
         let rig = try Rig(backend)
@@ -297,14 +298,50 @@ struct AggregationStorageConformanceTests {
         }
         let report = try rig.store.recalculate(start: day, end: day, classroom: nil, esp32Name: nil, now: Rig.later + 2)
         #expect(otherFailed.withLock { $0 } == nil)
-        let change = report.changed.first { $0.kind == "daily" }
-        #expect(change?.version == 3)
-        #expect(change?.oldCost == 6) // what the other worker wrote
+        // The day and its month recomputed once each; written again with what the other wrote.
+        #expect(report.recalculated == 2 && report.changedCount == 0)
         let stored = try #require(try rig.daily("lab-101", Self.nov5))
-        #expect(stored.version == 3 && stored.figures.cost == 3) // this worker's tariff book (10 only), written last
+        // Computed again after the lost race, with the book as it is now (20 from t-second).
+        #expect(stored.version == 3 && stored.figures.cost == 6)
         let history = try rig.history("\(Self.nov5)|lab-101")
         #expect(history.map(\.version) == [1, 2])
         #expect(history.last?.cost == 6)
+    }
+
+    /// A day close computes a day, and before it writes, the ledger appends an entry and the
+    /// aggregation stage writes the day with it (and clears the mark). The close's write does not
+    /// apply; it computes the day again and writes what the ledger says now. Before the fix it
+    /// wrote the figures it had read, on top, and nothing marked the day again: the bill lost the
+    /// entry until someone ran `recalculate`. The month follows the day.
+    @Test(arguments: AggregationBackend.allCases)
+    func aDayCloseThatLosesToTheAggregationStageNeverWritesOlderFigures(_ backend: AggregationBackend) throws {
+        let rig = try Rig(backend)
+        try rig.entry("lab-101", Rig.day5 + Rig.hour, Rig.day5 + 2 * Rig.hour, 300)
+        _ = try rig.store.processDirtyDays(now: Rig.day5 + 3 * Rig.hour)
+        let stage = try rig.otherWorker()
+        let stageFailed = Mutex<String?>(nil)
+        rig.store.beforeVersionedWrite = {
+            rig.store.beforeVersionedWrite = nil
+            do {
+                try rig.entry("lab-101", Rig.day5 + 2 * Rig.hour, Rig.day5 + 3 * Rig.hour, 45)
+                #expect(try stage.processDirtyDays(now: Rig.later) == 1)
+            } catch {
+                stageFailed.withLock { $0 = "\(error)" }
+            }
+        }
+        let day = CivilDate(year: 2026, month: 11, day: 5)
+        _ = try rig.store.closeDay(day, now: Rig.later)
+        #expect(stageFailed.withLock { $0 } == nil)
+        #expect(try rig.dirtyMarkCount() == 0)
+        let stored = try #require(try rig.daily("lab-101", Self.nov5))
+        #expect(stored.figures.energyWh == 345)
+        #expect(stored.version == 3)
+        #expect(try rig.monthly("lab-101", "2026-11")?.figures.energyWh == 345)
+        // The history keeps the closed day's replaced version, and only versions the day had (on
+        // MongoDB the close's lost attempt copied v1 before its write; PostgreSQL rolls that back).
+        let history = try rig.history("\(Self.nov5)|lab-101").map { [$0.version: $0.energyWh] }
+        #expect(history.contains([2: 345]))
+        #expect(history.allSatisfy { $0 == [1: 300] || $0 == [2: 345] }, "\(history)")
     }
 
     /// Two workers recompute the same days at the same moment, round after round: neither
