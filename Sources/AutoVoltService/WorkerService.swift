@@ -13,9 +13,11 @@ import UnixSignals
 public enum WorkerService {
     /// Runs the worker until SIGTERM/SIGINT. Throws `ConfigError`/`Schema.Conflict` for problems
     /// only a person can fix.
-    public static func runUntilSignalled(config: WorkerConfig, logger: Logger, registry: PrometheusCollectorRegistry?) async throws {
+    /// `faults`: what the integration tests inject (the CLI reads them from `AUTOVOLT_TEST_*`).
+    public static func runUntilSignalled(config: WorkerConfig, faults: FaultInjection = FaultInjection(), logger: Logger,
+                                         registry: PrometheusCollectorRegistry?) async throws {
         let engine = try await onThread { [config, logger] in
-            let engine = try IngestEngine(config: config, logger: logger)
+            let engine = try Worker(config: config, faults: faults, logger: logger)
             try engine.checkSchemaIfReachable()
             return engine
         }
@@ -69,7 +71,7 @@ public enum WorkerService {
 extension WorkerService {
     /// The worker on PostgreSQL: the same stages (alarms, not on PostgreSQL yet, idle; see
     /// IngestEngine), HTTP with health, metrics, ingest, the analytics API and the dashboard.
-    static func runWithoutMongoDB(engine: IngestEngine, config: WorkerConfig, logger: Logger,
+    static func runWithoutMongoDB(engine: Worker, config: WorkerConfig, logger: Logger,
                                   registry: PrometheusCollectorRegistry?) async throws {
         guard case .postgresql(let pool) = engine.database else { return }
         var http: (any Service)?

@@ -13,14 +13,9 @@ import UnixSignals
 /// PUBACKs flushed), the scheduler and the ledger finish their step, and the drain stores what
 /// the journal holds, last.
 enum WorkerStages {
-    static func services(engine: IngestEngine, http: (any Service)?, notifier: SystemdNotifier, logger: Logger) -> [any Service] {
-        var services: [any Service] = [
-            ThreadStage(stage: .drain, engine: engine, stopTimeout: .seconds(16)),
-            ThreadStage(stage: .ledger, engine: engine, stopTimeout: .seconds(10)),
-            ThreadStage(stage: .scheduler, engine: engine, stopTimeout: .seconds(5)),
-            ThreadStage(stage: .alarms, engine: engine, stopTimeout: .seconds(5)),
-            MQTTStage(engine: engine),
-        ]
+    static func services(engine: Worker, http: (any Service)?, notifier: SystemdNotifier, logger: Logger) -> [any Service] {
+        var services: [any Service] = engine.blockingStages.map { ThreadStage(stage: $0.stage, stopTimeout: $0.stopTimeout) }
+        services.append(MQTTStage(engine: engine))
         if let http { services.append(http) }
         services.append(RegistryReloadStage(engine: engine, logger: logger))
         services.append(SupervisorStage(engine: engine, notifier: notifier, logger: logger))
@@ -28,42 +23,9 @@ enum WorkerStages {
     }
 }
 
-/// One blocking loop of the engine on a thread of its own (libmongoc and SQLite calls never run
-/// on the cooperative pool). On graceful shutdown the loop is asked to stop and awaited for at
-/// most `stopTimeout`: a loop stuck inside a C call is left behind, its work is safe in the
-/// journal or the database. The drain's fatal error (a foreign database) ends the group.
-struct ThreadStage: Service {
-    let stage: StageMonitor.Stage
-    let engine: IngestEngine
-    let stopTimeout: Duration
-
-    func run() async throws {
-        let done = Completion()
-        let thread = Thread { [engine, stage] in
-            engine.runStage(stage)
-            done.finish()
-        }
-        thread.name = "autovolt-\(stage.rawValue)"
-        thread.start()
-        let timeout = stopTimeout
-        await withTaskCancellationHandler {
-            await withGracefulShutdownHandler {
-                await done.wait()
-            } onGracefulShutdown: { [engine, stage] in
-                engine.requestStop(stage)
-                done.finish(after: timeout)
-            }
-        } onCancel: { [engine, stage] in
-            engine.requestStop(stage)
-            done.finish(after: timeout)
-        }
-        if stage == .drain, let fatal = engine.fatal { throw fatal }
-    }
-}
-
 /// The broker connection: messages flow into the journal from libmosquitto's own thread.
 struct MQTTStage: Service {
-    let engine: IngestEngine
+    let engine: Worker
 
     func run() async throws {
         try await onThread { [engine] in try engine.startMQTT() }
@@ -74,7 +36,7 @@ struct MQTTStage: Service {
 
 /// SIGHUP (`systemctl reload`): the device registry and the alarm rules are read again.
 struct RegistryReloadStage: Service {
-    let engine: IngestEngine
+    let engine: Worker
     let logger: Logger
 
     func run() async throws {
@@ -91,7 +53,7 @@ struct RegistryReloadStage: Service {
 /// systemd: READY=1 once running, WATCHDOG=1 only while every stage goes round its loop
 /// (StageMonitor), STOPPING=1 when shutdown begins (this service is the first to stop).
 struct SupervisorStage: Service {
-    let engine: IngestEngine
+    let engine: Worker
     let notifier: SystemdNotifier
     let logger: Logger
 
@@ -99,7 +61,7 @@ struct SupervisorStage: Service {
         notifier.ready(status: "ingesting")
         if let interval = notifier.watchdogInterval {
             while !Task.isShuttingDownGracefully && !Task.isCancelled {
-                let stalled = engine.stages.stalled(now: SystemClock.nowMillis())
+                let stalled = engine.stages.stalled(now: engine.clock.now())
                 if stalled.isEmpty {
                     notifier.watchdog()
                 } else {

@@ -115,7 +115,8 @@ struct Run: AsyncParsableCommand {
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         do {
-            try await WorkerService.runUntilSignalled(config: config, logger: logger, registry: registry)
+            try await WorkerService.runUntilSignalled(config: config, faults: FaultInjection.from(environment: ProcessInfo.processInfo.environment),
+                                                     logger: logger, registry: registry)
         } catch let error as ConfigError {
             throw fail(error.description, Exit.config)
         } catch let error as Schema.Conflict {

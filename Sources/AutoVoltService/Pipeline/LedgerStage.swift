@@ -1,0 +1,114 @@
+import AutoVoltCore
+import AutoVoltMongo
+import Foundation
+import Logging
+import Synchronization
+
+/// Transform: advances the ledger of every device with unprocessed events (or a dip waiting to
+/// settle), then recomputes the aggregates of the days whose ledger changed (today's figures move
+/// during the day). Separate from the drain so a slow derivation never holds back ingestion.
+/// Owns its LedgerStore and AggregationStore.
+// @unchecked: the stores are built and used by the stage's own thread (LedgerStore's counters
+// are under its own lock for /health); `shown` is under a Mutex.
+final class LedgerStage: BlockingStage, @unchecked Sendable {
+    let control: StageControl
+    private let link: DatabaseLink
+    private let registry: RegistryInForce
+    private let config: WorkerConfig
+    private let metrics: WorkerMetrics
+    private let clock: any WorkerClock
+    private let logger: Logger
+
+    private struct Shown {
+        var ledger: LedgerStore?
+        var busy = false
+    }
+    private let shown = Mutex(Shown())
+
+    init(control: StageControl, link: DatabaseLink, registry: RegistryInForce, config: WorkerConfig, metrics: WorkerMetrics,
+         clock: any WorkerClock, logger: Logger) {
+        self.control = control
+        self.link = link
+        self.registry = registry
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// The ledger's counters (nil before its first step), for /health.
+    var counters: LedgerStore.Counters? { shown.withLock { $0.ledger }?.snapshot }
+    /// Whether a step is under way, for /health.
+    var isProcessing: Bool { shown.withLock { $0.busy } }
+
+    func runLoop() {
+        var backoff = 0.2
+        var stores: (ledger: LedgerStore, aggregation: AggregationStore)?
+        var appliedGeneration = 0
+        while !control.isStopping {
+            control.beat()
+            guard link.schemaReady else {
+                control.wait(seconds: 0.5)
+                continue
+            }
+            // What the loop wrote with the write concern acknowledged: only that may end a write
+            // concern failure (an idle loop, at night, writes nothing and proves nothing).
+            let acknowledged = MongoClient.AcknowledgedWrites()
+            do {
+                let (batches, progressed, recomputed) = try MongoClient.countingAcknowledgedWrites(in: acknowledged) {
+                    () throws -> (batches: [[String]], progressed: Bool, recomputed: Int) in
+                    let (registry, generation) = self.registry.snapshot
+                    let (ledger, aggregation): (LedgerStore, AggregationStore)
+                    if let stores {
+                        (ledger, aggregation) = stores
+                        if generation != appliedGeneration {
+                            ledger.registry = registry
+                            aggregation.registry = registry
+                        }
+                    } else {
+                        let concern = try link.writeConcern
+                        ledger = LedgerStore(storage: link.database.ledgerStorage(writeConcern: concern), registry: registry,
+                                             timeZone: config.timeZone, owner: "worker:\(config.mqtt.clientID)",
+                                             policy: config.ledgerPolicy, logger: logger)
+                        aggregation = AggregationStore(storage: link.database.aggregationStorage(writeConcern: concern), registry: registry,
+                                                       timeZone: config.timeZone, logger: logger)
+                        stores = (ledger, aggregation)
+                        shown.withLock { $0.ledger = ledger }
+                    }
+                    appliedGeneration = generation
+                    // In batches: a batch costs the database the same few round trips as one device.
+                    let batches = try ledger.findWork(now: clock.now())
+                    var progressed = false
+                    if !batches.isEmpty {
+                        shown.withLock { $0.busy = true }
+                        defer { shown.withLock { $0.busy = false } }
+                        for batch in batches {
+                            if control.isStopping { break }
+                            control.beat()
+                            let results = try ledger.step(batch, now: clock.now())
+                            if results.values.contains(where: { if case .done = $0 { true } else { false } }) { progressed = true }
+                        }
+                        metrics.recordLedger(ledger.snapshot)
+                    }
+                    let recomputed = try aggregation.processDirtyDays(now: clock.now())
+                    return (batches, progressed, recomputed)
+                }
+                if acknowledged.count > 0 { link.noteWriteConcernSatisfied(.ledger) }
+                backoff = 0.2
+                if batches.isEmpty && recomputed == 0 {
+                    control.wait(seconds: 1)
+                } else if !batches.isEmpty && !progressed {
+                    // Every device is held by other workers: let them finish.
+                    control.wait(seconds: 0.5)
+                }
+            } catch {
+                // Ledger and aggregate writes hold only what the worker derived, so a refusal is a
+                // fault of ours or of the database, never of one device: it is retried (skipping
+                // a step would lose energy), loudly when it will not pass by itself.
+                link.noteWriteFailure(DatabaseLink.WriteFailure(error), error, .ledger, retryIn: backoff, pending: nil)
+                control.sleep(seconds: backoff)
+                backoff = min(backoff * 2, 15)
+            }
+        }
+    }
+}
