@@ -111,9 +111,6 @@ public struct AlarmStore: Sendable {
         self.init(storage: MongoAlarmStorage(client: client, writeConcern: writeConcern))
     }
 
-    /// For reads only (lists, the stream), on MongoDB: no write concern applies.
-    public static func reader(_ client: MongoClient) -> AlarmStore { AlarmStore(client: client, writeConcern: .acknowledged) }
-
     static var indexes: [String: [IndexModel]] { MongoAlarmStorage.indexes }
 
     static func alarmID(rule: String, esp32Name: String, at instant: EpochMillis) -> String { "\(rule)@\(esp32Name)@\(instant)" }
@@ -152,33 +149,13 @@ public struct AlarmStore: Sendable {
         case notFound
     }
 
-    /// Interim (issue 21): `acknowledge`, `list`, `lastEventID` and `events` keep
-    /// `throws(MongoError)` while their callers are typed (HTTPAlarmsAPI's closures for
-    /// MongoExecutor and QueryRunner.run); once those take untyped errors they become `throws`
-    /// and this goes. A MongoDB storage throws only `MongoError`, passed through unchanged;
-    /// another backend's error keeps its disposition (transient: a connection error) and message.
-    static func mongoTyped<T>(_ body: () throws -> T) throws(MongoError) -> T {
-        do {
-            return try body()
-        } catch let error as MongoError {
-            throw error
-        } catch {
-            let message = (error as? any StorageFailure).map { "\($0)" } ?? "\(error)"
-            switch storageDisposition(of: error) {
-            case .transient: throw MongoError(kind: .connection, code: 0, domain: 0, message: message)
-            default: throw MongoError(kind: .protocolError, code: 0, domain: 0, message: message)
-            }
+    /// Acknowledges alarm `id` and publishes the ack (the CLI's `alarms ack` and the API's).
+    public func acknowledge(id: String, by person: String, at instant: EpochMillis) throws -> AckOutcome {
+        if let updated = try storage.acknowledge(id: id, by: person, at: instant) {
+            return .acknowledged(updated, published: try publish(alarmID: id))
         }
-    }
-
-    public func acknowledge(id: String, by person: String, at instant: EpochMillis) throws(MongoError) -> AckOutcome {
-        try Self.mongoTyped { () throws -> AckOutcome in
-            if let updated = try storage.acknowledge(id: id, by: person, at: instant) {
-                return .acknowledged(updated, published: try publish(alarmID: id))
-            }
-            guard let existing = try storage.alarm(id: id) else { return .notFound }
-            return .already(existing)
-        }
+        guard let existing = try storage.alarm(id: id) else { return .notFound }
+        return .already(existing)
     }
 
     /// The active alarms (a campus has few), for the book and the gauge.
@@ -187,8 +164,8 @@ public struct AlarmStore: Sendable {
     }
 
     /// Alarms raised in [from, to), newest first; `activeOnly` keeps those not cleared.
-    public func list(activeOnly: Bool, from: EpochMillis?, to: EpochMillis?, limit: Int) throws(MongoError) -> [AlarmRecord] {
-        try Self.mongoTyped { try storage.alarms(activeOnly: activeOnly, from: from, to: to, limit: limit) }
+    public func list(activeOnly: Bool, from: EpochMillis?, to: EpochMillis?, limit: Int) throws -> [AlarmRecord] {
+        try storage.alarms(activeOnly: activeOnly, from: from, to: to, limit: limit)
     }
 
     // MARK: The stream's log
@@ -207,12 +184,12 @@ public struct AlarmStore: Sendable {
     }
 
     /// The last event number handed out (a stream without `Last-Event-ID` starts after it).
-    public func lastEventID() throws(MongoError) -> Int64 {
-        try Self.mongoTyped { try storage.lastEventID() }
+    public func lastEventID() throws -> Int64 {
+        try storage.lastEventID()
     }
 
-    public func events(after id: Int64, limit: Int) throws(MongoError) -> [AlarmEvent] {
-        try Self.mongoTyped { try storage.events(after: id, limit: limit) }
+    public func events(after id: Int64, limit: Int) throws -> [AlarmEvent] {
+        try storage.events(after: id, limit: limit)
     }
 }
 

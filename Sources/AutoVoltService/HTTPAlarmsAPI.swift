@@ -1,5 +1,4 @@
 import AutoVoltCore
-import AutoVoltMongo
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -26,10 +25,15 @@ enum AlarmsAPI {
         let alarm: AlarmRecord
     }
 
-    static func register(on router: Router<BasicRequestContext>, engine: IngestEngine, executor: MongoExecutor, runner: QueryRunner) {
+    /// Reads run on the query runner (admission, deadline), the ack on the write path; both over
+    /// whichever backend the worker runs on, through the `AlarmStore` the CLI uses.
+    static func register(on router: Router<BasicRequestContext>, engine: IngestEngine, writes: DatabaseWrites, runner: QueryRunner) {
         let base = "\(PowerAnalyticsAPI.prefix)/alarms"
         let config = engine.config
-        let concern = WriteConcernBox()
+        /// For reads: no write concern applies.
+        @Sendable func reader(_ database: WorkerDatabase) -> AlarmStore {
+            AlarmStore(storage: database.alarmStorage(writeConcern: .acknowledged))
+        }
 
         router.get(.init(base)) { request, _ -> Response in
             let q = request.uri.queryParameters
@@ -53,9 +57,9 @@ enum AlarmsAPI {
             } catch {
                 return AccountingAPI.problem(.badRequest, error.message)
             }
-            let outcome = await runner.run({ client throws(MongoError) -> [AlarmRecord] in
-                try AlarmStore.reader(client).list(activeOnly: status == "active", from: from, to: to, limit: limit)
-            })
+            let outcome = await runner.stored { database in
+                try reader(database).list(activeOnly: status == "active", from: from, to: to, limit: limit)
+            }
             guard case .value(let alarms) = outcome else { return runner.refusal(outcome) }
             return AccountingAPI.json(.ok, AlarmList(status: status, alarms: alarms))
         }
@@ -72,8 +76,8 @@ enum AlarmsAPI {
             }
             let person = by
             do {
-                let outcome = try await executor.run { client throws(MongoError) -> AlarmStore.AckOutcome in
-                    try AlarmStore(client: client, writeConcern: try concern.resolve(config.writeConcern, client)).acknowledge(id: id, by: person, at: SystemClock.nowMillis())
+                let outcome = try await writes.run { database, concern in
+                    try AlarmStore(storage: database.alarmStorage(writeConcern: concern)).acknowledge(id: id, by: person, at: SystemClock.nowMillis())
                 }
                 switch outcome {
                 case .acknowledged(let record, let published):
@@ -105,7 +109,7 @@ enum AlarmsAPI {
                 start = resume
             } else {
                 // A read, on the read pool like the stream's polls.
-                let outcome = await runner.run({ client throws(MongoError) -> Int64 in try AlarmStore.reader(client).lastEventID() })
+                let outcome = await runner.stored { database in try reader(database).lastEventID() }
                 guard case .value(let last) = outcome else { return runner.refusal(outcome) }
                 start = last
             }
@@ -119,9 +123,9 @@ enum AlarmsAPI {
                 while !engine.isShuttingDown && !Task.isCancelled {
                     let after = cursor.lastID
                     var stored: [AlarmEvent] = []
-                    if case .value(let events) = await runner.run({ client throws(MongoError) -> [AlarmEvent] in
-                        try AlarmStore.reader(client).events(after: after, limit: 200)
-                    }) { stored = events }
+                    if case .value(let events) = await runner.stored({ database in try reader(database).events(after: after, limit: 200) }) {
+                        stored = events
+                    }
                     let ready = cursor.take(stored, now: SystemClock.nowMillis())
                     if ready.isEmpty {
                         quietRounds += 1

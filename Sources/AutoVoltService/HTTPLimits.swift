@@ -213,6 +213,26 @@ struct QueryRunner: Sendable {
         }
     }
 
+    /// A read through another stage's storage (alarms, statements: `WorkerDatabase` hands it
+    /// out) over whichever backend, with the same admission gate and deadline: on MongoDB each
+    /// read carries the time left as `maxTimeMS`; on PostgreSQL the answer does not wait past it.
+    func stored<T: Sendable>(_ body: @escaping @Sendable (WorkerDatabase) throws -> T) async -> Outcome<T> {
+        switch source {
+        case .mongodb:
+            return await run { client throws(MongoError) -> T in
+                do {
+                    return try body(.mongodb(client))
+                } catch let error as MongoError {
+                    throw error
+                } catch {
+                    throw MongoError(kind: .invalidArgument, code: 0, domain: 0, message: "\(error)")
+                }
+            }
+        case .postgresql(let pool):
+            return await admitted { _ in try await onThread { try body(.postgresql(pool)) } }
+        }
+    }
+
     /// `body` runs on the executor's thread under `MongoClient.withDeadline`, so each read it
     /// makes carries the time left as `maxTimeMS`. The answer does not wait past the deadline
     /// (plus a little for the server's own timeout to arrive first), even when the database hangs.

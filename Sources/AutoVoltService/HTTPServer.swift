@@ -12,9 +12,9 @@ import Prometheus
 /// own for its few counts, which are cached and refreshed in the background, and it waits at
 /// most `HealthReporter.waitBudget` for a refresh. `/metrics` never touches the database.
 enum HTTPServer {
-    /// `executor`: MongoDB's, for the routes that are on MongoDB only so far (alarms, statements;
-    /// issue 21); nil on PostgreSQL, where they are not served yet. The analytics API, the
-    /// dashboard and the accounting routes run on either backend.
+    /// Every route runs on either backend: reads on `queries`, writes (tariffs, recalculation,
+    /// alarm acks, statement generate and freeze) through `DatabaseWrites`. `executor`: MongoDB's
+    /// for those writes (its write concern resolved once); nil on PostgreSQL.
     static func application(host: String, port: Int, engine: IngestEngine, queries: QueryRunner, executor: MongoExecutor?,
                             health loadFigures: @escaping @Sendable () async -> HealthReporter.Figures?,
                             registry: PrometheusCollectorRegistry?, logger: Logger) -> some ApplicationProtocol {
@@ -32,12 +32,10 @@ enum HTTPServer {
         HTTPIngestAPI.register(on: router, engine: engine, logger: logger)
         PowerAnalyticsAPI.register(on: router, runner: queries, config: engine.config, logger: logger)
         DashboardRoutes.register(on: router, engine: engine, runner: queries, logger: logger)
-        AccountingAPI.register(on: router, writes: DatabaseWrites(database: engine.database, executor: executor, setting: engine.config.writeConcern),
-                               runner: queries, config: engine.config, logger: logger)
-        if let executor {
-            AlarmsAPI.register(on: router, engine: engine, executor: executor, runner: queries)
-            StatementsAPI.register(on: router, engine: engine, executor: executor, runner: queries, logger: logger)
-        }
+        let writes = DatabaseWrites(database: engine.database, executor: executor, setting: engine.config.writeConcern)
+        AccountingAPI.register(on: router, writes: writes, runner: queries, config: engine.config, logger: logger)
+        AlarmsAPI.register(on: router, engine: engine, writes: writes, runner: queries)
+        StatementsAPI.register(on: router, engine: engine, writes: writes, runner: queries, logger: logger)
         router.get("/metrics") { _, _ -> Response in
             let text = registry?.emitToString() ?? ""
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],

@@ -22,29 +22,30 @@ enum StatementsAPI {
         var by: String?
     }
 
-    static func register(on router: Router<BasicRequestContext>, engine: IngestEngine, executor: MongoExecutor, runner: QueryRunner,
+    static func register(on router: Router<BasicRequestContext>, engine: IngestEngine, writes: DatabaseWrites, runner: QueryRunner,
                          logger: Logger) {
         let base = "\(PowerAnalyticsAPI.prefix)/statements"
         let config = engine.config
-        let concern = WriteConcernBox()
 
-        /// Runs a store call on the query path (GETs: admission and deadline) or the executor (POSTs).
+        /// Runs a store call on the query path (GETs: admission and deadline) or the write path
+        /// (POSTs), over whichever backend the worker runs on; the store is the one the CLI uses.
         @Sendable func answer<T: Sendable>(write: Bool, _ body: @escaping @Sendable (StatementStore) throws(StatementError) -> T,
                                            _ respond: @Sendable (T) -> Response) async -> Response {
-            let work = { @Sendable (client: MongoClient) throws(MongoError) -> Result<T, StatementError> in
-                let store = StatementStore(client: client, registry: engine.registryInForce, timeZone: config.timeZone,
-                                           writeConcern: try concern.resolve(config.writeConcern, client), logger: logger)
+            let registry = engine.registryInForce
+            let work = { @Sendable (database: WorkerDatabase, concern: WriteConcern) -> Result<T, StatementError> in
+                let store = StatementStore(storage: database.statementStorage(writeConcern: concern), registry: registry,
+                                           timeZone: config.timeZone, logger: logger)
                 do throws(StatementError) { return .success(try body(store)) } catch { return .failure(error) }
             }
             let outcome: Result<T, StatementError>
             if write {
                 do {
-                    outcome = try await executor.run(work)
+                    outcome = try await writes.run(work)
                 } catch {
                     return AccountingAPI.problem(.serviceUnavailable, "database unavailable: \(error)")
                 }
             } else {
-                let answer = await runner.run({ client throws(MongoError) -> Result<T, StatementError> in try work(client) })
+                let answer = await runner.stored { database in work(database, .acknowledged) }
                 guard case .value(let result) = answer else { return runner.refusal(answer) }
                 outcome = result
             }

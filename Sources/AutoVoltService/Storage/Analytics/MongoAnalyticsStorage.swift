@@ -395,11 +395,12 @@ public final class MongoAnalyticsStorage: AnalyticsStorage {
     }
 
     public func activeAlarms(limit: Int) throws -> [AlarmRecord] {
-        try AlarmStore.reader(client).list(activeOnly: true, from: nil, to: nil, limit: limit)
+        try MongoAlarmStorage(client: client, writeConcern: .acknowledged).alarms(activeOnly: true, from: nil, to: nil, limit: limit)
     }
 
+    /// Ties broken by id, as `MongoAlarmStorage.alarms` and PostgreSQL order them.
     public func recentAlarms(esp32Name: String, limit: Int) throws -> [AlarmRecord] {
-        try client.find(AlarmStore.alarms, filter: ["esp32_name": .string(esp32Name)], sort: ["raised_at": -1], limit: limit)
+        try client.find(AlarmStore.alarms, filter: ["esp32_name": .string(esp32Name)], sort: ["raised_at": -1, "_id": 1], limit: limit)
             .map(AlarmRecord.init)
     }
 

@@ -3,7 +3,7 @@ import AutoVoltPostgres
 import Foundation
 
 /// `AnalyticsStorage` on PostgreSQL. Throws `PostgresError`. Owns no table: it reads the ledger's,
-/// the aggregation's, the ingest's and the reconciliation's (and `cost_versions`).
+/// the aggregation's, the ingest's, the reconciliation's and the alarms' (and `cost_versions`).
 ///
 /// Sums are the database's: `GROUP BY GROUPING SETS` gives a scope's total and its classrooms'
 /// in one statement (distinct devices and dates counted by the server), the hourly timeline sums
@@ -15,7 +15,7 @@ import Foundation
 /// `statement_timeout` is set (`SET LOCAL`) to the time left before every statement and every
 /// batch of a cursor, so a query made of several statements keeps to one budget, as MongoDB's
 /// `maxTimeMS` does; past the deadline nothing more is sent. Either way the error is SQLSTATE
-/// 57014 (`isDeadlineExceeded`). Alarms are MongoDB's only for now: none on PostgreSQL.
+/// 57014 (`isDeadlineExceeded`).
 public final class PostgresAnalyticsStorage: AnalyticsStorage {
     public let pool: PostgresPool
     public let deadline: ContinuousClock.Instant?
@@ -465,11 +465,18 @@ public final class PostgresAnalyticsStorage: AnalyticsStorage {
         }
     }
 
-    /// Alarms are stored on MongoDB only so far (issue 21): none here.
-    public func activeAlarms(limit: Int) throws -> [AlarmRecord] { [] }
+    /// The alarms' query (`PostgresAlarmStorage.alarms(on:...)`), here under the deadline.
+    public func activeAlarms(limit: Int) throws -> [AlarmRecord] {
+        try read { connection in
+            try PostgresAlarmStorage.alarms(on: connection, activeOnly: true, esp32Name: nil, from: nil, to: nil, limit: limit)
+        }
+    }
 
-    /// Alarms are stored on MongoDB only so far (issue 21): none here.
-    public func recentAlarms(esp32Name: String, limit: Int) throws -> [AlarmRecord] { [] }
+    public func recentAlarms(esp32Name: String, limit: Int) throws -> [AlarmRecord] {
+        try read { connection in
+            try PostgresAlarmStorage.alarms(on: connection, activeOnly: false, esp32Name: esp32Name, from: nil, to: nil, limit: limit)
+        }
+    }
 
     /// The aggregation's query (`PostgresAggregationStorage.tariffs`), here under the deadline.
     public func tariffs() throws -> [Tariff] {
