@@ -1,9 +1,8 @@
-import AutoVoltCore
 import Foundation
 
-// The parameters of the read queries (Queries.swift): the CLI and the HTTP API parse them with the
-// same functions here. This file needs nothing but AutoVoltCore and Foundation: scripts/fuzz copies
-// it whole into the fuzz package (Fuzz/) to fuzz the parsers, so it must keep compiling on its own.
+// The parameters of the read queries (AutoVoltService's Queries.swift): the CLI and the HTTP API
+// parse them with the same functions here. Part of the pure core, so the fuzz package (Fuzz/, which
+// links AutoVoltCore) fuzzes these very parsers.
 
 /// A bad query parameter: HTTP 400 `{"error": message}`, CLI exit 64 with the message.
 public struct AnalyticsParameterError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -12,8 +11,8 @@ public struct AnalyticsParameterError: Error, Sendable, Equatable, CustomStringC
     public var description: String { message }
 }
 
-// Declared here, with the limits the parsers check, so that this file compiles on its own;
-// QueryResults.swift (json) and Queries.swift (the queries) extend it.
+// Declared here, with the limits the parsers check; AutoVoltService's QueryResults.swift (json) and
+// Queries.swift (the queries) extend it.
 public enum AnalyticsQueries {
     /// The longest timeline range, in days, and the longest with hourly buckets.
     public static let maxTimelineDays = 93
@@ -52,7 +51,7 @@ public enum AnalyticsQueries {
         public var month: Breakdown.Month
     }
 
-    static func given(_ text: String?) -> String? {
+    public static func given(_ text: String?) -> String? {
         guard let trimmed = text?.trimmingCharacters(in: .whitespaces), !trimmed.isEmpty else { return nil }
         return trimmed
     }

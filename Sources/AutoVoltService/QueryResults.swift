@@ -1,3 +1,4 @@
+import AutoVoltCore
 import Foundation
 
 // The results of the read queries (Queries.swift) and their JSON, as the HTTP API sends it and

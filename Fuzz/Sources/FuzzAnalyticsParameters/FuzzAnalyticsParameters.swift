@@ -1,5 +1,4 @@
 import CFuzzer
-import AnalyticsParameters
 import AutoVoltCore
 import Foundation
 
