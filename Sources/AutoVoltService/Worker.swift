@@ -111,9 +111,6 @@ public final class Worker: Sendable {
         scheduler = SchedulerStage(control: control(.scheduler), link: link, registry: registry, config: config, clock: clock,
                                    intakeReadiness: { [intake] in intake.readiness() }, logger: logger)
         alarmStage = AlarmStage(control: control(.alarms, onStop: { alarms.requestStop() }), alarms: alarms, link: link)
-        if database.mongo == nil {
-            logger.warning("PostgreSQL backend: the alarm and statement HTTP routes are not on PostgreSQL yet (alarms and statements are: use autovolt-worker alarms and statements)")
-        }
         let pending = journal.pendingRecords
         if pending > 0 {
             logger.notice("journal holds messages from before the last stop; storing them first", metadata: ["pending": "\(pending)"])

@@ -69,8 +69,8 @@ public enum WorkerService {
 }
 
 extension WorkerService {
-    /// The worker on PostgreSQL: the same stages (alarms, not on PostgreSQL yet, idle; see
-    /// IngestEngine), HTTP with health, metrics, ingest, the analytics API and the dashboard.
+    /// The worker on PostgreSQL: the same stages and HTTP routes; the reads run on the pool's
+    /// connections instead of MongoExecutor threads.
     static func runWithoutMongoDB(engine: Worker, config: WorkerConfig, logger: Logger,
                                   registry: PrometheusCollectorRegistry?) async throws {
         guard case .postgresql(let pool) = engine.database else { return }

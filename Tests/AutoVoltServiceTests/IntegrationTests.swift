@@ -1,23 +1,43 @@
 import AutoVoltMongo
+import AutoVoltPostgres
 import AutoVoltTestSupport
 import Foundation
 import Testing
 
-/// A real mosquitto, scripts/dev-mongo and the built worker executable, on free ports.
+/// A real mosquitto, scripts/dev-mongo and the built worker executable, on free ports; with
+/// `backend: .postgres` the worker stores into a PostgreSQL 15 of the rig's own instead
+/// (`AUTOVOLT_DATABASE_URL`), and `count` reads it there.
 final class Rig: @unchecked Sendable {
     let broker: MosquittoBroker
     let mongo: DevMongoServer
     let client: MongoClient
+    /// The worker's backend; `mongo` and `client` serve the MongoDB one.
+    let backend: StorageBackend
+    let postgres: PostgresServer?
+    private let postgresURL: String?
+    private let pool: PostgresPool?
     let stateDirectory: URL
     let database = "autovolt_it_\(UUID().uuidString.prefix(8))"
     let clientID = "worker-\(UUID().uuidString.prefix(8))"
     var workers: [WorkerProcess] = []
 
-    init(shippedBrokerConfig: Bool = false, users: [String: String] = [:], mongoData: URL? = nil,
+    init(backend: StorageBackend = .mongo, shippedBrokerConfig: Bool = false, users: [String: String] = [:], mongoData: URL? = nil,
          mongoArguments: [String] = [], brokerTLS: MosquittoBroker.TLSFiles? = nil) throws {
+        self.backend = backend
         broker = try MosquittoBroker(shippedConfig: shippedBrokerConfig, users: users, tls: brokerTLS)
         mongo = try DevMongoServer(dataFile: mongoData, extraArguments: mongoArguments)
         client = try MongoClient(uri: mongo.uri(database: database))
+        if backend == .postgres {
+            let server = try PostgresServer()
+            let url = server.url(database: try server.createDatabase())
+            postgres = server
+            postgresURL = url
+            pool = try PostgresPool(url: url, size: 1, applicationName: "integration-tests")
+        } else {
+            postgres = nil
+            postgresURL = nil
+            pool = nil
+        }
         stateDirectory = FileManager.default.temporaryDirectory.appendingPathComponent("autovolt-state-\(UUID().uuidString)")
     }
 
@@ -25,19 +45,26 @@ final class Rig: @unchecked Sendable {
         for worker in workers { worker.kill9() }
         broker.stop()
         mongo.stop()
+        pool?.close()
+        postgres?.stop()
     }
 
     var environment: [String: String] {
-        [
+        var environment = [
             "PATH": ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin",
             "AUTOVOLT_MQTT_URL": "mqtt://127.0.0.1:\(broker.port)",
             "AUTOVOLT_MQTT_CLIENT_ID": clientID,
-            "AUTOVOLT_MONGODB_URI": mongo.uri(database: database),
             "AUTOVOLT_STATE_DIR": stateDirectory.path,
             "AUTOVOLT_DEVICES": packageRoot.appendingPathComponent("config/devices.toml").path,
             "AUTOVOLT_HTTP_ADDR": "off",
             "AUTOVOLT_LOG_LEVEL": "info",
         ]
+        if let postgresURL {
+            environment["AUTOVOLT_DATABASE_URL"] = postgresURL
+        } else {
+            environment["AUTOVOLT_MONGODB_URI"] = mongo.uri(database: database)
+        }
+        return environment
     }
 
     /// Starts a worker and waits until it is connected and subscribed.
@@ -52,13 +79,70 @@ final class Rig: @unchecked Sendable {
 
     func publisher() throws -> TestPublisher { try TestPublisher(port: broker.port) }
 
+    /// Documents (rows) of `collection` (the table of that name) whose top-level fields equal
+    /// `filter`'s strings, numbers and booleans; -1 when the database does not answer.
     func count(_ collection: String, _ filter: BSONDocument = [:]) -> Int {
-        (try? client.countDocuments(collection, filter: filter)) ?? -1
+        guard let pool else { return (try? client.countDocuments(collection, filter: filter)) ?? -1 }
+        let (condition, params) = Self.sqlCondition(filter)
+        return (try? pool.withConnection { connection in
+            try connection.query("SELECT count(*) AS n FROM \(collection)\(condition)", params).first?.int64("n")
+        }).flatMap { $0 }.map(Int.init) ?? -1
+    }
+
+    /// The columns of one row of `collection` matching `filter`, as text (PostgreSQL only).
+    func row(_ collection: String, _ filter: BSONDocument, columns: [String]) throws -> [String: String?]? {
+        guard let pool else { return nil } // PostgreSQL only: MongoDB's tests read documents with `client`
+        let (condition, params) = Self.sqlCondition(filter)
+        return try pool.withConnection { connection in
+            try connection.query("SELECT \(columns.map { "\($0)::text AS \($0)" }.joined(separator: ", ")) FROM \(collection)\(condition) LIMIT 1",
+                                 params).first.map { row in Dictionary(uniqueKeysWithValues: columns.map { ($0, row.string($0)) }) }
+        }
+    }
+
+    /// Distinct values of `column` in `collection`.
+    func distinctCount(_ collection: String, _ column: String) throws -> Int {
+        guard let pool else {
+            return try client.aggregate(collection, pipeline: [["$group": ["_id": .string("$\(column)")]]]).count
+        }
+        return try pool.withConnection { connection in
+            Int(try connection.query("SELECT count(DISTINCT \(column)) AS n FROM \(collection)").first?.int64("n") ?? -1)
+        }
+    }
+
+    private static func sqlCondition(_ filter: BSONDocument) -> (String, [any PostgresBindable]) {
+        var clauses: [String] = []
+        var params: [any PostgresBindable] = []
+        for key in filter.keys {
+            guard let value = filter[key] else { continue }
+            let placeholder = "$\(params.count + 1)"
+            switch value {
+            case .string(let text): params.append(text); clauses.append("\(key) = \(placeholder)")
+            case .double(let number): params.append(number); clauses.append("\(key) = \(placeholder)::float8")
+            case .int64(let number): params.append(number); clauses.append("\(key) = \(placeholder)::int8")
+            case .int32(let number): params.append(Int64(number)); clauses.append("\(key) = \(placeholder)::int8")
+            case .bool(let flag): params.append(flag); clauses.append("\(key) = \(placeholder)::bool")
+            default: clauses.append("false") // a filter this reader does not translate matches nothing
+            }
+        }
+        return (clauses.isEmpty ? "" : " WHERE " + clauses.joined(separator: " AND "), params)
     }
 
     func waitForCount(_ collection: String, _ expected: Int, filter: BSONDocument = [:], timeout: Double = 30) -> Bool {
         eventually(timeout: timeout) { count(collection, filter) >= expected }
     }
+
+    /// The database away: dev-mongo killed (its data saved first), PostgreSQL crashed
+    /// (`pg_ctl stop -m immediate`); `databaseBack` starts it again on its data.
+    func databaseAway() {
+        if let postgres { postgres.stop(mode: "immediate") } else { mongo.kill() }
+    }
+
+    func databaseBack() throws {
+        if let postgres { try postgres.start() } else { try mongo.restart() }
+    }
+
+    /// What the worker logs while it cannot store a batch.
+    var cannotStore: String { backend == .postgres ? "cannot store to PostgreSQL" : "cannot store to MongoDB" }
 }
 
 /// About an hour ago, in seconds, moved back (by at most three and a half hours) to 22:30 local
@@ -80,10 +164,11 @@ func reading(_ device: String, _ index: Int, energy: Double? = nil) -> (topic: S
      #"{"esp32_name":"\#(device)","timestamp":\#(baseTime + index),"energy_wh_total":\#(energy ?? Double(1000 + index)),"switch_state":[1,0]}"#)
 }
 
-@Suite("integration: worker, mosquitto and the wire-protocol server", .serialized)
+@Suite("integration: worker, mosquitto and the database (dev-mongo, PostgreSQL)", .serialized)
 struct IntegrationTests {
-    @Test func duplicateDeliveryIsStoredOnceAndAConflictIsRejected() throws {
-        let rig = try Rig()
+    @Test(arguments: StorageBackend.allCases)
+    func duplicateDeliveryIsStoredOnceAndAConflictIsRejected(_ backend: StorageBackend) throws {
+        let rig = try Rig(backend: backend)
         try rig.startWorker()
         let publisher = try rig.publisher()
         let message = reading("lab-101", 1)
@@ -92,6 +177,14 @@ struct IntegrationTests {
         try publisher.publish([reading("lab-101", 1, energy: 5)])
         #expect(rig.waitForCount("rejected_messages", 1, filter: ["reason": "conflict"]))
         #expect(rig.count("telemetry_events") == 2)
+        if backend == .postgres {
+            let event = try #require(try rig.row("telemetry_events", ["energy_wh_total": 1001.0],
+                                                 columns: ["esp32_name", "classroom", "clock", "processed", "device_ts", "event_hash"]))
+            #expect(event["esp32_name"] == "lab-101" && event["classroom"]??.isEmpty == false && event["clock"] == "device")
+            #expect(event["processed"] != nil && event["device_ts"]??.isEmpty == false)
+            #expect(event["event_hash"]??.count == 64)
+            return
+        }
         let event = try #require(try rig.client.findOne("telemetry_events", filter: ["energy_wh_total": 1001.0]))
         #expect(event["esp32_name"]?.stringValue == "lab-101")
         #expect(event["classroom"]?.stringValue != nil)
@@ -101,8 +194,9 @@ struct IntegrationTests {
         #expect(event["event_hash"]?.stringValue?.count == 64)
     }
 
-    @Test func everyRejectReasonIsRecorded() throws {
-        let rig = try Rig()
+    @Test(arguments: StorageBackend.allCases)
+    func everyRejectReasonIsRecorded(_ backend: StorageBackend) throws {
+        let rig = try Rig(backend: backend)
         try rig.startWorker()
         let publisher = try rig.publisher()
         let cases: [(topic: String, payload: [UInt8], reason: String)] = [
@@ -123,11 +217,18 @@ struct IntegrationTests {
         for (reason, expected) in Dictionary(grouping: cases, by: \.reason).mapValues(\.count) {
             #expect(rig.count("rejected_messages", ["reason": .string(reason)]) == expected, "\(reason)")
         }
+        #expect(rig.count("telemetry_events") == 0)
+        if backend == .postgres {
+            let utf8 = try #require(try rig.row("rejected_messages", ["reason": "invalid_utf8"], columns: ["payload"]))
+            #expect(utf8["payload"]??.contains("\\xFF") == true)
+            let large = try #require(try rig.row("rejected_messages", ["reason": "payload_too_large"], columns: ["payload"]))
+            #expect((large["payload"]??.utf8.count ?? 0) <= 4096)
+            return
+        }
         let utf8 = try #require(try rig.client.findOne("rejected_messages", filter: ["reason": "invalid_utf8"]))
         #expect(utf8["payload"]?.stringValue?.contains("\\xFF") == true)
         let large = try #require(try rig.client.findOne("rejected_messages", filter: ["reason": "payload_too_large"]))
         #expect((large["payload"]?.stringValue?.utf8.count ?? 0) <= 4096)
-        #expect(rig.count("telemetry_events") == 0)
     }
 
     @Test func presenceFromStatusHeartbeatAndTelemetry() throws {
@@ -164,8 +265,9 @@ struct IntegrationTests {
         #expect(rig.count("device_status", ["esp32_name": "lab-103"]) == 0)
     }
 
-    @Test func killNineMidBurstLosesNothingAndStoresNothingTwice() throws {
-        let rig = try Rig()
+    @Test(arguments: StorageBackend.allCases)
+    func killNineMidBurstLosesNothingAndStoresNothingTwice(_ backend: StorageBackend) throws {
+        let rig = try Rig(backend: backend)
         // Small batches, so the kill cannot come after one batch took in all the rest.
         let first = try rig.startWorker(extra: ["AUTOVOLT_BATCH_SIZE": "10"])
         let publisher = try rig.publisher()
@@ -187,12 +289,12 @@ struct IntegrationTests {
         try publisher.publish([reading("lab-109", 5000)])
         #expect(rig.waitForCount("telemetry_events", 1, filter: ["esp32_name": "lab-109"]))
         #expect(rig.count("telemetry_events") == 1001)
-        let distinct = try rig.client.aggregate("telemetry_events", pipeline: [["$group": ["_id": "$event_hash"]]]).count
-        #expect(distinct == 1001)
+        #expect(try rig.distinctCount("telemetry_events", "event_hash") == 1001)
     }
 
-    @Test func crashInsideTheCallbackLosesNothing() throws {
-        let rig = try Rig()
+    @Test(arguments: StorageBackend.allCases)
+    func crashInsideTheCallbackLosesNothing(_ backend: StorageBackend) throws {
+        let rig = try Rig(backend: backend)
         // Establish the persistent session, then run a worker that dies inside the MQTT callback,
         // before journaling, on the 50th message (docs/delivery.md).
         try rig.startWorker().stop()
@@ -205,11 +307,12 @@ struct IntegrationTests {
         #expect(dying.waitForExit(timeout: 20) == 86)
         try rig.startWorker()
         #expect(rig.waitForCount("telemetry_events", 100))
-        #expect(try rig.client.findOne("telemetry_events", filter: ["energy_wh_total": 1049.0]) != nil, "message 50 was lost")
+        #expect(rig.count("telemetry_events", ["energy_wh_total": 1049.0]) == 1, "message 50 was lost")
     }
 
-    @Test func crashBeforeABatchIsCommittedLosesNothing() throws {
-        let rig = try Rig()
+    @Test(arguments: StorageBackend.allCases)
+    func crashBeforeABatchIsCommittedLosesNothing(_ backend: StorageBackend) throws {
+        let rig = try Rig(backend: backend)
         // The MQTT thread stages a socket read's messages and commits them in one transaction
         // before it writes their PUBACKs. This worker dies in its first flush, before the commit
         // (how many batches a burst takes depends on timing; the first is certain): the batch's
@@ -226,27 +329,32 @@ struct IntegrationTests {
         #expect(rig.waitForCount("telemetry_events", 200))
     }
 
-    @Test func databaseOutageDuringABurstLosesNothing() throws {
-        let rig = try Rig()
+    @Test(arguments: StorageBackend.allCases)
+    func databaseOutageDuringABurstLosesNothing(_ backend: StorageBackend) throws {
+        let rig = try Rig(backend: backend)
         let worker = try rig.startWorker()
         let publisher = try rig.publisher()
         try publisher.publish((0..<200).map { reading("lab-101", $0) })
         #expect(rig.waitForCount("telemetry_events", 200))
         // dev-mongo keeps its data only in memory without --data; a restart of the same server
         // would lose what was stored, so the outage is simulated by stopping it after a save.
-        rig.mongo.kill()
+        // PostgreSQL crashes and recovers from its WAL.
+        rig.databaseAway()
         try publisher.publish((200..<700).map { reading("lab-102", $0) })
         // Until a store has really failed (after the 5 s server selection timeout) and backs off.
-        #expect(eventually(timeout: 30) { worker.log.contains("cannot store to MongoDB") }, "\(worker.log.suffix(2000))")
+        #expect(eventually(timeout: 30) { worker.log.contains(rig.cannotStore) }, "\(worker.log.suffix(2000))")
         #expect(worker.isRunning)
-        try rig.mongo.restart()
+        try rig.databaseBack()
         #expect(rig.waitForCount("telemetry_events", 500, filter: ["esp32_name": "lab-102"], timeout: 60),
                 "after the outage: \(rig.count("telemetry_events", ["esp32_name": "lab-102"]))\n\(worker.log.suffix(2000))")
-        #expect(worker.log.contains("cannot store to MongoDB"))
+        #expect(worker.log.contains(rig.cannotStore))
+        // A real server keeps what was stored before the crash (dev-mongo without --data does not).
+        if backend == .postgres { #expect(rig.count("telemetry_events") == 700) }
     }
 
-    @Test func brokerRestartIsSurvived() throws {
-        let rig = try Rig()
+    @Test(arguments: StorageBackend.allCases)
+    func brokerRestartIsSurvived(_ backend: StorageBackend) throws {
+        let rig = try Rig(backend: backend)
         let worker = try rig.startWorker()
         try rig.publisher().publish([reading("lab-101", 1)])
         #expect(rig.waitForCount("telemetry_events", 1))
@@ -292,8 +400,9 @@ struct IntegrationTests {
         #expect(throws: (any Error).self) { try TestPublisher(port: rig.broker.port) }
     }
 
-    @Test func sigtermStopsCleanlyWithExitZero() throws {
-        let rig = try Rig()
+    @Test(arguments: StorageBackend.allCases)
+    func sigtermStopsCleanlyWithExitZero(_ backend: StorageBackend) throws {
+        let rig = try Rig(backend: backend)
         let worker = try rig.startWorker()
         try rig.publisher().publish((0..<50).map { reading("lab-101", $0) })
         #expect(rig.waitForCount("telemetry_events", 50))
@@ -301,8 +410,9 @@ struct IntegrationTests {
         #expect(worker.log.contains("autovolt-worker stopped"))
     }
 
-    @Test func replayIngestsCapturedLinesAndDuplicatesCollapse() throws {
-        let rig = try Rig()
+    @Test(arguments: StorageBackend.allCases)
+    func replayIngestsCapturedLinesAndDuplicatesCollapse(_ backend: StorageBackend) throws {
+        let rig = try Rig(backend: backend)
         let a = reading("lab-101", 1), b = reading("lab-101", 2)
         let capture = """
             \(a.topic) \(a.payload)

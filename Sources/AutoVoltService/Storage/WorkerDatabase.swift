@@ -33,8 +33,7 @@ public enum WorkerDatabase: Sendable {
         }
     }
 
-    /// The MongoDB client, for what only the MongoDB backend does so far (alarms, statements,
-    /// the HTTP API's reads; issue 21).
+    /// The MongoDB client, for MongoDB's own executors (HTTP reads) and checks: nil on PostgreSQL.
     public var mongo: MongoClient? {
         if case .mongodb(let client) = self { return client }
         return nil
