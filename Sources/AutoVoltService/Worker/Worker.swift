@@ -186,6 +186,3 @@ public final class Worker: Sendable {
             replicaSetAdvice: health.replicaSetAdvice)
     }
 }
-
-/// The worker's former name, while the HTTP routes still say `engine: IngestEngine`.
-public typealias IngestEngine = Worker

@@ -37,7 +37,7 @@ enum HTTPIngestAPI {
         var rejected: [Refused]
     }
 
-    static func register(on router: Router<BasicRequestContext>, engine: IngestEngine, logger: Logger) {
+    static func register(on router: Router<BasicRequestContext>, engine: Worker, logger: Logger) {
         let replays = SeenSignatures()
         // One thread for the journal commits of HTTP requests: they block on the disk.
         let journalQueue = DispatchQueue(label: "autovolt-http-ingest")
@@ -91,7 +91,7 @@ enum HTTPIngestAPI {
             }
 
             let batch = messages
-            let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<IngestEngine.HTTPIngestOutcome, Never>) in
+            let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<Worker.HTTPIngestOutcome, Never>) in
                 journalQueue.async { continuation.resume(returning: engine.ingestHTTP(batch)) }
             }
             switch outcome {
@@ -119,7 +119,7 @@ enum HTTPIngestAPI {
     static let signatureHeader = HTTPField.Name("X-AutoVolt-Signature")!
 
     /// nil when the request may ingest: a valid bearer token, or a valid signature not seen before.
-    static func authenticate(_ request: Request, body: [UInt8], names: [String?], engine: IngestEngine,
+    static func authenticate(_ request: Request, body: [UInt8], names: [String?], engine: Worker,
                              replays: SeenSignatures) -> Response? {
         if let signature = request.headers[signatureHeader] {
             // A board's own secret signs only its own messages; the shared one signs anything.

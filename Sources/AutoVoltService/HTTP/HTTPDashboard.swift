@@ -14,7 +14,7 @@ enum DashboardRoutes {
     static let securityPolicyHeader = HTTPField.Name("Content-Security-Policy")!
     static let securityPolicy = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'"
 
-    static func register(on router: Router<BasicRequestContext>, engine: IngestEngine, runner: QueryRunner, logger: Logger) {
+    static func register(on router: Router<BasicRequestContext>, engine: Worker, runner: QueryRunner, logger: Logger) {
         let config = engine.config
         router.get("/") { request, _ -> Response in
             guard let date = self.date(request, config) else { return page(.badRequest, error: "date must be YYYY-MM-DD") }

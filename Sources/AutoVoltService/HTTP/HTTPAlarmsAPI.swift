@@ -27,7 +27,7 @@ enum AlarmsAPI {
 
     /// Reads run on the query runner (admission, deadline), the ack on the write path; both over
     /// whichever backend the worker runs on, through the `AlarmStore` the CLI uses.
-    static func register(on router: Router<BasicRequestContext>, engine: IngestEngine, writes: DatabaseWrites, runner: QueryRunner) {
+    static func register(on router: Router<BasicRequestContext>, engine: Worker, writes: DatabaseWrites, runner: QueryRunner) {
         let base = "\(PowerAnalyticsAPI.prefix)/alarms"
         let config = engine.config
         /// For reads: no write concern applies.

@@ -22,7 +22,7 @@ enum StatementsAPI {
         var by: String?
     }
 
-    static func register(on router: Router<BasicRequestContext>, engine: IngestEngine, writes: DatabaseWrites, runner: QueryRunner,
+    static func register(on router: Router<BasicRequestContext>, engine: Worker, writes: DatabaseWrites, runner: QueryRunner,
                          logger: Logger) {
         let base = "\(PowerAnalyticsAPI.prefix)/statements"
         let config = engine.config

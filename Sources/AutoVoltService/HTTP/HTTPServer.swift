@@ -15,7 +15,7 @@ enum HTTPServer {
     /// Every route runs on either backend: reads on `queries`, writes (tariffs, recalculation,
     /// alarm acks, statement generate and freeze) through `DatabaseWrites`. `executor`: MongoDB's
     /// for those writes (its write concern resolved once); nil on PostgreSQL.
-    static func application(host: String, port: Int, engine: IngestEngine, queries: QueryRunner, executor: MongoExecutor?,
+    static func application(host: String, port: Int, engine: Worker, queries: QueryRunner, executor: MongoExecutor?,
                             health loadFigures: @escaping @Sendable () async -> HealthReporter.Figures?,
                             registry: PrometheusCollectorRegistry?, logger: Logger) -> some ApplicationProtocol {
         let router = Router()
@@ -72,12 +72,12 @@ actor HealthReporter {
     /// The four `telemetry` figures, in the order they are read.
     static let countNames = ["total_events", "unprocessed_events", "events_last_hour", "online_devices"]
 
-    let engine: IngestEngine
+    let engine: Worker
     let load: @Sendable () async -> Figures?
     private var cached: (at: ContinuousClock.Instant, figures: Figures)?
     private var refreshing: Task<Figures?, Never>?
 
-    init(engine: IngestEngine, load: @escaping @Sendable () async -> Figures?) {
+    init(engine: Worker, load: @escaping @Sendable () async -> Figures?) {
         self.engine = engine
         self.load = load
     }
@@ -201,7 +201,7 @@ actor HealthReporter {
         if engine.fatal != nil || status.journalFull {
             overall = "unhealthy"
         } else if status.mqttConnected && status.mongoReachable && status.writeConcernFailingSince == nil
-                    && (status.drainStalledForMillis ?? 0) <= IngestEngine.drainStallThreshold {
+                    && (status.drainStalledForMillis ?? 0) <= Worker.drainStallThreshold {
             overall = "healthy"
         } else {
             overall = "degraded"
@@ -263,7 +263,7 @@ actor HealthReporter {
 
     /// `mongodb.write_concern`: the concern in force (as sent), whether writes fail it now and
     /// since when, and the last failure.
-    static func writeConcern(_ status: IngestEngine.Status, _ iso: (EpochMillis?) -> Any) -> [String: Any] {
+    static func writeConcern(_ status: Worker.Status, _ iso: (EpochMillis?) -> Any) -> [String: Any] {
         var inForce: Any = NSNull()
         if let concern = status.writeConcern, let document = try? concern.document {
             var fields: [String: Any] = [:]
