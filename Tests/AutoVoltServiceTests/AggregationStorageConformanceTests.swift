@@ -8,16 +8,10 @@ import Logging
 import Synchronization
 import Testing
 
-/// The backends `AggregationStorage` runs on.
-enum AggregationBackend: String, CaseIterable, Sendable, CustomTestStringConvertible {
-    case mongo, postgres
-    var testDescription: String { rawValue }
-}
-
 /// The aggregation stage's logic over one backend's storage, on a server of the test's own
 /// (dev-mongo, or a real PostgreSQL 15), with the ledger's rows written directly as the ledger
 /// writes them (live entries, superseded ones, dirty-day marks).
-final class AggregationStorageRig: @unchecked Sendable {
+final class AggregationStorageRig: Sendable {
     static let zone = TimeZone(identifier: "Asia/Kolkata")!
     /// 2026-11-05T00:00+05:30
     static let day5: EpochMillis = 1_793_817_000_000
@@ -26,69 +20,32 @@ final class AggregationStorageRig: @unchecked Sendable {
     /// Long after November: every day of it is closed.
     static let later: EpochMillis = day5 + 40 * day
 
-    let backend: AggregationBackend
+    let fixture: BackendDatabase
     let registry = DeviceRegistry(devices: [
         DeviceInfo(esp32Name: "lab-101", classroom: "CSE-301"),
         DeviceInfo(esp32Name: "lab-102", classroom: "CSE-301"),
         DeviceInfo(esp32Name: "lab-201", classroom: "EEE-105"),
     ])
     let logger = Logger(label: "test")
-    private var mongo: DevMongoServer?
-    private var client: MongoClient?
-    private(set) var postgres: PostgresServer?
-    private var postgresURL = ""
-    private var mongoURI = ""
-    private var pool: PostgresPool?
-    private(set) var storage: any AggregationStorage
-    private(set) var store: AggregationStore
+    let storage: any AggregationStorage
+    let store: AggregationStore
     private let marks = Mutex<EpochMillis>(1_800_000_000_000)
 
-    init(_ backend: AggregationBackend) throws {
-        self.backend = backend
-        switch backend {
-        case .mongo:
-            let mongo = try DevMongoServer()
-            mongoURI = mongo.uri(database: "agg_\(UUID().uuidString.prefix(6))")
-            let client = try MongoClient(uri: mongoURI)
-            try Schema.ensure(on: client)
-            self.mongo = mongo
-            self.client = client
-            storage = MongoAggregationStorage(client: client, writeConcern: .acknowledged)
-        case .postgres:
-            let server = try PostgresServer()
-            postgresURL = server.url(database: try server.createDatabase())
-            let pool = try PostgresPool(url: postgresURL, size: 4, applicationName: "aggregation-tests")
-            try pool.withConnection { connection in
-                try PostgresSchema.migrate(on: connection)
-                // Fragments not yet in a migration are created here (PostgresSchema lists them once they are).
-                for (table, ddl) in [("ledger_dirty_days", PostgresTables.ledgerDirtyDays), ("daily_aggregates", PostgresTables.aggregates)] {
-                    if try connection.query("SELECT to_regclass($1) IS NULL AS missing", [table]).first?.bool("missing") == true {
-                        try connection.executeScript(ddl)
-                    }
-                }
-            }
-            postgres = server
-            self.pool = pool
-            storage = PostgresAggregationStorage(pool: pool)
-        }
+    init(_ backend: StorageBackend) throws {
+        fixture = try BackendDatabase(backend, name: "aggregation")
+        storage = fixture.database.aggregationStorage(writeConcern: .acknowledged)
         store = AggregationStore(storage: storage, registry: registry, timeZone: Self.zone, logger: logger)
     }
 
-    deinit {
-        pool?.close()
-        mongo?.stop()
-    }
+    var backend: StorageBackend { fixture.backend }
+    var postgres: PostgresServer? { fixture.postgres }
+    private var client: MongoClient? { fixture.client }
+    private var pool: PostgresPool? { fixture.pool }
 
     /// Another worker: its own connections to the same database.
     func otherWorker() throws -> AggregationStore {
-        let storage: any AggregationStorage
-        switch backend {
-        case .mongo:
-            storage = MongoAggregationStorage(client: try MongoClient(uri: mongoURI), writeConcern: .acknowledged)
-        case .postgres:
-            storage = PostgresAggregationStorage(pool: try PostgresPool(url: postgresURL, size: 4, applicationName: "aggregation-tests-2"))
-        }
-        return AggregationStore(storage: storage, registry: registry, timeZone: Self.zone, logger: logger)
+        AggregationStore(storage: try fixture.anotherWorker(poolSize: 4).aggregationStorage(writeConcern: .acknowledged), registry: registry,
+                         timeZone: Self.zone, logger: logger)
     }
 
     static func date(_ instant: EpochMillis) -> CivilDate {
@@ -207,8 +164,8 @@ struct AggregationStorageConformanceTests {
 
     /// A tariff is a new version, never an edit; adding one reprices every day and month it
     /// reaches (a classroom's own only its classroom, from its instant on), each a new version.
-    @Test(arguments: AggregationBackend.allCases)
-    func tariffsAreAddedListedAndApplyRetroactively(_ backend: AggregationBackend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func tariffsAreAddedListedAndApplyRetroactively(_ backend: StorageBackend) throws {
         let rig = try Rig(backend)
         try rig.entry("lab-101", Rig.day5 + Rig.hour, Rig.day5 + 2 * Rig.hour, 300)
         try rig.entry("lab-101", Rig.day5 + Rig.day + Rig.hour, Rig.day5 + Rig.day + 2 * Rig.hour, 500)
@@ -249,8 +206,8 @@ struct AggregationStorageConformanceTests {
 
     /// Every recomputation is a new version (contract section 4); the figures, and what the
     /// report calls changed, move only with the data. An aggregate no recomputation reaches keeps its version.
-    @Test(arguments: AggregationBackend.allCases)
-    func versionsCountRecomputationsAndFiguresMoveOnlyWithTheData(_ backend: AggregationBackend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func versionsCountRecomputationsAndFiguresMoveOnlyWithTheData(_ backend: StorageBackend) throws {
         let rig = try Rig(backend)
         try rig.entry("lab-101", Rig.day5 + Rig.hour, Rig.day5 + 2 * Rig.hour, 300)
         try rig.entry("lab-101", Rig.day5 + Rig.day + Rig.hour, Rig.day5 + Rig.day + 2 * Rig.hour, 500)
@@ -276,8 +233,8 @@ struct AggregationStorageConformanceTests {
     /// over it; the aggregate is computed again from fresh inputs (the other's tariff included)
     /// and written on top. Both are versions, the other's is in the history, nothing is lost
     /// and the figures written last are not older than the ones they replace.
-    @Test(arguments: AggregationBackend.allCases)
-    func aWriterThatLosesTheRaceReadsAgainAndNothingIsLost(_ backend: AggregationBackend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func aWriterThatLosesTheRaceReadsAgainAndNothingIsLost(_ backend: StorageBackend) throws {
         let rig = try Rig(backend)
         try rig.entry("lab-101", Rig.day5 + Rig.hour, Rig.day5 + 2 * Rig.hour, 300)
         _ = try rig.store.processDirtyDays(now: Rig.later)
@@ -313,8 +270,8 @@ struct AggregationStorageConformanceTests {
     /// apply; it computes the day again and writes what the ledger says now. Before the fix it
     /// wrote the figures it had read, on top, and nothing marked the day again: the bill lost the
     /// entry until someone ran `recalculate`. The month follows the day.
-    @Test(arguments: AggregationBackend.allCases)
-    func aDayCloseThatLosesToTheAggregationStageNeverWritesOlderFigures(_ backend: AggregationBackend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func aDayCloseThatLosesToTheAggregationStageNeverWritesOlderFigures(_ backend: StorageBackend) throws {
         let rig = try Rig(backend)
         try rig.entry("lab-101", Rig.day5 + Rig.hour, Rig.day5 + 2 * Rig.hour, 300)
         _ = try rig.store.processDirtyDays(now: Rig.day5 + 3 * Rig.hour)
@@ -346,8 +303,8 @@ struct AggregationStorageConformanceTests {
 
     /// Two workers recompute the same days at the same moment, round after round: neither
     /// fails, every recomputation is one version, and the history holds each earlier version once.
-    @Test(arguments: AggregationBackend.allCases)
-    func twoWorkersRecomputingAtOnceNeverLoseOrDoubleAVersion(_ backend: AggregationBackend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func twoWorkersRecomputingAtOnceNeverLoseOrDoubleAVersion(_ backend: StorageBackend) throws {
         let rig = try Rig(backend)
         for device in ["lab-101", "lab-102", "lab-201"] {
             try rig.entry(device, Rig.day5 + Rig.hour, Rig.day5 + 2 * Rig.hour, 100)
@@ -387,8 +344,8 @@ struct AggregationStorageConformanceTests {
     /// The storage's versioned write on its own: conditional on the version read (or on absence),
     /// one of two racing writes applies, the replaced version is copied once, and what is read
     /// back is what was written, field for field.
-    @Test(arguments: AggregationBackend.allCases)
-    func versionedWritesAreConditionalAndReadBackWhole(_ backend: AggregationBackend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func versionedWritesAreConditionalAndReadBackWhole(_ backend: StorageBackend) throws {
         let rig = try Rig(backend)
         let figures = AggregateFigures(
             kind: .daily, key: Self.nov5, esp32Name: "lab-101", classroom: "CSE-301", energyWh: 1234.5, cost: nil, currency: nil,
@@ -448,8 +405,8 @@ struct AggregationStorageConformanceTests {
 
     /// The live figures of a day still open move with every ledger step without filling the
     /// history; once the day is closed every replaced version is kept.
-    @Test(arguments: AggregationBackend.allCases)
-    func historyKeepsClosedDaysVersionsNotTheLiveUpdatesOfAnOpenDay(_ backend: AggregationBackend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func historyKeepsClosedDaysVersionsNotTheLiveUpdatesOfAnOpenDay(_ backend: StorageBackend) throws {
         let rig = try Rig(backend)
         let duringTheDay = Rig.day5 + 10 * Rig.hour
         try rig.entry("lab-101", Rig.day5 + Rig.hour, Rig.day5 + 2 * Rig.hour, 300)
@@ -476,8 +433,8 @@ struct AggregationStorageConformanceTests {
     }
 
     /// A month is the sum of its days, across month boundaries, energy and cost.
-    @Test(arguments: AggregationBackend.allCases)
-    func monthlyAggregatesAreTheSumsOfTheirDays(_ backend: AggregationBackend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func monthlyAggregatesAreTheSumsOfTheirDays(_ backend: StorageBackend) throws {
         let rig = try Rig(backend)
         try rig.storage.insertTariff(Tariff(id: "t", costPerKwh: 7.5, currency: "INR", effectiveFrom: 0, classroom: nil, createdAt: 0))
         let days: [(Int, Double)] = [(-5, 120), (-4, 33.3), (-3, 0.7), (0, 250), (25, 1000), (26, 42)] // Oct 31 ... Dec 1
@@ -514,8 +471,8 @@ struct AggregationStorageConformanceTests {
 
     /// Each mark of `ledger_dirty_days` is consumed once: processed marks go, a day marked again
     /// while it was being recomputed keeps its mark and is recomputed once more.
-    @Test(arguments: AggregationBackend.allCases)
-    func dirtyDaysAreConsumedExactlyOnce(_ backend: AggregationBackend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func dirtyDaysAreConsumedExactlyOnce(_ backend: StorageBackend) throws {
         let rig = try Rig(backend)
         try rig.entry("lab-101", Rig.day5 + Rig.hour, Rig.day5 + 2 * Rig.hour, 300)
         try rig.entry("lab-102", Rig.day5 + Rig.hour, Rig.day5 + 2 * Rig.hour, 200)
@@ -554,8 +511,8 @@ struct AggregationStorageConformanceTests {
     /// Only live entries count; a day whose entries were all superseded goes to zero (its
     /// aggregate is found though no entry is); the pages of a tariff change cover every
     /// aggregated day once, in date order.
-    @Test(arguments: AggregationBackend.allCases)
-    func liveEntriesDevicesOfADayAndPagesOfAggregatedDays(_ backend: AggregationBackend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func liveEntriesDevicesOfADayAndPagesOfAggregatedDays(_ backend: StorageBackend) throws {
         let rig = try Rig(backend)
         let a = try rig.entry("lab-101", Rig.day5 + Rig.hour, Rig.day5 + 2 * Rig.hour, 300)
         try rig.entry("lab-101", Rig.day5 + 2 * Rig.hour, Rig.day5 + 3 * Rig.hour, 20, confidence: .medium)

@@ -14,77 +14,29 @@ import Testing
 /// (the seed is QueryTests' fixture), so "equal" never means "equally wrong".
 @Suite("analytics storage conformance: MongoDB and PostgreSQL", .serialized)
 struct AnalyticsStorageConformanceTests {
-    enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
-        case mongo, postgres
-        var testDescription: String { rawValue }
-    }
-
     static func at(_ text: String) -> EpochMillis { ISO8601.parseMillis(text) ?? 0 }
     static let seededAt = at("2026-11-03T09:00:00+05:30")
 
-    /// One backend's database, the other stages' storages to write it with, and the storage under test.
-    final class AnalyticsDB: @unchecked Sendable {
-        let backend: Backend
+    /// One backend's database (the shared `BackendDatabase`), the other stages' storages to
+    /// write it with, and the storage under test.
+    final class AnalyticsDB: Sendable {
+        let fixture: BackendDatabase
         let analytics: any AnalyticsStorage
         let ledger: any LedgerStorage
         let ingest: any IngestStorage
         let aggregation: any AggregationStorage
-        private(set) var mongo: DevMongoServer?
-        private(set) var client: MongoClient?
-        private(set) var postgres: PostgresServer?
-        private(set) var pool: PostgresPool?
-        private(set) var postgresURL = ""
 
-        init(_ backend: Backend) throws {
-            self.backend = backend
-            switch backend {
-            case .mongo:
-                let server = try DevMongoServer()
-                let client = try MongoClient(uri: server.uri(database: "analytics_\(UUID().uuidString.prefix(6))"))
-                try Schema.ensure(on: client)
-                mongo = server
-                self.client = client
-                analytics = MongoAnalyticsStorage(client: client)
-                ledger = MongoLedgerStorage(client: client, writeConcern: .acknowledged)
-                ingest = MongoIngestStorage(client: client, writeConcern: .acknowledged)
-                aggregation = MongoAggregationStorage(client: client, writeConcern: .acknowledged)
-            case .postgres:
-                let server = try PostgresServer()
-                postgresURL = server.url(database: try server.createDatabase())
-                let pool = try PostgresPool(url: postgresURL, size: 4, applicationName: "analytics-conformance")
-                try pool.withConnection { connection in try AnalyticsDB.createTables(connection) }
-                postgres = server
-                self.pool = pool
-                analytics = PostgresAnalyticsStorage(pool: pool)
-                ledger = PostgresLedgerStorage(pool: pool)
-                ingest = PostgresIngestStorage(pool: pool)
-                aggregation = PostgresAggregationStorage(pool: pool)
-            }
+        init(_ backend: StorageBackend) throws {
+            fixture = try BackendDatabase(backend, name: "analytics")
+            let database = fixture.database
+            analytics = database.analyticsStorage()
+            ledger = database.ledgerStorage(writeConcern: .acknowledged)
+            ingest = database.ingestStorage(writeConcern: .acknowledged)
+            aggregation = database.aggregationStorage(writeConcern: .acknowledged)
         }
 
-        deinit {
-            client?.close()
-            pool?.close()
-            mongo?.stop()
-            postgres?.stop()
-        }
-
-        /// The lead's migration, and `review_tickets` as the reconciliation will have it until
-        /// its fragment is registered.
-        static func createTables(_ connection: PostgresConnection) throws {
-            try PostgresSchema.migrate(on: connection)
-            let exists = try connection.query("SELECT to_regclass('review_tickets') IS NOT NULL AS present").first?.bool("present") ?? false
-            if !exists {
-                try connection.executeScript("""
-                    CREATE TABLE review_tickets (
-                        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-                        esp32_name text NOT NULL, date text NOT NULL, kind text NOT NULL, detail jsonb, status text NOT NULL,
-                        created_at timestamptz NOT NULL, run_id text,
-                        UNIQUE (esp32_name, date, kind)
-                    )
-                    """)
-            }
-        }
+        var backend: StorageBackend { fixture.backend }
+        var pool: PostgresPool? { fixture.pool }
 
         // MARK: Writing
 
@@ -518,7 +470,7 @@ struct AnalyticsStorageConformanceTests {
             #expect(PostgresAnalyticsStorage.isDeadlineExceeded(error))
         }
 
-        let holder = try PostgresConnection(url: db.postgresURL, applicationName: "lock-holder")
+        let holder = try PostgresConnection(url: db.fixture.url, applicationName: "lock-holder")
         try holder.execute("BEGIN")
         try holder.execute("LOCK TABLE daily_aggregates IN ACCESS EXCLUSIVE MODE")
         let began = ContinuousClock.now

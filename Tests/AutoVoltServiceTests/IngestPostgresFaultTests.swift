@@ -16,7 +16,7 @@ struct IngestPostgresFaultTests {
         let url = server.url(database: try server.createDatabase())
         let pool = try PostgresPool(url: url, size: 2, applicationName: "ingest-fault")
         defer { pool.close() }
-        try pool.withConnection { connection in try IngestStorageConformanceTests.Database.createTables(connection) }
+        try pool.withConnection { connection in try PostgresSchema.migrate(on: connection) }
         let processor = IngestProcessor(storage: PostgresIngestStorage(pool: pool), decoder: MessageDecoder(),
                                         registry: IngestStorageConformanceTests.registry, logger: Logger(label: "ingest-fault"))
         let base = IngestStorageConformanceTests.december

@@ -18,11 +18,6 @@ import Testing
 /// ledger, and text PostgreSQL cannot hold (a NUL) is kept, not lost.
 @Suite("ingest storage conformance: MongoDB and PostgreSQL", .serialized)
 struct IngestStorageConformanceTests {
-    enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
-        case mongo, postgres
-        var testDescription: String { rawValue }
-    }
-
     /// 2026-12-01T00:00:00Z: the turn of a month (and of a partition).
     static let december: EpochMillis = 1_796_083_200_000
     static let second: EpochMillis = 1000
@@ -53,66 +48,26 @@ struct IngestStorageConformanceTests {
         var bootID: String?
     }
 
-    /// One backend's database with the ingest tables, its storage, and the reads the tests check
-    /// the stored data with (straight from the collections or tables, not through the storage
-    /// under test). @unchecked: set up in init, then used from the test's threads only through
-    /// the storages (each its own client or pool) and reads on the test's own thread.
-    final class Database: @unchecked Sendable {
-        let backend: Backend
+    /// One backend's database (the shared `BackendDatabase`) with its ingest storage, and the
+    /// reads the tests check the stored data with (straight from the collections or tables, not
+    /// through the storage under test).
+    final class Database: Sendable {
+        let fixture: BackendDatabase
         let storage: any IngestStorage
-        private var mongo: DevMongoServer?
-        private var mongoURI = ""
-        private(set) var client: MongoClient?
-        private var postgres: PostgresServer?
-        private var postgresURL = ""
-        private(set) var pool: PostgresPool?
         let logger = Logger(label: "ingest-conformance")
 
-        init(_ backend: Backend) throws {
-            self.backend = backend
-            switch backend {
-            case .mongo:
-                let server = try DevMongoServer()
-                mongoURI = server.uri(database: "ingest_\(UUID().uuidString.prefix(6))")
-                let client = try MongoClient(uri: mongoURI)
-                try Schema.ensure(on: client)
-                mongo = server
-                self.client = client
-                storage = MongoIngestStorage(client: client, writeConcern: .acknowledged)
-            case .postgres:
-                let server = try PostgresServer()
-                postgresURL = server.url(database: try server.createDatabase())
-                let pool = try PostgresPool(url: postgresURL, size: 4, applicationName: "ingest-conformance")
-                try pool.withConnection { connection in try Database.createTables(connection) }
-                postgres = server
-                self.pool = pool
-                storage = PostgresIngestStorage(pool: pool)
-            }
+        init(_ backend: StorageBackend) throws {
+            fixture = try BackendDatabase(backend, name: "ingest")
+            storage = fixture.database.ingestStorage(writeConcern: .acknowledged)
         }
 
-        deinit {
-            client?.close()
-            pool?.close()
-            mongo?.stop()
-            postgres?.stop()
-        }
-
-        /// The lead's migration, and the ingest tables it does not create yet (this change's
-        /// fragments).
-        static func createTables(_ connection: PostgresConnection) throws {
-            try PostgresSchema.migrate(on: connection)
-            for (table, fragment) in [("rejected_messages", PostgresTables.rejectedMessages), ("device_status", PostgresTables.deviceStatus)] {
-                let exists = try connection.query("SELECT to_regclass($1) IS NOT NULL AS present", [table]).first?.bool("present") ?? false
-                if !exists { try connection.executeScript(fragment) }
-            }
-        }
+        var backend: StorageBackend { fixture.backend }
+        var client: MongoClient? { fixture.client }
+        var pool: PostgresPool? { fixture.pool }
 
         /// Another worker's storage: a client or pool of its own on the same database.
         func secondStorage() throws -> any IngestStorage {
-            switch backend {
-            case .mongo: return MongoIngestStorage(client: try MongoClient(uri: mongoURI), writeConcern: .acknowledged)
-            case .postgres: return PostgresIngestStorage(pool: try PostgresPool(url: postgresURL, size: 2, applicationName: "ingest-2"))
-            }
+            try fixture.anotherWorker().ingestStorage(writeConcern: .acknowledged)
         }
 
         func processor(_ storage: (any IngestStorage)? = nil) -> IngestProcessor {
@@ -237,8 +192,8 @@ struct IngestStorageConformanceTests {
 
     // MARK: Duplicates and conflicts
 
-    @Test("the same message twice, in one batch, in two, and either side of a month's turn is one event", arguments: Backend.allCases)
-    func duplicatesCollapse(_ backend: Backend) throws {
+    @Test("the same message twice, in one batch, in two, and either side of a month's turn is one event", arguments: StorageBackend.allCases)
+    func duplicatesCollapse(_ backend: StorageBackend) throws {
         let db = try Database(backend)
         let processor = db.processor()
         let seconds = (Self.december - 30 * Self.second) / 1000
@@ -272,8 +227,8 @@ struct IngestStorageConformanceTests {
         #expect(try db.eventCount() == 3)
     }
 
-    @Test("a second reading for the same device time with another counter is a conflict, kept beside the first", arguments: Backend.allCases)
-    func conflictingReading(_ backend: Backend) throws {
+    @Test("a second reading for the same device time with another counter is a conflict, kept beside the first", arguments: StorageBackend.allCases)
+    func conflictingReading(_ backend: StorageBackend) throws {
         let db = try Database(backend)
         let processor = db.processor()
         let seconds = Self.december / 1000 + 60
@@ -296,8 +251,8 @@ struct IngestStorageConformanceTests {
         #expect(try db.rejections(reason: "conflict").count == 2)
     }
 
-    @Test("two workers storing the same readings at once store each once", arguments: Backend.allCases)
-    func twoWorkersAtOnce(_ backend: Backend) throws {
+    @Test("two workers storing the same readings at once store each once", arguments: StorageBackend.allCases)
+    func twoWorkersAtOnce(_ backend: StorageBackend) throws {
         let db = try Database(backend)
         let storages = [db.storage, try db.secondStorage()]
         let base = Self.december / 1000
@@ -339,8 +294,8 @@ struct IngestStorageConformanceTests {
 
     // MARK: Rejections
 
-    @Test("rejections are recorded once by their id", arguments: Backend.allCases)
-    func rejectionsIdempotent(_ backend: Backend) throws {
+    @Test("rejections are recorded once by their id", arguments: StorageBackend.allCases)
+    func rejectionsIdempotent(_ backend: StorageBackend) throws {
         let db = try Database(backend)
         let processor = db.processor()
         let bad = InboundMessage(topic: "autovolt/lab-101/telemetry", payload: Array(#"{"switch_state":[1]}"#.utf8),
@@ -370,8 +325,8 @@ struct IngestStorageConformanceTests {
     /// it, so the rejection is kept in its minimal form (the payload as hex), and the bytes
     /// read back are the bytes received either way. A NUL inside a JSON string of a valid
     /// reading is stored (jsonb cannot hold U+0000 either: it is kept as the text `\u0000`).
-    @Test("a NUL is never grounds to lose a message", arguments: Backend.allCases)
-    func nulCharacters(_ backend: Backend) throws {
+    @Test("a NUL is never grounds to lose a message", arguments: StorageBackend.allCases)
+    func nulCharacters(_ backend: StorageBackend) throws {
         let db = try Database(backend)
         let processor = db.processor()
         let payload = Array(#"{"energy_wh_total":"#.utf8) + [0] + Array("}".utf8)
@@ -390,8 +345,8 @@ struct IngestStorageConformanceTests {
 
     // MARK: Presence
 
-    @Test("presence only moves forward, keeps what a heartbeat said, and counts sessions", arguments: Backend.allCases)
-    func presence(_ backend: Backend) throws {
+    @Test("presence only moves forward, keeps what a heartbeat said, and counts sessions", arguments: StorageBackend.allCases)
+    func presence(_ backend: StorageBackend) throws {
         let db = try Database(backend)
         let processor = db.processor()
         let t = Self.december, s = Self.second
@@ -439,8 +394,8 @@ struct IngestStorageConformanceTests {
 
     // MARK: Refused rows and requeue
 
-    @Test("a refused row is store_refused, kept whole, the rest of its batch stored, and requeued once allowed", arguments: Backend.allCases)
-    func refusedRow(_ backend: Backend) throws {
+    @Test("a refused row is store_refused, kept whole, the rest of its batch stored, and requeued once allowed", arguments: StorageBackend.allCases)
+    func refusedRow(_ backend: StorageBackend) throws {
         let db = try Database(backend)
         let processor = db.processor()
         try db.refuseEvents(of: "lab-102")

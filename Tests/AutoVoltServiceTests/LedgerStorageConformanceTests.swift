@@ -17,11 +17,6 @@ import Testing
 /// (`LateGlitchCases`) billing the same Wh, with the same entries, on both backends.
 @Suite("ledger storage conformance: MongoDB and PostgreSQL", .serialized)
 struct LedgerStorageConformanceTests {
-    enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
-        case mongo, postgres
-        var testDescription: String { rawValue }
-    }
-
     static let zone = TimeZone(identifier: "Asia/Kolkata")!
     /// 2026-11-05T00:00+05:30.
     static let day5: EpochMillis = 1_793_817_000_000
@@ -70,66 +65,31 @@ struct LedgerStorageConformanceTests {
         var status: String
     }
 
-    /// One backend's database with the ledger's tables, its storage, and the reads the tests
-    /// check the stored data with (straight from the collections or tables, not through the
-    /// storage under test). @unchecked: set up in init, then used by the test's threads only
-    /// through the storages (each its own connection) and reads of the backend's thread-safe
-    /// pool or of the client on the test's own thread.
-    final class LedgerDB: @unchecked Sendable {
-        let backend: Backend
+    /// One backend's database (the shared `BackendDatabase`) with its ledger storage, and the
+    /// reads the tests check the stored data with (straight from the collections or tables, not
+    /// through the storage under test).
+    final class LedgerDB: Sendable {
+        let fixture: BackendDatabase
         let storage: any LedgerStorage
-        private var mongo: DevMongoServer?
-        private var mongoURI = ""
-        private var client: MongoClient?
-        private(set) var postgres: PostgresServer?
-        private var postgresURL = ""
-        private var pool: PostgresPool?
 
-        init(_ backend: Backend) throws {
-            self.backend = backend
-            switch backend {
-            case .mongo:
-                let server = try DevMongoServer()
-                mongoURI = server.uri(database: "ledger_\(UUID().uuidString.prefix(6))")
-                let client = try MongoClient(uri: mongoURI)
-                try Schema.ensure(on: client)
-                mongo = server
-                self.client = client
-                storage = MongoLedgerStorage(client: client, writeConcern: .acknowledged)
-            case .postgres:
-                let server = try PostgresServer()
-                postgresURL = server.url(database: try server.createDatabase())
-                let pool = try PostgresPool(url: postgresURL, size: 4, applicationName: "ledger-conformance")
-                try pool.withConnection { connection in try LedgerDB.createTables(connection) }
-                postgres = server
-                self.pool = pool
-                storage = PostgresLedgerStorage(pool: pool)
+        init(_ backend: StorageBackend) throws {
+            fixture = try BackendDatabase(backend, name: "ledger")
+            storage = fixture.database.ledgerStorage(writeConcern: .acknowledged)
+            // The tests write events of any month straight into `telemetry_events`: a default
+            // partition takes them (the drain creates the months' own).
+            try fixture.pool?.withConnection { connection in
+                try connection.executeScript("CREATE TABLE telemetry_events_test_default PARTITION OF telemetry_events DEFAULT")
             }
         }
 
-        deinit {
-            client?.close()
-            pool?.close()
-            mongo?.stop()
-            postgres?.stop()
-        }
-
-        /// The worker's migrations (every table, the ledger's fragments among them), and a
-        /// default partition of `telemetry_events` for the tests' months.
-        static func createTables(_ connection: PostgresConnection) throws {
-            try PostgresSchema.migrate(on: connection)
-            let hasDefault = try connection.query("""
-                SELECT partdefid <> 0 AS present FROM pg_partitioned_table WHERE partrelid = 'telemetry_events'::regclass
-                """).first?.bool("present") ?? false
-            if !hasDefault { try connection.executeScript("CREATE TABLE telemetry_events_test_default PARTITION OF telemetry_events DEFAULT") }
-        }
+        var backend: StorageBackend { fixture.backend }
+        var postgres: PostgresServer? { fixture.postgres }
+        private var client: MongoClient? { fixture.client }
+        private var pool: PostgresPool? { fixture.pool }
 
         /// Another worker's storage: a connection of its own to the same database.
         func secondStorage() throws -> any LedgerStorage {
-            switch backend {
-            case .mongo: return MongoLedgerStorage(client: try MongoClient(uri: mongoURI), writeConcern: .acknowledged)
-            case .postgres: return PostgresLedgerStorage(pool: try PostgresPool(url: postgresURL, size: 2, applicationName: "ledger-conformance-2"))
-            }
+            try fixture.anotherWorker().ledgerStorage(writeConcern: .acknowledged)
         }
 
         func store(_ devices: [DeviceInfo], owner: String = "worker:a", storage: (any LedgerStorage)? = nil) -> LedgerStore {
@@ -340,8 +300,8 @@ struct LedgerStorageConformanceTests {
     /// Two owners: a device is held by one at a time; the holder renews; an expired lease goes to
     /// the other; a restarted owner takes its own back at once; a release by one that no longer
     /// holds changes nothing; the tail is believed only with the version before the current one.
-    @Test(arguments: Backend.allCases)
-    func leasesAreHeldByOneOwnerUntilTheyExpire(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func leasesAreHeldByOneOwnerUntilTheyExpire(_ backend: StorageBackend) throws {
         let db = try LedgerDB(backend)
         let a = db.storage
         let b = try db.secondStorage()
@@ -385,8 +345,8 @@ struct LedgerStorageConformanceTests {
 
     /// Two workers asking for the same forty devices at the same moment, round after round:
     /// each device goes to exactly one of them.
-    @Test(arguments: Backend.allCases)
-    func twoWorkersRacingForTheSameDevicesShareThemWithoutOverlap(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func twoWorkersRacingForTheSameDevicesShareThemWithoutOverlap(_ backend: StorageBackend) throws {
         let db = try LedgerDB(backend)
         let storages = [db.storage, try db.secondStorage()]
         let names = (0..<40).map { "dev-\($0)" }
@@ -416,8 +376,8 @@ struct LedgerStorageConformanceTests {
     /// entries are inserted once (the second time they are reported as stored), a supersession
     /// keeps its first replacement, a revived entry is live, a dirty day is one mark with the
     /// latest time, a ticket is the first one, processed events stay processed.
-    @Test(arguments: Backend.allCases)
-    func writesDoneTwiceWriteNothingTwice(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func writesDoneTwiceWriteNothingTwice(_ backend: StorageBackend) throws {
         let db = try LedgerDB(backend)
         let s = db.storage
         let readings = try db.insert(Self.lab, (0..<6).map { Self.reading(Self.day5 - 90 * Self.minute + EpochMillis($0) * Self.hour, 1000 + Double($0) * 10) },
@@ -469,8 +429,8 @@ struct LedgerStorageConformanceTests {
     /// events from a device time in device-time order, the earliest (unprocessed) event, which
     /// hashes are still there; and every kind of live-entry query against the same filter in
     /// Swift over the stored entries.
-    @Test(arguments: Backend.allCases)
-    func readsReturnWhatTheDerivationAsksFor(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func readsReturnWhatTheDerivationAsksFor(_ backend: StorageBackend) throws {
         let db = try LedgerDB(backend)
         let s = db.storage
         let other = DeviceInfo(esp32Name: "lab-102", classroom: "CSE-301")
@@ -547,8 +507,8 @@ struct LedgerStorageConformanceTests {
 
     /// A late reading replaces the interval it falls in by two: the old entry stays, superseded
     /// by the new entry over the same start; the day is marked dirty.
-    @Test(arguments: Backend.allCases)
-    func aLateReadingSupersedesTheIntervalItFallsIn(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func aLateReadingSupersedesTheIntervalItFallsIn(_ backend: StorageBackend) throws {
         let db = try LedgerDB(backend)
         let store = db.store([Self.lab])
         let t = Self.day5 + 10 * Self.hour
@@ -569,8 +529,8 @@ struct LedgerStorageConformanceTests {
 
     /// A step run again over the same events (a crash after its writes, before the processed
     /// marks and the lease's release) writes nothing new and supersedes nothing.
-    @Test(arguments: Backend.allCases)
-    func aStepRunAgainWritesNothingTwice(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func aStepRunAgainWritesNothingTwice(_ backend: StorageBackend) throws {
         let db = try LedgerDB(backend)
         let store = db.store([Self.lab])
         var energy = 500.0
@@ -594,8 +554,8 @@ struct LedgerStorageConformanceTests {
 
     /// An interval above the device's maximum power is kept unbillable, with one review ticket
     /// per device and day; the same ticket text on both backends.
-    @Test(arguments: Backend.allCases)
-    func implausiblePowerOpensOneTicketPerDeviceAndDay(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func implausiblePowerOpensOneTicketPerDeviceAndDay(_ backend: StorageBackend) throws {
         let db = try LedgerDB(backend)
         let store = db.store([Self.lab])
         let t = Self.day5 + 9 * Self.hour
@@ -613,8 +573,8 @@ struct LedgerStorageConformanceTests {
 
     /// A rebuild for a device moved to another classroom derives every entry anew (superseding
     /// the old ones); moved back, the old entries are derived again and made live (revived).
-    @Test(arguments: Backend.allCases)
-    func entriesDerivedAgainAfterBeingSupersededAreLiveAgain(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func entriesDerivedAgainAfterBeingSupersededAreLiveAgain(_ backend: StorageBackend) throws {
         let db = try LedgerDB(backend)
         let store = db.store([Self.lab])
         store.stepLimits.writeChunk = 3
@@ -641,8 +601,8 @@ struct LedgerStorageConformanceTests {
 
     /// A rebuild after the first day's events expired keeps that day and the interval out of
     /// it as they were, on both backends alike.
-    @Test(arguments: Backend.allCases)
-    func aRebuildLeavesExpiredHistoryAsItWas(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func aRebuildLeavesExpiredHistoryAsItWas(_ backend: StorageBackend) throws {
         let db = try LedgerDB(backend)
         let store = db.store([Self.lab])
         // Hourly readings over three local days, received as they were taken, long ago.
@@ -668,8 +628,8 @@ struct LedgerStorageConformanceTests {
 
     /// Two workers stepping the same devices at once while readings arrive: at the end the
     /// live ledger is the derivation from scratch, every event processed, every lease given back.
-    @Test(arguments: Backend.allCases)
-    func twoWorkersSteppingTheSameDevicesGiveTheLedgerOfOne(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func twoWorkersSteppingTheSameDevicesGiveTheLedgerOfOne(_ backend: StorageBackend) throws {
         let db = try LedgerDB(backend)
         let devices = (0..<4).map { DeviceInfo(esp32Name: "room-\($0)", classroom: "R") }
         let stores = [db.store(devices, owner: "worker:a"), db.store(devices, owner: "worker:b", storage: try db.secondStorage())]

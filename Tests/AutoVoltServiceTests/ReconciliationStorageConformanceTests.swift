@@ -18,11 +18,6 @@ import Testing
 /// the reads are checked against what the writers really store.
 @Suite("reconciliation storage conformance: MongoDB and PostgreSQL", .serialized)
 struct ReconciliationStorageConformanceTests {
-    enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
-        case mongo, postgres
-        var testDescription: String { rawValue }
-    }
-
     static let zone = TimeZone(identifier: "Asia/Kolkata")!
     /// 2026-11-05T00:00+05:30.
     static let day5: EpochMillis = 1_793_817_000_000
@@ -52,79 +47,31 @@ struct ReconciliationStorageConformanceTests {
         var reopenedAt: EpochMillis?
     }
 
-    /// One backend's database with the tables, the storage under test, the other stages'
-    /// storages to write the data with, and direct reads to check what was stored.
-    /// @unchecked: set up in init, then used through the storages (each thread-safe: a client
-    /// or a pool) and reads on the test's thread.
-    final class ReconDB: @unchecked Sendable {
-        let backend: Backend
+    /// One backend's database (the shared `BackendDatabase`) with the storage under test, the
+    /// other stages' storages to write the data with, and direct reads to check what was stored.
+    final class ReconDB: Sendable {
+        let fixture: BackendDatabase
         let storage: any ReconciliationStorage
         let ledger: any LedgerStorage
         let ingest: any IngestStorage
         let aggregation: any AggregationStorage
-        private var mongo: DevMongoServer?
-        private var mongoURI = ""
-        private(set) var client: MongoClient?
-        private var postgres: PostgresServer?
-        private var postgresURL = ""
-        private(set) var pool: PostgresPool?
 
-        init(_ backend: Backend) throws {
-            self.backend = backend
-            switch backend {
-            case .mongo:
-                let server = try DevMongoServer()
-                mongoURI = server.uri(database: "recon_\(UUID().uuidString.prefix(6))")
-                let client = try MongoClient(uri: mongoURI)
-                try Schema.ensure(on: client)
-                mongo = server
-                self.client = client
-                storage = MongoReconciliationStorage(client: client, writeConcern: .acknowledged)
-                ledger = MongoLedgerStorage(client: client, writeConcern: .acknowledged)
-                ingest = MongoIngestStorage(client: client, writeConcern: .acknowledged)
-                aggregation = MongoAggregationStorage(client: client, writeConcern: .acknowledged)
-            case .postgres:
-                let server = try PostgresServer()
-                postgresURL = server.url(database: try server.createDatabase())
-                let pool = try PostgresPool(url: postgresURL, size: 4, applicationName: "reconciliation-conformance")
-                try pool.withConnection { connection in try ReconDB.createTables(connection) }
-                postgres = server
-                self.pool = pool
-                storage = PostgresReconciliationStorage(pool: pool)
-                ledger = PostgresLedgerStorage(pool: pool)
-                ingest = PostgresIngestStorage(pool: pool)
-                aggregation = PostgresAggregationStorage(pool: pool)
-            }
+        init(_ backend: StorageBackend) throws {
+            fixture = try BackendDatabase(backend, name: "recon")
+            let database = fixture.database
+            storage = database.reconciliationStorage(writeConcern: .acknowledged)
+            ledger = database.ledgerStorage(writeConcern: .acknowledged)
+            ingest = database.ingestStorage(writeConcern: .acknowledged)
+            aggregation = database.aggregationStorage(writeConcern: .acknowledged)
         }
 
-        deinit {
-            client?.close()
-            pool?.close()
-            mongo?.stop()
-            postgres?.stop()
-        }
-
-        /// The lead's migration, and the fragments it does not register yet (this change's
-        /// `PostgresTables.reconciliation`; the others' while theirs are not).
-        static func createTables(_ connection: PostgresConnection) throws {
-            try PostgresSchema.migrate(on: connection)
-            func exists(_ table: String) throws -> Bool {
-                try connection.query("SELECT to_regclass($1) IS NOT NULL AS present", [table]).first?.bool("present") ?? false
-            }
-            let fragments: [(table: String, sql: String)] = [
-                ("device_status", PostgresTables.deviceStatus), ("rejected_messages", PostgresTables.rejectedMessages),
-                ("ledger_state", PostgresTables.ledgerState), ("ledger_dirty_days", PostgresTables.ledgerDirtyDays),
-                ("daily_aggregates", PostgresTables.aggregates), ("reconciliation_reports", PostgresTables.reconciliation),
-            ]
-            for fragment in fragments where try !exists(fragment.table) { try connection.executeScript(fragment.sql) }
-        }
+        var backend: StorageBackend { fixture.backend }
+        var client: MongoClient? { fixture.client }
+        var pool: PostgresPool? { fixture.pool }
 
         /// Another worker's storage: a connection of its own to the same database.
         func secondStorage() throws -> any ReconciliationStorage {
-            switch backend {
-            case .mongo: return MongoReconciliationStorage(client: try MongoClient(uri: mongoURI), writeConcern: .acknowledged)
-            case .postgres: return PostgresReconciliationStorage(pool: try PostgresPool(url: postgresURL, size: 2, applicationName: "recon-2"))
-            }
+            try fixture.anotherWorker().reconciliationStorage(writeConcern: .acknowledged)
         }
 
         // MARK: Direct reads
@@ -256,8 +203,8 @@ struct ReconciliationStorageConformanceTests {
 
     // MARK: Scheduler runs
 
-    @Test(arguments: Backend.allCases)
-    func aRunIsLeasedByOneOfTwoWorkersOnly(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func aRunIsLeasedByOneOfTwoWorkersOnly(backend: StorageBackend) throws {
         let db = try ReconDB(backend)
         let a = db.storage, b = try db.secondStorage()
         let now = Self.day6 + 10 * Self.minute
@@ -308,8 +255,8 @@ struct ReconciliationStorageConformanceTests {
         #expect(try a.doneRuns([failed]).isEmpty)
     }
 
-    @Test(arguments: Backend.allCases)
-    func anExpiredLeaseIsTakenOverAndTheFormerHolderCannotFinishIt(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func anExpiredLeaseIsTakenOverAndTheFormerHolderCannotFinishIt(backend: StorageBackend) throws {
         let db = try ReconDB(backend)
         let a = db.storage, b = try db.secondStorage()
         let t = Self.day6 + 2 * Self.hour
@@ -331,8 +278,8 @@ struct ReconciliationStorageConformanceTests {
         #expect(try a.doneRuns([id]) == [id])
     }
 
-    @Test(arguments: Backend.allCases)
-    func aDayJudgedAgainIsTakenAtMostOnceAnInterval(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func aDayJudgedAgainIsTakenAtMostOnceAnInterval(backend: StorageBackend) throws {
         let db = try ReconDB(backend)
         let a = db.storage, b = try db.secondStorage()
         let t = Self.day6 + 5 * Self.hour
@@ -356,8 +303,8 @@ struct ReconciliationStorageConformanceTests {
 
     // MARK: Tickets
 
-    @Test(arguments: Backend.allCases)
-    func ticketsAreOpenedKeptResolvedAndReopened(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func ticketsAreOpenedKeptResolvedAndReopened(backend: StorageBackend) throws {
         let db = try ReconDB(backend)
         let s = db.storage
         let kinds = ["counter_reset", "silent_device", "implausible_power"]
@@ -432,8 +379,8 @@ struct ReconciliationStorageConformanceTests {
         #expect(tickets.count == 4)
     }
 
-    @Test(arguments: Backend.allCases)
-    func twoJudgementsOfOneDayAtOnceOpenEachTicketOnce(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func twoJudgementsOfOneDayAtOnceOpenEachTicketOnce(backend: StorageBackend) throws {
         let db = try ReconDB(backend)
         let storages = [db.storage, try db.secondStorage()]
         let keys = (1...10).map { TicketKey(esp32Name: "lab-\(100 + $0)", kind: "silent_device") }
@@ -470,8 +417,8 @@ struct ReconciliationStorageConformanceTests {
                                           judgedAgain: judgedAgain)
     }
 
-    @Test(arguments: Backend.allCases)
-    func aReportIsStoredOncePerRunIDAndTheLastJudgementsAreFound(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func aReportIsStoredOncePerRunIDAndTheLastJudgementsAreFound(backend: StorageBackend) throws {
         let db = try ReconDB(backend)
         let s = db.storage
         let t = Self.day6 + 2 * Self.hour
@@ -541,8 +488,8 @@ struct ReconciliationStorageConformanceTests {
         return heartbeat
     }
 
-    @Test(arguments: Backend.allCases)
-    func theDaysFiguresAreSummedByTheDatabase(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func theDaysFiguresAreSummedByTheDatabase(backend: StorageBackend) throws {
         let db = try ReconDB(backend)
         let s = db.storage
         #expect(try s.firstReceivedAt() == nil)
@@ -594,8 +541,8 @@ struct ReconciliationStorageConformanceTests {
                                                    DeviceInfo(esp32Name: "lab-102", classroom: "CSE-301"),
                                                    DeviceInfo(esp32Name: "lab-103", classroom: "CSE-301")])
 
-    @Test(arguments: Backend.allCases)
-    func theReconcilerJudgesADayAlikeOnEitherBackend(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func theReconcilerJudgesADayAlikeOnEitherBackend(backend: StorageBackend) throws {
         let db = try ReconDB(backend)
         try seedDay(db)
         // The ledger met an implausible interval of lab-103 and opened its ticket already.
@@ -636,8 +583,8 @@ struct ReconciliationStorageConformanceTests {
         #expect(judged[Self.date5] == DayJudgement(startedAt: now + Self.hour, aggregatesComputedAt: Self.day6 + 20 * Self.minute))
     }
 
-    @Test(arguments: Backend.allCases)
-    func aNightOfTheSchedulerRunsEachJobOnceAcrossTwoWorkers(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func aNightOfTheSchedulerRunsEachJobOnceAcrossTwoWorkers(backend: StorageBackend) throws {
         let db = try ReconDB(backend)
         let second = try db.secondStorage()
         let registry = DeviceRegistry(devices: [DeviceInfo(esp32Name: "lab-101", classroom: "CSE-301")])

@@ -20,11 +20,6 @@ import Testing
 /// writers really store.
 @Suite("statement storage conformance: MongoDB and PostgreSQL", .serialized)
 struct StatementStorageConformanceTests {
-    enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
-        case mongo, postgres
-        var testDescription: String { rawValue }
-    }
-
     static let zone = TimeZone(identifier: "Asia/Kolkata")!
     static func at(_ text: String) -> EpochMillis { ISO8601.parseMillis(text) ?? 0 }
     static let seededAt = at("2026-11-30T09:00:00+05:30")
@@ -37,86 +32,37 @@ struct StatementStorageConformanceTests {
                   DeviceInfo(esp32Name: "lab-201", classroom: "EEE-105"), DeviceInfo(esp32Name: "lab-301", classroom: "LAB-X")],
         schedules: [:], groups: ["Computing": ["CSE-301"], "Labs": ["CSE-301", "EEE-105"]])
 
-    /// One backend's database with the tables, the storage under test behind a `StatementStore`,
-    /// the other stages' storages to write the figures with, and direct reads and writes.
-    /// @unchecked: set up in init, then used through the storages (each thread-safe: a client
-    /// or a pool) and reads on the test's thread.
-    final class StatementDB: @unchecked Sendable {
-        let backend: Backend
+    /// One backend's database (the shared `BackendDatabase`) with the storage under test behind
+    /// a `StatementStore`, the other stages' storages to write the figures with, and direct
+    /// reads and writes.
+    final class StatementDB: Sendable {
+        let fixture: BackendDatabase
         let storage: any StatementStorage
         let store: StatementStore
         let aggregation: any AggregationStorage
         let ingest: any IngestStorage
         let ledger: any LedgerStorage
-        private var mongo: DevMongoServer?
-        private var mongoURI = ""
-        private(set) var client: MongoClient?
-        private var postgres: PostgresServer?
-        private var postgresURL = ""
-        private(set) var pool: PostgresPool?
-        private var others: [() -> Void] = []
 
-        init(_ backend: Backend) throws {
-            self.backend = backend
-            switch backend {
-            case .mongo:
-                let server = try DevMongoServer()
-                mongoURI = server.uri(database: "statements_\(UUID().uuidString.prefix(6))")
-                let client = try MongoClient(uri: mongoURI)
-                try Schema.ensure(on: client)
-                mongo = server
-                self.client = client
-                storage = MongoStatementStorage(client: client, writeConcern: .acknowledged)
-                aggregation = MongoAggregationStorage(client: client, writeConcern: .acknowledged)
-                ingest = MongoIngestStorage(client: client, writeConcern: .acknowledged)
-                ledger = MongoLedgerStorage(client: client, writeConcern: .acknowledged)
-            case .postgres:
-                let server = try PostgresServer()
-                postgresURL = server.url(database: try server.createDatabase())
-                let pool = try PostgresPool(url: postgresURL, size: 4, applicationName: "statement-conformance")
-                try pool.withConnection { connection in try StatementDB.createTables(connection) }
-                postgres = server
-                self.pool = pool
-                storage = PostgresStatementStorage(pool: pool)
-                aggregation = PostgresAggregationStorage(pool: pool)
-                ingest = PostgresIngestStorage(pool: pool)
-                ledger = PostgresLedgerStorage(pool: pool)
-            }
+        init(_ backend: StorageBackend) throws {
+            fixture = try BackendDatabase(backend, name: "statements")
+            let database = fixture.database
+            storage = database.statementStorage(writeConcern: .acknowledged)
+            aggregation = database.aggregationStorage(writeConcern: .acknowledged)
+            ingest = database.ingestStorage(writeConcern: .acknowledged)
+            ledger = database.ledgerStorage(writeConcern: .acknowledged)
             store = StatementStore(storage: storage, registry: StatementStorageConformanceTests.registry,
                                    timeZone: StatementStorageConformanceTests.zone, logger: Logger(label: "statement-conformance"))
         }
 
-        deinit {
-            others.forEach { $0() }
-            client?.close()
-            pool?.close()
-            mongo?.stop()
-            postgres?.stop()
-        }
-
-        /// The worker's migrations, and this change's `PostgresTables.statements` until the
-        /// lead registers it.
-        static func createTables(_ connection: PostgresConnection) throws {
-            try PostgresSchema.migrate(on: connection)
-            let exists = try connection.query("SELECT to_regclass('statements') IS NOT NULL AS present").first?.bool("present") ?? false
-            if !exists { try connection.executeScript(PostgresTables.statements) }
-        }
+        var backend: StorageBackend { fixture.backend }
+        var client: MongoClient? { fixture.client }
+        var pool: PostgresPool? { fixture.pool }
 
         /// Another worker's store: a connection of its own to the same database.
         func secondStore() throws -> StatementStore {
-            let storage: any StatementStorage
-            switch backend {
-            case .mongo:
-                let client = try MongoClient(uri: mongoURI)
-                others.append { client.close() }
-                storage = MongoStatementStorage(client: client, writeConcern: .acknowledged)
-            case .postgres:
-                let pool = try PostgresPool(url: postgresURL, size: 2, applicationName: "statement-conformance-2")
-                others.append { pool.close() }
-                storage = PostgresStatementStorage(pool: pool)
-            }
-            return StatementStore(storage: storage, registry: StatementStorageConformanceTests.registry,
-                                  timeZone: StatementStorageConformanceTests.zone, logger: Logger(label: "statement-conformance-2"))
+            StatementStore(storage: try fixture.anotherWorker().statementStorage(writeConcern: .acknowledged),
+                           registry: StatementStorageConformanceTests.registry, timeZone: StatementStorageConformanceTests.zone,
+                           logger: Logger(label: "statement-conformance-2"))
         }
 
         // MARK: Writing the figures
@@ -264,8 +210,8 @@ struct StatementStorageConformanceTests {
 
     // MARK: The month-end routine
 
-    @Test(arguments: Backend.allCases)
-    func theMonthEndRoutine(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func theMonthEndRoutine(_ backend: StorageBackend) throws {
         let db = try StatementDB(backend)
         try db.seed()
         let store = db.store
@@ -337,8 +283,8 @@ struct StatementStorageConformanceTests {
     /// A generate that read the versions before a freeze and writes after it meets the frozen
     /// id: nothing is written, the frozen statement, its sources and exports stay, and the
     /// store goes round to the next version.
-    @Test(arguments: Backend.allCases)
-    func aRegenerationNeverTouchesAFrozenStatement(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func aRegenerationNeverTouchesAFrozenStatement(_ backend: StorageBackend) throws {
         let db = try StatementDB(backend)
         try db.seed()
         let draft = try db.store.generate(month: Self.november, scope: .group("Labs"), now: Self.december2)
@@ -375,8 +321,8 @@ struct StatementStorageConformanceTests {
     /// Two freezes of one draft, staged between a freeze's read and its write, then two at once
     /// on two connections: one wins, the other is told it is frozen, and what is stored is the
     /// winner's with the winner's exports.
-    @Test(arguments: Backend.allCases)
-    func twoFreezesRacingOneWins(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func twoFreezesRacingOneWins(_ backend: StorageBackend) throws {
         let db = try StatementDB(backend)
         try db.seed()
         let other = try db.secondStore()
@@ -420,8 +366,8 @@ struct StatementStorageConformanceTests {
 
     /// A draft generated again between a freeze's read and its write is not frozen: the freeze
     /// says so, the new draft stays a draft with its own sources only.
-    @Test(arguments: Backend.allCases)
-    func aFreezeRacingAGenerateFreezesNothing(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func aFreezeRacingAGenerateFreezesNothing(_ backend: StorageBackend) throws {
         let db = try StatementDB(backend)
         try db.seed()
         let other = try db.secondStore()
@@ -439,8 +385,8 @@ struct StatementStorageConformanceTests {
 
     /// Two workers generating the same draft at once: one draft stays, with its own sources
     /// only; versions stay unique per month and scope.
-    @Test(arguments: Backend.allCases)
-    func twoGeneratesRacingLeaveOneDraftAndItsSources(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func twoGeneratesRacingLeaveOneDraftAndItsSources(_ backend: StorageBackend) throws {
         let db = try StatementDB(backend)
         try db.seed()
         let other = try db.secondStore()
@@ -467,8 +413,8 @@ struct StatementStorageConformanceTests {
 
     /// The bytes kept at freezing are kept once per (statement, format, SHA-256); lost, they are
     /// rendered again and kept if the hash matches; other bytes under the hash are refused.
-    @Test(arguments: Backend.allCases)
-    func exportsAreKeptOncePerHashAndChecked(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func exportsAreKeptOncePerHashAndChecked(_ backend: StorageBackend) throws {
         let db = try StatementDB(backend)
         try db.seed()
         let draft = try db.store.generate(month: Self.november, scope: .campus, now: Self.december2)
@@ -503,8 +449,8 @@ struct StatementStorageConformanceTests {
     /// A month of 70 boards (2,100 device-days) keeps its device-days in two chunks; they read
     /// back whole and in order; a draft generated again keeps only its own; a missing chunk is
     /// an error, never a short list.
-    @Test(arguments: Backend.allCases)
-    func sourcesInChunksAndAMissingChunkIsAnError(_ backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func sourcesInChunksAndAMissingChunkIsAnError(_ backend: StorageBackend) throws {
         let db = try StatementDB(backend)
         var figures: [AggregateFigures] = []
         for day in 1...30 {
@@ -541,8 +487,8 @@ struct StatementStorageConformanceTests {
     /// each database's own id, so those are compared without it.
     @Test func theSameStatementJSONAndCSVOnBothBackends() throws {
         let mongo = try StatementDB(.mongo), postgres = try StatementDB(.postgres)
-        var made: [Backend: [Statement]] = [:]
-        var frozen: [Backend: Statement] = [:]
+        var made: [StorageBackend: [Statement]] = [:]
+        var frozen: [StorageBackend: Statement] = [:]
         for db in [mongo, postgres] {
             try db.seed()
             let drafts = db.store.generateMonthEnd(month: Self.november, now: Self.december2)
