@@ -32,6 +32,9 @@ final class AlarmService: @unchecked Sendable {
     private let webhook: AlarmWebhook?
     private var gauges: [String: Gauge] = [:]
     private var gaugeValues: [String: Int] = [:]
+    /// The timer's evaluations completed so far and the clock of the last one: what a test
+    /// waits for to know the loop has judged a moment (e.g. a device silent past a duration).
+    private let evaluations = Mutex<(count: Int, lastAt: EpochMillis?)>((0, nil))
 
     /// `storage`: the alarms' storage with the write concern resolved at the first contact
     /// (MongoDB's; PostgreSQL's storage ignores it).
@@ -106,6 +109,10 @@ final class AlarmService: @unchecked Sendable {
     }
 
     private var isStopping: Bool { lock.withLock { stopping } }
+
+    /// How many timer evaluations (`tick`: presence, reject windows, the active alarms read
+    /// back) have completed, and the clock the last one judged at. Read-only.
+    var completedEvaluations: (count: Int, lastAt: EpochMillis?) { evaluations.withLock { $0 } }
 
     /// Until `requestStop`: stores changes as they come, and every tick checks presence, lets
     /// reject windows pass, and reads back the active alarms. `beat` is called each round.
@@ -245,6 +252,7 @@ final class AlarmService: @unchecked Sendable {
         try storePending(store)
         try publishLeftovers(store)
         try syncActive(store)
+        evaluations.withLock { $0 = ($0.count + 1, now) }
         logger.debug("alarm timer ran", metadata: ["active": "\(lock.withLock { book.activeKeys.count })"])
     }
 

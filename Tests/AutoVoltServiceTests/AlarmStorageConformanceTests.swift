@@ -17,109 +17,45 @@ import Testing
 /// again nor losing the clear. Presence and rejects are written with the ingest's own storage.
 @Suite("alarm storage conformance: MongoDB and PostgreSQL", .serialized)
 struct AlarmStorageConformanceTests {
-    enum Backend: String, CaseIterable, Sendable, CustomTestStringConvertible {
-        case mongo, postgres
-        var testDescription: String { rawValue }
-    }
-
     /// 2026-12-01T10:00:00Z.
     static let t0: EpochMillis = 1_796_119_200_000
     static let rule = AlarmRule(name: "hot", kind: .overPower, severity: .high, thresholdW: 2000)
     static let silent = AlarmRule(name: "silent", kind: .offline, severity: .critical, durationMillis: 60_000)
 
-    /// One backend's database with the tables, the storage under test, the ingest's storage to
-    /// write presence and rejects with, and direct access to stage what a crash leaves behind.
-    /// @unchecked: set up in init, then used through the storages (each thread-safe: a client or
-    /// a pool) and from the test's thread.
-    final class AlarmDB: @unchecked Sendable {
-        let backend: Backend
-        private(set) var storage: any AlarmStorage
-        private(set) var ingest: any IngestStorage
-        private var mongo: DevMongoServer?
-        private var mongoURI = ""
-        private(set) var client: MongoClient?
-        private(set) var postgres: PostgresServer?
-        private var postgresURL = ""
-        private(set) var pool: PostgresPool?
-        private var others: [() -> Void] = []
+    /// One backend's database (the shared `BackendDatabase`) with the storage under test, the
+    /// ingest's storage to write presence and rejects with, and direct access to stage what a
+    /// crash leaves behind.
+    final class AlarmDB: Sendable {
+        let fixture: BackendDatabase
+        /// The worker's storages, made anew by `restartDatabase()`.
+        private let storages: Mutex<(alarm: any AlarmStorage, ingest: any IngestStorage)>
 
-        init(_ backend: Backend) throws {
-            self.backend = backend
-            switch backend {
-            case .mongo:
-                // A data file, so the server can be restarted with its data.
-                let file = FileManager.default.temporaryDirectory.appendingPathComponent("alarms-\(UUID().uuidString.prefix(8)).json")
-                let server = try DevMongoServer(dataFile: file)
-                mongoURI = server.uri(database: "alarms_\(UUID().uuidString.prefix(6))")
-                let client = try MongoClient(uri: mongoURI)
-                try Schema.ensure(on: client)
-                mongo = server
-                self.client = client
-                storage = MongoAlarmStorage(client: client, writeConcern: .acknowledged)
-                ingest = MongoIngestStorage(client: client, writeConcern: .acknowledged)
-            case .postgres:
-                let server = try PostgresServer()
-                postgresURL = server.url(database: try server.createDatabase())
-                let pool = try PostgresPool(url: postgresURL, size: 4, applicationName: "alarm-conformance")
-                try pool.withConnection { connection in try AlarmDB.createTables(connection) }
-                postgres = server
-                self.pool = pool
-                storage = PostgresAlarmStorage(pool: pool)
-                ingest = PostgresIngestStorage(pool: pool)
-            }
+        init(_ backend: StorageBackend) throws {
+            // dev-mongo keeps its data in a file, so that the server can be restarted with it.
+            fixture = try BackendDatabase(backend, name: "alarms", keepsMongoData: true)
+            storages = Mutex(Self.storages(fixture.database))
         }
 
-        deinit {
-            others.forEach { $0() }
-            client?.close()
-            pool?.close()
-            mongo?.stop()
-            postgres?.stop()
+        private static func storages(_ database: WorkerDatabase) -> (alarm: any AlarmStorage, ingest: any IngestStorage) {
+            (database.alarmStorage(writeConcern: .acknowledged), database.ingestStorage(writeConcern: .acknowledged))
         }
 
-        /// The lead's migration, and this change's fragment while it is not registered there.
-        static func createTables(_ connection: PostgresConnection) throws {
-            try PostgresSchema.migrate(on: connection)
-            if try !(connection.query("SELECT to_regclass('alarms') IS NOT NULL AS present").first?.bool("present") ?? false) {
-                try connection.executeScript(PostgresTables.alarms)
-            }
-        }
+        var backend: StorageBackend { fixture.backend }
+        var storage: any AlarmStorage { storages.withLock { $0.alarm } }
+        var ingest: any IngestStorage { storages.withLock { $0.ingest } }
+        var client: MongoClient? { fixture.client }
+        var pool: PostgresPool? { fixture.pool }
 
         /// Another worker's storage: a connection of its own to the same database.
         func secondStorage() throws -> any AlarmStorage {
-            switch backend {
-            case .mongo:
-                let client = try MongoClient(uri: mongoURI)
-                others.append { client.close() }
-                return MongoAlarmStorage(client: client, writeConcern: .acknowledged)
-            case .postgres:
-                let pool = try PostgresPool(url: postgresURL, size: 2, applicationName: "alarm-conformance-2")
-                others.append { pool.close() }
-                return PostgresAlarmStorage(pool: pool)
-            }
+            try fixture.anotherWorker().alarmStorage(writeConcern: .acknowledged)
         }
 
         /// The database restarted (PostgreSQL: `pg_ctl restart -m immediate`, a crash), and the
         /// worker's storages made anew, as a restarted worker makes them.
         func restartDatabase() throws {
-            switch backend {
-            case .mongo:
-                try mongo?.restart()
-                let client = try MongoClient(uri: mongoURI)
-                let old = self.client
-                self.client = client
-                old?.close()
-                storage = MongoAlarmStorage(client: client, writeConcern: .acknowledged)
-                ingest = MongoIngestStorage(client: client, writeConcern: .acknowledged)
-            case .postgres:
-                try postgres?.restart(mode: "immediate")
-                let pool = try PostgresPool(url: postgresURL, size: 4, applicationName: "alarm-conformance-restarted")
-                let old = self.pool
-                self.pool = pool
-                old?.close()
-                storage = PostgresAlarmStorage(pool: pool)
-                ingest = PostgresIngestStorage(pool: pool)
-            }
+            let database = try fixture.restart()
+            storages.withLock { $0 = Self.storages(database) }
         }
 
         /// What a worker killed between storing an event and emptying the outbox leaves: the
@@ -160,8 +96,8 @@ struct AlarmStorageConformanceTests {
 
     // MARK: One active alarm per rule and device
 
-    @Test(arguments: Backend.allCases)
-    func oneActiveAlarmPerRuleAndDeviceUnderTwoRacingWriters(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func oneActiveAlarmPerRuleAndDeviceUnderTwoRacingWriters(backend: StorageBackend) throws {
         let db = try AlarmDB(backend)
         let stores = [AlarmStore(storage: db.storage), AlarmStore(storage: try db.secondStorage())]
         let devices = (1...30).map { "board-\($0)" }
@@ -220,8 +156,8 @@ struct AlarmStorageConformanceTests {
 
     // MARK: Raise, clear, ack and their retries
 
-    @Test(arguments: Backend.allCases)
-    func raiseClearAndAckWithTheirRetries(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func raiseClearAndAckWithTheirRetries(backend: StorageBackend) throws {
         let db = try AlarmDB(backend)
         let store = AlarmStore(storage: db.storage)
         let t0 = Self.t0
@@ -292,8 +228,8 @@ struct AlarmStorageConformanceTests {
 
     // MARK: The event log
 
-    @Test(arguments: Backend.allCases)
-    func eventIdsStrictlyIncreaseAndEachEventIsPublishedOnce(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func eventIdsStrictlyIncreaseAndEachEventIsPublishedOnce(backend: StorageBackend) throws {
         let db = try AlarmDB(backend)
         let stores = [AlarmStore(storage: db.storage), AlarmStore(storage: try db.secondStorage())]
         let devices = (1...24).map { "board-\($0)" }
@@ -370,8 +306,8 @@ struct AlarmStorageConformanceTests {
 
     // MARK: What the timer reads of the other stages
 
-    @Test(arguments: Backend.allCases)
-    func presenceAndRejectsAreReadAsTheIngestStoresThem(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func presenceAndRejectsAreReadAsTheIngestStoresThem(backend: StorageBackend) throws {
         let db = try AlarmDB(backend)
         let t0 = Self.t0
         var heard = PresenceUpdate(esp32Name: "lab-1", classroom: "CSE-301")
@@ -405,13 +341,14 @@ struct AlarmStorageConformanceTests {
     // MARK: A restart
 
     /// An `AlarmService` on its own thread, as the worker's alarms stage runs it.
-    final class RunningService: @unchecked Sendable {
+    final class RunningService: Sendable {
         let service: AlarmService
+        let startedAt = SystemClock.nowMillis()
         private let done = DispatchSemaphore(value: 0)
 
         init(config: WorkerConfig, storage: any AlarmStorage) {
             service = AlarmService(config: config, storage: { _ in storage }, logger: Logger(label: "alarm-conformance"),
-                                   startedAt: SystemClock.nowMillis())
+                                   startedAt: startedAt)
             let thread = Thread { [service, done] in
                 service.run(schemaReady: { true }, writeConcern: { .acknowledged }, beat: {})
                 done.signal()
@@ -434,15 +371,16 @@ struct AlarmStorageConformanceTests {
         return false
     }
 
-    @Test(arguments: Backend.allCases)
-    func aRestartedWorkerTakesTheActiveAlarmsBackAndNeitherRaisesAgainNorLosesTheClear(backend: Backend) throws {
+    @Test(arguments: StorageBackend.allCases)
+    func aRestartedWorkerTakesTheActiveAlarmsBackAndNeitherRaisesAgainNorLosesTheClear(backend: StorageBackend) throws {
         let db = try AlarmDB(backend)
         var config = try #require(try? WorkerConfig(values: [
             "AUTOVOLT_MONGODB_URI": "mongodb://127.0.0.1:1/unused",
             "AUTOVOLT_DEVICES": packageRoot.appendingPathComponent("config/devices.toml").path,
             "AUTOVOLT_TIMEZONE": "Asia/Kolkata",
         ], readFile: { try String(contentsOfFile: $0, encoding: .utf8) }))
-        config.alarmRules = AlarmRuleSet(rules: [AlarmRule(name: "silent", kind: .offline, severity: .high, durationMillis: 2_000, esp32Name: "lab-101")])
+        let duration: EpochMillis = 2_000
+        config.alarmRules = AlarmRuleSet(rules: [AlarmRule(name: "silent", kind: .offline, severity: .high, durationMillis: duration, esp32Name: "lab-101")])
         func alarms() throws -> [AlarmRecord] {
             try db.storage.alarms(activeOnly: false, from: nil, to: nil, limit: 100).filter { $0.rule == "silent" }
         }
@@ -459,7 +397,10 @@ struct AlarmStorageConformanceTests {
         try db.restartDatabase()
         #expect(Self.waitUntil(20) { try db.storage.activeAlarms(limit: 10).count == 1 }, "\(backend): the database is back")
         let second = RunningService(config: config, storage: db.storage)
-        Thread.sleep(forTimeInterval: 4)
+        // Silence counts from the worker's start: once its timer has judged the board silent
+        // for longer than the duration (an evaluation a second past it), a raise would be stored.
+        let judged = Self.waitUntil(20) { (second.service.completedEvaluations.lastAt ?? 0) >= second.startedAt + duration + 1_000 }
+        #expect(judged, "\(backend): the restarted worker's timer judged the silence past the duration: \(second.service.completedEvaluations)")
         #expect(try alarms().map(\.id) == [alarm.id], "\(backend): the alarm in force is taken back, not raised again")
         #expect(try alarms().first?.status == "active", "\(backend): a restart never clears an offline alarm")
 
