@@ -28,7 +28,7 @@ enum AccountingAPI {
         enum CodingKeys: String, CodingKey { case start, end, classroom, esp32Name = "esp32_name" }
     }
 
-    static func register(on router: Router<BasicRequestContext>, writes: DatabaseWrites, runner: QueryRunner,
+    static func register(on router: Router<BasicRequestContext>, writes: DatabaseWrites, runner: QueryRunner, clock: any WorkerClock,
                          config: WorkerConfig, logger: Logger) {
         let base = "/api/power-analytics"
 
@@ -59,7 +59,7 @@ enum AccountingAPI {
                 let result = try await writes.run { database, concern -> AggregationStore.TariffChange in
                     try store(database, concern, config, logger).addTariff(
                         costPerKwh: body.costPerKwh, currency: currency, effectiveFrom: instant, classroom: body.classroom,
-                        notes: body.notes, now: SystemClock.nowMillis())
+                        notes: body.notes, now: clock.now())
                 }
                 return json(.created, result)
             } catch {
@@ -82,7 +82,7 @@ enum AccountingAPI {
             do {
                 let report = try await writes.run { database, concern -> RecalculationReport in
                     try store(database, concern, config, logger).recalculate(
-                        start: start, end: end, classroom: body.classroom, esp32Name: body.esp32Name, now: SystemClock.nowMillis())
+                        start: start, end: end, classroom: body.classroom, esp32Name: body.esp32Name, now: clock.now())
                 }
                 return json(.ok, report)
             } catch {

@@ -77,7 +77,7 @@ enum AlarmsAPI {
             let person = by
             do {
                 let outcome = try await writes.run { database, concern in
-                    try AlarmStore(storage: database.alarmStorage(writeConcern: concern)).acknowledge(id: id, by: person, at: SystemClock.nowMillis())
+                    try AlarmStore(storage: database.alarmStorage(writeConcern: concern)).acknowledge(id: id, by: person, at: engine.clock.now())
                 }
                 switch outcome {
                 case .acknowledged(let record, let published):
@@ -126,7 +126,7 @@ enum AlarmsAPI {
                     if case .value(let events) = await runner.stored({ database in try reader(database).events(after: after, limit: 200) }) {
                         stored = events
                     }
-                    let ready = cursor.take(stored, now: SystemClock.nowMillis())
+                    let ready = cursor.take(stored, now: engine.clock.now())
                     if ready.isEmpty {
                         quietRounds += 1
                         if quietRounds >= 15 { // a comment every 15 s keeps proxies from closing the stream

@@ -17,14 +17,14 @@ enum DashboardRoutes {
     static func register(on router: Router<BasicRequestContext>, engine: Worker, runner: QueryRunner, logger: Logger) {
         let config = engine.config
         router.get("/") { request, _ -> Response in
-            guard let date = self.date(request, config) else { return page(.badRequest, error: "date must be YYYY-MM-DD") }
+            guard let date = self.date(request, config, now: engine.clock.now()) else { return page(.badRequest, error: "date must be YYYY-MM-DD") }
             let registry = engine.registryInForce
             return await serve(runner: runner, logger: logger) { storage in
-                try DashboardData.load(storage: storage, config: config, registry: registry, date: date, now: SystemClock.nowMillis())
+                try DashboardData.load(storage: storage, config: config, registry: registry, date: date, now: engine.clock.now())
             } render: { DashboardPage.render($0) }
         }
         router.get("/devices/:name") { request, context -> Response in
-            guard let date = self.date(request, config) else { return page(.badRequest, error: "date must be YYYY-MM-DD") }
+            guard let date = self.date(request, config, now: engine.clock.now()) else { return page(.badRequest, error: "date must be YYYY-MM-DD") }
             guard let name = context.parameters.get("name"), DeviceTopic.isValidDeviceName(name) else {
                 return page(.badRequest, error: "not a device name")
             }
@@ -35,10 +35,10 @@ enum DashboardRoutes {
         }
     }
 
-    static func date(_ request: Request, _ config: WorkerConfig) -> CivilDate? {
+    static func date(_ request: Request, _ config: WorkerConfig, now: EpochMillis) -> CivilDate? {
         guard let text = request.uri.queryParameters["date"].map(String.init), !text.isEmpty else {
             var calendar = LocalCalendar(timeZone: config.timeZone)
-            return calendar.date(of: SystemClock.nowMillis())
+            return calendar.date(of: now)
         }
         return text.utf8.count == 10 ? CivilDate(text) : nil
     }

@@ -74,7 +74,7 @@ enum HTTPIngestAPI {
 
             // The messages as the broker would have delivered them; the refused ones go into the
             // journal too, so the drain records them in rejected_messages as it does for MQTT.
-            let now = SystemClock.nowMillis()
+            let now = engine.clock.now()
             var messages: [(topic: String, payload: [UInt8])] = []
             var refused: [Refused] = []
             for (index, item) in items.enumerated() {
@@ -128,7 +128,7 @@ enum HTTPIngestAPI {
             guard !secrets.isEmpty else {
                 return AccountingAPI.problem(.forbidden, "signed ingest is disabled: set AUTOVOLT_INGEST_SECRET_FILE or hmac_secret in the registry")
             }
-            let now = SystemClock.nowMillis()
+            let now = engine.clock.now()
             switch IngestSignature.verify(secrets: secrets, timestamp: request.headers[timestampHeader], signature: signature,
                                           body: body, now: now) {
             case .failure(let failure):

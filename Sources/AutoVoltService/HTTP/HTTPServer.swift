@@ -33,7 +33,7 @@ enum HTTPServer {
         PowerAnalyticsAPI.register(on: router, runner: queries, config: engine.config, logger: logger)
         DashboardRoutes.register(on: router, engine: engine, runner: queries, logger: logger)
         let writes = DatabaseWrites(database: engine.database, executor: executor, setting: engine.config.writeConcern)
-        AccountingAPI.register(on: router, writes: writes, runner: queries, config: engine.config, logger: logger)
+        AccountingAPI.register(on: router, writes: writes, runner: queries, clock: engine.clock, config: engine.config, logger: logger)
         AlarmsAPI.register(on: router, engine: engine, writes: writes, runner: queries)
         StatementsAPI.register(on: router, engine: engine, writes: writes, runner: queries, logger: logger)
         router.get("/metrics") { _, _ -> Response in
@@ -208,7 +208,7 @@ actor HealthReporter {
         }
         let body: [String: Any] = [
             "status": overall,
-            "timestamp": ISO8601.format(SystemClock.nowMillis()),
+            "timestamp": ISO8601.format(engine.clock.now()),
             "telemetry": [
                 "total_events": count("total_events"),
                 "unprocessed_events": count("unprocessed_events"),

@@ -97,7 +97,7 @@ enum StatementsAPI {
             guard body.classroom == nil || body.group == nil else { return AccountingAPI.problem(.badRequest, "give classroom or group, not both") }
             return await answer(write: true, { store throws(StatementError) in
                 let made = try store.generate(month: body.month, scope: try store.scope(classroom: body.classroom, group: body.group),
-                                              now: SystemClock.nowMillis())
+                                              now: engine.clock.now())
                 return store.summary(made)
             }) { AccountingAPI.json(.created, $0) }
         }
@@ -114,7 +114,7 @@ enum StatementsAPI {
             }
             let by = body.by.flatMap { $0.isEmpty ? nil : $0 } ?? "api"
             return await answer(write: true, { store throws(StatementError) in
-                store.summary(try store.freeze(id, by: by, now: SystemClock.nowMillis()))
+                store.summary(try store.freeze(id, by: by, now: engine.clock.now()))
             }) { AccountingAPI.json(.ok, $0) }
         }
     }
