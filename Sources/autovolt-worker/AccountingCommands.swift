@@ -81,6 +81,11 @@ struct CostVersions: ParsableCommand {
             let logger = makeLogger(config)
             let calendar = LocalCalendar(timeZone: config.timeZone)
             let instant = CivilDate(effectiveFrom).map { calendar.startOfDay($0) } ?? ISO8601.parseMillis(effectiveFrom) ?? 0
+            do {
+                try AggregationStore.checkClassroom(classroom, in: config.devices)
+            } catch {
+                throw fail("\(error)", ExitCode.validationFailure)
+            }
             let result = try withWorkerDatabase(config, "cost-versions add") { db in
                 try AggregationStore(storage: db.database.aggregationStorage(writeConcern: db.writeConcern),
                                      registry: config.devices, timeZone: config.timeZone, logger: logger)

@@ -42,6 +42,13 @@ struct AccountingHTTPTests {
         let bad = try await call(port, "POST", "cost-versions", token: token, body: #"{"cost_per_kwh": "cheap"}"#)
         #expect(bad.0 == 400 && (bad.1["error"] as? String) != nil)
         #expect(try await call(port, "POST", "cost-versions", token: token, body: #"{"cost_per_kwh": 1, "effective_from": "soon"}"#).0 == 400)
+        // A classroom no board is in (here markup) is refused, naming the known ones; nothing is stored.
+        let unknown = try await call(port, "POST", "cost-versions", token: token,
+                                     body: #"{"cost_per_kwh": 9, "effective_from": "2026-11-01", "classroom": "<img src=x onerror=alert(1)>"}"#)
+        #expect(unknown.0 == 400, "\(unknown.1)")
+        #expect((unknown.1["error"] as? String)?.contains("known classrooms: ") == true && (unknown.1["error"] as? String)?.contains("CSE-301") == true,
+                "\(unknown.1)")
+        #expect((try await call(port, "GET", "cost-versions").2 as? [[String: Any]])?.isEmpty == true)
         let created = try await call(port, "POST", "cost-versions", token: token, body: tariff)
         #expect(created.0 == 201)
         #expect((created.1["tariff"] as? [String: Any])?["cost_per_kwh"] as? Double == 7.5)
@@ -77,6 +84,9 @@ struct AccountingHTTPTests {
         #expect(list.status == 0 && list.stdout.contains("CSE-301"))
         #expect(try WorkerProcess.runToCompletion(["cost-versions", "add", "--cost-per-kwh", "-1", "--effective-from", "2026-11-01"],
                                                   environment: rig.environment).status == 64)
+        let unknown = try WorkerProcess.runToCompletion(
+            ["cost-versions", "add", "--cost-per-kwh", "9", "--effective-from", "2026-11-01", "--classroom", "CSE-3O1"], environment: rig.environment)
+        #expect(unknown.status == 64 && unknown.stderr.contains("CSE-3O1") && unknown.stderr.contains("CSE-301"), "\(unknown.stderr)")
         #expect(try WorkerProcess.runToCompletion(["recalculate", "--start", "2026-11-02", "--end", "2026-11-01"],
                                                   environment: rig.environment).status == 64)
         let recalc = try WorkerProcess.runToCompletion(["recalculate", "--start", "2026-11-01", "--end", "2026-11-30"], environment: rig.environment)

@@ -91,6 +91,10 @@ struct DashboardTests {
         let page = try await get("http://127.0.0.1:\(port)/?date=\(date)")
         #expect(page.status == 200 && page.headers["content-type"]?.hasPrefix("text/html") == true)
         #expect(page.headers["content-security-policy"]?.contains("default-src 'none'") == true)
+        // Only the page's own script runs (by its hash): injected markup could not run code. The
+        // browser steps below (sorting, the tariff form) fail if the hash is not the script's.
+        #expect(page.headers["content-security-policy"]?.contains("script-src 'sha256-") == true)
+        #expect(page.headers["content-security-policy"]?.contains("script-src 'unsafe-inline'") == false)
         #expect(page.headers["server-timing"]?.contains("render;dur=") == true)
         // Nothing from outside: no external script, style, font or image.
         for external in ["src=\"http", "href=\"http", "<link", "@import", "url(http", "//cdn"] {

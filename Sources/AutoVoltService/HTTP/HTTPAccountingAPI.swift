@@ -29,7 +29,7 @@ enum AccountingAPI {
     }
 
     static func register(on router: Router<BasicRequestContext>, writes: DatabaseWrites, runner: QueryRunner, clock: any WorkerClock,
-                         config: WorkerConfig, logger: Logger) {
+                         registry: @escaping @Sendable () -> DeviceRegistry, config: WorkerConfig, logger: Logger) {
         let base = "/api/power-analytics"
 
         router.get("\(base)/cost-versions") { _, _ -> Response in
@@ -55,9 +55,15 @@ enum AccountingAPI {
             guard let instant = CivilDate(body.effectiveFrom).map({ calendar.startOfDay($0) }) ?? ISO8601.parseMillis(body.effectiveFrom) else {
                 return problem(.badRequest, "effective_from \"\(body.effectiveFrom)\" is not YYYY-MM-DD or an ISO 8601 instant")
             }
+            let inForce = registry()
+            do {
+                try AggregationStore.checkClassroom(body.classroom, in: inForce)
+            } catch {
+                return problem(.badRequest, "\(error)")
+            }
             do {
                 let result = try await writes.run { database, concern -> AggregationStore.TariffChange in
-                    try store(database, concern, config, logger).addTariff(
+                    try store(database, concern, inForce, config, logger).addTariff(
                         costPerKwh: body.costPerKwh, currency: currency, effectiveFrom: instant, classroom: body.classroom,
                         notes: body.notes, now: clock.now())
                 }
@@ -81,7 +87,7 @@ enum AccountingAPI {
             guard end.daysSinceEpoch - start.daysSinceEpoch <= 366 else { return problem(.badRequest, "at most 366 days at a time") }
             do {
                 let report = try await writes.run { database, concern -> RecalculationReport in
-                    try store(database, concern, config, logger).recalculate(
+                    try store(database, concern, registry(), config, logger).recalculate(
                         start: start, end: end, classroom: body.classroom, esp32Name: body.esp32Name, now: clock.now())
                 }
                 return json(.ok, report)
@@ -91,8 +97,9 @@ enum AccountingAPI {
         }
     }
 
-    static func store(_ database: WorkerDatabase, _ concern: WriteConcern, _ config: WorkerConfig, _ logger: Logger) -> AggregationStore {
-        AggregationStore(storage: database.aggregationStorage(writeConcern: concern), registry: config.devices,
+    static func store(_ database: WorkerDatabase, _ concern: WriteConcern, _ registry: DeviceRegistry, _ config: WorkerConfig,
+                      _ logger: Logger) -> AggregationStore {
+        AggregationStore(storage: database.aggregationStorage(writeConcern: concern), registry: registry,
                          timeZone: config.timeZone, logger: logger)
     }
 

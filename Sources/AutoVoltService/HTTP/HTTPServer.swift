@@ -33,7 +33,8 @@ enum HTTPServer {
         PowerAnalyticsAPI.register(on: router, runner: queries, config: engine.config, logger: logger)
         DashboardRoutes.register(on: router, engine: engine, runner: queries, logger: logger)
         let writes = DatabaseWrites(database: engine.database, executor: executor, setting: engine.config.writeConcern)
-        AccountingAPI.register(on: router, writes: writes, runner: queries, clock: engine.clock, config: engine.config, logger: logger)
+        AccountingAPI.register(on: router, writes: writes, runner: queries, clock: engine.clock, registry: { engine.registryInForce },
+                               config: engine.config, logger: logger)
         AlarmsAPI.register(on: router, engine: engine, writes: writes, runner: queries)
         StatementsAPI.register(on: router, engine: engine, writes: writes, runner: queries, logger: logger)
         router.get("/metrics") { _, _ -> Response in

@@ -120,10 +120,29 @@ public final class AggregationStore: @unchecked Sendable {
         }
     }
 
+    /// A tariff for a classroom the registry does not know: it would price nothing, and its name
+    /// would be shown on every page that lists tariffs.
+    public struct UnknownClassroom: Error, Sendable, CustomStringConvertible {
+        public let classroom: String
+        public let known: [String]
+        public var description: String {
+            "classroom \"\(classroom)\" is not in the device registry; known classrooms: \(known.isEmpty ? "none" : known.joined(separator: ", "))"
+        }
+    }
+
+    /// Refuses a classroom no board of `registry` is in (nil: every classroom, always allowed).
+    public static func checkClassroom(_ classroom: String?, in registry: DeviceRegistry) throws(UnknownClassroom) {
+        guard let classroom else { return }
+        let known = Set(registry.devices.values.map(\.classroom))
+        guard known.contains(classroom) else { throw UnknownClassroom(classroom: classroom, known: known.sorted()) }
+    }
+
     /// Adds a version (never edits one) and recalculates every day and month it reaches, a page
-    /// of days at a time in date order (each month once, when its last page is done).
+    /// of days at a time in date order (each month once, when its last page is done). A classroom
+    /// the registry does not know is refused (`UnknownClassroom`) before anything is stored.
     public func addTariff(costPerKwh: Double, currency: String, effectiveFrom: EpochMillis, classroom: String?, notes: String?,
                           now: EpochMillis) throws -> TariffChange {
+        try Self.checkClassroom(classroom, in: registry)
         let id = "tv-\(ISO8601.format(now).filter(\.isNumber).prefix(17))-\(UUID().uuidString.prefix(6).lowercased())"
         let tariff = Tariff(id: id, costPerKwh: costPerKwh, currency: currency, effectiveFrom: effectiveFrom,
                             classroom: classroom, createdAt: now, notes: notes)
