@@ -21,72 +21,47 @@ public enum WorkerService {
             try engine.checkSchemaIfReachable()
             return engine
         }
-        // Three executors, so that nothing HTTP does waits behind something else: the write
-        // routes (recalculate, tariffs), the read queries (as many threads as may run at once,
-        // behind an admission gate with a bounded queue and a deadline), and /health's counts.
-        guard let client = engine.client else {
-            return try await runWithoutMongoDB(engine: engine, config: config, logger: logger, registry: registry)
+        // What HTTP reads through, per backend. MongoDB: three executors, so that nothing HTTP
+        // does waits behind something else: the write routes (recalculate, tariffs), the read
+        // queries (as many threads as may run at once, behind an admission gate with a bounded
+        // queue and a deadline), and /health's counts. PostgreSQL: the pool's connections.
+        let source: QueryRunner.Source
+        let writeExecutor: MongoExecutor?
+        let health: @Sendable () async -> HealthReporter.Figures?
+        let release: @Sendable () async -> Void
+        switch engine.database {
+        case .mongodb(let client):
+            let executor = MongoExecutor(client: client, threads: 2)
+            let queryExecutor = MongoExecutor(client: client, threads: config.httpQueryConcurrency)
+            let healthExecutor = MongoExecutor(client: client, threads: 1)
+            source = .mongodb(queryExecutor)
+            writeExecutor = executor
+            health = { await HealthReporter.load(healthExecutor) }
+            release = {
+                await executor.shutdown()
+                await queryExecutor.shutdown()
+                await healthExecutor.shutdown()
+            }
+        case .postgresql(let pool):
+            source = .postgresql(pool)
+            writeExecutor = nil
+            health = { await HealthReporter.load(pool) }
+            release = { pool.close() }
         }
-        let executor = MongoExecutor(client: client, threads: 2)
-        let queryExecutor = MongoExecutor(client: client, threads: config.httpQueryConcurrency)
-        let healthExecutor = MongoExecutor(client: client, threads: 1)
-        let queries = QueryRunner(executor: queryExecutor,
-                                  gate: AdmissionGate(maxConcurrent: config.httpQueryConcurrency, maxQueued: config.httpQueryQueue),
-                                  timeout: .milliseconds(config.httpQueryTimeoutMillis))
         var http: (any Service)?
         if let (host, port) = config.httpAddress {
-            let app = HTTPServer.application(host: host, port: port, engine: engine, queries: queries, executor: executor,
-                                             health: { await HealthReporter.load(healthExecutor) },
-                                             registry: registry, logger: logger)
-            http = HTTPStage(app: app, address: "\(host):\(port)", logger: logger)
-        }
-        logger.info("autovolt-worker started", metadata: [
-            "mqtt": "\(config.mqtt.host):\(config.mqtt.port)", "client_id": "\(config.mqtt.clientID)",
-            "subscriptions": "\(config.mqtt.subscriptions.joined(separator: ","))", "database": "\(client.databaseName)",
-            "state_dir": "\(config.stateDirectory)", "devices": "\(config.devices.devices.count)",
-        ])
-        let services = WorkerStages.services(engine: engine, http: http, notifier: SystemdNotifier(), logger: logger)
-        let group = ServiceGroup(configuration: .init(
-            services: services.map {
-                .init(service: $0, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .gracefullyShutdownGroup)
-            },
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
-        func shutdownExecutors() async {
-            await executor.shutdown()
-            await queryExecutor.shutdown()
-            await healthExecutor.shutdown()
-        }
-        do {
-            try await group.run()
-        } catch {
-            await shutdownExecutors()
-            throw error
-        }
-        await shutdownExecutors()
-        logger.info("autovolt-worker stopped", metadata: ["journal_pending": "\(engine.status.journalPending)"])
-    }
-}
-
-extension WorkerService {
-    /// The worker on PostgreSQL: the same stages and HTTP routes; the reads run on the pool's
-    /// connections instead of MongoExecutor threads.
-    static func runWithoutMongoDB(engine: Worker, config: WorkerConfig, logger: Logger,
-                                  registry: PrometheusCollectorRegistry?) async throws {
-        guard case .postgresql(let pool) = engine.database else { return }
-        var http: (any Service)?
-        if let (host, port) = config.httpAddress {
-            let queries = QueryRunner(source: .postgresql(pool),
+            let queries = QueryRunner(source: source,
                                       gate: AdmissionGate(maxConcurrent: config.httpQueryConcurrency, maxQueued: config.httpQueryQueue),
                                       timeout: .milliseconds(config.httpQueryTimeoutMillis))
-            let app = HTTPServer.application(host: host, port: port, engine: engine, queries: queries, executor: nil,
-                                             health: { await HealthReporter.load(pool) }, registry: registry, logger: logger)
+            let app = HTTPServer.application(host: host, port: port, engine: engine, queries: queries, executor: writeExecutor,
+                                             health: health, registry: registry, logger: logger)
             http = HTTPStage(app: app, address: "\(host):\(port)", logger: logger)
         }
         logger.info("autovolt-worker started", metadata: [
             "mqtt": "\(config.mqtt.host):\(config.mqtt.port)", "client_id": "\(config.mqtt.clientID)",
             "subscriptions": "\(config.mqtt.subscriptions.joined(separator: ","))", "database": "\(engine.database.name)",
-            "state_dir": "\(config.stateDirectory)", "devices": "\(config.devices.devices.count)",
+            "backend": "\(engine.database.backendName)", "state_dir": "\(config.stateDirectory)",
+            "devices": "\(config.devices.devices.count)",
         ])
         let services = WorkerStages.services(engine: engine, http: http, notifier: SystemdNotifier(), logger: logger)
         let group = ServiceGroup(configuration: .init(
@@ -95,8 +70,13 @@ extension WorkerService {
             },
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger))
-        try await group.run()
-        pool.close()
+        do {
+            try await group.run()
+        } catch {
+            await release()
+            throw error
+        }
+        await release()
         logger.info("autovolt-worker stopped", metadata: ["journal_pending": "\(engine.status.journalPending)"])
     }
 }
