@@ -22,7 +22,7 @@ struct AggregationPostgresFaultTests {
         try server.restart(mode: "immediate")
         // The pool's idle connections died with the server: the stage's loop retries what is transient.
         // The first statement on a dead connection fails; the next borrower connects afresh.
-        try retrying { try rig.entry("lab-101", Rig.day5 + 2 * Rig.hour, Rig.day5 + 3 * Rig.hour, 50) }
+        try retryingTransient { try rig.entry("lab-101", Rig.day5 + 2 * Rig.hour, Rig.day5 + 3 * Rig.hour, 50) }
         var processed: Int?
         var failures: [StorageDisposition] = []
         for _ in 0..<10 where processed == nil {
@@ -66,19 +66,11 @@ struct AggregationPostgresFaultTests {
         #expect(!failures.isEmpty && failures.allSatisfy { $0 == .transient }, "\(failures)")
         rig.store.beforeVersionedWrite = nil
         #expect(crashed && outcome == 1)
-        #expect(try retrying { try rig.dirtyMarkCount() } == 0)
+        #expect(try retryingTransient { try rig.dirtyMarkCount() } == 0)
         let other = try #require(try rig.daily("lab-201", "2026-11-05"))
         #expect(other.figures.energyWh == 125 && other.figures.cost == 1.25)
         let history = try rig.history("2026-11-05|lab-201").map(\.version)
         #expect(history == Array(1..<other.version), "versions \(other.version), history \(history)")
         #expect(try rig.monthly("lab-201", "2026-11")?.figures.energyWh == 125)
-    }
-
-    /// The test's own reads and writes after a crash: the same retry as a stage's.
-    func retrying<T>(_ body: () throws -> T) throws -> T {
-        for _ in 0..<10 {
-            do { return try body() } catch where storageDisposition(of: error) == .transient { Thread.sleep(forTimeInterval: 0.2) }
-        }
-        return try body()
     }
 }

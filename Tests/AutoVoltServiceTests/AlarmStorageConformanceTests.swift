@@ -362,13 +362,9 @@ struct AlarmStorageConformanceTests {
         }
     }
 
+    /// `eventually`, with a failing read (the database away) counted as not yet.
     static func waitUntil(_ timeout: TimeInterval, _ condition: () throws -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if (try? condition()) == true { return true }
-            Thread.sleep(forTimeInterval: 0.2)
-        }
-        return false
+        eventually(timeout: timeout, interval: 0.2) { (try? condition()) == true }
     }
 
     @Test(arguments: StorageBackend.allCases)

@@ -68,7 +68,7 @@ struct IngestPostgresFaultTests {
         #expect(total.inserted + total.duplicates >= 3000 && total.inserted <= 3000)
         // The pool's other connection went idle across the crash: its first use fails (transient,
         // as the worker's stages retry it) and the pool drops it.
-        let counts = try Self.retryingTransient { try pool.withConnection { connection in
+        let counts = try retryingTransient { try pool.withConnection { connection in
             try connection.query("""
                 SELECT (SELECT count(*) FROM telemetry_events) AS events,
                        (SELECT count(DISTINCT event_hash) FROM telemetry_events) AS hashes,
@@ -78,16 +78,5 @@ struct IngestPostgresFaultTests {
         } }
         #expect(counts?.int("events") == 3000 && counts?.int("hashes") == 3000, "failures \(failures)")
         #expect(counts?.int("rejects") == 0 && counts?.int("boards") == devices.count)
-    }
-
-    static func retryingTransient<T>(_ body: () throws -> T) throws -> T {
-        for _ in 0..<2 {
-            do {
-                return try body()
-            } catch {
-                guard storageDisposition(of: error) == .transient else { throw error }
-            }
-        }
-        return try body()
     }
 }

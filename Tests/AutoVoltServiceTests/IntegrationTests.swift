@@ -6,7 +6,8 @@ import Testing
 
 /// A real mosquitto, scripts/dev-mongo and the built worker executable, on free ports; with
 /// `backend: .postgres` the worker stores into a PostgreSQL 15 of the rig's own instead
-/// (`AUTOVOLT_DATABASE_URL`), and `count` reads it there.
+/// (`AUTOVOLT_DATABASE_URL`), and `count` reads it there. @unchecked: a rig belongs to one test;
+/// `workers` is appended by that test's thread only, everything else is set in `init`.
 final class Rig: @unchecked Sendable {
     let broker: MosquittoBroker
     let mongo: DevMongoServer

@@ -48,6 +48,7 @@ struct PostgresHTTPAlarmsStatementsTests {
     }
 
     /// Both workers, started on schemas made up front, with the registry above and a token.
+    /// @unchecked: one test uses it, on its own task; `sides` is set once in `init`.
     final class Pair: @unchecked Sendable {
         let mongoRig: Rig
         let postgresRig: PostgresRig

@@ -62,8 +62,6 @@ public final class Worker: Sendable {
     let clock: any WorkerClock
     /// The database chosen by AUTOVOLT_DATABASE_URL: each stage takes its storage from it.
     let database: WorkerDatabase
-    /// MongoDB's client, for the HTTP executors: nil on PostgreSQL.
-    var client: MongoClient? { database.mongo }
     /// When each stage last went round its loop (the systemd watchdog follows it).
     public let stages: StageMonitor
     /// Alarm evaluation (AUTOVOLT_ALARMS): fed by the drain, stored by the alarms stage.
