@@ -76,31 +76,85 @@ public struct AggregateEntry: Sendable, Equatable {
     }
 }
 
-public enum Aggregator {
-    /// Figures of one device for one local day from its live entries of that day.
-    public static func daily(date: CivilDate, esp32Name: String, classroom: String, entries: [AggregateEntry],
-                             tariffs: TariffBook, calendar: inout LocalCalendar) -> DailyFigures {
-        let dayStart = calendar.startOfDay(date)
-        let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
-        // Hot loop (a campus day is 1.4 M entries): tariffs as indexed segments, counts in arrays.
-        let book = tariffs.segments(classroom: classroom)
-        var energy = 0.0
-        var cost = 0.0
-        var unpriced = 0.0
-        var used = [Bool](repeating: false, count: book.tariffs.count)
-        var usedOrder: [Int] = []
-        var segmentWh = [Double](repeating: 0, count: book.tariffs.count)
-        var covered: Int64 = 0
-        var counts = [0, 0, 0] // Confidence.allCases order
-        let hours = localHours(dayStart: dayStart, dayEnd: dayEnd, calendar: &calendar)
-        var hourly = [Double](repeating: 0, count: max(0, hours.count - 1))
+/// The running sums of one device-day's figures: everything `Aggregator.daily` adds up, kept
+/// (as `encoded`, with the daily aggregate) so that entries appended after the last one folded
+/// are added without reading the others again. A day of n entries updated after each ledger
+/// step otherwise costs n²/2 entry reads. Folding a day's entries in two parts gives the same
+/// figures, to the bit, as folding them at once (AggregationFoldTests): the same additions in
+/// the same order.
+public struct DayFold: Sendable, Equatable {
+    /// The tariff book it was priced with (`TariffBook.fingerprint`) and the classroom: under
+    /// another book or classroom the sums are not valid and the day is folded again from all
+    /// its entries.
+    public var bookFingerprint: UInt64
+    public var classroom: String
+    public var dayStart: EpochMillis
+    public var dayEnd: EpochMillis
+    /// (start, end) of the last entry folded; nil before the first.
+    public var last: EntryPosition?
+    public var entries = 0
+    var energy = 0.0
+    var cost = 0.0
+    var unpriced = 0.0
+    var covered: Int64 = 0
+    /// The overlap scan's state: the furthest end so far, and the time covered twice.
+    var reach = Int64.min
+    var overlap: Int64 = 0
+    var counts = [0, 0, 0] // Confidence.allCases order
+    /// Tariff segments (indices into the classroom's `ClassroomTariffs`) in the order first used.
+    var usedOrder: [Int] = []
+    var segmentWh: [Double]
+    var hourly: [Double]
+    /// Hour boundaries of the day (not stored: derived from the day and the zone).
+    var hours: [EpochMillis]
+
+    public struct EntryPosition: Sendable, Equatable, Hashable {
+        public var start: EpochMillis
+        public var end: EpochMillis
+        public init(start: EpochMillis, end: EpochMillis) {
+            self.start = start
+            self.end = end
+        }
+    }
+
+    public init(date: CivilDate, classroom: String, tariffs: TariffBook, book: ClassroomTariffs, calendar: inout LocalCalendar) {
+        bookFingerprint = tariffs.fingerprint
+        self.classroom = classroom
+        dayStart = calendar.startOfDay(date)
+        dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
+        hours = Aggregator.localHours(dayStart: dayStart, dayEnd: dayEnd, calendar: &calendar)
+        segmentWh = [Double](repeating: 0, count: book.tariffs.count)
+        hourly = [Double](repeating: 0, count: max(0, hours.count - 1))
+    }
+
+    /// Whether this fold can take the entries of `date` priced by `tariffs` (same book, same day
+    /// bounds, a classroom already fixed by a first entry).
+    public func continues(date: CivilDate, tariffs: TariffBook, calendar: inout LocalCalendar) -> Bool {
+        last != nil && entries > 0 && bookFingerprint == tariffs.fingerprint && dayStart == calendar.startOfDay(date)
+            && dayEnd == calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
+            && segmentWh.count == tariffs.segments(classroom: classroom).tariffs.count
+    }
+
+    /// Adds entries that come after every entry folded so far, in time order. Returns false when
+    /// one starts before the one before it: the sums are still added, the overlap is not exact.
+    @discardableResult
+    public mutating func add(_ newEntries: [AggregateEntry], book: ClassroomTariffs) -> Bool {
+        var ordered = true
         var hourCursor = 0
-        for entry in entries {
+        for entry in newEntries {
+            if let last, entry.start < last.start { ordered = false }
+            last = EntryPosition(start: entry.start, end: entry.end)
+            entries += 1
             covered += max(0, min(entry.end, dayEnd) - max(entry.start, dayStart))
             counts[entry.confidence.rank] += 1
+            let start = max(entry.start, dayStart), end = min(entry.end, dayEnd)
+            if end > start {
+                if start < reach { overlap += min(reach, end) - start }
+                reach = max(reach, end)
+            }
             guard entry.billable else { continue }
             energy += entry.deltaWh
-            spreadOverHours(entry, hours: hours, into: &hourly, cursor: &hourCursor)
+            Aggregator.spreadOverHours(entry, hours: hours, into: &hourly, cursor: &hourCursor)
             book.forEachPiece(energyWh: entry.deltaWh, start: entry.start, end: entry.end) { segment, share in
                 let rate = book.rates[segment]
                 if rate.isNaN {
@@ -109,16 +163,18 @@ public enum Aggregator {
                 }
                 cost += share / 1000 * rate
                 segmentWh[segment] += share
-                if !used[segment] {
-                    used[segment] = true
-                    usedOrder.append(segment)
-                }
+                if !usedOrder.contains(segment) { usedOrder.append(segment) }
             }
         }
+        return ordered
+    }
+
+    /// The day's figures from the sums.
+    public func figures(date: CivilDate, esp32Name: String, book: ClassroomTariffs) -> DailyFigures {
         var ids: [String] = []
         var costSegments: [CostSegment] = []
         for segment in usedOrder {
-            guard let tariff = book.tariffs[segment] else { continue }
+            guard segment < book.tariffs.count, let tariff = book.tariffs[segment] else { continue }
             if let index = ids.firstIndex(of: tariff.id) {
                 // The same version in force in two segments (a global change under a classroom tariff).
                 costSegments[index].energyWh += segmentWh[segment]
@@ -129,16 +185,93 @@ public enum Aggregator {
                                                 cost: segmentWh[segment] / 1000 * tariff.costPerKwh))
             }
         }
-        let currency = usedOrder.first.flatMap { book.tariffs[$0]?.currency }
+        let currency = usedOrder.first.flatMap { $0 < book.tariffs.count ? book.tariffs[$0]?.currency : nil }
         var confidence: [Confidence: Int] = [:]
         for (i, level) in Confidence.allCases.enumerated() where counts[i] > 0 { confidence[level] = counts[i] }
-        let overlap = overlapMillis(entries, dayStart: dayStart, dayEnd: dayEnd)
         let dayLength = Double(max(dayEnd - dayStart, 1))
         return DailyFigures(
             date: date, esp32Name: esp32Name, classroom: classroom, energyWh: energy,
             cost: unpriced > 1e-9 ? nil : cost, currency: currency, costVersionIDs: ids,
-            coverage: min(1, Double(max(0, covered - overlap)) / dayLength), confidence: confidence, entries: entries.count,
+            coverage: min(1, Double(max(0, covered - overlap)) / dayLength), confidence: confidence, entries: entries,
             unpricedWh: unpriced, overlapMillis: overlap, hourlyWh: hourly, costSegments: costSegments)
+    }
+
+    // MARK: Stored form
+
+    /// The stored form: exact (every Double as its bit pattern), versioned, one line of text.
+    public var encoded: String {
+        func bits(_ value: Double) -> String { String(value.bitPattern, radix: 16) }
+        func list(_ values: [Double]) -> String { values.map(bits).joined(separator: ",") }
+        let fields: [String] = [
+            "f1", String(bookFingerprint, radix: 16), "\(dayStart)", "\(dayEnd)",
+            last.map { "\($0.start)" } ?? "", last.map { "\($0.end)" } ?? "",
+            "\(entries)", bits(energy), bits(cost), bits(unpriced), "\(covered)", "\(reach)", "\(overlap)",
+            counts.map(String.init).joined(separator: ","), usedOrder.map(String.init).joined(separator: ","),
+            list(segmentWh), list(hourly), classroom,
+        ]
+        return fields.joined(separator: ";")
+    }
+
+    /// Reads `encoded`; nil for anything else (an older format, a damaged value): the day is
+    /// then folded again from all its entries.
+    public init?(encoded text: String, calendar: inout LocalCalendar) {
+        // The classroom is last and may hold the separator.
+        let parts = text.split(separator: ";", maxSplits: 17, omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 18, parts[0] == "f1", let fingerprint = UInt64(parts[1], radix: 16),
+              let dayStart = Int64(parts[2]), let dayEnd = Int64(parts[3]), let entries = Int(parts[6]),
+              let covered = Int64(parts[10]), let reach = Int64(parts[11]), let overlap = Int64(parts[12]) else { return nil }
+        func double(_ text: String) -> Double? { UInt64(text, radix: 16).map(Double.init(bitPattern:)) }
+        func values<T>(_ text: String, _ parse: (String) -> T?) -> [T]? {
+            var values: [T] = []
+            for part in text.split(separator: ",") {
+                guard let value = parse(String(part)) else { return nil }
+                values.append(value)
+            }
+            return values
+        }
+        func doubles(_ text: String) -> [Double]? { values(text, double) }
+        func ints(_ text: String) -> [Int]? { values(text) { Int($0) } }
+        guard let energy = double(parts[7]), let cost = double(parts[8]), let unpriced = double(parts[9]),
+              let counts = ints(parts[13]), counts.count == 3, let usedOrder = ints(parts[14]),
+              let segmentWh = doubles(parts[15]), let hourly = doubles(parts[16]),
+              usedOrder.allSatisfy({ $0 >= 0 && $0 < segmentWh.count }) else { return nil }
+        if parts[4].isEmpty != parts[5].isEmpty { return nil }
+        if !parts[4].isEmpty {
+            guard let start = Int64(parts[4]), let end = Int64(parts[5]) else { return nil }
+            last = EntryPosition(start: start, end: end)
+        }
+        hours = Aggregator.localHours(dayStart: dayStart, dayEnd: dayEnd, calendar: &calendar)
+        guard hourly.count == max(0, hours.count - 1) else { return nil }
+        bookFingerprint = fingerprint
+        classroom = parts[17]
+        self.dayStart = dayStart
+        self.dayEnd = dayEnd
+        self.entries = entries
+        self.energy = energy
+        self.cost = cost
+        self.unpriced = unpriced
+        self.covered = covered
+        self.reach = reach
+        self.overlap = overlap
+        self.counts = counts
+        self.usedOrder = usedOrder
+        self.segmentWh = segmentWh
+        self.hourly = hourly
+    }
+}
+
+public enum Aggregator {
+    /// Figures of one device for one local day from its live entries of that day: a `DayFold`
+    /// of all of them (entries in time order, as the ledger stores them).
+    public static func daily(date: CivilDate, esp32Name: String, classroom: String, entries: [AggregateEntry],
+                             tariffs: TariffBook, calendar: inout LocalCalendar) -> DailyFigures {
+        let book = tariffs.segments(classroom: classroom)
+        var fold = DayFold(date: date, classroom: classroom, tariffs: tariffs, book: book, calendar: &calendar)
+        if !fold.add(entries, book: book) {
+            // Not in time order (tests hand entries so): the sums do not care, the overlap does.
+            fold.overlap = overlapMillis(entries, dayStart: fold.dayStart, dayEnd: fold.dayEnd)
+        }
+        return fold.figures(date: date, esp32Name: esp32Name, book: book)
     }
 
     /// The local hours of the day [dayStart, dayEnd) as instants where each begins, plus

@@ -32,8 +32,19 @@ public struct TariffBook: Sendable {
     /// (`segments(classroom:)` builds on them).
     private let changeTimes: [String: [EpochMillis]]
     private let globalChangeTimes: [EpochMillis]
+    /// Identifies the set of versions (FNV-1a of their sorted ids; versions are never edited):
+    /// figures priced with another book are priced again (`DayFold`).
+    public let fingerprint: UInt64
 
     public init(_ versions: [Tariff]) {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for id in versions.map(\.id).sorted() {
+            for byte in id.utf8 + [0x0A] {
+                hash ^= UInt64(byte)
+                hash = hash &* 0x0000_0100_0000_01B3
+            }
+        }
+        fingerprint = hash
         var scopes: [String?: [Tariff]] = [:]
         for v in versions { scopes[v.classroom, default: []].append(v) }
         byScope = scopes.mapValues { list in

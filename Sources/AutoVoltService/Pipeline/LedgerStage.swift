@@ -5,10 +5,9 @@ import Logging
 import Synchronization
 
 /// Transform: advances the ledger of every device with unprocessed events (or a dip waiting to
-/// settle), then recomputes the aggregates of the days whose ledger changed (today's figures move
-/// during the day). Separate from the drain so a slow derivation never holds back ingestion.
-/// Owns its LedgerStore and AggregationStore.
-// @unchecked: the stores are built and used by the stage's own thread (LedgerStore's counters
+/// settle), marking the days it changed and waking the AggregationStage. Separate from the drain
+/// so a slow derivation never holds back ingestion. Owns its LedgerStore.
+// @unchecked: the store is built and used by the stage's own thread (LedgerStore's counters
 // are under its own lock for /health); `shown` is under a Mutex.
 final class LedgerStage: BlockingStage, @unchecked Sendable {
     let control: StageControl
@@ -17,6 +16,8 @@ final class LedgerStage: BlockingStage, @unchecked Sendable {
     private let config: WorkerConfig
     private let metrics: WorkerMetrics
     private let clock: any WorkerClock
+    /// Wakes the AggregationStage after a step that changed the ledger.
+    private let changed: Wakeup
     private let logger: Logger
 
     private struct Shown {
@@ -26,8 +27,9 @@ final class LedgerStage: BlockingStage, @unchecked Sendable {
     private let shown = Mutex(Shown())
 
     init(control: StageControl, link: DatabaseLink, registry: RegistryInForce, config: WorkerConfig, metrics: WorkerMetrics,
-         clock: any WorkerClock, logger: Logger) {
+         clock: any WorkerClock, changed: Wakeup, logger: Logger) {
         self.control = control
+        self.changed = changed
         self.link = link
         self.registry = registry
         self.config = config
@@ -43,7 +45,7 @@ final class LedgerStage: BlockingStage, @unchecked Sendable {
 
     func runLoop() {
         var backoff = 0.2
-        var stores: (ledger: LedgerStore, aggregation: AggregationStore)?
+        var store: LedgerStore?
         var appliedGeneration = 0
         while !control.isStopping {
             control.beat()
@@ -55,24 +57,18 @@ final class LedgerStage: BlockingStage, @unchecked Sendable {
             // concern failure (an idle loop, at night, writes nothing and proves nothing).
             let acknowledged = MongoClient.AcknowledgedWrites()
             do {
-                let (batches, progressed, recomputed) = try MongoClient.countingAcknowledgedWrites(in: acknowledged) {
-                    () throws -> (batches: [[String]], progressed: Bool, recomputed: Int) in
+                let (batches, progressed) = try MongoClient.countingAcknowledgedWrites(in: acknowledged) {
+                    () throws -> (batches: [[String]], progressed: Bool) in
                     let (registry, generation) = self.registry.snapshot
-                    let (ledger, aggregation): (LedgerStore, AggregationStore)
-                    if let stores {
-                        (ledger, aggregation) = stores
-                        if generation != appliedGeneration {
-                            ledger.registry = registry
-                            aggregation.registry = registry
-                        }
+                    let ledger: LedgerStore
+                    if let store {
+                        ledger = store
+                        if generation != appliedGeneration { ledger.registry = registry }
                     } else {
-                        let concern = try link.writeConcern
-                        ledger = LedgerStore(storage: link.database.ledgerStorage(writeConcern: concern), registry: registry,
+                        ledger = LedgerStore(storage: link.database.ledgerStorage(writeConcern: try link.writeConcern), registry: registry,
                                              timeZone: config.timeZone, owner: "worker:\(config.mqtt.clientID)",
                                              policy: config.ledgerPolicy, logger: logger)
-                        aggregation = AggregationStore(storage: link.database.aggregationStorage(writeConcern: concern), registry: registry,
-                                                       timeZone: config.timeZone, logger: logger)
-                        stores = (ledger, aggregation)
+                        store = ledger
                         shown.withLock { $0.ledger = ledger }
                     }
                     appliedGeneration = generation
@@ -90,12 +86,12 @@ final class LedgerStage: BlockingStage, @unchecked Sendable {
                         }
                         metrics.recordLedger(ledger.snapshot)
                     }
-                    let recomputed = try aggregation.processDirtyDays(now: clock.now())
-                    return (batches, progressed, recomputed)
+                    return (batches, progressed)
                 }
+                if progressed { changed.signal() }
                 if acknowledged.count > 0 { link.noteWriteConcernSatisfied(.ledger) }
                 backoff = 0.2
-                if batches.isEmpty && recomputed == 0 {
+                if batches.isEmpty {
                     control.wait(seconds: 1)
                 } else if !batches.isEmpty && !progressed {
                     // Every device is held by other workers: let them finish.

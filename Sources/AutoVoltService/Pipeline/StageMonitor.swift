@@ -6,7 +6,7 @@ import Synchronization
 /// socket, a deadlock) stops the pings and systemd restarts the worker.
 public final class StageMonitor: Sendable {
     public enum Stage: String, Sendable, CaseIterable {
-        case drain, ledger, scheduler, alarms
+        case drain, ledger, aggregation, scheduler, alarms
 
         /// How long a stage may go without coming round. Generous where one step legitimately
         /// takes long (a backoff of 15 s, a nightly reconciliation of a campus day).
@@ -14,6 +14,7 @@ public final class StageMonitor: Sendable {
             switch self {
             case .drain: 60_000
             case .ledger: 300_000
+            case .aggregation: 300_000
             case .scheduler: 900_000
             case .alarms: 120_000
             }

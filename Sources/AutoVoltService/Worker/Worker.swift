@@ -11,7 +11,8 @@ import Synchronization
 ///
 ///     source     Intake         broker / HTTP ingest -> journal (durable before the PUBACK)
 ///     transform  DrainStage     journal -> decoded, validated -> events | rejections
-///     transform  LedgerStage    events -> ledger entries -> today's aggregates
+///     transform  LedgerStage    events -> ledger entries (and marks of the days changed)
+///     transform  AggregationStage  marked days -> today's daily and monthly aggregates
 ///     sink       SchedulerStage day closes, reconciliation, statements, retention
 ///                AlarmStage     raises and clears (fed by the drain)
 ///
@@ -71,6 +72,7 @@ public final class Worker: Sendable {
     private let intake: Intake
     private let drain: DrainStage
     private let ledger: LedgerStage
+    private let aggregation: AggregationStage
     private let scheduler: SchedulerStage
     private let alarmStage: AlarmStage
     private let shutdownBegun = Mutex(false)
@@ -81,9 +83,9 @@ public final class Worker: Sendable {
         self.logger = logger
         self.clock = clock
         let journal = try Intake.openJournal(config)
-        // The drain, ledger and scheduler hold one connection each at most, /health one, and the
+        // The drain, ledger, aggregation and scheduler hold one connection each at most, /health one, and the
         // analytics reads as many as may run at once.
-        let database = try WorkerDatabase.open(config, poolSize: 4 + config.httpQueryConcurrency)
+        let database = try WorkerDatabase.open(config, poolSize: 5 + config.httpQueryConcurrency)
         self.database = database
         let monitor = StageMonitor(now: clock.now(), silenceOverride: faults.stageSilenceMillis)
         stages = monitor
@@ -98,6 +100,7 @@ public final class Worker: Sendable {
             StageControl(stage, monitor: monitor, clock: clock, faults: faults, onStop: onStop)
         }
         let ledgerControl = control(.ledger)
+        let aggregationControl = control(.aggregation)
         let drainControl = control(.drain)
         let intake = Intake(journal: journal, config: config, registry: registry, metrics: metrics, committed: drainControl.wakeup,
                         clock: clock, faults: faults, logger: logger)
@@ -105,7 +108,9 @@ public final class Worker: Sendable {
         drain = DrainStage(control: drainControl, intake: intake, link: link, registry: registry, config: config, metrics: metrics,
                            alarms: alarms, inserted: ledgerControl.wakeup, clock: clock, logger: logger)
         ledger = LedgerStage(control: ledgerControl, link: link, registry: registry, config: config, metrics: metrics, clock: clock,
-                             logger: logger)
+                             changed: aggregationControl.wakeup, logger: logger)
+        aggregation = AggregationStage(control: aggregationControl, link: link, registry: registry, config: config, clock: clock,
+                                       logger: logger)
         scheduler = SchedulerStage(control: control(.scheduler), link: link, registry: registry, config: config, clock: clock,
                                    intakeReadiness: { [intake] in intake.readiness() }, logger: logger)
         alarmStage = AlarmStage(control: control(.alarms, onStop: { alarms.requestStop() }), alarms: alarms, link: link)
@@ -117,7 +122,7 @@ public final class Worker: Sendable {
 
     /// The stages that block, each on a thread of its own, with how long a stop may take.
     var blockingStages: [(stage: any BlockingStage, stopTimeout: Duration)] {
-        [(drain, .seconds(16)), (ledger, .seconds(10)), (scheduler, .seconds(5)), (alarmStage, .seconds(5))]
+        [(drain, .seconds(16)), (ledger, .seconds(10)), (aggregation, .seconds(10)), (scheduler, .seconds(5)), (alarmStage, .seconds(5))]
     }
 
     /// Checks the database once, up front: a database that belongs to another program stops the
@@ -143,6 +148,7 @@ public final class Worker: Sendable {
         alarms?.reload(registry: loaded, rulesPath: nil)
         drain.control.wakeup.signal()
         ledger.control.wakeup.signal()
+        aggregation.control.wakeup.signal()
         return true
     }
 
