@@ -34,8 +34,11 @@ public struct LedgerChange: Sendable, Equatable {
     public var inserting: [LedgerEntry] = []
     /// Stored entries the derivation no longer gives.
     public var superseding: [Supersession] = []
-    /// Local dates whose totals changed, to be re-aggregated.
-    public var dirtyDates: Set<String> = []
+    /// Local dates whose totals changed, to be re-aggregated, each with the earliest start of an
+    /// entry inserted or superseded on it: the day's entries before that instant are as they were
+    /// (the aggregation folds only what comes after, `DayFold`).
+    public var changedFrom: [String: EpochMillis] = [:]
+    public var dirtyDates: Set<String> { Set(changedFrom.keys) }
 
     public var isEmpty: Bool { inserting.isEmpty && superseding.isEmpty }
 }
@@ -51,7 +54,12 @@ public enum LedgerDiff {
         for entry in stored where !derivedIDs.contains(entry.id) {
             change.superseding.append(.init(entry: entry, replacement: covering(entry.start, in: derived) ?? "rederived"))
         }
-        change.dirtyDates = Set(change.inserting.map(\.date.description) + change.superseding.map(\.entry.dateText))
+        for entry in change.inserting {
+            change.changedFrom[entry.date.description] = min(change.changedFrom[entry.date.description] ?? .max, entry.start)
+        }
+        for item in change.superseding {
+            change.changedFrom[item.entry.dateText] = min(change.changedFrom[item.entry.dateText] ?? .max, item.entry.start)
+        }
         return change
     }
 

@@ -80,11 +80,12 @@ final class AggregationStorageRig: Sendable {
                           PostgresJSON("{\"confidence\": \"\(confidence.rawValue)\", \"reasons\": []}")])
             }
         }
-        if mark { try markDirty(name, Self.date(start)) }
+        if mark { try markDirty(name, Self.date(start), changedFrom: start) }
         return id
     }
 
-    /// What a late reading does to an entry: it stays, superseded.
+    /// What a late reading does to an entry: it stays, superseded, and its day is marked from its
+    /// start (the id says which: "e-name-start-end").
     func supersede(_ id: String, by replacement: String = "late") throws {
         switch backend {
         case .mongo:
@@ -96,30 +97,21 @@ final class AggregationStorageRig: Sendable {
                 try connection.execute("UPDATE device_consumption_ledgers SET superseded_by = $2, superseded_at = now() WHERE id = $1", [id, replacement])
             }
         }
+        let parts = id.split(separator: "-")
+        if parts.count >= 4, let start = EpochMillis(parts[parts.count - 2]) {
+            try markDirty(parts[1..<(parts.count - 2)].joined(separator: "-"), Self.date(start), changedFrom: start)
+        }
     }
 
-    /// Marks a device-day as the ledger does, each mark later than the one before.
-    func markDirty(_ name: String, _ date: CivilDate) throws {
+    /// Marks a device-day through the ledger's own storage, each mark later than the one before;
+    /// `changedFrom` nil: not known (the day is read whole).
+    func markDirty(_ name: String, _ date: CivilDate, changedFrom: EpochMillis? = nil) throws {
         let at = marks.withLock { value in
             value += 1_000
             return value
         }
-        let id = "\(name)|\(date)"
-        let classroom = registry.resolve(name).classroom
-        switch backend {
-        case .mongo:
-            _ = try client?.updateOne(LedgerStore.dirtyDaysCollection, filter: ["_id": .string(id)],
-                                      update: ["$set": ["esp32_name": .string(name), "date": .string(date.description),
-                                                        "classroom": .string(classroom), "dirty_at": .millis(at)]],
-                                      upsert: true, writeConcern: .acknowledged)
-        case .postgres:
-            try pool?.withConnection { connection in
-                try connection.execute("""
-                    INSERT INTO ledger_dirty_days (id, esp32_name, date, classroom, dirty_at) VALUES ($1, $2, $3, $4, $5::timestamptz)
-                    ON CONFLICT (id) DO UPDATE SET dirty_at = EXCLUDED.dirty_at
-                    """, [id, name, date.description, classroom, PostgresTimestamp(millis: at)])
-            }
-        }
+        try fixture.database.ledgerStorage(writeConcern: .acknowledged).markDirtyDays(
+            [LedgerDirtyDay(esp32Name: name, date: date.description, classroom: registry.resolve(name).classroom, changedFrom: changedFrom)], at: at)
     }
 
     func daily(_ name: String, _ date: String) throws -> StoredAggregate? {
@@ -508,6 +500,103 @@ struct AggregationStorageConformanceTests {
         #expect(try rig.dirtyMarkCount() == 0)
     }
 
+    /// A day's entries after a position, in (start, end) order: what a stored fold has not
+    /// folded yet (an entry of the same start and a later end is after it).
+    @Test(arguments: StorageBackend.allCases)
+    func liveEntriesAfterAPositionAreTheOnesAFoldHasNotTaken(_ backend: StorageBackend) throws {
+        let rig = try Rig(backend)
+        let h = Rig.hour, d = Rig.day5
+        try rig.entry("lab-101", d + 3 * h, d + 4 * h, 3)
+        try rig.entry("lab-101", d + h, d + 2 * h, 1)
+        try rig.entry("lab-101", d + 2 * h, d + 2 * h, 0) // an instant
+        try rig.entry("lab-101", d + 2 * h, d + 3 * h, 2)
+        let late = try rig.entry("lab-101", d + 5 * h, d + 6 * h, 5)
+        try rig.supersede(late)
+        try rig.entry("lab-102", d + 4 * h, d + 5 * h, 9)
+        let day = DeviceDay(esp32Name: "lab-101", date: CivilDate(year: 2026, month: 11, day: 5))
+        let other = DeviceDay(esp32Name: "lab-102", date: day.date)
+        let whole = try rig.storage.liveEntries(of: [day, other], after: [:])
+        #expect(whole[day]?.entries.map(\.deltaWh) == [1, 0, 2, 3])
+        let after = try rig.storage.liveEntries(of: [day, other], after: [day: DayFold.EntryPosition(start: d + 2 * h, end: d + 2 * h)])
+        #expect(after[day]?.entries.map(\.deltaWh) == [2, 3])
+        #expect(after[day]?.classroom == "CSE-301")
+        #expect(after[other]?.entries.map(\.deltaWh) == [9], "a day without a position is read whole")
+        let none = try rig.storage.liveEntries(of: [day], after: [day: DayFold.EntryPosition(start: d + 3 * h, end: d + 4 * h)])
+        #expect(none[day] == nil)
+    }
+
+    /// Marks of one day keep the earliest change (an unknown one wins: the day is read whole), and
+    /// every mark is new: a mark read before the day was marked again is not cleared.
+    @Test(arguments: StorageBackend.allCases)
+    func marksKeepTheEarliestChangeAndEveryMarkIsNew(_ backend: StorageBackend) throws {
+        let rig = try Rig(backend)
+        let nov5 = CivilDate(year: 2026, month: 11, day: 5)
+        try rig.markDirty("lab-101", nov5, changedFrom: Rig.day5 + 5 * Rig.hour)
+        try rig.markDirty("lab-101", nov5, changedFrom: Rig.day5 + 2 * Rig.hour)
+        try rig.markDirty("lab-101", nov5, changedFrom: Rig.day5 + 9 * Rig.hour)
+        let first = try rig.storage.dirtyDays(limit: 10)
+        #expect(first.map(\.changedFrom) == [Rig.day5 + 2 * Rig.hour])
+        try rig.markDirty("lab-101", nov5, changedFrom: Rig.day5 + 9 * Rig.hour)
+        let second = try rig.storage.dirtyDays(limit: 10)
+        #expect(second.map(\.changedFrom) == [Rig.day5 + 2 * Rig.hour])
+        #expect(first.map(\.mark) != second.map(\.mark))
+        try rig.storage.clearDirtyDays(first)
+        #expect(try rig.dirtyMarkCount() == 1, "marked again after the read: kept")
+        try rig.markDirty("lab-101", nov5, changedFrom: nil)
+        #expect(try rig.storage.dirtyDays(limit: 10).map(\.changedFrom) == [0], "not known: the epoch, before every entry")
+        try rig.storage.clearDirtyDays(try rig.storage.dirtyDays(limit: 10))
+        #expect(try rig.dirtyMarkCount() == 0)
+    }
+
+    /// Today's figures follow the ledger by folding the new entries into the stored sums; a
+    /// supersession, an entry before the folded ones or a new tariff reads the day whole. After
+    /// every round the stored day is exactly what a recalculation from all entries writes.
+    @Test(arguments: StorageBackend.allCases)
+    func aDayFoldedRoundByRoundEqualsOneRecalculatedWhole(_ backend: StorageBackend) throws {
+        let rig = try Rig(backend)
+        let other = try rig.otherWorker() // recalculates, to compare: its writes do not count as ours
+        let h = Rig.hour, d = Rig.day5, nov5 = CivilDate(year: 2026, month: 11, day: 5)
+        _ = try rig.store.addTariff(costPerKwh: 7.3, currency: "INR", effectiveFrom: d - Rig.day, classroom: nil, notes: nil, now: d)
+        var at = d + h
+        var ids: [String] = []
+        func add(_ count: Int, _ wh: Double) throws {
+            for _ in 0..<count {
+                ids.append(try rig.entry("lab-101", at, at + 30_000, wh + Double(ids.count) * 0.013))
+                at += 30_000
+            }
+        }
+        func roundMatchesWhole(_ note: String) throws {
+            _ = try rig.store.processDirtyDays(now: d + 2 * Rig.day)
+            let folded = try #require(try rig.daily("lab-101", Self.nov5))
+            _ = try other.recalculate(start: nov5, end: nov5, classroom: nil, esp32Name: "lab-101", now: d + 2 * Rig.day)
+            let whole = try #require(try rig.daily("lab-101", Self.nov5))
+            #expect(folded.figures == whole.figures, "\(note)")
+            #expect(whole.figures.day?.fold != nil)
+        }
+        try add(40, 1.7)
+        try roundMatchesWhole("first round")
+        #expect(rig.store.folds == .init(folded: 0, readWhole: 1))
+        for round in 0..<3 {
+            try add(25, 0.9)
+            try roundMatchesWhole("append round \(round)")
+        }
+        #expect(rig.store.folds == .init(folded: 3, readWhole: 1), "appends fold")
+        try rig.supersede(ids[50])
+        try rig.entry("lab-101", Rig.day5 + h + 50 * 30_000, Rig.day5 + h + 51 * 30_000 - 1, 4.4) // its replacement
+        try roundMatchesWhole("after a supersession")
+        #expect(rig.store.folds == .init(folded: 3, readWhole: 2))
+        try rig.entry("lab-101", d + 10 * 60_000, d + 20 * 60_000, 2.5) // before every folded entry
+        try roundMatchesWhole("an entry before the folded ones")
+        #expect(rig.store.folds == .init(folded: 3, readWhole: 3))
+        try add(10, 0.4)
+        _ = try other.addTariff(costPerKwh: 9.1, currency: "INR", effectiveFrom: d + 2 * h, classroom: "CSE-301", notes: nil, now: d + 1)
+        try roundMatchesWhole("after a tariff change")
+        #expect(rig.store.folds == .init(folded: 3, readWhole: 4), "another book: read whole")
+        try add(10, 0.4)
+        try roundMatchesWhole("appends again")
+        #expect(rig.store.folds == .init(folded: 4, readWhole: 4))
+    }
+
     /// Only live entries count; a day whose entries were all superseded goes to zero (its
     /// aggregate is found though no entry is); the pages of a tariff change cover every
     /// aggregated day once, in date order.
@@ -522,7 +611,8 @@ struct AggregationStorageConformanceTests {
         try rig.supersede(a)
         try rig.supersede(c)
         let nov5 = CivilDate(year: 2026, month: 11, day: 5)
-        let live = try rig.storage.liveEntries(of: [DeviceDay(esp32Name: "lab-101", date: nov5), DeviceDay(esp32Name: "lab-102", date: nov5)])
+        let live = try rig.storage.liveEntries(of: [DeviceDay(esp32Name: "lab-101", date: nov5), DeviceDay(esp32Name: "lab-102", date: nov5)],
+                                               after: [:])
         #expect(live[DeviceDay(esp32Name: "lab-101", date: nov5)]
             == DayEntries(classroom: "CSE-301", entries: [AggregateEntry(start: Rig.day5 + 2 * Rig.hour, end: Rig.day5 + 3 * Rig.hour,
                                                                            deltaWh: 20, billable: true, confidence: .medium)]))

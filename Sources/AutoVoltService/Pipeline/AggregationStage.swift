@@ -28,41 +28,22 @@ final class AggregationStage: BlockingStage, @unchecked Sendable {
     }
 
     func runLoop() {
-        var backoff = 0.2
         var store: AggregationStore?
         var appliedGeneration = 0
-        while !control.isStopping {
-            control.beat()
-            guard link.schemaReady else {
-                control.wait(seconds: 0.5)
-                continue
+        link.runDerivingLoop(control, stage: .aggregation) { () throws -> Double in
+            let (registry, generation) = self.registry.snapshot
+            let aggregation: AggregationStore
+            if let store {
+                aggregation = store
+                if generation != appliedGeneration { aggregation.registry = registry }
+            } else {
+                aggregation = AggregationStore(storage: link.database.aggregationStorage(writeConcern: try link.writeConcern),
+                                               registry: registry, timeZone: config.timeZone, logger: logger)
+                store = aggregation
             }
-            let acknowledged = MongoClient.AcknowledgedWrites()
-            do {
-                let recomputed = try MongoClient.countingAcknowledgedWrites(in: acknowledged) { () throws -> Int in
-                    let (registry, generation) = self.registry.snapshot
-                    let aggregation: AggregationStore
-                    if let store {
-                        aggregation = store
-                        if generation != appliedGeneration { aggregation.registry = registry }
-                    } else {
-                        aggregation = AggregationStore(storage: link.database.aggregationStorage(writeConcern: try link.writeConcern),
-                                                       registry: registry, timeZone: config.timeZone, logger: logger)
-                        store = aggregation
-                    }
-                    appliedGeneration = generation
-                    return try aggregation.processDirtyDays(now: clock.now())
-                }
-                if acknowledged.count > 0 { link.noteWriteConcernSatisfied(.aggregation) }
-                backoff = 0.2
-                // Idle until the ledger changes a day (or a second passes: marks by other workers).
-                if recomputed == 0 { control.wait(seconds: 1) }
-            } catch {
-                // Aggregates hold only what the worker derived: a refusal is retried, never skipped.
-                link.noteWriteFailure(DatabaseLink.WriteFailure(error), error, .aggregation, retryIn: backoff, pending: nil)
-                control.sleep(seconds: backoff)
-                backoff = min(backoff * 2, 15)
-            }
+            appliedGeneration = generation
+            // Idle until the ledger changes a day (or a second passes: marks by other workers).
+            return try aggregation.processDirtyDays(now: clock.now()) == 0 ? 1 : 0
         }
     }
 }

@@ -272,3 +272,34 @@ final class DatabaseLink: Sendable {
         ])
     }
 }
+
+extension DatabaseLink {
+    /// The loop of a stage that derives and writes (ledger, aggregation) until it is asked to stop:
+    /// it waits for the schema, runs `round` counting the writes acknowledged with the write concern
+    /// (only those may end a write concern failure: an idle loop, at night, writes nothing and
+    /// proves nothing), then waits the seconds `round` returns (0: goes again at once; a wake-up
+    /// ends the wait early). What these stages write is derived, so a refusal is a fault of ours
+    /// or of the database, never of one device: it is retried with backoff (skipping a round would
+    /// lose energy), loudly when it will not pass by itself.
+    func runDerivingLoop(_ control: StageControl, stage: StageMonitor.Stage, round: () throws -> Double) {
+        var backoff = 0.2
+        while !control.isStopping {
+            control.beat()
+            guard schemaReady else {
+                control.wait(seconds: 0.5)
+                continue
+            }
+            let acknowledged = MongoClient.AcknowledgedWrites()
+            do {
+                let wait = try MongoClient.countingAcknowledgedWrites(in: acknowledged) { () throws -> Double in try round() }
+                if acknowledged.count > 0 { noteWriteConcernSatisfied(stage) }
+                backoff = 0.2
+                if wait > 0 { control.wait(seconds: wait) }
+            } catch {
+                noteWriteFailure(WriteFailure(error), error, stage, retryIn: backoff, pending: nil)
+                control.sleep(seconds: backoff)
+                backoff = min(backoff * 2, 15)
+            }
+        }
+    }
+}

@@ -44,67 +44,40 @@ final class LedgerStage: BlockingStage, @unchecked Sendable {
     var isProcessing: Bool { shown.withLock { $0.busy } }
 
     func runLoop() {
-        var backoff = 0.2
         var store: LedgerStore?
         var appliedGeneration = 0
-        while !control.isStopping {
-            control.beat()
-            guard link.schemaReady else {
-                control.wait(seconds: 0.5)
-                continue
+        link.runDerivingLoop(control, stage: .ledger) { () throws -> Double in
+            let (registry, generation) = self.registry.snapshot
+            let ledger: LedgerStore
+            if let store {
+                ledger = store
+                if generation != appliedGeneration { ledger.registry = registry }
+            } else {
+                ledger = LedgerStore(storage: link.database.ledgerStorage(writeConcern: try link.writeConcern), registry: registry,
+                                     timeZone: config.timeZone, owner: "worker:\(config.mqtt.clientID)",
+                                     policy: config.ledgerPolicy, logger: logger)
+                store = ledger
+                shown.withLock { $0.ledger = ledger }
             }
-            // What the loop wrote with the write concern acknowledged: only that may end a write
-            // concern failure (an idle loop, at night, writes nothing and proves nothing).
-            let acknowledged = MongoClient.AcknowledgedWrites()
-            do {
-                let (batches, progressed) = try MongoClient.countingAcknowledgedWrites(in: acknowledged) {
-                    () throws -> (batches: [[String]], progressed: Bool) in
-                    let (registry, generation) = self.registry.snapshot
-                    let ledger: LedgerStore
-                    if let store {
-                        ledger = store
-                        if generation != appliedGeneration { ledger.registry = registry }
-                    } else {
-                        ledger = LedgerStore(storage: link.database.ledgerStorage(writeConcern: try link.writeConcern), registry: registry,
-                                             timeZone: config.timeZone, owner: "worker:\(config.mqtt.clientID)",
-                                             policy: config.ledgerPolicy, logger: logger)
-                        store = ledger
-                        shown.withLock { $0.ledger = ledger }
-                    }
-                    appliedGeneration = generation
-                    // In batches: a batch costs the database the same few round trips as one device.
-                    let batches = try ledger.findWork(now: clock.now())
-                    var progressed = false
-                    if !batches.isEmpty {
-                        shown.withLock { $0.busy = true }
-                        defer { shown.withLock { $0.busy = false } }
-                        for batch in batches {
-                            if control.isStopping { break }
-                            control.beat()
-                            let results = try ledger.step(batch, now: clock.now())
-                            if results.values.contains(where: { if case .done = $0 { true } else { false } }) { progressed = true }
-                        }
-                        metrics.recordLedger(ledger.snapshot)
-                    }
-                    return (batches, progressed)
-                }
+            appliedGeneration = generation
+            // In batches: a batch costs the database the same few round trips as one device.
+            let batches = try ledger.findWork(now: clock.now())
+            guard !batches.isEmpty else { return 1 }
+            var progressed = false
+            shown.withLock { $0.busy = true }
+            defer {
+                shown.withLock { $0.busy = false }
                 if progressed { changed.signal() }
-                if acknowledged.count > 0 { link.noteWriteConcernSatisfied(.ledger) }
-                backoff = 0.2
-                if batches.isEmpty {
-                    control.wait(seconds: 1)
-                } else if !batches.isEmpty && !progressed {
-                    // Every device is held by other workers: let them finish.
-                    control.wait(seconds: 0.5)
-                }
-            } catch {
-                // Ledger and aggregate writes hold only what the worker derived, so a refusal is a
-                // fault of ours or of the database, never of one device: it is retried (skipping
-                // a step would lose energy), loudly when it will not pass by itself.
-                link.noteWriteFailure(DatabaseLink.WriteFailure(error), error, .ledger, retryIn: backoff, pending: nil)
-                control.sleep(seconds: backoff)
-                backoff = min(backoff * 2, 15)
             }
+            for batch in batches {
+                if control.isStopping { break }
+                control.beat()
+                let results = try ledger.step(batch, now: clock.now())
+                if results.values.contains(where: { if case .done = $0 { true } else { false } }) { progressed = true }
+            }
+            metrics.recordLedger(ledger.snapshot)
+            // Every device held by other workers: let them finish.
+            return progressed ? 0 : 0.5
         }
     }
 }

@@ -79,6 +79,13 @@ public final class AggregationStore: @unchecked Sendable {
     }
     let timeZone: TimeZone
     let logger: Logger
+    /// Days computed by folding only their new entries into the stored sums, and days read whole.
+    public struct FoldCounters: Sendable, Equatable {
+        public var folded = 0
+        public var readWhole = 0
+    }
+    private let foldCounters = Mutex(FoldCounters())
+    public var folds: FoldCounters { foldCounters.withLock { $0 } }
     /// Tests only: runs between reading the stored versions and writing, to stage a race.
     var beforeVersionedWrite: (() -> Void)?
     /// Minutes after local midnight from which a day counts as complete (its close job).
@@ -198,6 +205,9 @@ public final class AggregationStore: @unchecked Sendable {
         let dirty = try storage.dirtyDays(limit: limit)
         guard !dirty.isEmpty else { return 0 }
         var run = Recalculation(history: .closedPeriodsOnly)
+        for mark in dirty {
+            if let day = mark.day, let from = mark.changedFrom { run.changedFrom[day] = min(run.changedFrom[day] ?? .max, from) }
+        }
         try run.days(dirty.compactMap { $0.day.map { ($0.esp32Name, $0.date) } }, store: self, now: now)
         try run.finish(store: self, now: now)
         // Each mark goes unless the ledger marked the day again meanwhile.
@@ -226,6 +236,9 @@ public final class AggregationStore: @unchecked Sendable {
     /// the report, however many days it reaches.
     struct Recalculation {
         var history: History = .always
+        /// Days the ledger marked with the earliest start it changed: a stored fold of entries all
+        /// before it takes only the entries after them. Days not here are read whole.
+        var changedFrom: [DeviceDay: EpochMillis] = [:]
         var report = RecalculationReport()
         /// Months whose days changed and that are not recomputed yet: month -> device names.
         var pendingMonths: [String: Set<String>] = [:]
@@ -233,7 +246,7 @@ public final class AggregationStore: @unchecked Sendable {
         mutating func days(_ pairs: [(String, CivilDate)], store: AggregationStore, now: EpochMillis) throws {
             for start in stride(from: 0, to: pairs.count, by: AggregationStore.dayBatchSize) {
                 let batch = Array(pairs[start..<min(start + AggregationStore.dayBatchSize, pairs.count)])
-                report.add(try store.recomputeDays(batch, now: now, history: history))
+                report.add(try store.recomputeDays(batch, changedFrom: changedFrom, now: now, history: history))
             }
             for (name, date) in pairs { pendingMonths[Aggregator.monthKey(date), default: []].insert(name) }
             // Days arrive in date order: the months before the last day's have all their days.
@@ -259,40 +272,92 @@ public final class AggregationStore: @unchecked Sendable {
     static let dayBatchSize = 50
     static let monthBatchSize = 200
 
-    fileprivate func recomputeDays(_ pairs: [(String, CivilDate)], now: EpochMillis, history: History) throws -> [AggregateChange] {
+    /// Days are folded (`DayFold`): a day whose stored fold ends before the earliest entry the
+    /// ledger changed since (`changedFrom`) takes only the entries after the fold's last one;
+    /// any other day (no mark, no stored fold, another tariff book, a change at or before the
+    /// fold's last entry) is folded again from all its entries. Both give the same figures.
+    fileprivate func recomputeDays(_ pairs: [(String, CivilDate)], changedFrom: [DeviceDay: EpochMillis], now: EpochMillis,
+                                   history: History) throws -> [AggregateChange] {
         var seen = Set<DeviceDay>()
         let days = pairs.map { DeviceDay(esp32Name: $0.0, date: $0.1) }.filter { seen.insert($0).inserted }
-        return try storeRecomputed(.daily, days, id: { AggregateFigures.id(key: $0.date.description, esp32Name: $0.esp32Name) },
-                                   now: now, history: history) { days in
+        return try storeRecomputed(.daily, days, id: Self.dailyID, now: now, history: history) { days, existing in
             // The book is read with the entries, after the versions (see `storeRecomputed`): a
             // tariff added meanwhile is either in it or its recalculation bumped a version.
             let tariffs = TariffBook(try self.storage.tariffs())
-            // A day's figures need all its entries (2,880 a day per device at most): the batch
-            // of days bounds them.
-            let byDay = try self.storage.liveEntries(of: days)
-            let registry = self.registry
             var calendar = LocalCalendar(timeZone: self.timeZone)
-            return days.map { key in
-                let day = byDay[key]
-                let classroom = day?.classroom ?? registry.resolve(key.esp32Name).classroom
-                let figures = Aggregator.daily(date: key.date, esp32Name: key.esp32Name, classroom: classroom, entries: day?.entries ?? [],
-                                               tariffs: tariffs, calendar: &calendar)
+            var folds: [DeviceDay: DayFold] = [:]
+            for day in days {
+                guard let from = changedFrom[day], let text = existing[Self.dailyID(day)]?.figures.day?.fold,
+                      let fold = DayFold(encoded: text, calendar: &calendar), let last = fold.last, last.start < from,
+                      fold.continues(date: day.date, tariffs: tariffs, calendar: &calendar) else { continue }
+                folds[day] = fold
+            }
+            // A day's figures need all its entries (2,880 a day per device at most) unless it
+            // folds: the batch of days bounds them.
+            var byDay = try self.storage.liveEntries(of: days, after: folds.compactMapValues(\.last))
+            let registry = self.registry
+            var results: [DeviceDay: (DailyFigures, DayFold?)] = [:]
+            var unordered: [DeviceDay] = []
+            for key in days {
+                if var fold = folds[key] {
+                    let book = tariffs.segments(classroom: fold.classroom)
+                    if fold.add(byDay[key]?.entries ?? [], book: book) {
+                        results[key] = (fold.figures(date: key.date, esp32Name: key.esp32Name, book: book), fold)
+                        continue
+                    }
+                    unordered.append(key) // not after the fold after all: read the day whole
+                    continue
+                }
+                results[key] = Self.foldWhole(key, byDay[key], tariffs: tariffs, registry: registry, calendar: &calendar)
+            }
+            if !unordered.isEmpty {
+                self.logger.warning("aggregation: entries before a day's folded ones; reading the days whole",
+                                    metadata: ["days": "\(unordered.map(Self.dailyID))"])
+                byDay = try self.storage.liveEntries(of: unordered, after: [:])
+                for key in unordered {
+                    results[key] = Self.foldWhole(key, byDay[key], tariffs: tariffs, registry: registry, calendar: &calendar)
+                }
+            }
+            self.foldCounters.withLock {
+                $0.folded += folds.count - unordered.count
+                $0.readWhole += days.count - folds.count + unordered.count
+            }
+            return days.compactMap { key in
+                guard let (figures, fold) = results[key] else { return nil }
                 let dayEnd = calendar.startOfDay(CivilDate(daysSinceEpoch: key.date.daysSinceEpoch + 1))
                 var confidence: [Confidence: Int] = [:]
                 for level in Confidence.allCases { confidence[level] = figures.confidence[level] ?? 0 }
                 return AggregateFigures(
-                    kind: .daily, key: key.date.description, esp32Name: key.esp32Name, classroom: classroom, energyWh: figures.energyWh,
-                    cost: figures.cost.map(Self.roundMoney), currency: figures.currency,
+                    kind: .daily, key: key.date.description, esp32Name: key.esp32Name, classroom: figures.classroom,
+                    energyWh: figures.energyWh, cost: figures.cost.map(Self.roundMoney), currency: figures.currency,
                     day: DayDetail(costVersionIDs: figures.costVersionIDs, coverage: figures.coverage, confidence: confidence,
                                    entries: figures.entries, unpricedWh: figures.unpricedWh, overlapMillis: figures.overlapMillis,
                                    hourlyWh: figures.hourlyWh, costSegments: Self.costSegments(figures),
-                                   complete: now >= dayEnd + self.closeDelayMillis))
+                                   complete: now >= dayEnd + self.closeDelayMillis, fold: fold?.encoded))
             }
         }
     }
 
+    static func dailyID(_ day: DeviceDay) -> String { AggregateFigures.id(key: day.date.description, esp32Name: day.esp32Name) }
+
+    /// A day folded from all its live entries (in time order, as the storage gives them), with its
+    /// fold to store (none for a day without entries: its classroom is the registry's, and the
+    /// first entry to come may say another).
+    static func foldWhole(_ key: DeviceDay, _ day: DayEntries?, tariffs: TariffBook, registry: DeviceRegistry,
+                          calendar: inout LocalCalendar) -> (DailyFigures, DayFold?) {
+        let entries = day?.entries ?? []
+        let classroom = day?.classroom ?? registry.resolve(key.esp32Name).classroom
+        let book = tariffs.segments(classroom: classroom)
+        var fold = DayFold(date: key.date, classroom: classroom, tariffs: tariffs, book: book, calendar: &calendar)
+        if entries.isEmpty || !fold.add(entries, book: book) {
+            return (Aggregator.daily(date: key.date, esp32Name: key.esp32Name, classroom: classroom, entries: entries, tariffs: tariffs,
+                                     calendar: &calendar), nil)
+        }
+        return (fold.figures(date: key.date, esp32Name: key.esp32Name, book: book), fold)
+    }
+
     fileprivate func recomputeMonths(_ month: String, names: [String], now: EpochMillis, history: History) throws -> [AggregateChange] {
-        try storeRecomputed(.monthly, names, id: { AggregateFigures.id(key: month, esp32Name: $0) }, now: now, history: history) { names in
+        try storeRecomputed(.monthly, names, id: { AggregateFigures.id(key: month, esp32Name: $0) }, now: now, history: history) { names, _ in
             let byDevice = try self.storage.dailyFigures(month: month, esp32Names: names)
             let registry = self.registry
             return names.map { name in
@@ -315,14 +380,14 @@ public final class AggregationStore: @unchecked Sendable {
     /// day dirty again). Reading the versions before the inputs is what makes a write that
     /// applies the newest: any write based on later inputs bumps the version first.
     private func storeRecomputed<Key>(_ kind: AggregateKind, _ keys: [Key], id: (Key) -> String, now: EpochMillis, history keep: History,
-                                      compute: ([Key]) throws -> [AggregateFigures]) throws -> [AggregateChange] {
+                                      compute: ([Key], [String: StoredAggregate]) throws -> [AggregateFigures]) throws -> [AggregateChange] {
         let keepsHistory = historyRule(kind: kind, now: now, keep)
         var pending = keys
         var changes: [AggregateChange] = []
         for _ in 0..<Self.writeAttempts {
             guard !pending.isEmpty else { return changes }
             let existing = try storage.aggregates(kind, ids: pending.map(id))
-            let items = try compute(pending)
+            let items = try compute(pending, existing)
             beforeVersionedWrite?()
             let writes = items.map { item in
                 AggregateWrite(figures: item, replacing: existing[item.id], keepsHistory: existing[item.id].map(keepsHistory) ?? false)

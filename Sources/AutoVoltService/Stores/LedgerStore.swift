@@ -531,8 +531,9 @@ public final class LedgerStore: @unchecked Sendable {
         }
         var dirty: [String: LedgerDirtyDay] = [:]
         for (device, change) in changes {
-            for date in change.dirtyDates {
-                let day = LedgerDirtyDay(esp32Name: device.esp32Name, date: date, classroom: device.classroom)
+            for (date, from) in change.changedFrom {
+                var day = LedgerDirtyDay(esp32Name: device.esp32Name, date: date, classroom: device.classroom, changedFrom: from)
+                if let earlier = dirty[day.id]?.changedFrom { day.changedFrom = min(earlier, from) }
                 dirty[day.id] = day
             }
         }

@@ -6,7 +6,7 @@ import ServiceLifecycle
 import Synchronization
 import UnixSignals
 
-/// The long-running worker: journal, MQTT, drain, ledger, scheduler, HTTP and systemd
+/// The long-running worker: journal, MQTT, drain, ledger, aggregation, scheduler, HTTP and systemd
 /// notifications as the services of one ServiceGroup (WorkerStages); stops gracefully on
 /// SIGTERM/SIGINT in reverse order (pending acknowledgements flushed, then the journal drained
 /// while MongoDB answers).

@@ -7,7 +7,7 @@ import UnixSignals
 
 /// The worker as one ServiceGroup. Services start together and stop in reverse order:
 ///
-///     drain, ledger, scheduler, alarms, mqtt, http, registry reload, systemd supervisor
+///     drain, ledger, aggregation, scheduler, alarms, mqtt, http, registry reload, systemd supervisor
 ///
 /// so on SIGTERM the supervisor says STOPPING, HTTP closes, MQTT stops taking messages (pending
 /// PUBACKs flushed), the scheduler and the ledger finish their step, and the drain stores what

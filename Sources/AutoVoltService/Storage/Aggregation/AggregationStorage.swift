@@ -29,7 +29,8 @@ public protocol AggregationStorage: Sendable {
     /// classroom or a device when given: a day that lost all its entries must go to zero too.
     func devicesToRecompute(on date: CivilDate, classroom: String?, esp32Name: String?) throws -> Set<String>
 
-    /// The ledger's marks of changed days (`ledger_dirty_days`), oldest mark first, at most `limit`.
+    /// The ledger's marks of changed days (`ledger_dirty_days`), oldest mark first, at most `limit`,
+    /// each with the earliest start of an entry changed since the mark was last cleared.
     func dirtyDays(limit: Int) throws -> [DirtyDay]
 
     /// Removes each mark unless it was marked again since it was read (its `mark` differs).
@@ -38,8 +39,10 @@ public protocol AggregationStorage: Sendable {
     // MARK: Inputs
 
     /// Live (not superseded) ledger entries of each device-day asked for (a batch of a few dozen:
-    /// at most 2,880 entries a device-day), with the classroom of an entry of that day.
-    func liveEntries(of days: [DeviceDay]) throws -> [DeviceDay: DayEntries]
+    /// at most 2,880 entries a device-day), in (start, end) order, with the classroom of the
+    /// first. For a day in `after`, only the entries after that position in that order: what a
+    /// stored `DayFold` has not folded yet.
+    func liveEntries(of days: [DeviceDay], after: [DeviceDay: DayFold.EntryPosition]) throws -> [DeviceDay: DayEntries]
 
     /// The stored daily aggregates of `month` ("YYYY-MM") of these devices, each device's in date
     /// order: the figures a monthly aggregate sums (date, classroom, energy, cost, currency, coverage).
@@ -95,11 +98,15 @@ public struct DirtyDay: Sendable, Hashable {
     /// When it was marked, as the backend compares it (opaque): a mark is cleared only while it
     /// still has this value, so a day marked again during its recomputation is recomputed again.
     public var mark: String
+    /// The earliest start of an entry inserted or superseded on the day since its mark was last
+    /// cleared (nil or the epoch: not known). The day's entries before it are as they were.
+    public var changedFrom: EpochMillis?
 
-    public init(id: String, day: DeviceDay?, mark: String) {
+    public init(id: String, day: DeviceDay?, mark: String, changedFrom: EpochMillis? = nil) {
         self.id = id
         self.day = day
         self.mark = mark
+        self.changedFrom = changedFrom
     }
 }
 
@@ -164,9 +171,13 @@ public struct DayDetail: Sendable, Equatable {
     public var costSegments: [CostSegment]
     /// Whether the day was closed when computed (its close job's time had come).
     public var complete: Bool
+    /// The day's sums (`DayFold.encoded`, stored as `fold_state`): new entries fold into them.
+    /// nil for a day without entries or written by an older version.
+    public var fold: String?
 
     public init(costVersionIDs: [String], coverage: Double, confidence: [Confidence: Int], entries: Int, unpricedWh: Double,
-                overlapMillis: Int64, hourlyWh: [Double], costSegments: [CostSegment], complete: Bool) {
+                overlapMillis: Int64, hourlyWh: [Double], costSegments: [CostSegment], complete: Bool, fold: String? = nil) {
+        self.fold = fold
         self.costVersionIDs = costVersionIDs
         self.coverage = coverage
         self.confidence = confidence

@@ -69,37 +69,54 @@ public final class MongoAggregationStorage: AggregationStorage {
             if let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue.flatMap(CivilDate.init) {
                 day = DeviceDay(esp32Name: name, date: date)
             }
-            return DirtyDay(id: id, day: day, mark: String(LedgerStore.millis(at)))
+            // The mark: its time and its sequence (absent on marks of older versions).
+            let sequence = doc["mark_seq"]?.int64Value.map(String.init) ?? "-"
+            return DirtyDay(id: id, day: day, mark: "\(LedgerStore.millis(at))|\(sequence)",
+                            changedFrom: doc["changed_from"]?.dateValue.map(LedgerStore.millis))
         }
     }
 
     public func clearDirtyDays(_ days: [DirtyDay]) throws {
         let done: [WriteModel] = days.compactMap { day -> WriteModel? in
-            guard let at = Int64(day.mark) else { return nil }
-            return .deleteOne(["_id": .string(day.id), "dirty_at": .millis(at)])
+            let parts = day.mark.split(separator: "|").map(String.init)
+            guard parts.count == 2, let at = Int64(parts[0]) else { return nil }
+            let sequence: BSON = Int64(parts[1]).map { .int64($0) } ?? ["$exists": false]
+            return .deleteOne(["_id": .string(day.id), "dirty_at": .millis(at), "mark_seq": sequence])
         }
         try client.bulkWrite(LedgerStore.dirtyDaysCollection, operations: done, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
     }
 
     // MARK: Inputs
 
-    public func liveEntries(of days: [DeviceDay]) throws -> [DeviceDay: DayEntries] {
+    public func liveEntries(of days: [DeviceDay], after: [DeviceDay: DayFold.EntryPosition]) throws -> [DeviceDay: DayEntries] {
         guard !days.isEmpty else { return [:] }
-        let clauses: [BSON] = days.map { ["esp32_name": .string($0.esp32Name), "date": .string($0.date.description)] }
+        let clauses: [BSON] = days.map { day in
+            var clause: BSONDocument = ["esp32_name": .string(day.esp32Name), "date": .string(day.date.description)]
+            if let position = after[day] { clause["start_ts"] = ["$gte": .millis(position.start)] }
+            return .document(clause)
+        }
         var byDay: [DeviceDay: DayEntries] = [:]
+        var classrooms: [DeviceDay: [(EpochMillis, EpochMillis, String)]] = [:]
         try client.forEachBatch(Collections.ledgers, filter: ["$or": .array(clauses), "superseded_by": ["$exists": false]],
                                 projection: ["esp32_name": 1, "date": 1, "start_ts": 1, "end_ts": 1, "delta_wh": 1, "billable": 1,
                                              "quality": 1, "classroom": 1]) { batch in
             for doc in batch {
                 guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue.flatMap(CivilDate.init),
                       let start = doc["start_ts"]?.dateValue, let end = doc["end_ts"]?.dateValue, let delta = doc["delta_wh"]?.doubleValue else { continue }
-                let confidence = doc["quality"]?.documentValue?["confidence"]?.stringValue.flatMap(Confidence.init) ?? .low
                 let key = DeviceDay(esp32Name: name, date: date)
-                byDay[key, default: DayEntries(classroom: nil, entries: [])].entries.append(
-                    AggregateEntry(start: LedgerStore.millis(start), end: LedgerStore.millis(end), deltaWh: delta,
-                                   billable: doc["billable"]?.boolValue ?? false, confidence: confidence))
-                if byDay[key]?.classroom == nil { byDay[key]?.classroom = doc["classroom"]?.stringValue }
+                let entry = AggregateEntry(start: LedgerStore.millis(start), end: LedgerStore.millis(end), deltaWh: delta,
+                                           billable: doc["billable"]?.boolValue ?? false,
+                                           confidence: doc["quality"]?.documentValue?["confidence"]?.stringValue.flatMap(Confidence.init) ?? .low)
+                if let position = after[key], (entry.start, entry.end) <= (position.start, position.end) { continue }
+                byDay[key, default: DayEntries(classroom: nil, entries: [])].entries.append(entry)
+                if let classroom = doc["classroom"]?.stringValue { classrooms[key, default: []].append((entry.start, entry.end, classroom)) }
             }
+        }
+        // In (start, end) order, as on PostgreSQL: the day's sums are added in the same order on
+        // both backends, and the classroom is the first entry's.
+        for key in Array(byDay.keys) {
+            byDay[key]?.entries.sort { ($0.start, $0.end) < ($1.start, $1.end) }
+            byDay[key]?.classroom = classrooms[key]?.min { ($0.0, $0.1) < ($1.0, $1.1) }?.2
         }
         return byDay
     }
@@ -231,6 +248,7 @@ public final class MongoAggregationStorage: AggregationStorage {
                 ])
             })
             doc["complete"] = .bool(day.complete)
+            doc["fold_state"] = day.fold.map { .string($0) } ?? .null
         }
         if let days = f.days { doc["days"] = .int64(Int64(days)) }
         return doc
@@ -257,7 +275,7 @@ public final class MongoAggregationStorage: AggregationStorage {
                     return CostSegment(costVersionID: id, costPerKwh: s["cost_per_kwh"]?.doubleValue ?? 0,
                                        energyWh: s["energy_wh"]?.doubleValue ?? 0, cost: s["cost"]?.doubleValue ?? 0)
                 },
-                complete: doc["complete"]?.boolValue == true)
+                complete: doc["complete"]?.boolValue == true, fold: doc["fold_state"]?.stringValue)
         case .monthly:
             figures.days = doc["days"]?.intValue
         }

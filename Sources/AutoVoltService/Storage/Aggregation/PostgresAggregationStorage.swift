@@ -177,15 +177,16 @@ public final class PostgresAggregationStorage: AggregationStorage {
 
     public func dirtyDays(limit: Int) throws -> [DirtyDay] {
         try pool.withConnection { connection in
-            try connection.query("SELECT id, esp32_name, date, dirty_at FROM ledger_dirty_days ORDER BY dirty_at, id LIMIT $1", [limit])
+            try connection.query("""
+                SELECT id, esp32_name, date, mark_seq, changed_from FROM ledger_dirty_days ORDER BY dirty_at, id LIMIT $1
+                """, [limit])
                 .compactMap { row -> DirtyDay? in
-                    // The server's own text of the instant: compared as it was read, to the microsecond.
-                    guard let id = row.string("id"), let mark = row.string("dirty_at") else { return nil }
+                    guard let id = row.string("id"), let mark = row.int64("mark_seq") else { return nil }
                     var day: DeviceDay?
                     if let name = row.string("esp32_name"), let date = row.string("date").flatMap(CivilDate.init) {
                         day = DeviceDay(esp32Name: name, date: date)
                     }
-                    return DirtyDay(id: id, day: day, mark: mark)
+                    return DirtyDay(id: id, day: day, mark: String(mark), changedFrom: row.millis("changed_from"))
                 }
         }
     }
@@ -195,11 +196,11 @@ public final class PostgresAggregationStorage: AggregationStorage {
         let sorted = days.sorted { $0.id < $1.id }
         try pool.withConnection { connection in
             // Locked in id order, as the ledger marks them: a mark being set again is waited for
-            // and then no longer matches.
+            // and then no longer matches (every mark takes a new mark_seq).
             try connection.execute("""
                 WITH done AS (
                     SELECT d.id FROM ledger_dirty_days d
-                    JOIN unnest($1::text[], $2::timestamptz[]) AS v(id, dirty_at) ON d.id = v.id AND d.dirty_at = v.dirty_at
+                    JOIN unnest($1::text[], $2::bigint[]) AS v(id, mark_seq) ON d.id = v.id AND d.mark_seq = v.mark_seq
                     ORDER BY d.id FOR UPDATE OF d
                 )
                 DELETE FROM ledger_dirty_days WHERE id IN (SELECT id FROM done)
@@ -209,18 +210,27 @@ public final class PostgresAggregationStorage: AggregationStorage {
 
     // MARK: Inputs
 
-    public func liveEntries(of days: [DeviceDay]) throws -> [DeviceDay: DayEntries] {
+    public func liveEntries(of days: [DeviceDay], after: [DeviceDay: DayFold.EntryPosition]) throws -> [DeviceDay: DayEntries] {
         guard !days.isEmpty else { return [:] }
+        // A day's position, or before any entry (0001-01-01): the index (esp32_name, date,
+        // start_ts, end_ts) reads only what comes after it.
+        let beforeAny: EpochMillis = -62_135_596_800_000
+        let positions = days.map { after[$0] }
         return try pool.withConnection { connection in
             var byDay: [DeviceDay: DayEntries] = [:]
             // In time order: the day's sums come out the same on every run.
             try connection.forEachBatch("""
                 SELECT l.esp32_name, l.date, l.classroom, l.start_ts, l.end_ts, l.delta_wh, l.billable, l.quality->>'confidence' AS confidence
-                FROM device_consumption_ledgers l
-                JOIN unnest($1::text[], $2::text[]) AS k(esp32_name, date) ON l.esp32_name = k.esp32_name AND l.date = k.date
+                FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS k(esp32_name, date, after_start, after_end)
+                JOIN device_consumption_ledgers l ON l.esp32_name = k.esp32_name AND l.date = k.date
+                    AND l.start_ts >= 'epoch'::timestamptz + k.after_start * interval '1 millisecond'
+                    AND (l.start_ts, l.end_ts) > ('epoch'::timestamptz + k.after_start * interval '1 millisecond',
+                                                  'epoch'::timestamptz + k.after_end * interval '1 millisecond')
                 WHERE l.superseded_by IS NULL
                 ORDER BY l.esp32_name, l.date, l.start_ts, l.end_ts
-                """, [PostgresTextArray(days.map(\.esp32Name)), PostgresTextArray(days.map(\.date.description))], batchSize: 5_000) { rows in
+                """, [PostgresTextArray(days.map(\.esp32Name)), PostgresTextArray(days.map(\.date.description)),
+                      PostgresTextArray(positions.map { String($0?.start ?? beforeAny) }),
+                      PostgresTextArray(positions.map { String($0?.end ?? beforeAny) })], batchSize: 5_000) { rows in
                 for row in rows {
                     guard let name = row.string("esp32_name"), let date = row.string("date").flatMap(CivilDate.init),
                           let start = row.millis("start_ts"), let end = row.millis("end_ts"), let delta = row.double("delta_wh") else { continue }
@@ -321,7 +331,7 @@ public final class PostgresAggregationStorage: AggregationStorage {
         switch kind {
         case .daily:
             return ["date", "esp32_name", "classroom", "energy_wh", "cost", "currency", "cost_version_ids", "coverage", "confidence",
-                    "entries", "unpriced_wh", "overlap_ms", "hourly_wh", "cost_segments", "complete"]
+                    "entries", "unpriced_wh", "overlap_ms", "hourly_wh", "cost_segments", "complete", "fold_state"]
         case .monthly:
             return ["month", "esp32_name", "classroom", "energy_wh", "cost", "currency", "days"]
         }
@@ -340,7 +350,7 @@ public final class PostgresAggregationStorage: AggregationStorage {
             return """
                 date text, esp32_name text, classroom text, energy_wh double precision, cost double precision, currency text, \
                 cost_version_ids jsonb, coverage double precision, confidence jsonb, entries integer, unpriced_wh double precision, \
-                overlap_ms bigint, hourly_wh jsonb, cost_segments jsonb, complete boolean
+                overlap_ms bigint, hourly_wh jsonb, cost_segments jsonb, complete boolean, fold_state text
                 """
         case .monthly:
             return "month text, esp32_name text, classroom text, energy_wh double precision, cost double precision, currency text, days integer"
@@ -366,12 +376,13 @@ public final class PostgresAggregationStorage: AggregationStorage {
         var hourlyWh: [Double]?
         var costSegments: [Segment]?
         var complete: Bool?
+        var foldState: String?
         var days: Int?
 
         enum CodingKeys: String, CodingKey {
             case id, date, month, classroom, cost, currency, coverage, confidence, entries, complete, days
             case esp32Name = "esp32_name", energyWh = "energy_wh", costVersionIDs = "cost_version_ids", unpricedWh = "unpriced_wh"
-            case overlapMillis = "overlap_ms", hourlyWh = "hourly_wh", costSegments = "cost_segments"
+            case overlapMillis = "overlap_ms", hourlyWh = "hourly_wh", costSegments = "cost_segments", foldState = "fold_state"
         }
     }
 
@@ -407,6 +418,7 @@ public final class PostgresAggregationStorage: AggregationStorage {
                     Segment(costVersionID: $0.costVersionID, costPerKwh: $0.costPerKwh, energyWh: $0.energyWh, cost: $0.cost)
                 }
                 record.complete = day.complete
+                record.foldState = day.fold
             }
             record.days = f.days
             return record
@@ -435,7 +447,7 @@ public final class PostgresAggregationStorage: AggregationStorage {
                 costSegments: (try decode([Segment].self, "cost_segments") ?? []).map {
                     CostSegment(costVersionID: $0.costVersionID, costPerKwh: $0.costPerKwh, energyWh: $0.energyWh, cost: $0.cost)
                 },
-                complete: row.bool("complete") ?? false)
+                complete: row.bool("complete") ?? false, fold: row.string("fold_state"))
         case .monthly:
             figures.days = row.int("days")
         }

@@ -59,7 +59,9 @@ public protocol LedgerStorage: Sendable {
     func reviveEntries(_ ids: [String]) throws
     /// Marks live entries superseded; an entry superseded already keeps its first replacement.
     func supersede(_ supersessions: [LedgerChange.Supersession], at: EpochMillis) throws
-    /// Marks device-days for re-aggregation (`ledger_dirty_days`), `dirty_at` = `at`.
+    /// Marks device-days for re-aggregation (`ledger_dirty_days`), `dirty_at` = `at`; a day marked
+    /// already keeps the earliest `changed_from` and its mark changes
+    /// (`mark_seq` + 1), so an aggregation that read the old mark does not clear it.
     func markDirtyDays(_ days: [LedgerDirtyDay], at: EpochMillis) throws
     /// Opens review tickets; one of the same device, date and kind that exists is left as it is.
     func openReviewTickets(_ tickets: [LedgerReviewTicket]) throws
@@ -241,11 +243,16 @@ public struct LedgerDirtyDay: Sendable, Hashable {
     /// The local date, "YYYY-MM-DD".
     public var date: String
     public var classroom: String
+    /// The earliest start of an entry inserted or superseded on that day (nil: not known, stored as
+    /// the epoch: the day is aggregated again from all its entries). Marks of one day merge to the
+    /// earliest.
+    public var changedFrom: EpochMillis?
 
-    public init(esp32Name: String, date: String, classroom: String) {
+    public init(esp32Name: String, date: String, classroom: String, changedFrom: EpochMillis? = nil) {
         self.esp32Name = esp32Name
         self.date = date
         self.classroom = classroom
+        self.changedFrom = changedFrom
     }
 
     /// The key of its `ledger_dirty_days` document or row.

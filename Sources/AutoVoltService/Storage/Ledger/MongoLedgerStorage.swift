@@ -267,9 +267,13 @@ public final class MongoLedgerStorage: LedgerStorage {
     public func markDirtyDays(_ days: [LedgerDirtyDay], at: EpochMillis) throws {
         guard !days.isEmpty else { return }
         let operations: [WriteModel] = days.map { day in
+            // changed_from: the earliest of the marks (the epoch when one is not known); mark_seq
+            // changes with every mark, so an aggregation clears only the mark it read.
             .updateOne(filter: ["_id": .string(day.id)],
                        update: ["$set": ["esp32_name": .string(day.esp32Name), "date": .string(day.date), "classroom": .string(day.classroom),
-                                         "dirty_at": .millis(at)]],
+                                         "dirty_at": .millis(at)],
+                                "$min": ["changed_from": .millis(day.changedFrom ?? 0)],
+                                "$inc": ["mark_seq": .int64(1)]],
                        upsert: true)
         }
         try client.bulkWrite(Self.dirtyDaysCollection, operations: operations, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()

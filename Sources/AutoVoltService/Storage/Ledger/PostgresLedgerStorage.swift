@@ -35,6 +35,23 @@ extension PostgresTables {
     CREATE INDEX ledger_dirty_days_date ON ledger_dirty_days (date);
     CREATE INDEX ledger_dirty_days_dirty_at ON ledger_dirty_days (dirty_at);
     """
+
+    /// Migration 2. The aggregation keeps each day's sums (`daily_aggregates.fold_state`, a
+    /// `DayFold`) and reads only the entries after the last one folded, when the day's mark says
+    /// that nothing before it changed (`changed_from`, the earliest start of an entry inserted or
+    /// superseded; the epoch when not known, so that all entries are read). `mark_seq` is new on every mark, from a
+    /// sequence: an aggregation clears only the mark it read, whatever the clocks say. The ledger
+    /// index (esp32_name, date, start_ts, end_ts) serves that read (and replaces (esp32_name, date)).
+    static let dayFolds = """
+    CREATE SEQUENCE ledger_dirty_days_mark_seq;
+    ALTER TABLE ledger_dirty_days ADD COLUMN changed_from timestamptz NOT NULL DEFAULT 'epoch',
+        ADD COLUMN mark_seq bigint NOT NULL DEFAULT nextval('ledger_dirty_days_mark_seq');
+    ALTER SEQUENCE ledger_dirty_days_mark_seq OWNED BY ledger_dirty_days.mark_seq;
+    ALTER TABLE daily_aggregates ADD COLUMN fold_state text;
+    ALTER TABLE aggregate_history ADD COLUMN fold_state text;
+    CREATE INDEX device_consumption_ledgers_esp32_name_date_start ON device_consumption_ledgers (esp32_name, date, start_ts, end_ts);
+    DROP INDEX device_consumption_ledgers_esp32_name_date;
+    """
 }
 
 /// The ledger's data in PostgreSQL (`ledger_state`, `ledger_dirty_days`, and the ledger's reads
@@ -384,15 +401,19 @@ public final class PostgresLedgerStorage: LedgerStorage {
         guard !unique.isEmpty else { return }
         let sorted = unique.sorted { $0.key < $1.key }.map(\.value)
         try withConnection { connection in
+            // changed_from: the earliest of the two marks (the epoch when one is not known).
             try connection.execute("""
-                INSERT INTO ledger_dirty_days (id, esp32_name, date, classroom, dirty_at)
-                SELECT v.id, v.esp32_name, v.date, v.classroom, $5::timestamptz
-                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS v(id, esp32_name, date, classroom)
+                INSERT INTO ledger_dirty_days (id, esp32_name, date, classroom, dirty_at, changed_from)
+                SELECT v.id, v.esp32_name, v.date, v.classroom, $5::timestamptz,
+                       'epoch'::timestamptz + v.changed_from * interval '1 millisecond'
+                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $6::bigint[]) AS v(id, esp32_name, date, classroom, changed_from)
                 ORDER BY v.id
                 ON CONFLICT (id) DO UPDATE SET esp32_name = EXCLUDED.esp32_name, date = EXCLUDED.date, classroom = EXCLUDED.classroom,
-                                               dirty_at = EXCLUDED.dirty_at
+                    dirty_at = EXCLUDED.dirty_at, mark_seq = nextval('ledger_dirty_days_mark_seq'),
+                    changed_from = least(ledger_dirty_days.changed_from, EXCLUDED.changed_from)
                 """, [PostgresTextArray(sorted.map(\.id)), PostgresTextArray(sorted.map(\.esp32Name)), PostgresTextArray(sorted.map(\.date)),
-                      PostgresTextArray(sorted.map(\.classroom)), PostgresTimestamp(millis: at)])
+                      PostgresTextArray(sorted.map(\.classroom)), PostgresTimestamp(millis: at),
+                      PostgresTextArray(sorted.map { String($0.changedFrom ?? 0) })])
         }
     }
 

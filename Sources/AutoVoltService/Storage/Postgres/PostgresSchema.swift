@@ -25,6 +25,7 @@ public enum PostgresSchema {
             PostgresTables.alarms,
             PostgresTables.statements,
         ].joined(separator: "\n")),
+        Migration(version: 2, name: "aggregation folds new ledger entries into a day's stored sums", sql: PostgresTables.dayFolds),
     ]
 
     public static var latestVersion: Int { migrations.map(\.version).max() ?? 0 }
