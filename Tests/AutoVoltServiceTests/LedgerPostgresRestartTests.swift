@@ -2,6 +2,7 @@ import AutoVoltCore
 @testable import AutoVoltService
 import AutoVoltTestSupport
 import Foundation
+import Logging
 import Synchronization
 import Testing
 
@@ -18,6 +19,10 @@ struct LedgerPostgresRestartTests {
     final class CrashBeforeProcessedMarks: LedgerStorage {
         let inner: any LedgerStorage
         let hook = Mutex<(@Sendable () -> Void)?>(nil)
+        /// Makes the next mark that replaces a held one fail: a step cut short after every write
+        /// but its last mark.
+        let failFinalMark = Mutex(false)
+        struct Cut: Error {}
 
         init(_ inner: any LedgerStorage) { self.inner = inner }
 
@@ -47,7 +52,10 @@ struct LedgerPostgresRestartTests {
         func insertEntries(_ entries: [LedgerEntry], createdAt: EpochMillis) throws -> [String] { try inner.insertEntries(entries, createdAt: createdAt) }
         func reviveEntries(_ ids: [String]) throws { try inner.reviveEntries(ids) }
         func supersede(_ supersessions: [LedgerChange.Supersession], at: EpochMillis) throws { try inner.supersede(supersessions, at: at) }
-        func markDirtyDays(_ days: [LedgerDirtyDay], at: EpochMillis) throws { try inner.markDirtyDays(days, at: at) }
+        func markDirtyDays(_ days: [LedgerDirtyDay], at: EpochMillis, holdUntil: EpochMillis?, replacing: [String]) throws {
+            if !replacing.isEmpty, failFinalMark.withLock({ fail in defer { fail = false }; return fail }) { throw Cut() }
+            try inner.markDirtyDays(days, at: at, holdUntil: holdUntil, replacing: replacing)
+        }
         func openReviewTickets(_ tickets: [LedgerReviewTicket]) throws { try inner.openReviewTickets(tickets) }
     }
 
@@ -93,5 +101,43 @@ struct LedgerPostgresRestartTests {
         #expect(try db.allEntries("lab-101").count == live.count + 1, "one interval superseded by the late reading, nothing else")
         #expect(try db.unprocessed() == 0)
         #expect(try db.leaseOwner("lab-101") == nil)
+    }
+
+    /// A step cut short after its writes, before its last mark: its run again derives the same
+    /// entries and has nothing to mark, yet the day is aggregated from all its entries (the held
+    /// mark made before the writes is released when the lease is taken again), never by folding
+    /// onto sums that still hold the superseded interval.
+    @Test(arguments: StorageBackend.allCases)
+    func aStepCutShortBeforeItsLastMarkStillHasItsDayAggregatedWhole(_ backend: StorageBackend) throws {
+        let db = try Conformance.LedgerDB(backend)
+        let storage = CrashBeforeProcessedMarks(db.storage)
+        let store = db.store([Conformance.lab], storage: storage)
+        let aggregation = AggregationStore(storage: db.fixture.database.aggregationStorage(writeConcern: .acknowledged),
+                                           registry: DeviceRegistry(devices: [Conformance.lab]), timeZone: Conformance.zone,
+                                           logger: Logger(label: "test"))
+        let t = Conformance.day5 + 8 * Conformance.hour, minute = Conformance.minute
+        _ = try db.insert(Conformance.lab, (0..<10).map { Conformance.reading(t + EpochMillis($0) * minute, 100 + Double($0)) },
+                          receivedAt: t + 10 * minute)
+        try store.advance("lab-101", now: t + 11 * minute)
+        _ = try aggregation.processDirtyDays(now: t + 11 * minute)
+        let nov5 = CivilDate(year: 2026, month: 11, day: 5)
+        let id = AggregateFigures.id(key: nov5.description, esp32Name: "lab-101")
+        #expect(try aggregation.storage.aggregates(.daily, ids: [id])[id]?.figures.energyWh == 9)
+
+        // A late reading splits the first interval (superseded) and a new one comes after the last.
+        _ = try db.insert(Conformance.lab, [Conformance.reading(t + 30_000, 100.9), Conformance.reading(t + 10 * minute, 109.5)],
+                          receivedAt: t + 12 * minute)
+        storage.failFinalMark.withLock { $0 = true }
+        #expect(throws: CrashBeforeProcessedMarks.Cut.self) { try store.advance("lab-101", now: t + 12 * minute) }
+        #expect(try aggregation.processDirtyDays(now: t + 12 * minute) == 0, "the day is being written: left alone")
+        #expect(try store.advance("lab-101", now: t + 13 * minute) == .done(newEvents: 2))
+        // The run again derived the same entries, and only a new reading marks anything now.
+        _ = try db.insert(Conformance.lab, [Conformance.reading(t + 11 * minute, 110)], receivedAt: t + 14 * minute)
+        try store.advance("lab-101", now: t + 14 * minute)
+        _ = try aggregation.processDirtyDays(now: t + 14 * minute)
+        let folded = try #require(try aggregation.storage.aggregates(.daily, ids: [id])[id])
+        #expect(folded.figures.energyWh == 10, "100 -> 110 once, the superseded interval not kept")
+        _ = try aggregation.recalculate(start: nov5, end: nov5, classroom: nil, esp32Name: nil, now: t + 15 * minute)
+        #expect(try aggregation.storage.aggregates(.daily, ids: [id])[id]?.figures == folded.figures)
     }
 }

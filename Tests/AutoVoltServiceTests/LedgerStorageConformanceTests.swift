@@ -233,20 +233,24 @@ struct LedgerStorageConformanceTests {
         }
 
         /// `ledger_dirty_days`: id -> (classroom, dirty_at).
-        func dirtyDays() throws -> [String: (classroom: String, at: EpochMillis)] {
-            var out: [String: (classroom: String, at: EpochMillis)] = [:]
+        /// The marks by their own key, each with its day ("esp32_name|date").
+        func dirtyDays() throws -> [String: (classroom: String, at: EpochMillis, day: String)] {
+            var out: [String: (classroom: String, at: EpochMillis, day: String)] = [:]
             switch backend {
             case .mongo:
                 for doc in try client?.find(LedgerStore.dirtyDaysCollection, filter: [:]) ?? [] {
                     if let id = doc["_id"]?.stringValue, let at = doc["dirty_at"]?.dateValue.map(LedgerStore.millis) {
-                        out[id] = (doc["classroom"]?.stringValue ?? "?", at)
+                        out[id] = (doc["classroom"]?.stringValue ?? "?", at,
+                                   "\(doc["esp32_name"]?.stringValue ?? "?")|\(doc["date"]?.stringValue ?? "?")")
                     }
                 }
             case .postgres:
                 for row in try pool?.withConnection({ connection in
-                    try connection.query("SELECT id, classroom, dirty_at FROM ledger_dirty_days")
+                    try connection.query("SELECT id, esp32_name, date, classroom, dirty_at FROM ledger_dirty_days")
                 }) ?? [] {
-                    if let id = row.string("id"), let at = row.millis("dirty_at") { out[id] = (row.string("classroom") ?? "?", at) }
+                    if let id = row.string("id"), let at = row.millis("dirty_at") {
+                        out[id] = (row.string("classroom") ?? "?", at, "\(row.string("esp32_name") ?? "?")|\(row.string("date") ?? "?")")
+                    }
                 }
             }
             return out
@@ -398,14 +402,17 @@ struct LedgerStorageConformanceTests {
         #expect(try db.supersededBy(old.id) == nil)
         #expect(try db.live(Self.lab.esp32Name) == entries.map(Row.init))
 
+        // One mark per call and day (its own key); a retried mark is stored once.
         let days = [LedgerDirtyDay(esp32Name: "lab-101", date: "2026-11-04", classroom: "CSE-301"),
                     LedgerDirtyDay(esp32Name: "lab-101", date: "2026-11-05", classroom: "CSE-301")]
         try s.markDirtyDays(days, at: Self.day5)
-        try s.markDirtyDays([LedgerDirtyDay(esp32Name: "lab-101", date: "2026-11-05", classroom: "MOVED")], at: Self.day5 + 7)
+        try s.markDirtyDays(days, at: Self.day5)
+        let marked = LedgerDirtyDay(esp32Name: "lab-101", date: "2026-11-05", classroom: "MOVED")
+        try s.markDirtyDays([marked], at: Self.day5 + 7)
         let dirty = try db.dirtyDays()
-        #expect(dirty.count == 2)
-        #expect(dirty["lab-101|2026-11-04"]?.at == Self.day5)
-        #expect(dirty["lab-101|2026-11-05"]?.at == Self.day5 + 7 && dirty["lab-101|2026-11-05"]?.classroom == "MOVED")
+        #expect(dirty.count == 3)
+        #expect(dirty[days[0].markID]?.at == Self.day5)
+        #expect(dirty[marked.markID]?.at == Self.day5 + 7 && dirty[marked.markID]?.classroom == "MOVED")
 
         let ticket = LedgerReviewTicket(esp32Name: "lab-101", date: "2026-11-05", kind: "implausible_power", detail: "first", createdAt: Self.day5,
                                         runID: "ledger")
@@ -522,7 +529,7 @@ struct LedgerStorageConformanceTests {
         #expect(after == Self.fromScratch(stored, device: Self.lab).map(Row.init))
         #expect(after.map(\.deltaWh) == [5, 15])
         #expect(try db.supersededBy(before[0].id) == after[0].id)
-        #expect(try db.dirtyDays().keys.sorted() == ["lab-101|2026-11-05"])
+        #expect(Set(try db.dirtyDays().values.map(\.day)) == ["lab-101|2026-11-05"])
         #expect(try db.unprocessed() == 0)
         #expect(try db.leaseOwner("lab-101") == nil)
     }

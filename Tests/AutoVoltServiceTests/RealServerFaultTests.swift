@@ -131,14 +131,17 @@ struct RealServerFaultTests {
                 && Self.health(port)["status"] as? String == "healthy"
         }, "\(Self.health(port))\n\(worker.log.suffix(3000))")
 
-        // One more reading: its day's mark is removed (applied) without the write concern.
-        try rig.mongo.failCommand(["delete"], mode: .times(1), writeConcernError: .timeout, namespace: dirtyDays)
+        // One more reading: its day's mark is removed (applied) without the write concern. The
+        // ledger step's own delete (its mark made before its writes, replaced once they are done)
+        // comes first and passes; the aggregation's, after it, fails (and every one after it,
+        // until the fail point is set again below).
+        try rig.mongo.failCommand(["delete"], mode: .skip(1), writeConcernError: .timeout, namespace: dirtyDays)
         try publisher.publish([reading("lab-101", 3)])
         #expect(eventually(timeout: 30) { worker.log.contains("does not acknowledge them with the write concern") },
                 "\(worker.log.suffix(3000))")
-        #expect(Self.fired(rig.mongo, "failCommand") == 1)
+        #expect(Self.fired(rig.mongo, "failCommand") >= 1)
 
-        // The ledger loop goes round idle (each round reads the day marks), writing nothing.
+        // The aggregation loop goes round idle (each round reads the day marks), writing nothing.
         try rig.mongo.failCommand(["find"], mode: .alwaysOn, blockTimeMS: 1, namespace: dirtyDays)
         let rounds = Self.fired(rig.mongo, "failCommand")
         #expect(eventually(timeout: 30) { Self.fired(rig.mongo, "failCommand") >= rounds + 3 }, "\(worker.log.suffix(3000))")

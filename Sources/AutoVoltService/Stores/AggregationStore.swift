@@ -199,10 +199,10 @@ public final class AggregationStore: @unchecked Sendable {
         return run.report
     }
 
-    /// Days the ledger changed (`ledger_dirty_days`), oldest mark first; each is removed once
-    /// recomputed unless it was marked again meanwhile.
+    /// Days the ledger changed (`ledger_dirty_days`), oldest mark first; the marks read are
+    /// removed once their days are recomputed (a mark made meanwhile stays for the next round).
     public func processDirtyDays(now: EpochMillis, limit: Int = 500) throws -> Int {
-        let dirty = try storage.dirtyDays(limit: limit)
+        let dirty = try storage.dirtyDays(limit: limit, now: now)
         guard !dirty.isEmpty else { return 0 }
         var run = Recalculation(history: .closedPeriodsOnly)
         for mark in dirty {
@@ -210,7 +210,6 @@ public final class AggregationStore: @unchecked Sendable {
         }
         try run.days(dirty.compactMap { $0.day.map { ($0.esp32Name, $0.date) } }, store: self, now: now)
         try run.finish(store: self, now: now)
-        // Each mark goes unless the ledger marked the day again meanwhile.
         try storage.clearDirtyDays(dirty)
         return dirty.count
     }

@@ -472,6 +472,10 @@ public final class LedgerStore: @unchecked Sendable {
         }
     }
 
+    /// How long a step's mark made before its writes keeps the aggregation off its day: far longer
+    /// than a step takes; a step cut short (a crash, an outage) has its days aggregated after it.
+    static let markHoldMillis: EpochMillis = 5 * 60_000
+
     /// How many entries before the earliest new reading a step reads to find its restart point.
     static let entriesBefore = 8
 
@@ -518,6 +522,21 @@ public final class LedgerStore: @unchecked Sendable {
     private func write(_ changes: [(device: DeviceInfo, change: LedgerChange)], now: EpochMillis) throws {
         let toInsert = changes.flatMap(\.change.inserting)
         let toSupersede = changes.flatMap(\.change.superseding)
+        // The days changed, each from the earliest start it changes: marked (held) before anything
+        // is written, so that no change is ever without a mark however the step ends (a retry
+        // derives the same entries, sees no difference and would mark nothing), and marked again
+        // (not held, replacing the first) once everything is written. The aggregation leaves a
+        // day alone while it has a held mark, so it never folds half a step.
+        var dirty: [String: LedgerDirtyDay] = [:]
+        for (device, change) in changes {
+            for (date, from) in change.changedFrom {
+                var day = LedgerDirtyDay(esp32Name: device.esp32Name, date: date, classroom: device.classroom, changedFrom: from)
+                if let earlier = dirty[day.id]?.changedFrom { day.changedFrom = min(earlier, from) }
+                dirty[day.id] = day
+            }
+        }
+        let held = dirty.sorted { $0.key < $1.key }.map(\.value)
+        if !held.isEmpty { try storage.markDirtyDays(held, at: now, holdUntil: now + Self.markHoldMillis, replacing: []) }
         let chunkSize = max(1, stepLimits.writeChunk)
         for start in stride(from: 0, to: toInsert.count, by: chunkSize) {
             let chunk = Array(toInsert[start..<min(start + chunkSize, toInsert.count)])
@@ -529,15 +548,10 @@ public final class LedgerStore: @unchecked Sendable {
         for start in stride(from: 0, to: toSupersede.count, by: chunkSize) {
             try storage.supersede(Array(toSupersede[start..<min(start + chunkSize, toSupersede.count)]), at: now)
         }
-        var dirty: [String: LedgerDirtyDay] = [:]
-        for (device, change) in changes {
-            for (date, from) in change.changedFrom {
-                var day = LedgerDirtyDay(esp32Name: device.esp32Name, date: date, classroom: device.classroom, changedFrom: from)
-                if let earlier = dirty[day.id]?.changedFrom { day.changedFrom = min(earlier, from) }
-                dirty[day.id] = day
-            }
+        if !held.isEmpty {
+            let done = held.map { LedgerDirtyDay(esp32Name: $0.esp32Name, date: $0.date, classroom: $0.classroom, changedFrom: $0.changedFrom) }
+            try storage.markDirtyDays(done, at: now, holdUntil: nil, replacing: held.map(\.markID))
         }
-        if !dirty.isEmpty { try storage.markDirtyDays(dirty.sorted { $0.key < $1.key }.map(\.value), at: now) }
         let resets = toInsert.filter { $0.isResetMarker && $0.part == 0 }.count
         counters.withLock { counters in
             counters.entriesCreated += toInsert.count

@@ -29,11 +29,12 @@ public protocol AggregationStorage: Sendable {
     /// classroom or a device when given: a day that lost all its entries must go to zero too.
     func devicesToRecompute(on date: CivilDate, classroom: String?, esp32Name: String?) throws -> Set<String>
 
-    /// The ledger's marks of changed days (`ledger_dirty_days`), oldest mark first, at most `limit`,
-    /// each with the earliest start of an entry changed since the mark was last cleared.
-    func dirtyDays(limit: Int) throws -> [DirtyDay]
+    /// The ledger's marks of changed days (`ledger_dirty_days`), oldest first, at most `limit`,
+    /// leaving out every mark of a day that has a mark held past `now` (a ledger step is writing
+    /// it: its mark not held comes once it is done).
+    func dirtyDays(limit: Int, now: EpochMillis) throws -> [DirtyDay]
 
-    /// Removes each mark unless it was marked again since it was read (its `mark` differs).
+    /// Removes these marks (by their own key): a mark made since they were read stays.
     func clearDirtyDays(_ days: [DirtyDay]) throws
 
     // MARK: Inputs
@@ -91,21 +92,17 @@ public struct DeviceDay: Sendable, Hashable {
 
 /// A mark of `ledger_dirty_days`: the ledger changed this device-day.
 public struct DirtyDay: Sendable, Hashable {
-    /// The mark's key ("esp32_name|date").
+    /// The mark's own key: the aggregation removes the marks it read, and only those.
     public var id: String
-    /// nil for a mark that cannot be read (it is cleared all the same).
+    /// nil for a mark that cannot be read (it is removed all the same).
     public var day: DeviceDay?
-    /// When it was marked, as the backend compares it (opaque): a mark is cleared only while it
-    /// still has this value, so a day marked again during its recomputation is recomputed again.
-    public var mark: String
-    /// The earliest start of an entry inserted or superseded on the day since its mark was last
-    /// cleared (nil or the epoch: not known). The day's entries before it are as they were.
+    /// The earliest start of an entry the marking step inserted or superseded on the day (nil or
+    /// the epoch: not known). The day's entries before it are as they were before that step.
     public var changedFrom: EpochMillis?
 
-    public init(id: String, day: DeviceDay?, mark: String, changedFrom: EpochMillis? = nil) {
+    public init(id: String, day: DeviceDay?, changedFrom: EpochMillis? = nil) {
         self.id = id
         self.day = day
-        self.mark = mark
         self.changedFrom = changedFrom
     }
 }

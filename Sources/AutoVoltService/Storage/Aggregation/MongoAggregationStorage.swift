@@ -60,30 +60,30 @@ public final class MongoAggregationStorage: AggregationStorage {
         return names
     }
 
-    public func dirtyDays(limit: Int) throws -> [DirtyDay] {
-        let docs = try client.find(LedgerStore.dirtyDaysCollection, filter: [:], sort: ["dirty_at": 1], limit: limit)
+    public func dirtyDays(limit: Int, now: EpochMillis) throws -> [DirtyDay] {
+        // The days a ledger step is writing (few: a held mark lives for one step) are left out.
+        let held = Set(try client.find(LedgerStore.dirtyDaysCollection, filter: ["hold_until": ["$gt": .millis(now)]],
+                                       projection: ["esp32_name": 1, "date": 1], limit: 100_000)
+            .compactMap { doc -> String? in
+                guard let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue else { return nil }
+                return "\(name)|\(date)"
+            })
+        let docs = try client.find(LedgerStore.dirtyDaysCollection, filter: [:], sort: ["dirty_at": 1, "_id": 1], limit: limit)
         return docs.compactMap { doc -> DirtyDay? in
-            // A mark without its key or time cannot be cleared conditionally; it is not handed out.
-            guard let id = doc["_id"]?.stringValue, let at = doc["dirty_at"]?.dateValue else { return nil }
+            guard let id = doc["_id"]?.stringValue else { return nil }
             var day: DeviceDay?
-            if let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue.flatMap(CivilDate.init) {
-                day = DeviceDay(esp32Name: name, date: date)
+            if let name = doc["esp32_name"]?.stringValue, let date = doc["date"]?.stringValue {
+                if held.contains("\(name)|\(date)") { return nil }
+                day = CivilDate(date).map { DeviceDay(esp32Name: name, date: $0) }
             }
-            // The mark: its time and its sequence (absent on marks of older versions).
-            let sequence = doc["mark_seq"]?.int64Value.map(String.init) ?? "-"
-            return DirtyDay(id: id, day: day, mark: "\(LedgerStore.millis(at))|\(sequence)",
-                            changedFrom: doc["changed_from"]?.dateValue.map(LedgerStore.millis))
+            return DirtyDay(id: id, day: day, changedFrom: doc["changed_from"]?.dateValue.map(LedgerStore.millis))
         }
     }
 
     public func clearDirtyDays(_ days: [DirtyDay]) throws {
-        let done: [WriteModel] = days.compactMap { day -> WriteModel? in
-            let parts = day.mark.split(separator: "|").map(String.init)
-            guard parts.count == 2, let at = Int64(parts[0]) else { return nil }
-            let sequence: BSON = Int64(parts[1]).map { .int64($0) } ?? ["$exists": false]
-            return .deleteOne(["_id": .string(day.id), "dirty_at": .millis(at), "mark_seq": sequence])
-        }
-        try client.bulkWrite(LedgerStore.dirtyDaysCollection, operations: done, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
+        guard !days.isEmpty else { return }
+        try client.bulkWrite(LedgerStore.dirtyDaysCollection, operations: days.map { .deleteOne(["_id": .string($0.id)]) }, ordered: false,
+                             writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
     }
 
     // MARK: Inputs

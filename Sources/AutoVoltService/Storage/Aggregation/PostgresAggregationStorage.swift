@@ -175,36 +175,29 @@ public final class PostgresAggregationStorage: AggregationStorage {
         }
     }
 
-    public func dirtyDays(limit: Int) throws -> [DirtyDay] {
+    public func dirtyDays(limit: Int, now: EpochMillis) throws -> [DirtyDay] {
         try pool.withConnection { connection in
             try connection.query("""
-                SELECT id, esp32_name, date, mark_seq, changed_from FROM ledger_dirty_days ORDER BY dirty_at, id LIMIT $1
-                """, [limit])
+                SELECT d.id, d.esp32_name, d.date, d.changed_from FROM ledger_dirty_days d
+                WHERE NOT EXISTS (SELECT 1 FROM ledger_dirty_days h
+                                  WHERE h.esp32_name = d.esp32_name AND h.date = d.date AND h.hold_until > $2::timestamptz)
+                ORDER BY d.dirty_at, d.id LIMIT $1
+                """, [limit, PostgresTimestamp(millis: now)])
                 .compactMap { row -> DirtyDay? in
-                    guard let id = row.string("id"), let mark = row.int64("mark_seq") else { return nil }
+                    guard let id = row.string("id") else { return nil }
                     var day: DeviceDay?
                     if let name = row.string("esp32_name"), let date = row.string("date").flatMap(CivilDate.init) {
                         day = DeviceDay(esp32Name: name, date: date)
                     }
-                    return DirtyDay(id: id, day: day, mark: String(mark), changedFrom: row.millis("changed_from"))
+                    return DirtyDay(id: id, day: day, changedFrom: row.millis("changed_from"))
                 }
         }
     }
 
     public func clearDirtyDays(_ days: [DirtyDay]) throws {
         guard !days.isEmpty else { return }
-        let sorted = days.sorted { $0.id < $1.id }
         try pool.withConnection { connection in
-            // Locked in id order, as the ledger marks them: a mark being set again is waited for
-            // and then no longer matches (every mark takes a new mark_seq).
-            try connection.execute("""
-                WITH done AS (
-                    SELECT d.id FROM ledger_dirty_days d
-                    JOIN unnest($1::text[], $2::bigint[]) AS v(id, mark_seq) ON d.id = v.id AND d.mark_seq = v.mark_seq
-                    ORDER BY d.id FOR UPDATE OF d
-                )
-                DELETE FROM ledger_dirty_days WHERE id IN (SELECT id FROM done)
-                """, [PostgresTextArray(sorted.map(\.id)), PostgresTextArray(sorted.map(\.mark))])
+            try connection.execute("DELETE FROM ledger_dirty_days WHERE id = ANY($1::text[])", [PostgresTextArray(days.map(\.id).sorted())])
         }
     }
 

@@ -1,4 +1,5 @@
 import AutoVoltCore
+import Foundation
 
 /// The data operations of the ledger stage (`LedgerStore`, docs/ledger.md), one implementation
 /// per backend: `MongoLedgerStorage`, `PostgresLedgerStorage`. Only domain values cross it.
@@ -23,6 +24,8 @@ public protocol LedgerStorage: Sendable {
     /// Takes each device that nobody else holds (no lease, an expired one, or `owner`'s own),
     /// bumping its `version` (a new state starts at 1), with the lease until `until`. Returns
     /// the states of the devices now held, in any order; a device held by another is left out.
+    /// The held marks of the devices now held (`markDirtyDays`) are released: the step that made
+    /// them is over, cut short, and what it wrote is for the aggregation to take now.
     func acquireLeases(_ names: [String], owner: String, now: EpochMillis, until: EpochMillis) throws -> [LedgerLease]
     /// Extends `owner`'s lease on `name` to `until`; false when `owner` no longer holds it.
     func renewLease(_ name: String, owner: String, until: EpochMillis) throws -> Bool
@@ -59,12 +62,22 @@ public protocol LedgerStorage: Sendable {
     func reviveEntries(_ ids: [String]) throws
     /// Marks live entries superseded; an entry superseded already keeps its first replacement.
     func supersede(_ supersessions: [LedgerChange.Supersession], at: EpochMillis) throws
-    /// Marks device-days for re-aggregation (`ledger_dirty_days`), `dirty_at` = `at`; a day marked
-    /// already keeps the earliest `changed_from` and its mark changes
-    /// (`mark_seq` + 1), so an aggregation that read the old mark does not clear it.
-    func markDirtyDays(_ days: [LedgerDirtyDay], at: EpochMillis) throws
+    /// Marks device-days for re-aggregation (`ledger_dirty_days`): one row or document per mark
+    /// (`markID`; a mark already stored is left as it is), `dirty_at` = `at`, kept from the
+    /// aggregation until `holdUntil` (nil: not held), and in the same round trip removes the marks
+    /// `replacing`. A ledger step marks before it writes (held) and again after (not held,
+    /// replacing the first): whatever it wrote is marked before it is written, and a step cut
+    /// short leaves its held mark, which the aggregation takes when the hold expires.
+    func markDirtyDays(_ days: [LedgerDirtyDay], at: EpochMillis, holdUntil: EpochMillis?, replacing: [String]) throws
     /// Opens review tickets; one of the same device, date and kind that exists is left as it is.
     func openReviewTickets(_ tickets: [LedgerReviewTicket]) throws
+}
+
+extension LedgerStorage {
+    /// Marks not held, replacing none.
+    public func markDirtyDays(_ days: [LedgerDirtyDay], at: EpochMillis) throws {
+        try markDirtyDays(days, at: at, holdUntil: nil, replacing: [])
+    }
 }
 
 /// A device and where its stretch starts (device time for events, `start_ts` for entries;
@@ -244,18 +257,21 @@ public struct LedgerDirtyDay: Sendable, Hashable {
     public var date: String
     public var classroom: String
     /// The earliest start of an entry inserted or superseded on that day (nil: not known, stored as
-    /// the epoch: the day is aggregated again from all its entries). Marks of one day merge to the
-    /// earliest.
+    /// the epoch: the day is aggregated again from all its entries).
     public var changedFrom: EpochMillis?
+    /// The mark's own key (`_id` / `id`): new for every mark, so the aggregation removes exactly
+    /// the marks it read and a mark made meanwhile stays.
+    public var markID: String
 
-    public init(esp32Name: String, date: String, classroom: String, changedFrom: EpochMillis? = nil) {
+    public init(esp32Name: String, date: String, classroom: String, changedFrom: EpochMillis? = nil, markID: String = UUID().uuidString) {
         self.esp32Name = esp32Name
         self.date = date
         self.classroom = classroom
         self.changedFrom = changedFrom
+        self.markID = markID
     }
 
-    /// The key of its `ledger_dirty_days` document or row.
+    /// The device-day: "esp32_name|date".
     public var id: String { "\(esp32Name)|\(date)" }
 }
 

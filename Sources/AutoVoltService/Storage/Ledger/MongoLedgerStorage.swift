@@ -63,6 +63,11 @@ public final class MongoLedgerStorage: LedgerStorage {
         guard !acquired.isEmpty else { return [] }
         let states = try client.find(Self.stateCollection, filter: ["_id": Self.oneOf(acquired), "lease_owner": .string(owner)],
                                      projection: ["version": 1, "tail_version": 1, "tail_start": 1, "tail_end": 1], limit: acquired.count)
+        let leased = states.compactMap { $0["_id"]?.stringValue }
+        if !leased.isEmpty {
+            _ = try client.updateMany(Self.dirtyDaysCollection, filter: ["esp32_name": Self.oneOf(leased), "hold_until": ["$ne": .null]],
+                                      update: ["$set": ["hold_until": .null]], writeConcern: writeConcern)
+        }
         return states.compactMap { doc in
             guard let name = doc["_id"]?.stringValue, let version = doc["version"]?.int64Value else { return nil }
             return LedgerLease(name: name, version: version, tailVersion: doc["tail_version"]?.int64Value,
@@ -264,19 +269,23 @@ public final class MongoLedgerStorage: LedgerStorage {
         try client.bulkWrite(Collections.ledgers, operations: operations, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
     }
 
-    public func markDirtyDays(_ days: [LedgerDirtyDay], at: EpochMillis) throws {
-        guard !days.isEmpty else { return }
-        let operations: [WriteModel] = days.map { day in
-            // changed_from: the earliest of the marks (the epoch when one is not known); mark_seq
-            // changes with every mark, so an aggregation clears only the mark it read.
-            .updateOne(filter: ["_id": .string(day.id)],
-                       update: ["$set": ["esp32_name": .string(day.esp32Name), "date": .string(day.date), "classroom": .string(day.classroom),
-                                         "dirty_at": .millis(at)],
-                                "$min": ["changed_from": .millis(day.changedFrom ?? 0)],
-                                "$inc": ["mark_seq": .int64(1)]],
-                       upsert: true)
+    public func markDirtyDays(_ days: [LedgerDirtyDay], at: EpochMillis, holdUntil: EpochMillis?, replacing: [String]) throws {
+        guard !days.isEmpty || !replacing.isEmpty else { return }
+        // One document per mark (changed_from: the epoch when not known); the replaced marks go
+        // only once the new ones are in (a mark stored already, by a retry, is left as it is).
+        let marks: [WriteModel] = days.map { day in
+            .insertOne([
+                "_id": .string(day.markID), "esp32_name": .string(day.esp32Name), "date": .string(day.date), "classroom": .string(day.classroom),
+                "dirty_at": .millis(at), "changed_from": .millis(day.changedFrom ?? 0), "hold_until": holdUntil.map { .millis($0) } ?? .null,
+            ])
         }
-        try client.bulkWrite(Self.dirtyDaysCollection, operations: operations, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
+        if !marks.isEmpty {
+            try client.bulkWrite(Self.dirtyDaysCollection, operations: marks, ordered: false, writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
+        }
+        if !replacing.isEmpty {
+            try client.bulkWrite(Self.dirtyDaysCollection, operations: replacing.map { .deleteOne(["_id": .string($0)]) }, ordered: false,
+                                 writeConcern: writeConcern).writeErrors.throwUnlessDuplicateKeys()
+        }
     }
 
     public func openReviewTickets(_ tickets: [LedgerReviewTicket]) throws {

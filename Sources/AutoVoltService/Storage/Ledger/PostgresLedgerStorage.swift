@@ -22,8 +22,8 @@ extension PostgresTables {
     CREATE INDEX ledger_state_pending_dip_until ON ledger_state (pending_dip_until) WHERE pending_dip_until IS NOT NULL;
     """
 
-    /// Device-days whose ledger changed, for re-aggregation. `id` is "esp32_name|date"; a day
-    /// marked again gets a new `dirty_at`, which is how aggregation knows to recompute it again.
+    /// Device-days whose ledger changed, for re-aggregation. Before migration 2 `id` was
+    /// "esp32_name|date" and a day marked again got a new `dirty_at`; since, a row is one mark.
     static let ledgerDirtyDays = """
     CREATE TABLE ledger_dirty_days (
         id text PRIMARY KEY,
@@ -37,16 +37,18 @@ extension PostgresTables {
     """
 
     /// Migration 2. The aggregation keeps each day's sums (`daily_aggregates.fold_state`, a
-    /// `DayFold`) and reads only the entries after the last one folded, when the day's mark says
+    /// `DayFold`) and reads only the entries after the last one folded, when the day's marks say
     /// that nothing before it changed (`changed_from`, the earliest start of an entry inserted or
-    /// superseded; the epoch when not known, so that all entries are read). `mark_seq` is new on every mark, from a
-    /// sequence: an aggregation clears only the mark it read, whatever the clocks say. The ledger
-    /// index (esp32_name, date, start_ts, end_ts) serves that read (and replaces (esp32_name, date)).
+    /// superseded; the epoch when not known, so that all entries are read). A row is one mark
+    /// (its own `id`): the aggregation deletes the rows it read, and a mark made meanwhile stays.
+    /// `hold_until`: a ledger step's mark made before its writes, which the aggregation leaves
+    /// (with every other mark of its day) until the step replaces it or the hold expires. The
+    /// ledger index (esp32_name, date, start_ts, end_ts) serves the fold's read (and replaces
+    /// (esp32_name, date)).
     static let dayFolds = """
-    CREATE SEQUENCE ledger_dirty_days_mark_seq;
     ALTER TABLE ledger_dirty_days ADD COLUMN changed_from timestamptz NOT NULL DEFAULT 'epoch',
-        ADD COLUMN mark_seq bigint NOT NULL DEFAULT nextval('ledger_dirty_days_mark_seq');
-    ALTER SEQUENCE ledger_dirty_days_mark_seq OWNED BY ledger_dirty_days.mark_seq;
+        ADD COLUMN hold_until timestamptz;
+    CREATE INDEX ledger_dirty_days_esp32_name_date ON ledger_dirty_days (esp32_name, date);
     ALTER TABLE daily_aggregates ADD COLUMN fold_state text;
     ALTER TABLE aggregate_history ADD COLUMN fold_state text;
     CREATE INDEX device_consumption_ledgers_esp32_name_date_start ON device_consumption_ledgers (esp32_name, date, start_ts, end_ts);
@@ -122,12 +124,17 @@ public final class PostgresLedgerStorage: LedgerStorage {
         guard !names.isEmpty else { return [] }
         return try withConnection { connection in
             try connection.query("""
-                INSERT INTO ledger_state AS s (id, lease_owner, lease_until, version)
-                SELECT name, $2::text, $3::timestamptz, 1 FROM unnest($1::text[]) AS name ORDER BY name
-                ON CONFLICT (id) DO UPDATE SET lease_owner = EXCLUDED.lease_owner, lease_until = EXCLUDED.lease_until,
-                                               version = s.version + 1
-                    WHERE s.lease_until IS NULL OR s.lease_until < $4::timestamptz OR s.lease_owner = $2::text
-                RETURNING s.id, s.version, s.tail_version, s.tail_start, s.tail_end
+                WITH leased AS (
+                    INSERT INTO ledger_state AS s (id, lease_owner, lease_until, version)
+                    SELECT name, $2::text, $3::timestamptz, 1 FROM unnest($1::text[]) AS name ORDER BY name
+                    ON CONFLICT (id) DO UPDATE SET lease_owner = EXCLUDED.lease_owner, lease_until = EXCLUDED.lease_until,
+                                                   version = s.version + 1
+                        WHERE s.lease_until IS NULL OR s.lease_until < $4::timestamptz OR s.lease_owner = $2::text
+                    RETURNING s.id, s.version, s.tail_version, s.tail_start, s.tail_end
+                ), released AS (
+                    UPDATE ledger_dirty_days d SET hold_until = NULL FROM leased WHERE d.esp32_name = leased.id AND d.hold_until IS NOT NULL
+                )
+                SELECT * FROM leased
                 """, [PostgresTextArray(names), owner, PostgresTimestamp(millis: until), PostgresTimestamp(millis: now)])
             .compactMap { row in
                 guard let name = row.string("id"), let version = row.int64("version") else { return nil }
@@ -394,26 +401,24 @@ public final class PostgresLedgerStorage: LedgerStorage {
         }
     }
 
-    public func markDirtyDays(_ days: [LedgerDirtyDay], at: EpochMillis) throws {
-        // One row per key (ON CONFLICT DO UPDATE touches a row once per statement), in key order.
-        var unique: [String: LedgerDirtyDay] = [:]
-        for day in days { unique[day.id] = day }
-        guard !unique.isEmpty else { return }
-        let sorted = unique.sorted { $0.key < $1.key }.map(\.value)
+    public func markDirtyDays(_ days: [LedgerDirtyDay], at: EpochMillis, holdUntil: EpochMillis?, replacing: [String]) throws {
+        guard !days.isEmpty || !replacing.isEmpty else { return }
+        let sorted = days.sorted { $0.markID < $1.markID }
         try withConnection { connection in
-            // changed_from: the earliest of the two marks (the epoch when one is not known).
+            // One statement: the replaced marks go as the new ones come (changed_from in
+            // milliseconds, the epoch when not known).
             try connection.execute("""
-                INSERT INTO ledger_dirty_days (id, esp32_name, date, classroom, dirty_at, changed_from)
+                WITH replaced AS (DELETE FROM ledger_dirty_days WHERE id = ANY($7::text[]))
+                INSERT INTO ledger_dirty_days (id, esp32_name, date, classroom, dirty_at, changed_from, hold_until)
                 SELECT v.id, v.esp32_name, v.date, v.classroom, $5::timestamptz,
-                       'epoch'::timestamptz + v.changed_from * interval '1 millisecond'
+                       'epoch'::timestamptz + v.changed_from * interval '1 millisecond', $8::timestamptz
                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $6::bigint[]) AS v(id, esp32_name, date, classroom, changed_from)
                 ORDER BY v.id
-                ON CONFLICT (id) DO UPDATE SET esp32_name = EXCLUDED.esp32_name, date = EXCLUDED.date, classroom = EXCLUDED.classroom,
-                    dirty_at = EXCLUDED.dirty_at, mark_seq = nextval('ledger_dirty_days_mark_seq'),
-                    changed_from = least(ledger_dirty_days.changed_from, EXCLUDED.changed_from)
-                """, [PostgresTextArray(sorted.map(\.id)), PostgresTextArray(sorted.map(\.esp32Name)), PostgresTextArray(sorted.map(\.date)),
+                ON CONFLICT (id) DO NOTHING
+                """, [PostgresTextArray(sorted.map(\.markID)), PostgresTextArray(sorted.map(\.esp32Name)), PostgresTextArray(sorted.map(\.date)),
                       PostgresTextArray(sorted.map(\.classroom)), PostgresTimestamp(millis: at),
-                      PostgresTextArray(sorted.map { String($0.changedFrom ?? 0) })])
+                      PostgresTextArray(sorted.map { String($0.changedFrom ?? 0) }), PostgresTextArray(replacing.sorted()),
+                      holdUntil.map { PostgresTimestamp(millis: $0) }])
         }
     }
 
