@@ -86,7 +86,7 @@ public final class LedgerStore: @unchecked Sendable {
     /// with about `batchEvents` events between them, and at most ten while there is a backlog
     /// (more than the 5,000 oldest unprocessed events looked at), so catching up a day is not
     /// one enormous step.
-    public func findWork(now: EpochMillis, limit: Int = 200, batchSize: Int = 100,
+    public func findWork(now: EpochMillis, limit: Int = 1000, batchSize: Int = 500,
                          batchEvents: Int = 5_000) throws -> [[String]] {
         let window = 5000
         let pending = try storage.unprocessedEventDevices(limit: window)
