@@ -128,11 +128,11 @@ public struct DayFold: Sendable, Equatable {
     }
 
     /// Whether this fold can take the entries of `date` priced by `tariffs` (same book, same day
-    /// bounds, a classroom already fixed by a first entry).
-    public func continues(date: CivilDate, tariffs: TariffBook, calendar: inout LocalCalendar) -> Bool {
+    /// bounds, a classroom already fixed by a first entry); `book` is `tariffs` for its classroom.
+    public func continues(date: CivilDate, tariffs: TariffBook, book: ClassroomTariffs, calendar: inout LocalCalendar) -> Bool {
         last != nil && entries > 0 && bookFingerprint == tariffs.fingerprint && dayStart == calendar.startOfDay(date)
             && dayEnd == calendar.startOfDay(CivilDate(daysSinceEpoch: date.daysSinceEpoch + 1))
-            && segmentWh.count == tariffs.segments(classroom: classroom).tariffs.count
+            && segmentWh.count == book.tariffs.count
     }
 
     /// Adds entries that come after every entry folded so far, in time order. Returns false when

@@ -93,7 +93,7 @@ struct AggregationFoldTests {
             #expect(stored == first)
             var resumed = stored
             if cut > 0 {
-                let continues = resumed.continues(date: day.date, tariffs: day.book, calendar: &calendar)
+                let continues = resumed.continues(date: day.date, tariffs: day.book, book: book, calendar: &calendar)
                 #expect(continues)
             }
             let restOrdered = resumed.add(Array(day.entries[cut...]), book: book)
@@ -108,18 +108,19 @@ struct AggregationFoldTests {
         var calendar = LocalCalendar(timeZone: day.zone)
         let book = day.book.segments(classroom: day.classroom)
         var fold = DayFold(date: day.date, classroom: day.classroom, tariffs: day.book, book: book, calendar: &calendar)
-        let empty = fold.continues(date: day.date, tariffs: day.book, calendar: &calendar)
+        let empty = fold.continues(date: day.date, tariffs: day.book, book: book, calendar: &calendar)
         #expect(!empty, "nothing folded yet")
         fold.add(day.entries, book: book)
-        let same = fold.continues(date: day.date, tariffs: day.book, calendar: &calendar)
+        let same = fold.continues(date: day.date, tariffs: day.book, book: book, calendar: &calendar)
         #expect(same)
         let newer = TariffBook([Tariff(id: "tv-new", costPerKwh: 9, currency: "INR", effectiveFrom: 0, classroom: nil, createdAt: 1, notes: nil)])
-        let otherBook = fold.continues(date: day.date, tariffs: newer, calendar: &calendar)
+        let otherBook = fold.continues(date: day.date, tariffs: newer, book: newer.segments(classroom: day.classroom), calendar: &calendar)
         #expect(!otherBook)
         var elsewhere = LocalCalendar(timeZone: TimeZone(identifier: day.zone.identifier == "Asia/Kolkata" ? "UTC" : "Asia/Kolkata") ?? .gmt)
-        let otherZone = fold.continues(date: day.date, tariffs: day.book, calendar: &elsewhere)
+        let otherZone = fold.continues(date: day.date, tariffs: day.book, book: book, calendar: &elsewhere)
         #expect(!otherZone)
-        let otherDay = fold.continues(date: CivilDate(daysSinceEpoch: day.date.daysSinceEpoch + 1), tariffs: day.book, calendar: &calendar)
+        let otherDay = fold.continues(date: CivilDate(daysSinceEpoch: day.date.daysSinceEpoch + 1), tariffs: day.book, book: book,
+                                     calendar: &calendar)
         #expect(!otherDay)
     }
 

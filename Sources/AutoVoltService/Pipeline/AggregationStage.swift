@@ -8,8 +8,7 @@ import Logging
 /// woken by the ledger: a campus's aggregation work never holds back the next ledger step (when
 /// both shared a loop, publish-to-ledger latency grew with the day's entries).
 /// Owns its AggregationStore.
-// @unchecked: the store is built and used by the stage's own thread alone.
-final class AggregationStage: BlockingStage, @unchecked Sendable {
+final class AggregationStage: BlockingStage, Sendable {
     let control: StageControl
     private let link: DatabaseLink
     private let registry: RegistryInForce

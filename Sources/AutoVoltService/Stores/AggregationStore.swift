@@ -284,22 +284,22 @@ public final class AggregationStore: @unchecked Sendable {
             // tariff added meanwhile is either in it or its recalculation bumped a version.
             let tariffs = TariffBook(try self.storage.tariffs())
             var calendar = LocalCalendar(timeZone: self.timeZone)
-            var folds: [DeviceDay: DayFold] = [:]
+            var folds: [DeviceDay: (fold: DayFold, book: ClassroomTariffs)] = [:]
             for day in days {
                 guard let from = changedFrom[day], let text = existing[Self.dailyID(day)]?.figures.day?.fold,
-                      let fold = DayFold(encoded: text, calendar: &calendar), let last = fold.last, last.start < from,
-                      fold.continues(date: day.date, tariffs: tariffs, calendar: &calendar) else { continue }
-                folds[day] = fold
+                      let fold = DayFold(encoded: text, calendar: &calendar), let last = fold.last, last.start < from else { continue }
+                let book = tariffs.segments(classroom: fold.classroom)
+                if fold.continues(date: day.date, tariffs: tariffs, book: book, calendar: &calendar) { folds[day] = (fold, book) }
             }
             // A day's figures need all its entries (2,880 a day per device at most) unless it
             // folds: the batch of days bounds them.
-            var byDay = try self.storage.liveEntries(of: days, after: folds.compactMapValues(\.last))
+            var byDay = try self.storage.liveEntries(of: days, after: folds.compactMapValues(\.fold.last))
             let registry = self.registry
             var results: [DeviceDay: (DailyFigures, DayFold?)] = [:]
             var unordered: [DeviceDay] = []
             for key in days {
-                if var fold = folds[key] {
-                    let book = tariffs.segments(classroom: fold.classroom)
+                if let (stored, book) = folds[key] {
+                    var fold = stored
                     if fold.add(byDay[key]?.entries ?? [], book: book) {
                         results[key] = (fold.figures(date: key.date, esp32Name: key.esp32Name, book: book), fold)
                         continue

@@ -96,7 +96,8 @@ public final class MongoAggregationStorage: AggregationStorage {
             return .document(clause)
         }
         var byDay: [DeviceDay: DayEntries] = [:]
-        var classrooms: [DeviceDay: [(EpochMillis, EpochMillis, String)]] = [:]
+        // The classroom of each day's first entry in (start, end) order.
+        var firstClassroom: [DeviceDay: (start: EpochMillis, end: EpochMillis, classroom: String)] = [:]
         try client.forEachBatch(Collections.ledgers, filter: ["$or": .array(clauses), "superseded_by": ["$exists": false]],
                                 projection: ["esp32_name": 1, "date": 1, "start_ts": 1, "end_ts": 1, "delta_wh": 1, "billable": 1,
                                              "quality": 1, "classroom": 1]) { batch in
@@ -109,14 +110,17 @@ public final class MongoAggregationStorage: AggregationStorage {
                                            confidence: doc["quality"]?.documentValue?["confidence"]?.stringValue.flatMap(Confidence.init) ?? .low)
                 if let position = after[key], (entry.start, entry.end) <= (position.start, position.end) { continue }
                 byDay[key, default: DayEntries(classroom: nil, entries: [])].entries.append(entry)
-                if let classroom = doc["classroom"]?.stringValue { classrooms[key, default: []].append((entry.start, entry.end, classroom)) }
+                if let classroom = doc["classroom"]?.stringValue,
+                   firstClassroom[key].map({ (entry.start, entry.end) < ($0.start, $0.end) }) ?? true {
+                    firstClassroom[key] = (entry.start, entry.end, classroom)
+                }
             }
         }
         // In (start, end) order, as on PostgreSQL: the day's sums are added in the same order on
         // both backends, and the classroom is the first entry's.
         for key in Array(byDay.keys) {
             byDay[key]?.entries.sort { ($0.start, $0.end) < ($1.start, $1.end) }
-            byDay[key]?.classroom = classrooms[key]?.min { ($0.0, $0.1) < ($1.0, $1.1) }?.2
+            byDay[key]?.classroom = firstClassroom[key]?.classroom
         }
         return byDay
     }

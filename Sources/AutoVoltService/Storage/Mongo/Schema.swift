@@ -55,6 +55,9 @@ public enum Schema {
         ],
         "ledger_dirty_days": [
             IndexModel(keys: ["date": 1], name: "date"),
+            // Marks held by a ledger step: the aggregation leaves their days out every round, and
+            // the next lease on a device releases them.
+            IndexModel(keys: ["hold_until": 1], name: "hold_until"),
         ],
         Collections.reviewTickets: [
             IndexModel(keys: ["esp32_name": 1, "date": 1, "kind": 1], name: "esp32_name_date_kind_unique", unique: true),
