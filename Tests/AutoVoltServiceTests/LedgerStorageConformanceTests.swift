@@ -133,6 +133,12 @@ struct LedgerStorageConformanceTests {
                             VALUES ($1, $2, $3, $4, $5::timestamptz, $6::timestamptz, $7::double precision, '[1]'::jsonb, 'device', false, $8, $9::bigint)
                             """, [Self.ids(device.esp32Name, r).id, r.eventHash, device.esp32Name, device.classroom,
                                   PostgresTimestamp(millis: r.time), PostgresTimestamp(millis: receivedAt), r.energyWh, r.bootID, r.seq])
+                        // and in the ledger's queue, as the drain's transaction does
+                        try connection.execute("""
+                            INSERT INTO telemetry_unprocessed (id, esp32_name, device_ts, received_at)
+                            VALUES ($1, $2, $3::timestamptz, $4::timestamptz)
+                            """, [Self.ids(device.esp32Name, r).id, device.esp32Name, PostgresTimestamp(millis: r.time),
+                                  PostgresTimestamp(millis: receivedAt)])
                     }
                 }
             }
@@ -193,8 +199,16 @@ struct LedgerStorageConformanceTests {
             switch backend {
             case .mongo: return try client?.countDocuments(Collections.telemetryEvents, filter: ["processed": false]) ?? -1
             case .postgres:
+                // The queue holds exactly the events whose `processed` is false.
                 return try pool?.withConnection { connection in
-                    try connection.query("SELECT count(*) AS n FROM telemetry_events WHERE NOT processed").first?.int("n")
+                    try connection.query("""
+                        SELECT CASE WHEN (SELECT count(*) FROM telemetry_events WHERE NOT processed)
+                                       = (SELECT count(*) FROM telemetry_unprocessed u
+                                          WHERE EXISTS (SELECT 1 FROM telemetry_events e WHERE e.id = u.id AND NOT e.processed))
+                                     AND (SELECT count(*) FROM telemetry_unprocessed)
+                                       = (SELECT count(*) FROM telemetry_events WHERE NOT processed)
+                               THEN (SELECT count(*) FROM telemetry_unprocessed) ELSE -1 END AS n
+                        """).first?.int("n")
                 } ?? -1
             }
         }
@@ -205,7 +219,13 @@ struct LedgerStorageConformanceTests {
             case .mongo:
                 _ = try client?.updateMany(Collections.telemetryEvents, filter: [:], update: ["$set": ["processed": false]], writeConcern: .acknowledged)
             case .postgres:
-                try pool?.withConnection { connection in try connection.execute("UPDATE telemetry_events SET processed = false") }
+                try pool?.withConnection { connection in
+                    try connection.executeScript("""
+                        UPDATE telemetry_events SET processed = false;
+                        INSERT INTO telemetry_unprocessed (id, esp32_name, device_ts, received_at)
+                            SELECT id, esp32_name, device_ts, received_at FROM telemetry_events ON CONFLICT (id) DO NOTHING;
+                        """)
+                }
             }
         }
 

@@ -100,7 +100,7 @@ struct PostgresWorkerTests {
         try publisher.publish([telemetryPayload("lab-101", second: 30, energy: 1010)])
         let expected = expectedEntries(readings)
         #expect(eventually(timeout: 60, interval: 0.2) {
-            rig.number("SELECT count(*) FROM telemetry_events WHERE NOT processed") == 0 && rig.liveLedgerIDs() == expected
+            rig.number("SELECT count(*) FROM telemetry_events WHERE NOT processed") == 0 && rig.number("SELECT count(*) FROM telemetry_unprocessed") == 0 && rig.liveLedgerIDs() == expected
         }, "live: \(rig.liveLedgerIDs().count) of \(expected.count)\n\(rig.workers.last?.log ?? "")")
         #expect(rig.number("SELECT count(*) FROM telemetry_events") == 6)
         #expect(rig.number("SELECT sum(delta_wh) FROM device_consumption_ledgers WHERE superseded_by IS NULL AND billable") == 28)
@@ -138,7 +138,7 @@ struct PostgresWorkerTests {
         try rig.server.start()
         #expect(eventually(timeout: 90, interval: 0.3) {
             rig.number("SELECT count(*) FROM telemetry_events") == 300
-                && rig.number("SELECT count(*) FROM telemetry_events WHERE NOT processed") == 0
+                && rig.number("SELECT count(*) FROM telemetry_events WHERE NOT processed") == 0 && rig.number("SELECT count(*) FROM telemetry_unprocessed") == 0
         }, "events: \(rig.number("SELECT count(*) FROM telemetry_events"))\n\(rig.workers.last?.log ?? "")")
         #expect(rig.number("SELECT count(DISTINCT event_hash) FROM telemetry_events") == 300)
         // Each board climbed 198 Wh over its 100 readings: all of it billed once.

@@ -53,7 +53,7 @@ enum HTTPServer {
 /// before the first): health answers quickly even when the database is slow.
 ///
 /// No figure scans a collection: `total_events` is the collection's metadata count
-/// (`estimatedDocumentCount`), `unprocessed_events` reads the index `processed_received_at`,
+/// (`estimatedDocumentCount`), `unprocessed_events` reads the index `processed_received_at` (PostgreSQL: the small queue `telemetry_unprocessed`),
 /// `events_last_hour` the index `received_at_ttl` (Schema.swift), `online_devices` the small
 /// `device_status` (a document per board). Each figure fails on its own: it is null, with its
 /// error in `telemetry.errors`, and the others stay.
@@ -172,7 +172,7 @@ actor HealthReporter {
                     FROM (SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint AS estimate FROM pg_inherits i
                           JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'telemetry_events'::regclass) e
                     """)
-                figure("unprocessed_events", "SELECT count(*) AS n FROM telemetry_events WHERE NOT processed")
+                figure("unprocessed_events", "SELECT count(*) AS n FROM telemetry_unprocessed")
                 figure("events_last_hour", "SELECT count(*) AS n FROM telemetry_events WHERE received_at >= $1::timestamptz",
                        [PostgresTimestamp(millis: hourAgo)])
                 figure("online_devices", "SELECT count(*) AS n FROM device_status WHERE online")

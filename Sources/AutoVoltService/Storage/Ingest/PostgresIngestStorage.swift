@@ -199,8 +199,13 @@ public final class PostgresIngestStorage: IngestStorage {
 
     /// `COPY` of events (untyped throws: a `do` of typed calls only, with a `catch where`,
     /// crashes Swift 6.3's SIL ownership verifier).
+    /// Each event also goes to `telemetry_unprocessed`, in the same transaction, for the ledger.
     private func copyEvents(_ events: [IngestEvent], on connection: PostgresConnection) throws {
         try connection.copyIn(table: "telemetry_events", columns: Self.eventColumns, rows: events.map(Self.eventRow))
+        try connection.copyIn(table: "telemetry_unprocessed", columns: ["id", "esp32_name", "device_ts", "received_at"], rows: events.map { event in
+            [event.id, event.reading.esp32Name, PostgresTimestamp(millis: event.reading.deviceTime).postgresText,
+             PostgresTimestamp(millis: event.reading.receivedAt).postgresText]
+        })
     }
 
     /// Runs a one-row statement in a savepoint: a refusal undoes only it.
@@ -451,7 +456,7 @@ public final class PostgresIngestStorage: IngestStorage {
                         try connection.execute("SET LOCAL lock_timeout = '5s'")
                         try connection.execute("""
                             CREATE TABLE IF NOT EXISTS \(name) PARTITION OF \(table)
-                            FOR VALUES FROM ('\(month.start)') TO ('\(month.next.start)')
+                            FOR VALUES FROM ('\(month.start)') TO ('\(month.next.start)')\(Self.storageParameters(of: table))
                             """)
                     }
                 } catch {
@@ -464,6 +469,11 @@ public final class PostgresIngestStorage: IngestStorage {
             }
             _ = knownPartitions.withLock { $0.insert(name) }
         }
+    }
+
+    /// Events' pages keep room for `processed` to be set in place (see `PostgresTables.eventFillFactor`).
+    static func storageParameters(of table: String) -> String {
+        table == "telemetry_events" ? " WITH (fillfactor = \(PostgresTables.eventFillFactor))" : ""
     }
 
     /// "no partition of relation ... found for row": a partition this process believed in was
@@ -512,6 +522,11 @@ public final class PostgresIngestStorage: IngestStorage {
                         }
                     }
                     try connection.execute("DROP TABLE IF EXISTS \(name)")
+                    if table == "telemetry_events" {
+                        // An event expired before the ledger took it (an outage of two years) leaves the queue with it.
+                        try connection.execute("DELETE FROM telemetry_unprocessed WHERE received_at < $1::timestamptz",
+                                               [PostgresTimestamp(millis: month.next.startMillis)])
+                    }
                     _ = knownPartitions.withLock { $0.remove(name) }
                     dropped.append(name)
                 }

@@ -83,7 +83,7 @@ public final class PostgresLedgerStorage: LedgerStorage {
 
     public func unprocessedEventDevices(limit: Int) throws -> [String] {
         try withConnection { connection in
-            try connection.query("SELECT esp32_name FROM telemetry_events WHERE NOT processed ORDER BY received_at LIMIT $1", [limit])
+            try connection.query("SELECT esp32_name FROM telemetry_unprocessed ORDER BY received_at LIMIT $1", [limit])
                 .compactMap { $0.string("esp32_name") }
         }
     }
@@ -194,8 +194,8 @@ public final class PostgresLedgerStorage: LedgerStorage {
         guard !names.isEmpty else { return [] }
         return try withConnection { connection in
             try connection.query("""
-                SELECT id, received_at, esp32_name, device_ts FROM telemetry_events
-                WHERE esp32_name = ANY($1::text[]) AND NOT processed LIMIT $2
+                SELECT id, received_at, esp32_name, device_ts FROM telemetry_unprocessed
+                WHERE esp32_name = ANY($1::text[]) LIMIT $2
                 """, [PostgresTextArray(names), limit])
             .compactMap { row in
                 guard let id = row.string("id"), let name = row.string("esp32_name") else { return nil }
@@ -208,8 +208,8 @@ public final class PostgresLedgerStorage: LedgerStorage {
     public func earliestEvent(of name: String, unprocessedOnly: Bool) throws -> LedgerEventTimes? {
         try withConnection { connection in
             try connection.query("""
-                SELECT device_ts, received_at FROM telemetry_events
-                WHERE esp32_name = $1\(unprocessedOnly ? " AND NOT processed" : "") ORDER BY device_ts LIMIT 1
+                SELECT device_ts, received_at FROM \(unprocessedOnly ? "telemetry_unprocessed" : "telemetry_events")
+                WHERE esp32_name = $1 ORDER BY device_ts LIMIT 1
                 """, [name])
             .first.map { LedgerEventTimes(deviceTs: $0.millis("device_ts"), receivedAt: $0.millis("received_at")) }
         }
@@ -263,6 +263,7 @@ public final class PostgresLedgerStorage: LedgerStorage {
         }
     }
 
+    /// One statement: the events leave `telemetry_unprocessed` and get `processed` together.
     /// The receive times bound the partitions looked in (the events of one step are days apart
     /// at most, usually seconds), a millisecond wider either side than read (a time stored with
     /// microseconds is read rounded); rows processed already are not written again.
@@ -270,14 +271,15 @@ public final class PostgresLedgerStorage: LedgerStorage {
         guard !events.isEmpty else { return }
         let ids = PostgresTextArray(events.map(\.id))
         let times = events.compactMap(\.receivedAt)
+        let dequeue = "WITH dequeued AS (DELETE FROM telemetry_unprocessed WHERE id = ANY($1::text[]))"
         try withConnection { connection in
             if times.count == events.count, let first = times.min(), let last = times.max() {
                 try connection.execute("""
-                    UPDATE telemetry_events SET processed = true
+                    \(dequeue) UPDATE telemetry_events SET processed = true
                     WHERE id = ANY($1::text[]) AND received_at >= $2::timestamptz AND received_at <= $3::timestamptz AND NOT processed
                     """, [ids, PostgresTimestamp(millis: first - 1), PostgresTimestamp(millis: last + 1)])
             } else {
-                try connection.execute("UPDATE telemetry_events SET processed = true WHERE id = ANY($1::text[]) AND NOT processed", [ids])
+                try connection.execute("\(dequeue) UPDATE telemetry_events SET processed = true WHERE id = ANY($1::text[]) AND NOT processed", [ids])
             }
         }
     }

@@ -26,6 +26,8 @@ public enum PostgresSchema {
             PostgresTables.statements,
         ].joined(separator: "\n")),
         Migration(version: 2, name: "aggregation folds new ledger entries into a day's stored sums", sql: PostgresTables.dayFolds),
+        Migration(version: 3, name: "events waiting for the ledger in a queue of their own; processed set by heap-only updates",
+                  sql: PostgresTables.unprocessedQueue),
     ]
 
     public static var latestVersion: Int { migrations.map(\.version).max() ?? 0 }

@@ -65,7 +65,7 @@ extension PostgresTables {
 /// `ReconciliationStorage` on PostgreSQL. Throws `PostgresError`.
 ///
 /// - The day's figures are `GROUP BY esp32_name` sums over the day's rows (the ledger by its
-///   date index, events by the partial index on unprocessed ones and the (esp32_name,
+///   date index, events by the queue `telemetry_unprocessed` and the (esp32_name,
 ///   device_ts) index): only a row per device comes back.
 /// - A day's tickets are judged in one transaction under an advisory lock of the day, so two
 ///   judgements of one day (two workers, a CLI run beside the scheduler) run one after the
@@ -94,7 +94,7 @@ public final class PostgresReconciliationStorage: ReconciliationStorage {
     public func hasUnprocessedEvents(before: EpochMillis) throws -> Bool {
         try withConnection { connection in
             try connection.query("""
-                SELECT EXISTS (SELECT 1 FROM telemetry_events WHERE NOT processed AND device_ts < $1::timestamptz) AS present
+                SELECT EXISTS (SELECT 1 FROM telemetry_unprocessed WHERE device_ts < $1::timestamptz) AS present
                 """, [PostgresTimestamp(millis: before)]).first?.bool("present") ?? false
         }
     }
@@ -158,8 +158,8 @@ public final class PostgresReconciliationStorage: ReconciliationStorage {
     public func unprocessedEventCounts(from: EpochMillis, to: EpochMillis) throws -> [String: Int] {
         let rows = try withConnection { connection in
             try connection.query("""
-                SELECT esp32_name, count(*) AS n FROM telemetry_events
-                WHERE NOT processed AND device_ts >= $1::timestamptz AND device_ts < $2::timestamptz
+                SELECT esp32_name, count(*) AS n FROM telemetry_unprocessed
+                WHERE device_ts >= $1::timestamptz AND device_ts < $2::timestamptz
                 GROUP BY esp32_name
                 """, [PostgresTimestamp(millis: from), PostgresTimestamp(millis: to)])
         }
