@@ -121,9 +121,15 @@ public final class PostgresIngestStorage: IngestStorage {
             SELECT pg_advisory_xact_lock($1::int4, k)
             FROM (SELECT DISTINCT hashtext(n) AS k FROM unnest($2::text[]) AS n ORDER BY k) AS keys
             """, [Int(Self.deviceLockClass), PostgresTextArray(devices)])
+        // A probe of the id index and of the hash index per key and partition (a lateral
+        // subquery with a limit is never turned into a join). As one `id = ANY OR event_hash =
+        // ANY`, a partition filling fast (stale statistics) was read whole for every batch.
         let stored = try connection.query("""
-            SELECT id, event_hash, energy_wh_total FROM telemetry_events
-            WHERE id = ANY($1::text[]) OR event_hash = ANY($2::text[])
+            SELECT e.id, e.event_hash, e.energy_wh_total FROM unnest($1::text[]) AS k(id)
+            CROSS JOIN LATERAL (SELECT id, event_hash, energy_wh_total FROM telemetry_events t WHERE t.id = k.id LIMIT 1) e
+            UNION ALL
+            SELECT e.id, e.event_hash, e.energy_wh_total FROM unnest($2::text[]) AS k(hash)
+            CROSS JOIN LATERAL (SELECT id, event_hash, energy_wh_total FROM telemetry_events t WHERE t.event_hash = k.hash LIMIT 1) e
             """, [PostgresTextArray(events.map(\.id)), PostgresTextArray(events.map(\.reading.eventHash))])
         var storedIDs: Set<String> = [], storedHashes: Set<String> = []
         var storedEnergy: [String: Double] = [:]
@@ -397,7 +403,7 @@ public final class PostgresIngestStorage: IngestStorage {
     // MARK: Partitions
 
     /// A UTC month, the unit of partitioning.
-    struct Month: Hashable, Comparable {
+    struct Month: Hashable, Comparable, Sendable {
         var year: Int
         var month: Int
 
