@@ -1083,8 +1083,15 @@ extension MongoClient {
 
     /// A write of this thread was acknowledged with its write concern.
     static func noteAcknowledgedWrite() {
-        guard let box = Thread.current.threadDictionary[acknowledgedWritesKey] as? TallyBox else { return }
-        for tally in box.tallies { tally.count += 1 }
+        noteAcknowledgedWrites(1)
+    }
+
+    /// Counts, in every tally of this thread, writes acknowledged on another thread for this
+    /// one (work split over threads counts each part in a tally of its own, added here once
+    /// that thread is done).
+    public static func noteAcknowledgedWrites(_ count: Int) {
+        guard count > 0, let box = Thread.current.threadDictionary[acknowledgedWritesKey] as? TallyBox else { return }
+        for tally in box.tallies { tally.count += count }
     }
 }
 

@@ -43,6 +43,64 @@ final class LedgerStage: BlockingStage, @unchecked Sendable {
     /// Whether a step is under way, for /health.
     var isProcessing: Bool { shown.withLock { $0.busy } }
 
+    /// How many batches of one round are stepped at once. The batches hold disjoint devices
+    /// (as two workers' leases do), and a step spends much of its time waiting for the
+    /// database: a second lane derives while the first waits, which takes the tail off a burst
+    /// of boards that report in step. Each lane borrows a connection of its own.
+    static let lanes = 2
+
+    /// Steps the batches on this thread and, when there are several, on `lanes - 1` threads
+    /// more; each lane takes the next batch not taken. Returns whether any device progressed;
+    /// the first error is thrown once every lane has stopped.
+    private func stepInLanes(_ batches: [[String]], ledger: LedgerStore) throws -> Bool {
+        struct Round {
+            var next = 0
+            var progressed = false
+            var error: (any Error)?
+        }
+        final class Shared: Sendable {
+            let round = Mutex(Round())
+            func withLock<T: Sendable>(_ body: (inout sending Round) -> sending T) -> T { round.withLock(body) }
+        }
+        let shared = Shared()
+        let control = control, clock = clock
+        @Sendable func lane() {
+            while true {
+                let index: Int? = shared.withLock { shared in
+                    guard shared.error == nil, shared.next < batches.count else { return nil }
+                    shared.next += 1
+                    return shared.next - 1
+                }
+                guard let index, !control.isStopping else { return }
+                control.beat()
+                do {
+                    let results = try ledger.step(batches[index], now: clock.now())
+                    if results.values.contains(where: { if case .done = $0 { true } else { false } }) {
+                        shared.withLock { $0.progressed = true }
+                    }
+                } catch {
+                    shared.withLock { if $0.error == nil { $0.error = error } }
+                    return
+                }
+            }
+        }
+        let helpers = min(Self.lanes, batches.count) - 1
+        // Writes acknowledged on a helper's thread count for the loop (the tally is per thread).
+        let tallies = (0..<max(helpers, 0)).map { _ in MongoClient.AcknowledgedWrites() }
+        let group = DispatchGroup()
+        for tally in tallies {
+            DispatchQueue.global().async(group: group) {
+                MongoClient.countingAcknowledgedWrites(in: tally) { lane() }
+            }
+        }
+        lane()
+        group.wait()
+        MongoClient.noteAcknowledgedWrites(tallies.reduce(0) { $0 + $1.count })
+        let outcome = shared.withLock { $0 }
+        if let error = outcome.error { throw error }
+        return outcome.progressed
+    }
+
     func runLoop() {
         var store: LedgerStore?
         var appliedGeneration = 0
@@ -69,12 +127,7 @@ final class LedgerStage: BlockingStage, @unchecked Sendable {
                 shown.withLock { $0.busy = false }
                 if progressed { changed.signal() }
             }
-            for batch in batches {
-                if control.isStopping { break }
-                control.beat()
-                let results = try ledger.step(batch, now: clock.now())
-                if results.values.contains(where: { if case .done = $0 { true } else { false } }) { progressed = true }
-            }
+            progressed = try stepInLanes(batches, ledger: ledger)
             metrics.recordLedger(ledger.snapshot)
             // Every device held by other workers: let them finish.
             return progressed ? 0 : 0.5

@@ -83,9 +83,9 @@ public final class Worker: Sendable {
         self.logger = logger
         self.clock = clock
         let journal = try Intake.openJournal(config)
-        // The drain, ledger, aggregation and scheduler hold one connection each at most, /health one, and the
-        // analytics reads as many as may run at once.
-        let database = try WorkerDatabase.open(config, poolSize: 5 + config.httpQueryConcurrency)
+        // The drain, aggregation and scheduler hold one connection each at most, the ledger one per lane,
+        // /health one, and the analytics reads as many as may run at once.
+        let database = try WorkerDatabase.open(config, poolSize: 4 + LedgerStage.lanes + config.httpQueryConcurrency)
         self.database = database
         let monitor = StageMonitor(now: clock.now(), silenceOverride: faults.stageSilenceMillis)
         stages = monitor
