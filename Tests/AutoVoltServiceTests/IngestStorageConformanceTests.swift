@@ -448,6 +448,26 @@ struct IngestStorageConformanceTests {
 
     // MARK: Retention (PostgreSQL: partitions; MongoDB expires by its TTL indexes)
 
+    @Test("a month's partition is analyzed as it fills, before autovacuum would: the planner probes by id, not a scan")
+    func freshPartitionsAreAnalyzed() throws {
+        let db = try Database(.postgres)
+        let pool = try #require(db.pool)
+        let storage = try #require(db.storage as? PostgresIngestStorage)
+        let start = Self.december + Self.day
+        func tuples() throws -> Double? {
+            try pool.withConnection { connection in
+                try connection.query("SELECT reltuples::float8 AS n FROM pg_class WHERE relname = 'telemetry_events_2026_12'").first?.double("n")
+            }
+        }
+        let events = try (0..<999).map { i in
+            try Self.event(Self.telemetry("lab-\(i % 50)", at: (start + EpochMillis(i) * Self.second) / 1000, Double(i), receivedAt: start + EpochMillis(i)))
+        }
+        _ = try storage.insertEvents(events)
+        #expect(try tuples() == -1, "never analyzed yet")
+        _ = try storage.insertEvents([try Self.event(Self.telemetry("lab-1", at: start / 1000 + 5_000, 1, receivedAt: start + 5_000))])
+        #expect(try tuples() == 1_000)
+    }
+
     @Test("retention drops whole partitions past 730 and 30 days, and never touches the ledger")
     func retention() throws {
         let db = try Database(.postgres)
@@ -497,6 +517,11 @@ struct IngestStorageConformanceTests {
             try connection.query("SELECT count(*) AS n FROM device_consumption_ledgers").first?.int("n")
         }
         #expect(ledger == 1)
+        // The expired event had not reached the ledger: its place in the ledger's queue went with it.
+        let queued = try pool.withConnection { connection in
+            try connection.query("SELECT id FROM telemetry_unprocessed").compactMap { $0.string("id") }
+        }
+        #expect(queued.count == 1 && queued.allSatisfy { !$0.contains("@\(old / 1000)") })
         #expect(try storage.dropExpiredPartitions(now: now).isEmpty)
 
         // An old reading replayed after its partition was dropped: the partition is made again.

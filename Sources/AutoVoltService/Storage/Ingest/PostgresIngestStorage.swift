@@ -106,11 +106,43 @@ public final class PostgresIngestStorage: IngestStorage {
         guard !events.isEmpty else { return [] }
         return try pool.withConnection { connection in
             try ensurePartitions(of: "telemetry_events", for: events.map(\.reading.receivedAt), on: connection)
+            let results: [EventWriteResult]
             do {
-                return try connection.transaction { try insertEventsLocked(events, on: connection) }
+                results = try connection.transaction { try insertEventsLocked(events, on: connection) }
             } catch let error as PostgresError where Self.isMissingPartition(error) {
                 throw missingPartition(error)
             }
+            analyzeGrowingPartitions(inserted: zip(events, results).compactMap { event, result in
+                if case .inserted = result { event.reading.receivedAt } else { nil }
+            }, on: connection)
+            return results
+        }
+    }
+
+    /// Rows this process inserted per event partition, for `analyzeGrowingPartitions`.
+    private let insertedPerPartition = Mutex<[String: Int]>([:])
+    /// Sizes at which a partition this process fills is analyzed.
+    static let analyzeThresholds = [1_000, 10_000, 100_000]
+
+    /// Analyzes an event partition when the rows this process put in it pass 1,000, 10,000 and
+    /// 100,000. A month's partition starts empty and fills fast, and autovacuum analyzes it a
+    /// minute or more later: until then the planner has no statistics for it, guesses that
+    /// 130 ids match most of the table, and scans it whole (bench-e2e's first runs). Beyond
+    /// 100,000 rows autovacuum's own thresholds keep the statistics close enough. Best effort:
+    /// the rows are committed, and a failed ANALYZE only leaves the plans as they were.
+    private func analyzeGrowingPartitions(inserted times: [EpochMillis], on connection: PostgresConnection) {
+        guard !times.isEmpty else { return }
+        var added: [String: Int] = [:]
+        for time in times { added["telemetry_events" + Month(millis: time).suffix, default: 0] += 1 }
+        let due = insertedPerPartition.withLock { counts in
+            added.compactMap { name, count -> String? in
+                let before = counts[name, default: 0]
+                counts[name] = before + count
+                return Self.analyzeThresholds.contains { before < $0 && before + count >= $0 } ? name : nil
+            }
+        }
+        for name in due.sorted() {
+            _ = try? connection.execute("ANALYZE \(name)")
         }
     }
 
