@@ -49,44 +49,43 @@ final class LedgerStage: BlockingStage, @unchecked Sendable {
     /// of boards that report in step. Each lane borrows a connection of its own.
     static let lanes = 2
 
-    /// Steps the batches on this thread and, when there are several, on `lanes - 1` threads
-    /// more; each lane takes the next batch not taken. Returns whether any device progressed;
-    /// the first error is thrown once every lane has stopped.
+    /// Steps a round's batches in lanes; whether any device progressed.
     private func stepInLanes(_ batches: [[String]], ledger: LedgerStore) throws -> Bool {
-        struct Round {
-            var next = 0
-            var progressed = false
-            var error: (any Error)?
-        }
-        final class Shared: Sendable {
-            let round = Mutex(Round())
-            func withLock<T: Sendable>(_ body: (inout sending Round) -> sending T) -> T { round.withLock(body) }
-        }
-        let shared = Shared()
         let control = control, clock = clock
+        return try Self.runInLanes(batches, lanes: Self.lanes, stopping: { control.isStopping }) { batch in
+            control.beat()
+            let results = try ledger.step(batch, now: clock.now())
+            return results.values.contains { if case .done = $0 { true } else { false } }
+        }
+    }
+
+    /// Runs `step` over `batches` on this thread and, when there are several, on up to
+    /// `lanes - 1` threads more (GCD's, never the cooperative pool: a step blocks on the
+    /// database); each lane takes the next batch not taken, so each batch runs once. After an
+    /// error no lane takes another batch, and the first error is thrown once every lane has
+    /// stopped. Returns whether any step returned true. Writes acknowledged on a helper's thread
+    /// are added to this thread's tallies (`MongoClient.countingAcknowledgedWrites` counts per
+    /// thread).
+    static func runInLanes<Batch: Sendable>(_ batches: [Batch], lanes: Int, stopping: @escaping @Sendable () -> Bool,
+                                            step: @escaping @Sendable (Batch) throws -> Bool) throws -> Bool {
+        let shared = LaneRound()
         @Sendable func lane() {
             while true {
-                let index: Int? = shared.withLock { shared in
-                    guard shared.error == nil, shared.next < batches.count else { return nil }
-                    shared.next += 1
-                    return shared.next - 1
+                let index: Int? = shared.round.withLock { round in
+                    guard round.error == nil, round.next < batches.count else { return nil }
+                    round.next += 1
+                    return round.next - 1
                 }
-                guard let index, !control.isStopping else { return }
-                control.beat()
+                guard let index, !stopping() else { return }
                 do {
-                    let results = try ledger.step(batches[index], now: clock.now())
-                    if results.values.contains(where: { if case .done = $0 { true } else { false } }) {
-                        shared.withLock { $0.progressed = true }
-                    }
+                    if try step(batches[index]) { shared.round.withLock { $0.progressed = true } }
                 } catch {
-                    shared.withLock { if $0.error == nil { $0.error = error } }
+                    shared.round.withLock { if $0.error == nil { $0.error = error } }
                     return
                 }
             }
         }
-        let helpers = min(Self.lanes, batches.count) - 1
-        // Writes acknowledged on a helper's thread count for the loop (the tally is per thread).
-        let tallies = (0..<max(helpers, 0)).map { _ in MongoClient.AcknowledgedWrites() }
+        let tallies = (0..<max(min(lanes, batches.count) - 1, 0)).map { _ in MongoClient.AcknowledgedWrites() }
         let group = DispatchGroup()
         for tally in tallies {
             DispatchQueue.global().async(group: group) {
@@ -96,9 +95,9 @@ final class LedgerStage: BlockingStage, @unchecked Sendable {
         lane()
         group.wait()
         MongoClient.noteAcknowledgedWrites(tallies.reduce(0) { $0 + $1.count })
-        let outcome = shared.withLock { $0 }
-        if let error = outcome.error { throw error }
-        return outcome.progressed
+        let (progressed, error) = shared.round.withLock { ($0.progressed, $0.error) }
+        if let error { throw error }
+        return progressed
     }
 
     func runLoop() {
@@ -133,4 +132,14 @@ final class LedgerStage: BlockingStage, @unchecked Sendable {
             return progressed ? 0 : 0.5
         }
     }
+}
+
+/// What the lanes of one round share: the next batch to take, and what the steps said.
+private final class LaneRound: Sendable {
+    struct State {
+        var next = 0
+        var progressed = false
+        var error: (any Error)?
+    }
+    let round = Mutex(State())
 }
