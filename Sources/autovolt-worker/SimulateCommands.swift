@@ -354,13 +354,16 @@ struct SimulateCheck: ParsableCommand {
         }
     }
 
-    /// No event waits for the ledger and no day for its aggregates.
+    /// No event waits for the ledger and no day for its aggregates. On PostgreSQL the small
+    /// queue is asked first: `processed` has no index, and the scan that proves it (the
+    /// conditions are evaluated left to right) runs only once the queue is empty.
     func settled(_ config: WorkerConfig) throws -> Bool {
         if config.databaseKind == .postgresql {
             return try withPostgres(config) { c in
                 try c.query("""
-                    SELECT NOT EXISTS (SELECT 1 FROM telemetry_events WHERE NOT processed)
-                       AND NOT EXISTS (SELECT 1 FROM ledger_dirty_days) AS settled
+                    SELECT NOT EXISTS (SELECT 1 FROM telemetry_unprocessed)
+                       AND NOT EXISTS (SELECT 1 FROM ledger_dirty_days)
+                       AND NOT EXISTS (SELECT 1 FROM telemetry_events WHERE NOT processed) AS settled
                     """).first?.bool("settled") ?? false
             }
         }

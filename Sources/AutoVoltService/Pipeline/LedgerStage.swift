@@ -126,7 +126,13 @@ final class LedgerStage: BlockingStage, @unchecked Sendable {
                 shown.withLock { $0.busy = false }
                 if progressed { changed.signal() }
             }
-            progressed = try stepInLanes(batches, ledger: ledger)
+            do {
+                progressed = try stepInLanes(batches, ledger: ledger)
+            } catch {
+                // Batches stepped before the error may have changed days: wake the aggregation anyway.
+                changed.signal()
+                throw error
+            }
             metrics.recordLedger(ledger.snapshot)
             // Every device held by other workers: let them finish.
             return progressed ? 0 : 0.5

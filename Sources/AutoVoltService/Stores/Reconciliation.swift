@@ -70,7 +70,7 @@ public struct Reconciler: Sendable {
     /// What of the day's data the database holds but the ledger and aggregation have not taken
     /// yet: events of the day or before still unprocessed, and days up to it whose aggregates wait
     /// to be computed again (judged before that, a ledger already changed would be compared with
-    /// aggregates not yet: a false `aggregate_mismatch`). Few (the index on processed leads, and
+    /// aggregates not yet: a false `aggregate_mismatch`). Few (MongoDB's index on processed leads, PostgreSQL's queue `telemetry_unprocessed`, and
     /// ledger_dirty_days' on date), unless a backlog is being worked off, which is what a
     /// judgement waits for.
     public func pendingInDatabase(_ date: CivilDate) throws -> [String] {

@@ -552,6 +552,13 @@ public final class PostgresIngestStorage: IngestStorage {
                 for row in rows {
                     guard let name = row.string("name"), let month = Month(partition: name, of: table),
                           month.next.startMillis <= cutoff else { continue }
+                    if table == "telemetry_events" {
+                        // An event expired before the ledger took it (an outage of two years) leaves
+                        // the queue first: a queue row must never outlive its event (the ledger would
+                        // derive from a reading it cannot read), and a crash after this is harmless.
+                        try connection.execute("DELETE FROM telemetry_unprocessed WHERE received_at < $1::timestamptz",
+                                               [PostgresTimestamp(millis: month.next.startMillis)])
+                    }
                     if row.bool("attached") == true {
                         if row.bool("pending") == true {
                             try connection.execute("ALTER TABLE \(table) DETACH PARTITION \(name) FINALIZE")
@@ -560,11 +567,6 @@ public final class PostgresIngestStorage: IngestStorage {
                         }
                     }
                     try connection.execute("DROP TABLE IF EXISTS \(name)")
-                    if table == "telemetry_events" {
-                        // An event expired before the ledger took it (an outage of two years) leaves the queue with it.
-                        try connection.execute("DELETE FROM telemetry_unprocessed WHERE received_at < $1::timestamptz",
-                                               [PostgresTimestamp(millis: month.next.startMillis)])
-                    }
                     _ = knownPartitions.withLock { $0.remove(name) }
                     dropped.append(name)
                 }

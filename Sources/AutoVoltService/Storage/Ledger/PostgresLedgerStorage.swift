@@ -276,7 +276,8 @@ public final class PostgresLedgerStorage: LedgerStorage {
         let dequeue = "WITH dequeued AS (DELETE FROM telemetry_unprocessed WHERE id = ANY($1::text[]))"
         try withConnection { connection in
             if times.count == events.count, let first = times.min(), let last = times.max() {
-                let from = PostgresIngestStorage.Month(millis: first), to = PostgresIngestStorage.Month(millis: last).next
+                // A millisecond wider either side: a time stored with microseconds is read rounded.
+                let from = PostgresIngestStorage.Month(millis: first - 1), to = PostgresIngestStorage.Month(millis: last + 1).next
                 try connection.execute("""
                     \(dequeue) UPDATE telemetry_events SET processed = true
                     WHERE id = ANY($1::text[]) AND received_at >= $2::timestamptz AND received_at < $3::timestamptz AND NOT processed

@@ -45,8 +45,11 @@ public enum PostgresTables {
     /// while its event's `processed` is false. Setting `processed` was the server's largest cost
     /// (54 % of statement time in bench-e2e): the partial index on `NOT processed` made every
     /// update a new tuple with six new index entries. The queue holds only what waits (seconds
-    /// of traffic, or an outage's backlog), so finding work reads a small table.
+    /// of traffic, or an outage's backlog), so finding work reads a small table. The events are
+    /// locked against writes first (SHARE: readers go on), so no drain commits an event between
+    /// the copy of the unprocessed ones and the end of the migration.
     static let unprocessedQueue = """
+    LOCK TABLE telemetry_events IN SHARE MODE;
     CREATE TABLE telemetry_unprocessed (
         id text PRIMARY KEY,
         esp32_name text NOT NULL,
