@@ -18,6 +18,16 @@ enum HTTPServer {
     static func application(host: String, port: Int, engine: Worker, queries: QueryRunner, executor: MongoExecutor?,
                             health loadFigures: @escaping @Sendable () async -> HealthReporter.Figures?,
                             registry: PrometheusCollectorRegistry?, logger: Logger) -> some ApplicationProtocol {
+        let router = router(engine: engine, queries: queries, executor: executor, health: loadFigures, registry: registry, logger: logger)
+        return Application(router: router, server: .http1Compatible,
+                           configuration: .init(address: .hostname(host, port: port), serverName: "autovolt-worker"), logger: logger)
+    }
+
+    /// Every route of the server (`router.routes` lists them: the OpenAPI test compares them
+    /// with `OpenAPIDocument`).
+    static func router(engine: Worker, queries: QueryRunner, executor: MongoExecutor?,
+                       health loadFigures: @escaping @Sendable () async -> HealthReporter.Figures?,
+                       registry: PrometheusCollectorRegistry?, logger: Logger) -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: RequestBoundsMiddleware())
         let health = HealthReporter(engine: engine, load: loadFigures)
@@ -42,8 +52,11 @@ enum HTTPServer {
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
                             body: .init(byteBuffer: ByteBuffer(string: text)))
         }
-        return Application(router: router, server: .http1Compatible,
-                           configuration: .init(address: .hostname(host, port: port), serverName: "autovolt-worker"), logger: logger)
+        router.get("\(PowerAnalyticsAPI.prefix)/openapi.json") { _, _ -> Response in
+            Response(status: .ok, headers: [.contentType: "application/json"],
+                     body: .init(byteBuffer: ByteBuffer(string: OpenAPIDocument.json)))
+        }
+        return router
     }
 }
 
