@@ -224,5 +224,16 @@ struct OpenAPITests {
             }
         }
         #expect(checked >= 18, "only \(checked) operations checked")
+
+        // What the fuzzer found: a method a documented path does not take is 405 with Allow (not
+        // 404), a NUL in a parameter is the client's 400 (not the database's 500).
+        let put = try await send("PUT", "/api/power-analytics/summary?date=2026-12-07", body: Data("{}".utf8))
+        #expect(put.status == 405)
+        let trace = try await send("TRACE", "/api/power-analytics/statements/some-id")
+        #expect(trace.status == 405)
+        #expect(try await send("GET", "/api/power-analytics/no-such-route").status == 404)
+        let nul = try await send("GET", "/api/power-analytics/device-breakdown?date=2026-12-07&classroom=a%00b")
+        #expect(nul.status == 400, "\(String(decoding: nul.body, as: UTF8.self))")
+        #expect(try await send("GET", "/devices/lab%00101").status == 400)
     }
 }

@@ -30,6 +30,7 @@ enum HTTPServer {
                        registry: PrometheusCollectorRegistry?, logger: Logger) -> Router<BasicRequestContext> {
         let router = Router()
         router.add(middleware: RequestBoundsMiddleware())
+        router.add(middleware: AllowedMethodsMiddleware(openAPI: OpenAPIDocument.json))
         let health = HealthReporter(engine: engine, load: loadFigures)
         // The AutoVolt deployment guide monitors `/api/power-analytics/health`: the same document.
         for path in ["/health", "\(PowerAnalyticsAPI.prefix)/health"] {

@@ -361,7 +361,7 @@ enum OpenAPIDocument {
                 "schema": {
                   "type": "string",
                   "format": "date",
-                  "pattern": "^\\d{4}-\\d{2}-\\d{2}$"
+                  "pattern": "^\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])$"
                 }
               },
               {
@@ -429,7 +429,7 @@ enum OpenAPIDocument {
                 "description": "`YYYY-MM`.",
                 "schema": {
                   "type": "string",
-                  "pattern": "^\\d{4}-\\d{2}$",
+                  "pattern": "^\\d{4}-(0[1-9]|1[0-2])$",
                   "examples": [
                     "2026-11"
                   ]
@@ -909,7 +909,7 @@ enum OpenAPIDocument {
                 "description": "Only this month, `YYYY-MM`.",
                 "schema": {
                   "type": "string",
-                  "pattern": "^\\d{4}-\\d{2}$"
+                  "pattern": "^(19[7-9]\\d|[2-9]\\d{3})-(0[1-9]|1[0-2])$"
                 }
               }
             ],
@@ -1517,7 +1517,7 @@ enum OpenAPIDocument {
                 "schema": {
                   "type": "string",
                   "format": "date",
-                  "pattern": "^\\d{4}-\\d{2}-\\d{2}$"
+                  "pattern": "^\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])$"
                 }
               }
             ],
@@ -1622,7 +1622,7 @@ enum OpenAPIDocument {
                 "schema": {
                   "type": "string",
                   "format": "date",
-                  "pattern": "^\\d{4}-\\d{2}-\\d{2}$"
+                  "pattern": "^\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])$"
                 }
               }
             ],
@@ -2739,12 +2739,12 @@ enum OpenAPIDocument {
               "start": {
                 "type": "string",
                 "format": "date",
-                "pattern": "^\\d{4}-\\d{2}-\\d{2}$"
+                "pattern": "^\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])$"
               },
               "end": {
                 "type": "string",
                 "format": "date",
-                "pattern": "^\\d{4}-\\d{2}-\\d{2}$",
+                "pattern": "^\\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\\d|3[01])$",
                 "description": "Inclusive; at most 366 days after start."
               },
               "classroom": {
@@ -3416,7 +3416,7 @@ enum OpenAPIDocument {
             "properties": {
               "month": {
                 "type": "string",
-                "pattern": "^\\d{4}-\\d{2}$",
+                "pattern": "^(19[7-9]\\d|[2-9]\\d{3})-(0[1-9]|1[0-2])$",
                 "description": "`YYYY-MM`, a month that has begun."
               },
               "classroom": {
