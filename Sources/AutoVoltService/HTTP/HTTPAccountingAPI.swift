@@ -114,9 +114,30 @@ enum AccountingAPI {
         return nil
     }
 
+    /// A write's body. One whose JSON holds a NUL in a string or key is refused here: no
+    /// store keeps a NUL in text, and PostgreSQL's refusal came back as a 503 (found by
+    /// scripts/fuzz-api); a body that is not JSON is left to the route's own decoding.
     static func data(of request: Request) async throws -> Data {
         var buffer = try await request.body.collect(upTo: HTTPLimits.maxBodyBytes)
-        return Data(buffer.readBytes(length: buffer.readableBytes) ?? [])
+        let data = Data(buffer.readBytes(length: buffer.readableBytes) ?? [])
+        if !data.isEmpty, let json = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]), holdsNUL(json) {
+            throw BodyRefusal(message: "the body holds a NUL character")
+        }
+        return data
+    }
+
+    struct BodyRefusal: Error, CustomStringConvertible {
+        let message: String
+        var description: String { message }
+    }
+
+    private static func holdsNUL(_ value: Any) -> Bool {
+        switch value {
+        case let text as String: return text.contains("\0")
+        case let array as [Any]: return array.contains(where: holdsNUL)
+        case let object as [String: Any]: return object.contains { $0.key.contains("\0") || holdsNUL($0.value) }
+        default: return false
+        }
     }
 
     static func json<T: Encodable>(_ status: HTTPResponse.Status, _ value: T) -> Response {

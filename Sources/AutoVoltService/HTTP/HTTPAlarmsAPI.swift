@@ -68,7 +68,13 @@ enum AlarmsAPI {
             if let refusal = AccountingAPI.authorize(request, config) { return refusal }
             guard let id = context.parameters.get("id"), !id.isEmpty else { return AccountingAPI.problem(.badRequest, "alarm id missing") }
             var by = "api"
-            if let data = try? await AccountingAPI.data(of: request), !data.isEmpty {
+            let data: Data
+            do {
+                data = try await AccountingAPI.data(of: request)
+            } catch {
+                return AccountingAPI.problem(.badRequest, "\(error)")
+            }
+            if !data.isEmpty {
                 guard let body = try? JSONDecoder().decode(AckBody.self, from: data) else {
                     return AccountingAPI.problem(.badRequest, "body must be empty or JSON {\"by\": \"who acknowledges\"}")
                 }

@@ -72,9 +72,12 @@ struct AllowedMethodsMiddleware<Context: RequestContext>: RouterMiddleware {
     func handle(_ request: Request, context: Context,
                 next: (Request, Context) async throws -> Response) async throws -> Response {
         let segments = request.uri.path.split(separator: "/")
-        let known = paths.filter { entry in
+        let matching = paths.filter { entry in
             entry.segments.count == segments.count && zip(entry.segments, segments).allSatisfy { $0 == nil || $0 == String($1) }
         }
+        // The most literal match wins, as in the router: statements/generate is not statements/{id}.
+        let fewestCaptures = matching.map { $0.segments.filter { $0 == nil }.count }.min()
+        let known = matching.filter { $0.segments.filter { $0 == nil }.count == fewestCaptures }
         let allowed = known.reduce(into: Set<String>()) { $0.formUnion($1.methods) }
         if !known.isEmpty && !allowed.contains(request.method.rawValue) {
             var response = PowerAnalyticsAPI.errorResponse(.methodNotAllowed, "\(request.method.rawValue) is not allowed here")

@@ -184,6 +184,9 @@ public final class PostgresStatementStorage: StatementStorage {
         }
     }
 
+    /// The advisory lock class of a draft's save ("stmt"; two-key locks, apart from the one-key space).
+    static let draftLockClass: Int32 = 0x7374_6D74
+
     public func saveDraft(_ statement: Statement, token: String) throws -> DraftSave {
         let s = statement
         let reference = SourcesJSON(collection: StatementStore.sourcesCollection, token: token, count: s.sources.count,
@@ -205,7 +208,11 @@ public final class PostgresStatementStorage: StatementStorage {
         }
         return try pool.withConnection { connection in
             try connection.transaction {
-                // First the statement: its row is held until commit, so a generate or freeze of
+                // Two saves of one id wait for each other here: ON CONFLICT (id) settles a race on
+                // the id only, and the second insert could meet the first on the other unique key
+                // (month, scope_key, version) first, a 23505 (twoGeneratesRacing..., now and then).
+                try connection.execute("SELECT pg_advisory_xact_lock($1::int4, hashtext($2))", [Int(Self.draftLockClass), s.id])
+                // Then the statement: its row is held until commit, so a generate or freeze of
                 // the same id waits and then sees this draft.
                 let written = try connection.query("""
                     INSERT INTO statements AS s (id, month, scope, scope_key, classrooms, version, status, currency, time_zone, created_at,
