@@ -183,9 +183,22 @@ public enum CampusSimulator {
             return out
         }
 
-        /// Distinct valid messages delivered by `instant`: the events the database must hold once each.
+        /// Distinct valid messages delivered by `instant`: the events the database must hold once
+        /// each. Distinct by event hash, as the database keeps them: two messages with the same
+        /// timestamp as sent and the same counter are one event (a board whose clock is stuck in
+        /// 1970 sends that twice while its counter stands still; counting them as two made
+        /// `simulate check` and a property test report a difference now and then).
         public func events(deliveredBy instant: EpochMillis = .max) -> Int {
-            readings.reduce(0) { $0 + ($1.deliveredAt <= instant && !$1.isDuplicate && $1.malformed == nil ? 1 : 0) }
+            let decoder = MessageDecoder()
+            let topic = "autovolt/\(device.info.esp32Name)/telemetry"
+            var hashes = Set<String>()
+            for r in readings where r.deliveredAt <= instant && !r.isDuplicate && r.malformed == nil {
+                let payload = Array(CampusSimulator.payload(r, device: device).utf8)
+                if case .success(.telemetry(let t)) = decoder.decode(topic: topic, payload: payload, receivedAt: r.deliveredAt) {
+                    hashes.insert(t.eventHash)
+                }
+            }
+            return hashes.count
         }
 
         /// Payloads delivered by `instant` that the decoder must refuse.

@@ -84,6 +84,12 @@ struct SimulatorTests {
         return rates
     }
 
+    /// The seed CI met: a board with its clock stuck in 1970 sent the same timestamp and counter
+    /// twice, one event by its hash, which the simulator counted as two.
+    @Test func repeatedIdenticalMessagesAreOneEvent() {
+        _ = Self.check(seed: 838_066_648_581_434_937, rates: Self.faulty)
+    }
+
     @Test func theSameSeedGivesTheSameCampus() {
         let config = CampusSimulator.Config(devices: 3, start: CivilDate(year: 2026, month: 11, day: 2), days: 1, seed: 42)
         var a = LocalCalendar(timeZone: kolkata), b = LocalCalendar(timeZone: kolkata)
