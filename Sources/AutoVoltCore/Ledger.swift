@@ -70,6 +70,14 @@ public struct LedgerReading: Sendable, Hashable {
         return false
     }
 
+    /// The uptime a stored reading says: `uptime_s` when a clock can hold it (not negative,
+    /// within 64-bit milliseconds: it is stored as sent, and 1e300 passes as a number; converting
+    /// that trapped, and the worker crashed on the event at every restart), else a timestamp as
+    /// sent that is an uptime.
+    public static func uptimeMillis(uptimeSeconds: Double?, timestampAsSent: String?) -> Int64? {
+        uptimeSeconds.flatMap { $0 >= 0 ? Int64(exactly: ($0 * 1000).rounded()) : nil } ?? uptimeMillis(timestampAsSent: timestampAsSent)
+    }
+
     /// The uptime in a timestamp as sent: a plain number that, read as the contract reads
     /// timestamps, lies before 2020, is the firmware guide's `millis()` (milliseconds since boot).
     public static func uptimeMillis(timestampAsSent text: String?) -> Int64? {

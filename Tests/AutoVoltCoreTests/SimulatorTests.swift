@@ -25,8 +25,7 @@ struct SimulatorTests {
             guard seen.insert(t.eventHash).inserted else { continue }
             readings.append(LedgerReading(eventHash: t.eventHash, time: t.deviceTime, energyWh: t.energyWhTotal, bootID: t.bootID, seq: t.seq,
                                           clock: t.clock, powerW: t.powerW,
-                                          uptimeMillis: t.uptimeS.map { Int64(($0 * 1000).rounded()) }
-                                              ?? LedgerReading.uptimeMillis(timestampAsSent: t.timestampAsSent)))
+                                          uptimeMillis: LedgerReading.uptimeMillis(uptimeSeconds: t.uptimeS, timestampAsSent: t.timestampAsSent)))
         }
         return (readings.sorted { $0.time < $1.time }, rejects)
     }

@@ -82,7 +82,7 @@ struct OpenAPITests {
         }
     }
 
-    /// Resolves `#/components/schemas/X`.
+    /// Resolves a local `$ref` (`#/components/schemas/X`, `#/components/responses/Y`).
     static func resolve(_ schema: [String: Any], in document: [String: Any]) -> [String: Any] {
         guard let ref = schema["$ref"] as? String, ref.hasPrefix("#/") else { return schema }
         var node: Any? = document
@@ -171,12 +171,7 @@ struct OpenAPITests {
             let http = response as? HTTPURLResponse
             return (http?.statusCode ?? 0, http?.value(forHTTPHeaderField: "Content-Type") ?? "", data)
         }
-        var up = false
-        for _ in 0..<150 where !up {
-            up = ((try? await send("GET", "/health"))?.status ?? 0) > 0
-            if !up { try await Task.sleep(for: .milliseconds(200)) } // polling until the port answers
-        }
-        #expect(up, "the worker's HTTP did not answer:\n\(worker.log)")
+        #expect(await HTTPHealthTests.waitForHTTP(URLSession.shared, port), "the worker's HTTP did not answer:\n\(worker.log)")
 
         // The served document is this one.
         let served = try await send("GET", "/api/power-analytics/openapi.json")
@@ -208,7 +203,8 @@ struct OpenAPITests {
                 if !query.isEmpty { path += "?" + query.joined(separator: "&") }
                 // Writes get an empty object: the answer must be a documented refusal, never a 500.
                 let answer = try await send(method.uppercased(), path, body: method == "post" ? Data("{}".utf8) : nil)
-                let documented = responses[String(answer.status)] as? [String: Any]
+                // A response may be a `$ref` to components/responses: its content is there.
+                let documented = (responses[String(answer.status)] as? [String: Any]).map { Self.resolve($0, in: document) }
                 #expect(documented != nil, "\(method.uppercased()) \(path) answered \(answer.status), documented \(responses.keys.sorted()): \(String(decoding: answer.body.prefix(300), as: UTF8.self))")
                 if let documented, let content = documented["content"] as? [String: Any] {
                     let mediaType = answer.type.split(separator: ";").first.map(String.init) ?? ""

@@ -193,16 +193,13 @@ public struct LedgerStoredEvent: Sendable, Equatable {
 }
 
 extension LedgerReading {
-    /// A stored event's fields as a reading (the same for every backend): the uptime is
-    /// `uptime_s`, else a timestamp as sent that is an uptime (`millis()`). An `uptime_s` that
-    /// is negative or beyond 64-bit milliseconds (stored as sent: 1e300 passes as a number) is
-    /// no uptime: converting it trapped, and the worker crashed on that event at every restart.
+    /// A stored event's fields as a reading (the same for every backend); the uptime as
+    /// `LedgerReading.uptimeMillis(uptimeSeconds:timestampAsSent:)` reads it.
     static func stored(eventHash: String, time: EpochMillis, energyWh: Double, bootID: String?, seq: Int64?, clock: String?,
                        powerW: Double?, uptimeSeconds: Double?, timestampSent: String?) -> LedgerReading {
         LedgerReading(eventHash: eventHash, time: time, energyWh: energyWh, bootID: bootID, seq: seq,
                       clock: clock == "receiver" ? .receiver : .device, powerW: powerW,
-                      uptimeMillis: uptimeSeconds.flatMap { $0 >= 0 ? Int64(exactly: ($0 * 1000).rounded()) : nil }
-                          ?? LedgerReading.uptimeMillis(timestampAsSent: timestampSent))
+                      uptimeMillis: LedgerReading.uptimeMillis(uptimeSeconds: uptimeSeconds, timestampAsSent: timestampSent))
     }
 }
 
